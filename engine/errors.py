@@ -1,0 +1,99 @@
+"""The engine's exception tree.
+
+Every error the engine raises on purpose derives from :class:`EngineError`, so
+callers (CLI, dashboard, API) can catch one type and show its message::
+
+    EngineError
+    ├── ConfigError      a setting or argument is invalid   (field, value)
+    ├── ParseError       an export could not be read        (source, line, column)
+    ├── SourceError      a fetch failed                     (district, month, url, transient)
+    ├── StorageError     the database refused a read/write  (operation)
+    └── BatchError       the batch runner refused or gave up (batch_id, item)
+        ├── ItemTimeout      an attempt ran past its timeout
+        └── ItemCancelled    an attempt was cancelled
+
+``transient`` tells the batch runner whether retrying can help. Errors are
+chained with ``raise ... from`` so the original cause stays visible in logs.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    transient: bool = False
+
+
+class ConfigError(EngineError):
+    """A setting, argument or request field is invalid."""
+
+    def __init__(self, field: str, value: object, message: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field}={value!r}: {message}")
+
+
+class ParseError(EngineError):
+    """An export could not be parsed; names the file or URL, line and column."""
+
+    def __init__(
+        self, source: str, message: str, *, line: int | None = None, column: str | None = None
+    ) -> None:
+        self.source = source
+        self.line = line
+        self.column = column
+        where = source
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {message}")
+
+
+class SourceError(EngineError):
+    """Fetching an export failed. ``transient`` errors are worth retrying."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        district: str | None = None,
+        month: str | None = None,
+        url: str | None = None,
+        transient: bool = False,
+    ) -> None:
+        self.district = district
+        self.month = month
+        self.url = url
+        self.transient = transient
+        parts = [p for p in (f"district {district}" if district else "", month or "", url or "") if p]
+        super().__init__(f"{' '.join(parts)}: {message}" if parts else message)
+
+
+class StorageError(EngineError):
+    """The database refused an operation; nothing acknowledged was lost."""
+
+    def __init__(self, operation: str, message: str, *, transient: bool = False) -> None:
+        self.operation = operation
+        self.transient = transient
+        super().__init__(f"storage {operation}: {message}")
+
+
+class BatchError(EngineError):
+    """The batch runner refused a request or an item gave up."""
+
+    def __init__(self, message: str, *, batch_id: int | None = None, item: str | None = None):
+        self.batch_id = batch_id
+        self.item = item
+        super().__init__(message)
+
+
+class ItemTimeout(BatchError):
+    """An attempt ran past its timeout and was stopped."""
+
+    transient = True
+
+
+class ItemCancelled(BatchError):
+    """An attempt was cancelled cooperatively."""
