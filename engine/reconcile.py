@@ -1,0 +1,229 @@
+"""The orchestrator: starts months, runs checks, finalizes jobs.
+
+A *check* fetches a district's export for a collection date, compares it
+with the job's last target-month snapshot, records a timeline entry and
+applies the rules. A *replay* (what ``recon run`` does) walks a job's
+collection dates day by day, from the day after month end (or the day after
+its last check, when resuming) until the job finalizes; the collection date is
+the simulated "today" of each check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from typing import Any
+
+from . import rules
+from .cancel import NEVER, CancelToken
+from .clock import Clock
+from .models import Job, JobStatus, Phase, Reason, Snapshot, TimelineEntry, month_end
+from .settings import ReconSettings
+from .sources import Source
+from .storage import Storage
+
+
+@dataclass(frozen=True)
+class MonthProgress:
+    month: str
+    run_id: int | None
+    total: int
+    by_status: dict[str, int]
+    by_phase: dict[str, int]
+    by_reason: dict[str, int]
+    percent_finalized: float
+    projected_close: date | None
+
+
+class Reconciler:
+    """Drives jobs to completion. Thread-safe: each job is worked by one thread at a time."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        source: Source,
+        settings: ReconSettings,
+        clock: Clock,
+        monitor: Any = None,
+    ) -> None:
+        self.storage = storage
+        self.source = source
+        self.settings = settings
+        self.clock = clock
+        self.monitor = monitor
+
+    # --- months ---------------------------------------------------------------------------
+
+    def start_month(self, month: str, districts: Sequence[str], *, mode: str) -> list[Job]:
+        """Jobs to work for ``month``: the latest run's if unfinished, else a new run."""
+        latest = self.storage.jobs(month=month)
+        if latest and any(not j.status.finished for j in latest):
+            return latest
+        return self.storage.create_run(month, districts, mode=mode, source=self.source.name)
+
+    def month_progress(self, month: str, today: date | None = None) -> MonthProgress:
+        jobs = self.storage.jobs(month=month)
+        latest = self.storage.latest_run(month)
+        by_status = _count(j.status.value for j in jobs)
+        by_phase = _count(j.phase.value for j in jobs if j.status == JobStatus.ACTIVE and j.phase)
+        by_reason = _count(j.reason.value for j in jobs if j.reason)
+        finished = sum(1 for j in jobs if j.status.finished)
+        return MonthProgress(
+            month=month,
+            run_id=latest["id"] if latest else None,
+            total=len(jobs),
+            by_status=by_status,
+            by_phase=by_phase,
+            by_reason=by_reason,
+            percent_finalized=100.0 * finished / len(jobs) if jobs else 0.0,
+            projected_close=self._projected_close(jobs),
+        )
+
+    def _projected_close(self, jobs: Sequence[Job]) -> date | None:
+        dates = [self.job_progress(j).eta for j in jobs]
+        known = [d for d in dates if d is not None]
+        return max(known) if known else None
+
+    def job_progress(self, job: Job) -> rules.JobProgress:
+        today = job.last_check_date or month_end(job.month)
+        return rules.progress(job, today, self.settings)
+
+    # --- one job ----------------------------------------------------------------------------
+
+    def replay(self, job_id: int, token: CancelToken = NEVER) -> Job:
+        """Check ``job_id`` day after day until it finalizes."""
+        job = self.storage.get_job(job_id)
+        if job.status.finished:
+            return job
+        job = self.storage.transition(
+            replace(job, status=JobStatus.ACTIVE, phase=job.phase or Phase.MONITORING, attempts=job.attempts + 1)
+        )
+        # Optimized mode keeps the last entry in memory; naive mode reads it back every check.
+        keep = self.storage.optimized
+        last = self.storage.last_entry(job.id) if keep else None
+        day = (job.last_check_date or month_end(job.month)) + timedelta(days=1)
+        limit = rules.window_end(job, self.settings) + timedelta(days=self.settings.max_extension_days)
+        while not job.status.finished and day <= limit:
+            token.check()
+            job, kept = self.check(job, day, token, last=last)
+            last = kept if keep else None
+            day += timedelta(days=1)
+        return job
+
+    def check(
+        self,
+        job: Job,
+        collection_date: date,
+        token: CancelToken = NEVER,
+        *,
+        last: TimelineEntry | None = None,
+    ) -> tuple[Job, TimelineEntry | None]:
+        """One check of ``job`` on ``collection_date``; returns the job and its last entry.
+
+        ``last`` is the job's last target-month entry when the caller keeps it
+        (optimized mode); otherwise it is read from storage.
+        """
+        with self._timed("job.check", district=job.district):
+            snap = self._fetch(job, collection_date, token)
+            if last is None:
+                last = self.storage.last_entry(job.id)
+            if snap.data_month is not None and snap.data_month > job.month:
+                return self._finish(job, collection_date, Reason.CLOSING_ENDED, last, snap), last
+            if snap.data_month is not None and snap.data_month < job.month:
+                self.storage.save_progress(replace(job, last_check_date=collection_date), None, None)
+                return replace(job, last_check_date=collection_date), last
+            return self._record(job, collection_date, snap, last)
+
+    def _fetch(self, job: Job, collection_date: date, token: CancelToken) -> Snapshot:
+        with self._timed("source.fetch", district=job.district):
+            return self.source.fetch(job.district, job.month, collection_date, token)
+
+    def _record(
+        self, job: Job, today: date, snap: Snapshot, last: TimelineEntry | None
+    ) -> tuple[Job, TimelineEntry]:
+        with self._timed("detect_changes", district=job.district):
+            changes = rules.detect_changes(last.metrics, snap.metrics, self.settings) if last else ()
+        significant = any(c.significant for c in changes)
+        new_day = last is None or snap.as_of != last.as_of
+        entry = TimelineEntry(
+            job_id=job.id,
+            as_of=snap.as_of,
+            checked_at=self.clock.now(),
+            data_month=snap.data_month,
+            metrics=snap.metrics,
+            changes=changes,
+            significant=significant,
+            note="first snapshot" if last is None else "",
+        )
+        job = rules.record_check(job, snap.as_of, significant, new_day=new_day and last is not None)
+        job, reason = rules.decide(
+            replace(job, last_check_date=today), today,
+            data_month_known=snap.data_month is not None, settings=self.settings,
+        )  # fmt: skip
+        month_end_snap = snap if snap.data_month == job.month or snap.data_month is None else None
+        if month_end_snap is not None and snap.data_month is None:
+            month_end_snap = replace(snap, data_month=job.month)
+        self.storage.save_progress(job, entry, month_end_snap)
+        if reason is not None:
+            job = self._finish(job, today, reason, entry, None)
+        return job, entry
+
+    def _finish(
+        self,
+        job: Job,
+        today: date,
+        reason: Reason,
+        last: TimelineEntry | None,
+        next_snap: Snapshot | None,
+    ) -> Job:
+        with self._timed("job.finalize", district=job.district):
+            if next_snap is not None:
+                note = f"source now publishes {next_snap.data_month}: closing period over"
+                entry = TimelineEntry(
+                    job.id, next_snap.as_of, self.clock.now(), next_snap.data_month, {}, (), False, note
+                )
+                self.storage.save_progress(job, entry, None)
+            done = replace(
+                job,
+                status=JobStatus.COMPLETED,
+                phase=None,
+                reason=reason,
+                last_check_date=today,
+                final_as_of=last.as_of if last else None,
+                completed_at=self.clock.now(),
+                checks=job.checks + (1 if next_snap is not None else 0),
+            )
+            return self.storage.transition(done)
+
+    def fail(self, job_id: int, error: str) -> Job:
+        """Mark a job failed (its retries are exhausted), keeping the error."""
+        job = self.storage.get_job(job_id)
+        if job.status.finished:
+            return job
+        failed = replace(job, status=JobStatus.FAILED, phase=None, error=error, completed_at=self.clock.now())
+        return self.storage.transition(failed)
+
+    def cancel(self, job_id: int) -> Job:
+        job = self.storage.get_job(job_id)
+        if job.status.finished:
+            return job
+        cancelled = replace(job, status=JobStatus.CANCELLED, phase=None, completed_at=self.clock.now())
+        return self.storage.transition(cancelled)
+
+    def _timed(self, operation: str, **labels: str) -> Any:
+        if self.monitor is None:
+            return contextlib.nullcontext()
+        return self.monitor.timed(operation, **labels)
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+__all__ = ["MonthProgress", "Reconciler"]

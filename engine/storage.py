@@ -1,0 +1,581 @@
+"""Storage on SQLAlchemy Core: SQLite file by default (WAL), PostgreSQL by URL.
+
+Two modes side by side:
+
+- ``naive``: every write is its own committed transaction and every read goes
+  to the database. This is the "before" of the before/after comparison.
+- ``optimized``: per-check writes (timeline entries, job progress, month-end
+  snapshots, generic deferred inserts) are queued, coalesced by key and written
+  in one transaction when ``batch_size`` are pending, after
+  ``max_write_delay_ms``, on :meth:`flush` and on :meth:`close`. Readers in this
+  process see queued writes (they are overlaid on database reads). Jobs and
+  timelines are kept in an LRU of ``cache_max_size`` entries and index queries
+  (jobs of a month, latest run) in a TTL cache of ``index_cache_timeout_ms``.
+
+In both modes job status transitions are committed before :meth:`transition`
+returns, and a failed flush keeps its writes queued: nothing is dropped.
+What a crash loses of the queue is rebuilt by re-checking (entries are unique
+per job and as-of date, so a re-check updates instead of duplicating).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import cachetools
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from .clock import Clock, SystemClock
+from .errors import StorageError
+from .models import Job, JobStatus, MetricChange, Phase, Reason, Snapshot, TimelineEntry
+from .schema import jobs, metadata, month_end_snapshots, runs, timeline
+from .settings import StorageSettings
+
+_JOB_PROGRESS_COLUMNS = (
+    "status", "phase", "reason", "error", "completed_at", "final_as_of", "last_check_date",
+    "checks", "significant_changes", "stable_days", "extension_days", "last_significant_as_of",
+    "attempts", "significant_dates",
+)  # fmt: skip
+
+
+class Storage:
+    """The engine's database. Thread-safe; one instance per process and URL."""
+
+    def __init__(self, settings: StorageSettings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.optimized = settings.mode == "optimized"
+        self.monitor: Any = None  # set by the console; duck-typed ``timed(op, **labels)``
+        self.roundtrips = 0
+        self.engine = _make_engine(settings.db_url, self)
+        self._write_lock = threading.Lock()  # one writer per process; SQLite allows one anyway
+        self._pending_lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._pending = _Pending()
+        self._oldest_pending: float | None = None
+        self._cache_lock = threading.Lock()
+        self._lru: cachetools.LRUCache[Any, Any] = cachetools.LRUCache(settings.cache_max_size)
+        self._index: cachetools.TTLCache[Any, Any] = cachetools.TTLCache(
+            settings.cache_max_size, settings.index_cache_timeout_ms / 1000, timer=self.clock.monotonic
+        )
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self._closed = threading.Event()
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise StorageError("open", f"{settings.db_url}: {exc}") from exc
+        self._flusher: threading.Thread | None = None
+        if self.optimized:
+            self._flusher = threading.Thread(target=self._flush_loop, name="storage-flusher", daemon=True)
+            self._flusher.start()
+        atexit.register(self.close)
+
+    # --- generic API (used by the batch runner and the monitor) -------------------
+
+    def write(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows and commit before returning."""
+        if rows:
+            with self.transaction("write") as conn:
+                conn.execute(insert(table), [dict(r) for r in rows])
+
+    def defer(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Queue inserts for the next flush (naive mode: write at once)."""
+        if not self.optimized:
+            self.write(table, rows)
+            return
+        with self._pending_lock:
+            self._pending.inserts.extend((table, dict(r)) for r in rows)
+        self._after_defer()
+
+    @contextlib.contextmanager
+    def transaction(self, operation: str = "transaction") -> Iterator[Connection]:
+        """A connection inside one transaction, committed on exit (write lock held)."""
+        with self._timed(f"storage.{operation}"), self._write_lock:
+            try:
+                with self.engine.connect() as conn:
+                    conn = conn.execution_options(immediate=True)
+                    with conn.begin():
+                        yield conn
+            except SQLAlchemyError as exc:
+                raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
+
+    @contextlib.contextmanager
+    def reading(self, operation: str = "read") -> Iterator[Connection]:
+        with self._timed(f"storage.{operation}"):
+            try:
+                with self.engine.connect() as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
+
+    def pending_writes(self) -> int:
+        with self._pending_lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write everything queued in one transaction; return how many writes.
+
+        On failure the writes stay queued (newer queued values win) and the
+        error is raised.
+        """
+        with self._flush_lock:
+            with self._pending_lock:
+                batch, self._pending = self._pending, _Pending()
+                self._oldest_pending = None
+            if not batch:
+                return 0
+            try:
+                with self.transaction("flush") as conn:
+                    batch.write(conn)
+            except StorageError:
+                with self._pending_lock:
+                    self._pending = batch.merged_with(self._pending)
+                    self._oldest_pending = self.clock.monotonic()
+                raise
+            return len(batch)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+        try:
+            self.flush()
+        finally:
+            self.engine.dispose()
+            atexit.unregister(self.close)
+
+    def clear_cache(self) -> int:
+        """Drop the storage cache (LRU and index); return the entries dropped."""
+        with self._cache_lock:
+            n = len(self._lru) + len(self._index)
+            self._lru.clear()
+            self._index.clear()
+            return n
+
+    def cache_stats(self) -> dict[str, Any]:
+        with self._cache_lock:
+            total = self.cache_hits + self.cache_misses
+            return {
+                "enableInMemoryCache": self.optimized and self.settings.enable_in_memory_cache,
+                "size": len(self._lru),
+                "indexSize": len(self._index),
+                "cacheMaxSize": self.settings.cache_max_size,
+                "hits": self.cache_hits,
+                "misses": self.cache_misses,
+                "hitRate": self.cache_hits / total if total else 0.0,
+                "pendingWrites": self.pending_writes(),
+                "roundtrips": self.roundtrips,
+            }
+
+    # --- runs and jobs ------------------------------------------------------------------
+
+    def create_run(self, month: str, districts: Sequence[str], *, mode: str, source: str) -> list[Job]:
+        """A new run of ``month`` with one pending job per district (one transaction)."""
+        now = self.clock.now()
+        with self.transaction("create_run") as conn:
+            run_id = conn.execute(
+                insert(runs).values(month=month, created_at=now, mode=mode, source=source)
+            ).inserted_primary_key[0]
+            rows = [_new_job_row(run_id, d, month, now) for d in districts]
+            if rows:
+                conn.execute(insert(jobs), rows)
+        self._drop_index()
+        return self.jobs(run_id=run_id)
+
+    def latest_run(self, month: str) -> dict[str, Any] | None:
+        def load() -> dict[str, Any] | None:
+            with self.reading("latest_run") as conn:
+                row = conn.execute(
+                    select(runs).where(runs.c.month == month).order_by(runs.c.id.desc()).limit(1)
+                ).first()
+            return dict(row._mapping) if row else None
+
+        return self._indexed(("latest_run", month), load)  # type: ignore[no-any-return]
+
+    def runs(self, month: str | None = None) -> list[dict[str, Any]]:
+        query = select(runs).order_by(runs.c.id.desc())
+        if month:
+            query = query.where(runs.c.month == month)
+        with self.reading("runs") as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def jobs(
+        self, *, run_id: int | None = None, month: str | None = None, status: str | None = None
+    ) -> list[Job]:
+        """Jobs of a run, or of the latest run of a month, optionally by status."""
+        if run_id is None and month is not None:
+            latest = self.latest_run(month)
+            if latest is None:
+                return []
+            run_id = latest["id"]
+        found = self._indexed(("jobs", run_id), lambda: self._load_jobs(run_id))
+        with self._pending_lock:
+            overlaid = [self._pending.jobs.get(j.id, j) for j in found]
+        return [j for j in overlaid if status is None or j.status == status]
+
+    def _load_jobs(self, run_id: int | None) -> list[Job]:
+        query = select(jobs).order_by(jobs.c.id)
+        if run_id is not None:
+            query = query.where(jobs.c.run_id == run_id)
+        with self.reading("load_jobs") as conn:
+            return [_job_from_row(r._mapping) for r in conn.execute(query)]
+
+    def get_job(self, job_id: int) -> Job:
+        with self._pending_lock:
+            if job_id in self._pending.jobs:
+                return self._pending.jobs[job_id]
+
+        def load() -> Job:
+            with self.reading("get_job") as conn:
+                row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise StorageError("get_job", f"no job with id {job_id}")
+            return _job_from_row(row._mapping)
+
+        return self._cached(("job", job_id), load)  # type: ignore[no-any-return]
+
+    def transition(self, job: Job) -> Job:
+        """Commit a job's new status (and everything queued before it), then return it."""
+        self.flush()
+        with self.transaction("transition") as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job.id).values(**_job_progress_row(job)))
+        self._forget_job(job)
+        return job
+
+    def save_progress(self, job: Job, entry: TimelineEntry | None, month_end: Snapshot | None) -> None:
+        """Record one check: its timeline entry, the job's counters, the month-end snapshot.
+
+        Optimized mode queues the three writes (one flush writes them together);
+        naive mode commits each at once.
+        """
+        if not self.optimized:
+            if entry is not None:
+                self._write_entries([entry])
+            with self.transaction("save_job") as conn:
+                conn.execute(update(jobs).where(jobs.c.id == job.id).values(**_job_progress_row(job)))
+            if month_end is not None:
+                with self.transaction("month_end") as conn:
+                    _upsert_month_end(conn, [_month_end_row(month_end, job.id, self.clock.now())])
+            return
+        with self._pending_lock:
+            self._pending.jobs[job.id] = job
+            if entry is not None:
+                self._pending.entries[(entry.job_id, entry.as_of)] = entry
+            if month_end is not None:
+                self._pending.put_month_end(_month_end_row(month_end, job.id, self.clock.now()))
+        self._forget_job(job, keep_pending=True)
+        self._after_defer()
+
+    # --- timelines and month-end snapshots ----------------------------------------------
+
+    def timeline(self, job_id: int) -> tuple[TimelineEntry, ...]:
+        stored = self._cached(("timeline", job_id), lambda: self.timelines([job_id]).get(job_id, ()))
+        return self._overlay(job_id, stored)
+
+    def timelines(self, job_ids: Sequence[int]) -> dict[int, tuple[TimelineEntry, ...]]:
+        """Timelines of many jobs in one query (the bulk load)."""
+        out: dict[int, list[TimelineEntry]] = {j: [] for j in job_ids}
+        for chunk in _chunks(list(job_ids), 500):
+            query = select(timeline).where(timeline.c.job_id.in_(chunk)).order_by(timeline.c.as_of)
+            with self.reading("timelines") as conn:
+                for row in conn.execute(query):
+                    out[row.job_id].append(_entry_from_row(row._mapping))
+        return {j: self._overlay(j, tuple(v)) for j, v in out.items()}
+
+    def last_entry(self, job_id: int) -> TimelineEntry | None:
+        if self.optimized:
+            entries = self.timeline(job_id)
+            return entries[-1] if entries else None
+        query = (
+            select(timeline).where(timeline.c.job_id == job_id).order_by(timeline.c.as_of.desc()).limit(1)
+        )
+        with self.reading("last_entry") as conn:
+            row = conn.execute(query).first()
+        return _entry_from_row(row._mapping) if row else None
+
+    def month_end_snapshots(self, month: str) -> dict[str, Snapshot]:
+        self.flush()
+        query = select(month_end_snapshots).where(month_end_snapshots.c.month == month)
+        with self.reading("month_end") as conn:
+            return {
+                r.district: Snapshot(r.district, r.as_of, r.month, json.loads(r.metrics), "month-end")
+                for r in conn.execute(query)
+            }
+
+    def _write_entries(self, entries: Sequence[TimelineEntry]) -> None:
+        with self.transaction("write_entry") as conn:
+            _upsert_entries(conn, [_entry_row(e) for e in entries])
+
+    def _overlay(self, job_id: int, stored: tuple[TimelineEntry, ...]) -> tuple[TimelineEntry, ...]:
+        with self._pending_lock:
+            queued = [e for (j, _), e in self._pending.entries.items() if j == job_id]
+        if not queued:
+            return stored
+        merged = {e.as_of: e for e in stored}
+        merged.update({e.as_of: e for e in queued})
+        return tuple(merged[k] for k in sorted(merged))
+
+    # --- caches -----------------------------------------------------------------------------
+
+    def _cache_on(self) -> bool:
+        return self.optimized and self.settings.enable_in_memory_cache
+
+    def _cached(self, key: Any, load: Any) -> Any:
+        if not self._cache_on():
+            return load()
+        with self._cache_lock:
+            if key in self._lru:
+                self.cache_hits += 1
+                return self._lru[key]
+            self.cache_misses += 1
+        value = load()
+        with self._cache_lock:
+            self._lru[key] = value
+        return value
+
+    def _indexed(self, key: Any, load: Any) -> Any:
+        if not self._cache_on():
+            return load()
+        with self._cache_lock:
+            if key in self._index:
+                return self._index[key]
+        value = load()
+        with self._cache_lock:
+            self._index[key] = value
+        return value
+
+    def _drop_index(self) -> None:
+        with self._cache_lock:
+            self._index.clear()
+
+    def _forget_job(self, job: Job, *, keep_pending: bool = False) -> None:
+        with self._cache_lock:
+            self._lru.pop(("job", job.id), None)
+            self._lru.pop(("timeline", job.id), None)
+            if not keep_pending:
+                # a status change alters the jobs-of-run listing
+                self._index.pop(("jobs", job.run_id), None)
+        if keep_pending:
+            return
+        with self._pending_lock:
+            self._pending.jobs.pop(job.id, None)
+
+    # --- deferred-write machinery ---------------------------------------------------------
+
+    def _after_defer(self) -> None:
+        with self._pending_lock:
+            if self._oldest_pending is None:
+                self._oldest_pending = self.clock.monotonic()
+            full = len(self._pending) >= self.settings.batch_size
+        if full:
+            self.flush()
+
+    def _flush_loop(self) -> None:
+        delay = self.settings.max_write_delay_ms / 1000
+        while not self._closed.wait(min(delay, 0.05)):
+            with self._pending_lock:
+                oldest = self._oldest_pending
+            if oldest is not None and self.clock.monotonic() - oldest >= delay:
+                with contextlib.suppress(StorageError):  # kept queued; retried next tick
+                    self.flush()
+
+    def _timed(self, operation: str) -> Any:
+        if self.monitor is None:
+            return contextlib.nullcontext()
+        return self.monitor.timed(operation, mode=self.settings.mode)
+
+
+class _Pending:
+    """Writes waiting for a flush, coalesced by key (the newest value wins)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, Job] = {}
+        self.entries: dict[tuple[int, date], TimelineEntry] = {}
+        self.month_ends: dict[tuple[str, str], dict[str, Any]] = {}
+        self.inserts: list[tuple[Table, dict[str, Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self.jobs) + len(self.entries) + len(self.month_ends) + len(self.inserts)
+
+    def put_month_end(self, row: dict[str, Any]) -> None:
+        key = (row["district"], row["month"])
+        old = self.month_ends.get(key)
+        if old is None or row["as_of"] > old["as_of"]:
+            self.month_ends[key] = row
+
+    def write(self, conn: Connection) -> None:
+        if self.entries:
+            _upsert_entries(conn, [_entry_row(e) for e in self.entries.values()])
+        for job in self.jobs.values():
+            conn.execute(update(jobs).where(jobs.c.id == job.id).values(**_job_progress_row(job)))
+        if self.month_ends:
+            _upsert_month_end(conn, list(self.month_ends.values()))
+        by_table: dict[Table, list[dict[str, Any]]] = {}
+        for table, row in self.inserts:
+            by_table.setdefault(table, []).append(row)
+        for table, rows in by_table.items():
+            conn.execute(insert(table), rows)
+
+    def merged_with(self, newer: _Pending) -> _Pending:
+        """This (failed) batch with ``newer`` writes on top."""
+        self.jobs.update(newer.jobs)
+        self.entries.update(newer.entries)
+        for row in newer.month_ends.values():
+            self.put_month_end(row)
+        self.inserts.extend(newer.inserts)
+        return self
+
+
+# --- rows <-> values ---------------------------------------------------------------------------
+
+
+def _new_job_row(run_id: int, district: str, month: str, now: datetime) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "district": district, "month": month, "status": JobStatus.PENDING.value,
+        "created_at": now, "checks": 0, "significant_changes": 0, "stable_days": 0,
+        "extension_days": 0, "attempts": 0, "significant_dates": "",
+    }  # fmt: skip
+
+
+def _job_progress_row(job: Job) -> dict[str, Any]:
+    row = {c: getattr(job, c) for c in _JOB_PROGRESS_COLUMNS}
+    row["status"] = job.status.value
+    row["phase"] = job.phase.value if job.phase else None
+    row["reason"] = job.reason.value if job.reason else None
+    row["significant_dates"] = ",".join(d.isoformat() for d in job.significant_dates)
+    return row
+
+
+def _job_from_row(r: Mapping[str, Any]) -> Job:
+    dates = tuple(date.fromisoformat(d) for d in r["significant_dates"].split(",") if d)
+    return Job(
+        id=r["id"], run_id=r["run_id"], district=r["district"], month=r["month"],
+        status=JobStatus(r["status"]), phase=Phase(r["phase"]) if r["phase"] else None,
+        reason=Reason(r["reason"]) if r["reason"] else None, error=r["error"],
+        created_at=r["created_at"], completed_at=r["completed_at"], final_as_of=r["final_as_of"],
+        last_check_date=r["last_check_date"], checks=r["checks"],
+        significant_changes=r["significant_changes"], stable_days=r["stable_days"],
+        extension_days=r["extension_days"], last_significant_as_of=r["last_significant_as_of"],
+        attempts=r["attempts"], significant_dates=dates,
+    )  # fmt: skip
+
+
+def _entry_row(e: TimelineEntry) -> dict[str, Any]:
+    changes = [[c.metric, c.old, c.new, c.significant] for c in e.changes]
+    return {
+        "job_id": e.job_id, "as_of": e.as_of, "checked_at": e.checked_at, "data_month": e.data_month,
+        "metrics": json.dumps(dict(e.metrics), sort_keys=True), "changes": json.dumps(changes),
+        "significant": e.significant, "note": e.note,
+    }  # fmt: skip
+
+
+def _entry_from_row(r: Mapping[str, Any]) -> TimelineEntry:
+    changes = tuple(MetricChange(m, o, n, s) for m, o, n, s in json.loads(r["changes"]))
+    return TimelineEntry(
+        job_id=r["job_id"], as_of=r["as_of"], checked_at=r["checked_at"], data_month=r["data_month"],
+        metrics=json.loads(r["metrics"]), changes=changes, significant=r["significant"], note=r["note"],
+    )  # fmt: skip
+
+
+def _month_end_row(s: Snapshot, job_id: int, now: datetime) -> dict[str, Any]:
+    return {
+        "district": s.district, "month": s.data_month, "as_of": s.as_of,
+        "metrics": json.dumps(dict(s.metrics), sort_keys=True), "job_id": job_id, "updated_at": now,
+    }  # fmt: skip
+
+
+def _insert_for(conn: Connection, table: Table) -> Any:
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _upsert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    stmt = _insert_for(conn, timeline)
+    cols = ("checked_at", "data_month", "metrics", "changes", "significant", "note")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "as_of"], set_={c: stmt.excluded[c] for c in cols}
+    )
+    conn.execute(stmt, rows)
+
+
+def _upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Replace a month-end snapshot only with strictly newer data of the same month."""
+    stmt = _insert_for(conn, month_end_snapshots)
+    cols = ("as_of", "metrics", "job_id", "updated_at")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["district", "month"],
+        set_={c: stmt.excluded[c] for c in cols},
+        where=stmt.excluded.as_of > month_end_snapshots.c.as_of,
+    )
+    conn.execute(stmt, rows)
+
+
+# --- engine set-up ------------------------------------------------------------------------------
+
+
+def _make_engine(url: str, storage: Storage) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url, connect_args=_connect_args(parsed.get_backend_name()))
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StorageError("open", f"cannot use database URL {url!r}: {exc}") from exc
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(*_: Any) -> None:
+        storage.roundtrips += 1  # approximate under threads; a statistic, not an invariant
+
+    if engine.dialect.name == "sqlite":
+        _sqlite_pragmas(engine)
+    return engine
+
+
+def _connect_args(backend: str) -> dict[str, Any]:
+    return {"timeout": 30, "check_same_thread": False} if backend == "sqlite" else {}
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        # WAL: readers never block the writer; NORMAL sync is durable against process crashes.
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the lock up front so concurrent writers wait (busy_timeout)
+        # instead of failing when a read transaction tries to upgrade.
+        immediate = conn.get_execution_options().get("immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _brief(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+
+def _is_locked(exc: SQLAlchemyError) -> bool:
+    return "locked" in _brief(exc).lower() or "busy" in _brief(exc).lower()
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+__all__ = ["Storage"]

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.models import JobStatus, MetricChange, Phase, Snapshot, TimelineEntry
+from engine.schema import timeline
+from engine.settings import StorageSettings
+from engine.storage import Storage
+
+NOW = datetime(2025, 7, 3, tzinfo=UTC)
+
+
+def entry(job_id: int, day: int, membership: float) -> TimelineEntry:
+    change = (MetricChange("membership", membership - 1, membership, True),)
+    return TimelineEntry(job_id, date(2025, 7, day), NOW, "2025-06", {"membership": membership}, change, True)
+
+
+def snap(day: int, membership: float, month: str = "2025-06") -> Snapshot:
+    return Snapshot("42", date(2025, 7, day), month, {"membership": membership})
+
+
+class StorageContract:
+    """Run against every storage mode: what either mode promises."""
+
+    mode = ""
+
+    @pytest.fixture
+    def url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / 'recon.db'}"
+
+    @pytest.fixture
+    def storage(self, url: str) -> Iterator[Storage]:
+        s = Storage(StorageSettings(db_url=url, mode=self.mode))
+        yield s
+        s.close()
+
+    def test_run_creates_pending_jobs_and_keeps_history(self, storage: Storage) -> None:
+        first = storage.create_run("2025-06", ["1", "2", "F"], mode=self.mode, source="sim")
+        assert [j.district for j in first] == ["1", "2", "F"]
+        assert all(j.status == JobStatus.PENDING for j in first)
+        second = storage.create_run("2025-06", ["1"], mode=self.mode, source="sim")
+        assert [j.district for j in storage.jobs(month="2025-06")] == ["1"]
+        assert len(storage.runs("2025-06")) == 2 and second[0].run_id != first[0].run_id
+        assert len(storage.jobs(run_id=first[0].run_id)) == 3
+
+    def test_transition_is_committed_before_it_returns(self, storage: Storage, url: str) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        storage.transition(replace(job, status=JobStatus.ACTIVE, phase=Phase.MONITORING))
+        other = Storage(StorageSettings(db_url=url, mode="naive"))
+        try:
+            assert other.get_job(job.id).status == JobStatus.ACTIVE
+        finally:
+            other.close()
+
+    def test_reentry_of_same_as_of_updates_never_duplicates(self, storage: Storage) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        storage.save_progress(job, entry(job.id, 2, 100), None)
+        storage.save_progress(job, entry(job.id, 2, 105), None)
+        storage.save_progress(job, entry(job.id, 3, 106), None)
+        assert [e.metrics["membership"] for e in storage.timeline(job.id)] == [105, 106]
+        storage.flush()
+        with storage.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(timeline)).scalar() == 2
+
+    def test_deferred_write_visible_after_flush_and_after_close(self, storage: Storage, url: str) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        storage.save_progress(replace(job, checks=1), entry(job.id, 2, 100), snap(2, 100))
+        assert storage.last_entry(job.id) is not None
+        storage.flush()
+        assert storage.pending_writes() == 0
+        storage.save_progress(replace(job, checks=2), entry(job.id, 3, 101), snap(3, 101))
+        storage.close()
+        reopened = Storage(StorageSettings(db_url=url, mode="naive"))
+        try:
+            assert reopened.get_job(job.id).checks == 2
+            assert [e.as_of.day for e in reopened.timeline(job.id)] == [2, 3]
+            assert reopened.month_end_snapshots("2025-06")["42"].metrics["membership"] == 101
+        finally:
+            reopened.close()
+
+    def test_month_end_snapshot_only_replaced_by_strictly_newer_same_month(self, storage: Storage) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        storage.save_progress(job, None, snap(5, 100))
+        storage.save_progress(job, None, snap(4, 90))  # older
+        storage.save_progress(job, None, snap(5, 95))  # same as-of: not strictly newer
+        storage.save_progress(job, None, snap(9, 70, month="2025-07"))  # next month's data
+        final = storage.month_end_snapshots("2025-06")["42"]
+        assert (final.as_of, final.metrics["membership"]) == (date(2025, 7, 5), 100)
+        storage.save_progress(job, None, snap(6, 101))
+        assert storage.month_end_snapshots("2025-06")["42"].metrics["membership"] == 101
+
+    def test_cached_values_are_immutable(self, storage: Storage) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        storage.save_progress(job, entry(job.id, 2, 100), None)
+        got = storage.timeline(job.id)[0]
+        with pytest.raises(TypeError):
+            got.metrics["membership"] = 0  # type: ignore[index]
+        assert storage.timeline(job.id)[0].metrics["membership"] == 100
+
+    def test_bulk_timelines_match_single_reads(self, storage: Storage) -> None:
+        created = storage.create_run("2025-06", [str(i) for i in range(1, 30)], mode=self.mode, source="s")
+        for j in created:
+            storage.save_progress(j, entry(j.id, 2, j.id), None)
+        storage.flush()
+        bulk = storage.timelines([j.id for j in created])
+        assert all(bulk[j.id] == storage.timeline(j.id) for j in created)
+        assert {bulk[j.id][0].metrics["membership"] for j in created} == {j.id for j in created}
+
+
+class TestNaiveStorage(StorageContract):
+    mode = "naive"
+
+    def test_every_write_commits_at_once(self, storage: Storage) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode="naive", source="sim")
+        storage.save_progress(job, entry(job.id, 2, 100), None)
+        assert storage.pending_writes() == 0
+
+
+class TestOptimizedStorage(StorageContract):
+    mode = "optimized"
+
+    def test_writes_wait_for_the_size_trigger(self, url: str) -> None:
+        s = Storage(StorageSettings(db_url=url, mode="optimized", batch_size=3, max_write_delay_ms=60_000))
+        try:
+            (job,) = s.create_run("2025-06", ["42"], mode="optimized", source="sim")
+            s.save_progress(job, entry(job.id, 2, 100), None)  # entry + job = 2 pending
+            assert s.pending_writes() == 2
+            s.save_progress(job, entry(job.id, 3, 101), None)  # 3 pending: flushed
+            assert s.pending_writes() == 0
+        finally:
+            s.close()
+
+    def test_failed_flush_keeps_writes_queued(self, url: str, tmp_path: Path) -> None:
+        s = Storage(StorageSettings(db_url=url, mode="optimized", batch_size=1000))
+        (job,) = s.create_run("2025-06", ["42"], mode="optimized", source="sim")
+        s.save_progress(job, entry(job.id, 2, 100), None)
+        with s.engine.connect() as conn:  # make the flush fail: the table is gone
+            conn.exec_driver_sql("ALTER TABLE timeline RENAME TO timeline_away")
+            conn.commit()
+        with pytest.raises(Exception, match="storage flush"):
+            s.flush()
+        assert s.pending_writes() == 2
+        with s.engine.connect() as conn:
+            conn.exec_driver_sql("ALTER TABLE timeline_away RENAME TO timeline")
+            conn.commit()
+        assert s.flush() == 2
+        assert len(s.timeline(job.id)) == 1
+        s.close()
