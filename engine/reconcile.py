@@ -11,18 +11,20 @@ the simulated "today" of each check.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import rules
 from .cancel import NEVER, CancelToken
 from .clock import Clock
 from .models import Job, JobStatus, Phase, Reason, Snapshot, TimelineEntry, month_end
 from .settings import ReconSettings
-from .sources import Source
 from .storage import Storage
+
+if TYPE_CHECKING:
+    from .sources import Source
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,14 @@ class Reconciler:
         settings: ReconSettings,
         clock: Clock,
         monitor: Any = None,
+        on_write: Callable[[Job], None] | None = None,
     ) -> None:
         self.storage = storage
         self.source = source
         self.settings = settings
         self.clock = clock
         self.monitor = monitor
+        self._on_write = on_write
 
     # --- months ---------------------------------------------------------------------------
 
@@ -98,7 +102,7 @@ class Reconciler:
         job = self.storage.get_job(job_id)
         if job.status.finished:
             return job
-        job = self.storage.transition(
+        job = self._transition(
             replace(job, status=JobStatus.ACTIVE, phase=job.phase or Phase.MONITORING, attempts=job.attempts + 1)
         )
         # Optimized mode keeps the last entry in memory; naive mode reads it back every check.
@@ -133,7 +137,7 @@ class Reconciler:
             if snap.data_month is not None and snap.data_month > job.month:
                 return self._finish(job, collection_date, Reason.CLOSING_ENDED, last, snap), last
             if snap.data_month is not None and snap.data_month < job.month:
-                self.storage.save_progress(replace(job, last_check_date=collection_date), None, None)
+                self._save(replace(job, last_check_date=collection_date), None, None)
                 return replace(job, last_check_date=collection_date), last
             return self._record(job, collection_date, snap, last)
 
@@ -166,7 +170,7 @@ class Reconciler:
         month_end_snap = snap if snap.data_month == job.month or snap.data_month is None else None
         if month_end_snap is not None and snap.data_month is None:
             month_end_snap = replace(snap, data_month=job.month)
-        self.storage.save_progress(job, entry, month_end_snap)
+        self._save(job, entry, month_end_snap)
         if reason is not None:
             job = self._finish(job, today, reason, entry, None)
         return job, entry
@@ -185,7 +189,7 @@ class Reconciler:
                 entry = TimelineEntry(
                     job.id, next_snap.as_of, self.clock.now(), next_snap.data_month, {}, (), False, note
                 )
-                self.storage.save_progress(job, entry, None)
+                self._save(job, entry, None)
             done = replace(
                 job,
                 status=JobStatus.COMPLETED,
@@ -196,7 +200,7 @@ class Reconciler:
                 completed_at=self.clock.now(),
                 checks=job.checks + (1 if next_snap is not None else 0),
             )
-            return self.storage.transition(done)
+            return self._transition(done)
 
     def fail(self, job_id: int, error: str) -> Job:
         """Mark a job failed (its retries are exhausted), keeping the error."""
@@ -204,14 +208,25 @@ class Reconciler:
         if job.status.finished:
             return job
         failed = replace(job, status=JobStatus.FAILED, phase=None, error=error, completed_at=self.clock.now())
-        return self.storage.transition(failed)
+        return self._transition(failed)
 
     def cancel(self, job_id: int) -> Job:
         job = self.storage.get_job(job_id)
         if job.status.finished:
             return job
         cancelled = replace(job, status=JobStatus.CANCELLED, phase=None, completed_at=self.clock.now())
-        return self.storage.transition(cancelled)
+        return self._transition(cancelled)
+
+    def _save(self, job: Job, entry: TimelineEntry | None, snap: Snapshot | None) -> None:
+        self.storage.save_progress(job, entry, snap)
+        if self._on_write:
+            self._on_write(job)
+
+    def _transition(self, job: Job) -> Job:
+        self.storage.transition(job)
+        if self._on_write:
+            self._on_write(job)
+        return job
 
     def _timed(self, operation: str, **labels: str) -> Any:
         if self.monitor is None:

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.cancel import CancelToken
+from engine.clock import FakeClock
+from engine.errors import ItemCancelled
+from engine.models import JobStatus, Reason, Snapshot, month_end
+from engine.reconcile import Reconciler
+from engine.schema import timeline
+from engine.scripted import ScriptedSource
+from engine.settings import ReconSettings, StorageSettings
+from engine.storage import Storage
+
+END = month_end("2025-03")
+
+
+def day(n: int) -> date:
+    return END + timedelta(days=n)
+
+
+def snaps(members: list[float], *, data_month: str | None, next_from: int | None = None) -> dict[date, Snapshot]:
+    """A closing period: as-of = collection date - 1; next month's data from ``next_from``."""
+    out = {}
+    for i, m in enumerate(members, start=1):
+        month = data_month
+        if next_from is not None and i >= next_from:
+            month = "2025-04"
+        out[day(i)] = Snapshot("42", day(i - 1), month, {"membership": m, "clubs": 50})
+    return out
+
+
+@pytest.fixture(params=["naive", "optimized"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    s = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode=request.param))
+    yield s
+    s.close()
+
+
+def reconciler(storage: Storage, script: dict[date, Snapshot], **recon: object) -> Reconciler:
+    settings = ReconSettings(**recon)  # type: ignore[arg-type]
+    return Reconciler(storage=storage, source=ScriptedSource({"42": script}), settings=settings, clock=FakeClock())
+
+
+def test_closing_ended_keeps_last_target_month_snapshot(storage: Storage) -> None:
+    script = snaps([1000, 1050, 1060, 1060, 1060, 1060, 1061, 900], data_month="2025-03", next_from=8)
+    r = reconciler(storage, script)
+    (job,) = r.start_month("2025-03", ["42"], mode=storage.settings.mode)
+    done = r.replay(job.id)
+    assert done.status == JobStatus.COMPLETED and done.reason == Reason.CLOSING_ENDED
+    assert done.final_as_of == day(6)  # the last target-month as-of date
+    final = storage.month_end_snapshots("2025-03")["42"]
+    assert final.metrics["membership"] == 1061 and final.as_of == day(6)
+    entries = storage.timeline(job.id)
+    assert entries[-1].data_month == "2025-04" and "closing period over" in entries[-1].note
+    assert done.significant_changes == 1  # 1000 -> 1050 only; 1050 -> 1060 is under 1 %
+
+
+def test_source_without_data_month_falls_back_to_stable(storage: Storage) -> None:
+    script = snaps([1000, 1100, 1100, 1101, 1101, 1101, 1101, 1101], data_month=None)
+    done = (r := reconciler(storage, script)).replay(r.start_month("2025-03", ["42"], mode="x")[0].id)
+    assert done.reason == Reason.STABLE
+    assert done.final_as_of == day(4)  # quiet as-of days 2, 3, 4 after the change on day 1
+    assert storage.month_end_snapshots("2025-03")["42"].metrics["membership"] == 1101
+
+
+def test_window_reached_after_extensions_while_changes_continue(storage: Storage) -> None:
+    growing = [1000 * 1.05**i for i in range(40)]  # significant change every day
+    r = reconciler(storage, snaps(growing, data_month=None))
+    done = r.replay(r.start_month("2025-03", ["42"], mode="x")[0].id)
+    assert done.reason == Reason.WINDOW_REACHED
+    assert done.extension_days == 5 and done.last_check_date == day(20)
+
+
+def test_no_finalization_while_closing_data_is_still_published(storage: Storage) -> None:
+    flat = [1000.0] * 18 + [1000.0]  # quiet for 17 days, closing ends on day 19
+    r = reconciler(storage, snaps(flat, data_month="2025-03", next_from=19))
+    done = r.replay(r.start_month("2025-03", ["42"], mode="x")[0].id)
+    assert done.reason == Reason.CLOSING_ENDED and done.last_check_date == day(19)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> None:
+    script = snaps([1000, 1050, 1100, 1100, 1120, 1120, 1120, 1120, 1130, 1130, 800],
+                   data_month="2025-03", next_from=11)  # fmt: skip
+    results = []
+    for name, stop_after in (("straight", None), ("resumed", 4)):
+        storage = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / name}.db", mode="optimized"))
+        source = ScriptedSource({"42": script})
+        r = Reconciler(storage=storage, source=source, settings=ReconSettings(), clock=FakeClock())
+        (job,) = r.start_month("2025-03", ["42"], mode="optimized")
+        if stop_after is not None:
+            token = CancelToken()
+            original = source.fetch
+
+            def fetch_then_stop(*a: object, _orig=original, _t=token, **k: object) -> Snapshot:
+                if source.fetches == stop_after:
+                    _t.cancel("interrupted")
+                return _orig(*a, **k)  # type: ignore[arg-type]
+
+            source.fetch = fetch_then_stop  # type: ignore[method-assign]
+            with pytest.raises(ItemCancelled):
+                r.replay(job.id, token)
+            source.fetch = original  # type: ignore[method-assign]
+            assert r.start_month("2025-03", ["42"], mode="optimized")[0].id == job.id  # resumed, not new
+        done = r.replay(job.id)
+        with storage.engine.connect() as conn:
+            rows = conn.execute(select(func.count()).select_from(timeline)).scalar()
+        results.append((done.reason, done.final_as_of, done.significant_changes, rows,
+                        dict(storage.month_end_snapshots("2025-03")["42"].metrics)))  # fmt: skip
+        storage.close()
+    assert results[0] == results[1]
