@@ -67,7 +67,9 @@ class SourceError(EngineError):
         self.month = month
         self.url = url
         self.transient = transient
-        parts = [p for p in (f"district {district}" if district else "", month or "", url or "") if p]
+        parts = [
+            p for p in (f"district {district}" if district else "", month or "", url or "") if p
+        ]
         super().__init__(f"{' '.join(parts)}: {message}" if parts else message)
 
 

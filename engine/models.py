@@ -20,7 +20,14 @@ MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 # Metric names extracted from exports, grouped by the threshold that applies.
 MEMBERSHIP_METRICS = ("membership", "membership_base", "net_growth", "new_members")
-CLUB_COUNT_METRICS = ("clubs", "paid_clubs", "active_clubs", "suspended_clubs", "low_clubs", "ineligible_clubs")
+CLUB_COUNT_METRICS = (
+    "clubs",
+    "paid_clubs",
+    "active_clubs",
+    "suspended_clubs",
+    "low_clubs",
+    "ineligible_clubs",
+)
 DISTINGUISHED_METRICS = (
     "distinguished_clubs",
     "select_distinguished_clubs",

@@ -103,13 +103,20 @@ class Reconciler:
         if job.status.finished:
             return job
         job = self._transition(
-            replace(job, status=JobStatus.ACTIVE, phase=job.phase or Phase.MONITORING, attempts=job.attempts + 1)
+            replace(
+                job,
+                status=JobStatus.ACTIVE,
+                phase=job.phase or Phase.MONITORING,
+                attempts=job.attempts + 1,
+            )
         )
         # Optimized mode keeps the last entry in memory; naive mode reads it back every check.
         keep = self.storage.optimized
         last = self.storage.last_entry(job.id) if keep else None
         day = (job.last_check_date or month_end(job.month)) + timedelta(days=1)
-        limit = rules.window_end(job, self.settings) + timedelta(days=self.settings.max_extension_days)
+        limit = rules.window_end(job, self.settings) + timedelta(
+            days=self.settings.max_extension_days
+        )
         while not job.status.finished and day <= limit:
             token.check()
             job, kept = self.check(job, day, token, last=last)
@@ -149,7 +156,9 @@ class Reconciler:
         self, job: Job, today: date, snap: Snapshot, last: TimelineEntry | None
     ) -> tuple[Job, TimelineEntry]:
         with self._timed("detect_changes", district=job.district):
-            changes = rules.detect_changes(last.metrics, snap.metrics, self.settings) if last else ()
+            changes = (
+                rules.detect_changes(last.metrics, snap.metrics, self.settings) if last else ()
+            )
         significant = any(c.significant for c in changes)
         new_day = last is None or snap.as_of != last.as_of
         entry = TimelineEntry(
@@ -164,9 +173,11 @@ class Reconciler:
         )
         job = rules.record_check(job, snap.as_of, significant, new_day=new_day and last is not None)
         job, reason = rules.decide(
-            replace(job, last_check_date=today), today,
-            data_month_known=snap.data_month is not None, settings=self.settings,
-        )  # fmt: skip
+            replace(job, last_check_date=today),
+            today,
+            data_month_known=snap.data_month is not None,
+            settings=self.settings,
+        )
         month_end_snap = snap if snap.data_month == job.month or snap.data_month is None else None
         if month_end_snap is not None and snap.data_month is None:
             month_end_snap = replace(snap, data_month=job.month)
@@ -187,7 +198,14 @@ class Reconciler:
             if next_snap is not None:
                 note = f"source now publishes {next_snap.data_month}: closing period over"
                 entry = TimelineEntry(
-                    job.id, next_snap.as_of, self.clock.now(), next_snap.data_month, {}, (), False, note
+                    job.id,
+                    next_snap.as_of,
+                    self.clock.now(),
+                    next_snap.data_month,
+                    {},
+                    (),
+                    False,
+                    note,
                 )
                 self._save(job, entry, None)
             done = replace(
@@ -207,14 +225,18 @@ class Reconciler:
         job = self.storage.get_job(job_id)
         if job.status.finished:
             return job
-        failed = replace(job, status=JobStatus.FAILED, phase=None, error=error, completed_at=self.clock.now())
+        failed = replace(
+            job, status=JobStatus.FAILED, phase=None, error=error, completed_at=self.clock.now()
+        )
         return self._transition(failed)
 
     def cancel(self, job_id: int) -> Job:
         job = self.storage.get_job(job_id)
         if job.status.finished:
             return job
-        cancelled = replace(job, status=JobStatus.CANCELLED, phase=None, completed_at=self.clock.now())
+        cancelled = replace(
+            job, status=JobStatus.CANCELLED, phase=None, completed_at=self.clock.now()
+        )
         return self._transition(cancelled)
 
     def _save(self, job: Job, entry: TimelineEntry | None, snap: Snapshot | None) -> None:

@@ -56,7 +56,9 @@ class Threshold:
 def thresholds(settings: ReconSettings) -> dict[str, Threshold]:
     """Threshold of each metric; metrics not listed use the membership threshold."""
     out = {m: Threshold(None, settings.club_count_threshold) for m in CLUB_COUNT_METRICS}
-    out.update({m: Threshold(settings.distinguished_threshold_pct, 1) for m in DISTINGUISHED_METRICS})
+    out.update(
+        {m: Threshold(settings.distinguished_threshold_pct, 1) for m in DISTINGUISHED_METRICS}
+    )
     out.update({m: Threshold(settings.payments_threshold_pct, 1) for m in PAYMENT_METRICS})
     return out
 
@@ -81,7 +83,9 @@ def window_days(month: str, settings: ReconSettings) -> int:
 
 def window_end(job: Job, settings: ReconSettings) -> date:
     """Last collection date of the job's window, extensions included."""
-    return month_end(job.month) + timedelta(days=window_days(job.month, settings) + job.extension_days)
+    return month_end(job.month) + timedelta(
+        days=window_days(job.month, settings) + job.extension_days
+    )
 
 
 def record_check(job: Job, as_of: date, significant: bool, *, new_day: bool) -> Job:
@@ -120,7 +124,9 @@ def decide(
 def _may_extend(job: Job, data_month_known: bool, settings: ReconSettings) -> bool:
     if not settings.auto_extension_enabled or job.extension_days >= settings.max_extension_days:
         return False
-    still_changing = job.stable_days < settings.stability_period_days and job.significant_changes > 0
+    still_changing = (
+        job.stable_days < settings.stability_period_days and job.significant_changes > 0
+    )
     return still_changing or data_month_known
 
 

@@ -25,7 +25,9 @@ from .errors import ConfigError
 DEFAULT_DB_URL = "sqlite:///data/recon.db"
 
 
-def _f(default: Any, seed: str, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
+def _f(
+    default: Any, seed: str, lo: float | None = None, hi: float | None = None, doc: str = ""
+) -> Any:
     meta = {"seed": seed, "range": (lo, hi) if lo is not None else None, "doc": doc}
     return field(default=default, metadata=meta)
 
@@ -37,7 +39,9 @@ class StorageSettings:
     enable_in_memory_cache: bool = _f(True, "enableInMemoryCache")
     cache_max_size: int = _f(1000, "cacheMaxSize", 10, 100_000)
     batch_size: int = _f(10, "batchSize", 1, 10_000, "deferred writes flushed at this many")
-    max_write_delay_ms: int = _f(500, "maxWriteDelayMs", 10, 60_000, "deferred writes wait at most this long")
+    max_write_delay_ms: int = _f(
+        500, "maxWriteDelayMs", 10, 60_000, "deferred writes wait at most this long"
+    )
     index_cache_timeout_ms: int = _f(30_000, "indexCacheTimeout", 100, 3_600_000)
 
 
@@ -150,13 +154,19 @@ def clamp(group: str, name: str, value: float) -> tuple[float, str | None]:
     lo, hi = rng
     clamped = min(max(value, lo), hi)
     if clamped != value:
-        return clamped, f"{_field(group, name).metadata['seed']} {value} clamped to {clamped} (range {lo}-{hi})"
+        return (
+            clamped,
+            f"{_field(group, name).metadata['seed']} {value} clamped to {clamped} "
+            f"(range {lo}-{hi})",
+        )
     return value, None
 
 
 def _field(group: str, name: str) -> dataclasses.Field[Any]:
     if group not in GROUPS:
-        raise ConfigError("group", group, f"unknown settings group; expected one of {', '.join(GROUPS)}")
+        raise ConfigError(
+            "group", group, f"unknown settings group; expected one of {', '.join(GROUPS)}"
+        )
     for f in fields(getattr(Settings(), group)):
         if f.name == name or f.metadata["seed"] == name:
             return f
@@ -214,7 +224,9 @@ def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError("settings file", str(path), f"invalid TOML: {exc}") from exc
     for group, values in data.items():
         if group not in GROUPS or not isinstance(values, dict):
-            raise ConfigError(f"{path}: [{group}]", values, f"expected a table among {', '.join(GROUPS)}")
+            raise ConfigError(
+                f"{path}: [{group}]", values, f"expected a table among {', '.join(GROUPS)}"
+            )
     return data
 
 
@@ -231,7 +243,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         rest = key[len("RECON_") :].lower()
         group = next((g for g in GROUPS if rest.startswith(g + "_")), None)
         if group is None:
-            raise ConfigError(key, value, f"unknown variable; expected RECON_<{'|'.join(GROUPS).upper()}>_<FIELD>")
+            raise ConfigError(
+                key, value, f"unknown variable; expected RECON_<{'|'.join(GROUPS).upper()}>_<FIELD>"
+            )
         out.setdefault(group, {})[rest[len(group) + 1 :]] = value
     return out
 

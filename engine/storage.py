@@ -30,7 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import cachetools
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,10 +52,21 @@ from .schema import jobs, metadata, month_end_snapshots, runs, timeline
 from .settings import StorageSettings
 
 _JOB_PROGRESS_COLUMNS = (
-    "status", "phase", "reason", "error", "completed_at", "final_as_of", "last_check_date",
-    "checks", "significant_changes", "stable_days", "extension_days", "last_significant_as_of",
-    "attempts", "significant_dates",
-)  # fmt: skip
+    "status",
+    "phase",
+    "reason",
+    "error",
+    "completed_at",
+    "final_as_of",
+    "last_check_date",
+    "checks",
+    "significant_changes",
+    "stable_days",
+    "extension_days",
+    "last_significant_as_of",
+    "attempts",
+    "significant_dates",
+)
 
 
 class Storage:
@@ -66,7 +87,9 @@ class Storage:
         self._cache_lock = threading.Lock()
         self._lru: cachetools.LRUCache[Any, Any] = cachetools.LRUCache(settings.cache_max_size)
         self._index: cachetools.TTLCache[Any, Any] = cachetools.TTLCache(
-            settings.cache_max_size, settings.index_cache_timeout_ms / 1000, timer=self.clock.monotonic
+            settings.cache_max_size,
+            settings.index_cache_timeout_ms / 1000,
+            timer=self.clock.monotonic,
         )
         self.cache_hits = 0
         self.cache_misses = 0
@@ -77,7 +100,9 @@ class Storage:
             raise StorageError("open", f"{settings.db_url}: {exc}") from exc
         self._flusher: threading.Thread | None = None
         if self.optimized:
-            self._flusher = threading.Thread(target=self._flush_loop, name="storage-flusher", daemon=True)
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="storage-flusher", daemon=True
+            )
             self._flusher.start()
         atexit.register(self.close)
 
@@ -182,7 +207,9 @@ class Storage:
 
     # --- runs and jobs ------------------------------------------------------------------
 
-    def create_run(self, month: str, districts: Sequence[str], *, mode: str, source: str) -> list[Job]:
+    def create_run(
+        self, month: str, districts: Sequence[str], *, mode: str, source: str
+    ) -> list[Job]:
         """A new run of ``month`` with one pending job per district (one transaction)."""
         now = self.clock.now()
         with self.transaction("create_run") as conn:
@@ -251,11 +278,13 @@ class Storage:
         """Commit a job's new status (and everything queued before it), then return it."""
         self.flush()
         with self.transaction("transition") as conn:
-            conn.execute(update(jobs).where(jobs.c.id == job.id).values(**_job_progress_row(job)))
+            _update_jobs(conn, [job])
         self._forget_job(job)
         return job
 
-    def save_progress(self, job: Job, entry: TimelineEntry | None, month_end: Snapshot | None) -> None:
+    def save_progress(
+        self, job: Job, entry: TimelineEntry | None, month_end: Snapshot | None
+    ) -> None:
         """Record one check: its timeline entry, the job's counters, the month-end snapshot.
 
         Optimized mode queues the three writes (one flush writes them together);
@@ -265,7 +294,7 @@ class Storage:
             if entry is not None:
                 self._write_entries([entry])
             with self.transaction("save_job") as conn:
-                conn.execute(update(jobs).where(jobs.c.id == job.id).values(**_job_progress_row(job)))
+                _update_jobs(conn, [job])
             if month_end is not None:
                 with self.transaction("month_end") as conn:
                     _upsert_month_end(conn, [_month_end_row(month_end, job.id, self.clock.now())])
@@ -282,7 +311,9 @@ class Storage:
     # --- timelines and month-end snapshots ----------------------------------------------
 
     def timeline(self, job_id: int) -> tuple[TimelineEntry, ...]:
-        stored = self._cached(("timeline", job_id), lambda: self.timelines([job_id]).get(job_id, ()))
+        stored = self._cached(
+            ("timeline", job_id), lambda: self.timelines([job_id]).get(job_id, ())
+        )
         return self._overlay(job_id, stored)
 
     def timelines(self, job_ids: Sequence[int]) -> dict[int, tuple[TimelineEntry, ...]]:
@@ -300,7 +331,10 @@ class Storage:
             entries = self.timeline(job_id)
             return entries[-1] if entries else None
         query = (
-            select(timeline).where(timeline.c.job_id == job_id).order_by(timeline.c.as_of.desc()).limit(1)
+            select(timeline)
+            .where(timeline.c.job_id == job_id)
+            .order_by(timeline.c.as_of.desc())
+            .limit(1)
         )
         with self.reading("last_entry") as conn:
             row = conn.execute(query).first()
@@ -311,7 +345,9 @@ class Storage:
         query = select(month_end_snapshots).where(month_end_snapshots.c.month == month)
         with self.reading("month_end") as conn:
             return {
-                r.district: Snapshot(r.district, r.as_of, r.month, json.loads(r.metrics), "month-end")
+                r.district: Snapshot(
+                    r.district, r.as_of, r.month, json.loads(r.metrics), "month-end"
+                )
                 for r in conn.execute(query)
             }
 
@@ -419,8 +455,8 @@ class _Pending:
     def write(self, conn: Connection) -> None:
         if self.entries:
             _upsert_entries(conn, [_entry_row(e) for e in self.entries.values()])
-        for job in self.jobs.values():
-            conn.execute(update(jobs).where(jobs.c.id == job.id).values(**_job_progress_row(job)))
+        if self.jobs:
+            _update_jobs(conn, list(self.jobs.values()))
         if self.month_ends:
             _upsert_month_end(conn, list(self.month_ends.values()))
         by_table: dict[Table, list[dict[str, Any]]] = {}
@@ -444,10 +480,18 @@ class _Pending:
 
 def _new_job_row(run_id: int, district: str, month: str, now: datetime) -> dict[str, Any]:
     return {
-        "run_id": run_id, "district": district, "month": month, "status": JobStatus.PENDING.value,
-        "created_at": now, "checks": 0, "significant_changes": 0, "stable_days": 0,
-        "extension_days": 0, "attempts": 0, "significant_dates": "",
-    }  # fmt: skip
+        "run_id": run_id,
+        "district": district,
+        "month": month,
+        "status": JobStatus.PENDING.value,
+        "created_at": now,
+        "checks": 0,
+        "significant_changes": 0,
+        "stable_days": 0,
+        "extension_days": 0,
+        "attempts": 0,
+        "significant_dates": "",
+    }
 
 
 def _job_progress_row(job: Job) -> dict[str, Any]:
@@ -462,39 +506,77 @@ def _job_progress_row(job: Job) -> dict[str, Any]:
 def _job_from_row(r: Mapping[str, Any]) -> Job:
     dates = tuple(date.fromisoformat(d) for d in r["significant_dates"].split(",") if d)
     return Job(
-        id=r["id"], run_id=r["run_id"], district=r["district"], month=r["month"],
-        status=JobStatus(r["status"]), phase=Phase(r["phase"]) if r["phase"] else None,
-        reason=Reason(r["reason"]) if r["reason"] else None, error=r["error"],
-        created_at=r["created_at"], completed_at=r["completed_at"], final_as_of=r["final_as_of"],
-        last_check_date=r["last_check_date"], checks=r["checks"],
-        significant_changes=r["significant_changes"], stable_days=r["stable_days"],
-        extension_days=r["extension_days"], last_significant_as_of=r["last_significant_as_of"],
-        attempts=r["attempts"], significant_dates=dates,
-    )  # fmt: skip
+        id=r["id"],
+        run_id=r["run_id"],
+        district=r["district"],
+        month=r["month"],
+        status=JobStatus(r["status"]),
+        phase=Phase(r["phase"]) if r["phase"] else None,
+        reason=Reason(r["reason"]) if r["reason"] else None,
+        error=r["error"],
+        created_at=r["created_at"],
+        completed_at=r["completed_at"],
+        final_as_of=r["final_as_of"],
+        last_check_date=r["last_check_date"],
+        checks=r["checks"],
+        significant_changes=r["significant_changes"],
+        stable_days=r["stable_days"],
+        extension_days=r["extension_days"],
+        last_significant_as_of=r["last_significant_as_of"],
+        attempts=r["attempts"],
+        significant_dates=dates,
+    )
 
 
 def _entry_row(e: TimelineEntry) -> dict[str, Any]:
     changes = [[c.metric, c.old, c.new, c.significant] for c in e.changes]
     return {
-        "job_id": e.job_id, "as_of": e.as_of, "checked_at": e.checked_at, "data_month": e.data_month,
-        "metrics": json.dumps(dict(e.metrics), sort_keys=True), "changes": json.dumps(changes),
-        "significant": e.significant, "note": e.note,
-    }  # fmt: skip
+        "job_id": e.job_id,
+        "as_of": e.as_of,
+        "checked_at": e.checked_at,
+        "data_month": e.data_month,
+        "metrics": json.dumps(dict(e.metrics), sort_keys=True),
+        "changes": json.dumps(changes),
+        "significant": e.significant,
+        "note": e.note,
+    }
 
 
 def _entry_from_row(r: Mapping[str, Any]) -> TimelineEntry:
     changes = tuple(MetricChange(m, o, n, s) for m, o, n, s in json.loads(r["changes"]))
     return TimelineEntry(
-        job_id=r["job_id"], as_of=r["as_of"], checked_at=r["checked_at"], data_month=r["data_month"],
-        metrics=json.loads(r["metrics"]), changes=changes, significant=r["significant"], note=r["note"],
-    )  # fmt: skip
+        job_id=r["job_id"],
+        as_of=r["as_of"],
+        checked_at=r["checked_at"],
+        data_month=r["data_month"],
+        metrics=json.loads(r["metrics"]),
+        changes=changes,
+        significant=r["significant"],
+        note=r["note"],
+    )
 
 
 def _month_end_row(s: Snapshot, job_id: int, now: datetime) -> dict[str, Any]:
     return {
-        "district": s.district, "month": s.data_month, "as_of": s.as_of,
-        "metrics": json.dumps(dict(s.metrics), sort_keys=True), "job_id": job_id, "updated_at": now,
-    }  # fmt: skip
+        "district": s.district,
+        "month": s.data_month,
+        "as_of": s.as_of,
+        "metrics": json.dumps(dict(s.metrics), sort_keys=True),
+        "job_id": job_id,
+        "updated_at": now,
+    }
+
+
+_UPDATE_JOB = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job_id"))
+    .values({c: bindparam(c) for c in _JOB_PROGRESS_COLUMNS})
+)
+
+
+def _update_jobs(conn: Connection, changed: Sequence[Job]) -> None:
+    """Write jobs' progress columns in one executemany."""
+    conn.execute(_UPDATE_JOB, [{"job_id": j.id, **_job_progress_row(j)} for j in changed])
 
 
 def _insert_for(conn: Connection, table: Table) -> Any:
@@ -553,7 +635,12 @@ def _sqlite_pragmas(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
         # WAL: readers never block the writer; NORMAL sync is durable against process crashes.
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            "busy_timeout=30000",
+        ):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
 

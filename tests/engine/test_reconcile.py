@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from engine.cancel import CancelToken
+from engine.cancel import NEVER, CancelToken
 from engine.clock import FakeClock
 from engine.errors import ItemCancelled
 from engine.models import JobStatus, Reason, Snapshot, month_end
@@ -24,7 +24,9 @@ def day(n: int) -> date:
     return END + timedelta(days=n)
 
 
-def snaps(members: list[float], *, data_month: str | None, next_from: int | None = None) -> dict[date, Snapshot]:
+def snaps(
+    members: list[float], *, data_month: str | None, next_from: int | None = None
+) -> dict[date, Snapshot]:
     """A closing period: as-of = collection date - 1; next month's data from ``next_from``."""
     out = {}
     for i, m in enumerate(members, start=1):
@@ -44,11 +46,15 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
 
 def reconciler(storage: Storage, script: dict[date, Snapshot], **recon: object) -> Reconciler:
     settings = ReconSettings(**recon)  # type: ignore[arg-type]
-    return Reconciler(storage=storage, source=ScriptedSource({"42": script}), settings=settings, clock=FakeClock())
+    return Reconciler(
+        storage=storage, source=ScriptedSource({"42": script}), settings=settings, clock=FakeClock()
+    )
 
 
 def test_closing_ended_keeps_last_target_month_snapshot(storage: Storage) -> None:
-    script = snaps([1000, 1050, 1060, 1060, 1060, 1060, 1061, 900], data_month="2025-03", next_from=8)
+    script = snaps(
+        [1000, 1050, 1060, 1060, 1060, 1060, 1061, 900], data_month="2025-03", next_from=8
+    )
     r = reconciler(storage, script)
     (job,) = r.start_month("2025-03", ["42"], mode=storage.settings.mode)
     done = r.replay(job.id)
@@ -63,7 +69,9 @@ def test_closing_ended_keeps_last_target_month_snapshot(storage: Storage) -> Non
 
 def test_source_without_data_month_falls_back_to_stable(storage: Storage) -> None:
     script = snaps([1000, 1100, 1100, 1101, 1101, 1101, 1101, 1101], data_month=None)
-    done = (r := reconciler(storage, script)).replay(r.start_month("2025-03", ["42"], mode="x")[0].id)
+    done = (r := reconciler(storage, script)).replay(
+        r.start_month("2025-03", ["42"], mode="x")[0].id
+    )
     assert done.reason == Reason.STABLE
     assert done.final_as_of == day(4)  # quiet as-of days 2, 3, 4 after the change on day 1
     assert storage.month_end_snapshots("2025-03")["42"].metrics["membership"] == 1101
@@ -84,33 +92,53 @@ def test_no_finalization_while_closing_data_is_still_published(storage: Storage)
     assert done.reason == Reason.CLOSING_ENDED and done.last_check_date == day(19)
 
 
+class StopAfter(ScriptedSource):
+    """Cancels the token on the n-th fetch, as a killed or timed-out attempt would stop."""
+
+    def __init__(self, script: dict[date, Snapshot], n: int, token: CancelToken) -> None:
+        super().__init__({"42": script})
+        self.n, self.token = n, token
+
+    def fetch(
+        self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
+    ) -> Snapshot:
+        if self.fetches == self.n:
+            self.token.cancel("interrupted")
+        return super().fetch(district, month, collection_date, cancel)
+
+
+def _final_state(storage: Storage, r: Reconciler, job_id: int) -> tuple[object, ...]:
+    done = r.replay(job_id)
+    with storage.engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(timeline)).scalar()
+    final = dict(storage.month_end_snapshots("2025-03")["42"].metrics)
+    return done.reason, done.final_as_of, done.significant_changes, rows, final
+
+
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> None:
-    script = snaps([1000, 1050, 1100, 1100, 1120, 1120, 1120, 1120, 1130, 1130, 800],
-                   data_month="2025-03", next_from=11)  # fmt: skip
-    results = []
-    for name, stop_after in (("straight", None), ("resumed", 4)):
-        storage = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / name}.db", mode="optimized"))
-        source = ScriptedSource({"42": script})
-        r = Reconciler(storage=storage, source=source, settings=ReconSettings(), clock=FakeClock())
-        (job,) = r.start_month("2025-03", ["42"], mode="optimized")
-        if stop_after is not None:
-            token = CancelToken()
-            original = source.fetch
+    members = [1000, 1050, 1100, 1100, 1120, 1120, 1120, 1120, 1130, 1130, 800]
+    script = snaps(members, data_month="2025-03", next_from=11)
+    straight = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'a.db'}"))
+    r = Reconciler(
+        storage=straight,
+        source=ScriptedSource({"42": script}),
+        settings=ReconSettings(),
+        clock=FakeClock(),
+    )
+    expected = _final_state(straight, r, r.start_month("2025-03", ["42"], mode="optimized")[0].id)
+    straight.close()
 
-            def fetch_then_stop(*a: object, _orig=original, _t=token, **k: object) -> Snapshot:
-                if source.fetches == stop_after:
-                    _t.cancel("interrupted")
-                return _orig(*a, **k)  # type: ignore[arg-type]
-
-            source.fetch = fetch_then_stop  # type: ignore[method-assign]
-            with pytest.raises(ItemCancelled):
-                r.replay(job.id, token)
-            source.fetch = original  # type: ignore[method-assign]
-            assert r.start_month("2025-03", ["42"], mode="optimized")[0].id == job.id  # resumed, not new
-        done = r.replay(job.id)
-        with storage.engine.connect() as conn:
-            rows = conn.execute(select(func.count()).select_from(timeline)).scalar()
-        results.append((done.reason, done.final_as_of, done.significant_changes, rows,
-                        dict(storage.month_end_snapshots("2025-03")["42"].metrics)))  # fmt: skip
-        storage.close()
-    assert results[0] == results[1]
+    resumed = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'b.db'}"))
+    token = CancelToken()
+    r = Reconciler(
+        storage=resumed,
+        source=StopAfter(script, 4, token),
+        settings=ReconSettings(),
+        clock=FakeClock(),
+    )
+    (job,) = r.start_month("2025-03", ["42"], mode="optimized")
+    with pytest.raises(ItemCancelled):
+        r.replay(job.id, token)
+    assert r.start_month("2025-03", ["42"], mode="optimized")[0].id == job.id  # resumed, not new
+    assert _final_state(resumed, r, job.id) == expected
+    resumed.close()

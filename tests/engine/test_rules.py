@@ -29,7 +29,9 @@ def job(month: str = "2025-03", **kw: object) -> Job:
         ("total_payments", 2000, 2020, True),
     ],
 )
-def test_significance_per_metric(metric: str, old: float, new: float, significant: bool | None) -> None:
+def test_significance_per_metric(
+    metric: str, old: float, new: float, significant: bool | None
+) -> None:
     changes = rules.detect_changes({metric: old}, {metric: new}, S)
     if significant is None:
         assert changes == ()
@@ -76,10 +78,18 @@ def test_window_counts_from_month_end_and_june_is_longer() -> None:
     assert rules.window_end(job("2025-06"), S) == month_end("2025-06") + timedelta(days=30)
     no_ext = replace(S, auto_extension_enabled=False)
     day15 = month_end("2025-03") + timedelta(days=15)
-    assert rules.decide(job(), day15 - timedelta(days=1), data_month_known=True, settings=no_ext)[1] is None
-    assert rules.decide(job(), day15, data_month_known=True, settings=no_ext)[1] == Reason.WINDOW_REACHED
+    assert (
+        rules.decide(job(), day15 - timedelta(days=1), data_month_known=True, settings=no_ext)[1]
+        is None
+    )
+    assert (
+        rules.decide(job(), day15, data_month_known=True, settings=no_ext)[1]
+        == Reason.WINDOW_REACHED
+    )
     june_day15 = month_end("2025-06") + timedelta(days=15)
-    assert rules.decide(job("2025-06"), june_day15, data_month_known=True, settings=no_ext)[1] is None
+    assert (
+        rules.decide(job("2025-06"), june_day15, data_month_known=True, settings=no_ext)[1] is None
+    )
 
 
 def test_extension_while_changes_keep_coming_up_to_the_maximum() -> None:
@@ -97,7 +107,9 @@ def test_extension_while_changes_keep_coming_up_to_the_maximum() -> None:
 
 def test_progress_and_eta_never_after_window_end() -> None:
     today = month_end("2025-03") + timedelta(days=5)
-    busy = job(stable_days=1, significant_dates=tuple(today - timedelta(days=i) for i in range(1, 7)))
+    busy = job(
+        stable_days=1, significant_dates=tuple(today - timedelta(days=i) for i in range(1, 7))
+    )
     p = rules.progress(busy, today, S)
     assert p.stability == pytest.approx(1 / 3)
     assert p.days_left == 10

@@ -18,7 +18,9 @@ NOW = datetime(2025, 7, 3, tzinfo=UTC)
 
 def entry(job_id: int, day: int, membership: float) -> TimelineEntry:
     change = (MetricChange("membership", membership - 1, membership, True),)
-    return TimelineEntry(job_id, date(2025, 7, day), NOW, "2025-06", {"membership": membership}, change, True)
+    return TimelineEntry(
+        job_id, date(2025, 7, day), NOW, "2025-06", {"membership": membership}, change, True
+    )
 
 
 def snap(day: int, membership: float, month: str = "2025-06") -> Snapshot:
@@ -68,7 +70,9 @@ class StorageContract:
         with storage.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(timeline)).scalar() == 2
 
-    def test_deferred_write_visible_after_flush_and_after_close(self, storage: Storage, url: str) -> None:
+    def test_deferred_write_visible_after_flush_and_after_close(
+        self, storage: Storage, url: str
+    ) -> None:
         (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
         storage.save_progress(replace(job, checks=1), entry(job.id, 2, 100), snap(2, 100))
         assert storage.last_entry(job.id) is not None
@@ -84,7 +88,9 @@ class StorageContract:
         finally:
             reopened.close()
 
-    def test_month_end_snapshot_only_replaced_by_strictly_newer_same_month(self, storage: Storage) -> None:
+    def test_month_end_snapshot_only_replaced_by_strictly_newer_same_month(
+        self, storage: Storage
+    ) -> None:
         (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
         storage.save_progress(job, None, snap(5, 100))
         storage.save_progress(job, None, snap(4, 90))  # older
@@ -104,7 +110,9 @@ class StorageContract:
         assert storage.timeline(job.id)[0].metrics["membership"] == 100
 
     def test_bulk_timelines_match_single_reads(self, storage: Storage) -> None:
-        created = storage.create_run("2025-06", [str(i) for i in range(1, 30)], mode=self.mode, source="s")
+        created = storage.create_run(
+            "2025-06", [str(i) for i in range(1, 30)], mode=self.mode, source="s"
+        )
         for j in created:
             storage.save_progress(j, entry(j.id, 2, j.id), None)
         storage.flush()
@@ -126,7 +134,9 @@ class TestOptimizedStorage(StorageContract):
     mode = "optimized"
 
     def test_writes_wait_for_the_size_trigger(self, url: str) -> None:
-        s = Storage(StorageSettings(db_url=url, mode="optimized", batch_size=3, max_write_delay_ms=60_000))
+        s = Storage(
+            StorageSettings(db_url=url, mode="optimized", batch_size=3, max_write_delay_ms=60_000)
+        )
         try:
             (job,) = s.create_run("2025-06", ["42"], mode="optimized", source="sim")
             s.save_progress(job, entry(job.id, 2, 100), None)  # entry + job = 2 pending
