@@ -241,12 +241,12 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if not key.startswith("RECON_") or key == "RECON_SETTINGS":
             continue
         rest = key[len("RECON_") :].lower()
-        group = next((g for g in GROUPS if rest.startswith(g + "_")), None)
-        if group is None:
+        found = next((g for g in GROUPS if rest.startswith(g + "_")), None)
+        if found is None:
             raise ConfigError(
                 key, value, f"unknown variable; expected RECON_<{'|'.join(GROUPS).upper()}>_<FIELD>"
             )
-        out.setdefault(group, {})[rest[len(group) + 1 :]] = value
+        out.setdefault(found, {})[rest[len(found) + 1 :]] = value
     return out
 
 
