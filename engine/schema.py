@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -90,7 +91,82 @@ month_end_snapshots = Table(
 
 # --- batch runner (issue 4) ----------------------------------------------------
 
+# A batch's status: running -> finished | cancelled (set at cancel time so that
+# resume never restarts it). ``config`` is the batch's clamped settings as JSON.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("config", Text, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("throttled_s", Float, nullable=False, default=0.0),
+)
+
+# Items are numbered 1..N within their batch. ``status`` stays ``queued`` until
+# the item finishes: a running item is queued again by resume after a crash.
+# ``history`` is the JSON list of attempts (attempt, started_at, ended_at, outcome,
+# error), written with the item so that one row per item is written.
+batch_items = Table(
+    "batch_items",
+    metadata,
+    Column("batch_id", Integer, ForeignKey("batches.id"), primary_key=True),
+    Column("item_id", Integer, primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("history", Text, nullable=False, default="[]"),
+    Column("result", Text),
+    Column("error", Text),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
 # --- performance monitor (issue 5) ---------------------------------------------
+
+# Per-operation aggregates of one aggregation interval of one process; ``sketch`` is a
+# JSON {bucket: count} log-bucket histogram so that intervals merge into window percentiles.
+perf_aggregates = Table(
+    "perf_aggregates",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("interval_start", DateTime(timezone=True), nullable=False),
+    Column("interval_end", DateTime(timezone=True), nullable=False),
+    Column("process", String(64), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("calls", Integer, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("total_ms", Float, nullable=False),
+    Column("min_ms", Float, nullable=False),
+    Column("max_ms", Float, nullable=False),
+    Column("p50_ms", Float, nullable=False),
+    Column("p95_ms", Float, nullable=False),
+    Column("p99_ms", Float, nullable=False),
+    Column("errors", Text, nullable=False),
+    Column("sketch", Text, nullable=False),
+    Index("ix_perf_aggregates_end", "interval_end"),
+    Index("ix_perf_aggregates_operation_end", "operation", "interval_end"),
+)
+
+# Resource samples; ``gauges`` is a JSON object of the engine's own gauges.
+perf_resources = Table(
+    "perf_resources",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("process", String(64), nullable=False),
+    Column("rss_mb", Float, nullable=False),
+    Column("cpu_percent", Float, nullable=False),
+    Column("threads", Float, nullable=False),
+    Column("open_files", Float, nullable=False),
+    Column("system_memory_percent", Float, nullable=False),
+    Column("disk_read_bytes", Float, nullable=False),
+    Column("disk_write_bytes", Float, nullable=False),
+    Column("gauges", Text, nullable=False),
+)
 
 # --- benchmarks (issue 8) --------------------------------------------------------
 
