@@ -654,6 +654,8 @@ class BatchRunner:
         retries = 0
         while True:
             outcome, value = self._attempt(item)
+            if outcome in _RETRYABLE and item.history[-1].get("progressed"):
+                retries = 0  # the budget counts attempts that made no progress
             if outcome in _RETRYABLE and retries < item.batch.settings.retry_attempts:
                 retries += 1
                 if self._backoff(item, retries, value):
@@ -688,6 +690,7 @@ class BatchRunner:
                 "duration_s": self._clock.monotonic() - started_mono,
                 "outcome": outcome,
                 "error": None if outcome == SUCCEEDED else _describe(value),
+                "progressed": token.steps > 0,
             }
         )
         return outcome, value

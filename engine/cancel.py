@@ -17,6 +17,16 @@ class CancelToken:
         self._event = threading.Event()
         self._reason: type[BatchError] = ItemCancelled
         self.message = ""
+        self.steps = 0
+
+    def progress(self) -> None:
+        """Say a step of the work is done and durable.
+
+        The batch runner counts retries only over attempts that made no
+        progress: a district replay that failed on its twelfth check after
+        eleven good ones starts its retry budget afresh.
+        """
+        self.steps += 1
 
     def cancel(self, message: str = "cancelled", *, timeout: bool = False) -> None:
         self._reason = ItemTimeout if timeout else ItemCancelled

@@ -120,6 +120,7 @@ class Reconciler:
         while not job.status.finished and day <= limit:
             token.check()
             job, kept = self.check(job, day, token, last=last)
+            token.progress()
             last = kept if keep else None
             day += timedelta(days=1)
         return job

@@ -650,3 +650,29 @@ def test_cli_lists_shows_cancels_and_resumes(
     assert run("resume", "--json") == (0, "[]\n")
     assert run("show", "999")[0] == 2
     assert run("cancel", str(finished))[0] == 2
+
+
+def test_retry_budget_counts_only_attempts_without_progress(
+    make_runner: Callable[..., BatchRunner],
+) -> None:
+    """A long item that fails after steady progress keeps going; one stuck item fails."""
+    steps_done: Counter[int] = Counter()
+
+    def flaky(spec: Mapping[str, Any], token: CancelToken) -> int:
+        n = spec["n"]
+        while steps_done[n] < 6:
+            steps_done[n] += 1
+            token.progress()
+            if n == 0 and steps_done[n] % 2 == 0:  # fails after every second step
+                raise SourceError("HTTP 503", transient=True)
+        if n == 1:
+            raise SourceError("HTTP 503", transient=True)  # never progresses again
+        return n
+
+    runner = make_runner(flaky, retry_attempts=2)
+    batch = runner.submit(items(2)).batch_id
+    runner.run(until_idle=True)
+    detail = {i.item_id: i for i in runner.batch_detail(batch).items}
+    progressing, stuck = detail[1], detail[2]
+    assert progressing.status == "succeeded" and len(progressing.attempts) == 4  # 3 failures > 2
+    assert stuck.status == "failed" and len(stuck.attempts) == 3  # budget of 2 retries
