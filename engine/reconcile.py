@@ -112,7 +112,7 @@ class Reconciler:
         )
         # Optimized mode keeps the last entry in memory; naive mode reads it back every check.
         keep = self.storage.optimized
-        last = self.storage.last_entry(job.id) if keep else None
+        last = self.storage.last_entry(job.id, job.month) if keep else None
         day = (job.last_check_date or month_end(job.month)) + timedelta(days=1)
         limit = rules.window_end(job, self.settings) + timedelta(
             days=self.settings.max_extension_days
@@ -141,7 +141,7 @@ class Reconciler:
         with self._timed("job.check", district=job.district):
             snap = self._fetch(job, collection_date, token)
             if last is None:
-                last = self.storage.last_entry(job.id)
+                last = self.storage.last_entry(job.id, job.month)
             if snap.data_month is not None and snap.data_month > job.month:
                 return self._finish(job, collection_date, Reason.CLOSING_ENDED, last, snap), last
             if snap.data_month is not None and snap.data_month < job.month:

@@ -42,7 +42,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from .clock import Clock, SystemClock
@@ -213,9 +213,10 @@ class Storage:
         """A new run of ``month`` with one pending job per district (one transaction)."""
         now = self.clock.now()
         with self.transaction("create_run") as conn:
-            run_id = conn.execute(
+            result = conn.execute(
                 insert(runs).values(month=month, created_at=now, mode=mode, source=source)
-            ).inserted_primary_key[0]
+            )
+            run_id = result.inserted_primary_key[0]  # type: ignore[index]
             rows = [_new_job_row(run_id, d, month, now) for d in districts]
             if rows:
                 conn.execute(insert(jobs), rows)
@@ -326,13 +327,15 @@ class Storage:
                     out[row.job_id].append(_entry_from_row(row._mapping))
         return {j: self._overlay(j, tuple(v)) for j, v in out.items()}
 
-    def last_entry(self, job_id: int) -> TimelineEntry | None:
+    def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
+        """The job's latest entry with data of ``month`` (or of no stated month)."""
         if self.optimized:
-            entries = self.timeline(job_id)
+            entries = [e for e in self.timeline(job_id) if e.data_month in (month, None)]
             return entries[-1] if entries else None
         query = (
             select(timeline)
             .where(timeline.c.job_id == job_id)
+            .where((timeline.c.data_month == month) | timeline.c.data_month.is_(None))
             .order_by(timeline.c.as_of.desc())
             .limit(1)
         )
@@ -503,7 +506,7 @@ def _job_progress_row(job: Job) -> dict[str, Any]:
     return row
 
 
-def _job_from_row(r: Mapping[str, Any]) -> Job:
+def _job_from_row(r: RowMapping) -> Job:
     dates = tuple(date.fromisoformat(d) for d in r["significant_dates"].split(",") if d)
     return Job(
         id=r["id"],
@@ -542,7 +545,7 @@ def _entry_row(e: TimelineEntry) -> dict[str, Any]:
     }
 
 
-def _entry_from_row(r: Mapping[str, Any]) -> TimelineEntry:
+def _entry_from_row(r: RowMapping) -> TimelineEntry:
     changes = tuple(MetricChange(m, o, n, s) for m, o, n, s in json.loads(r["changes"]))
     return TimelineEntry(
         job_id=r["job_id"],

@@ -75,7 +75,7 @@ class StorageContract:
     ) -> None:
         (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
         storage.save_progress(replace(job, checks=1), entry(job.id, 2, 100), snap(2, 100))
-        assert storage.last_entry(job.id) is not None
+        assert storage.last_entry(job.id, "2025-06") is not None
         storage.flush()
         assert storage.pending_writes() == 0
         storage.save_progress(replace(job, checks=2), entry(job.id, 3, 101), snap(3, 101))
@@ -100,6 +100,14 @@ class StorageContract:
         assert (final.as_of, final.metrics["membership"]) == (date(2025, 7, 5), 100)
         storage.save_progress(job, None, snap(6, 101))
         assert storage.month_end_snapshots("2025-06")["42"].metrics["membership"] == 101
+
+    def test_last_entry_ignores_next_month_data(self, storage: Storage) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        storage.save_progress(job, entry(job.id, 5, 100), None)
+        note = TimelineEntry(job.id, date(2025, 7, 6), NOW, "2025-07", {}, (), False, "closing over")
+        storage.save_progress(job, note, None)
+        last = storage.last_entry(job.id, "2025-06")
+        assert last is not None and last.as_of == date(2025, 7, 5)
 
     def test_cached_values_are_immutable(self, storage: Storage) -> None:
         (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
