@@ -40,7 +40,10 @@ def entries(db: Path) -> int:
 
 
 def kill_after(db: Path, threshold: int) -> bool:
-    """Start ``recon run``; SIGKILL it once ``threshold`` entries are durable. False if it ended first."""
+    """Start ``recon run``; SIGKILL it once ``threshold`` entries are durable.
+
+    False if the run ended first.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", *run_args(db)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -58,14 +61,16 @@ def kill_after(db: Path, threshold: int) -> bool:
 def final_state(db: Path) -> dict[str, object]:
     with closing(sqlite3.connect(db)) as conn:
         snapshots = conn.execute(
-            "SELECT district, as_of, metrics FROM month_end_snapshots WHERE month = ? ORDER BY district",
+            "SELECT district, as_of, metrics FROM month_end_snapshots"
+            " WHERE month = ? ORDER BY district",
             (MONTH,),
         ).fetchall()
         jobs = conn.execute(
             "SELECT district, status, reason, final_as_of FROM jobs ORDER BY district"
         ).fetchall()
         dupes = conn.execute(
-            "SELECT count(*) FROM (SELECT job_id, as_of FROM timeline GROUP BY 1, 2 HAVING count(*) > 1)"
+            "SELECT count(*) FROM"
+            " (SELECT job_id, as_of FROM timeline GROUP BY 1, 2 HAVING count(*) > 1)"
         ).fetchone()[0]
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     return {"snapshots": snapshots, "jobs": jobs, "dupes": dupes, "integrity": integrity}
