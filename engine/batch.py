@@ -56,7 +56,7 @@ from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from .cancel import CancelToken
 from .clock import Clock, SystemClock
-from .errors import BatchError, ConfigError, ItemCancelled, ItemTimeout
+from .errors import BatchError, ConfigError, ItemCancelled, ItemTimeout, StorageError
 from .schema import batch_items, batches
 from .settings import BatchSettings, Settings, clamp
 from .storage import Storage
@@ -384,6 +384,7 @@ class BatchRunner:
         self._dispatching = False  # run() or the background thread dispatches
         self._background = False  # start() was called
         self._closing = False
+        self._fatal: StorageError | None = None  # the database failed: stop, keep work unfinished
 
     # --- submitting and controlling ---------------------------------------------------
 
@@ -630,7 +631,7 @@ class BatchRunner:
                 best is None or (-head.priority, head.seq) < (-best.priority, best.seq)
             ):
                 best = head
-        if best is None or self._closing:
+        if best is None or self._closing or self._fatal is not None:
             return None
         heapq.heappop(best.batch.heap)
         best.batch.active += 1
@@ -696,6 +697,9 @@ class BatchRunner:
         return outcome, value
 
     def _classify(self, item: _Item, exc: Exception) -> str:
+        if isinstance(exc, StorageError) and not exc.transient:
+            self._give_up(exc)  # not the item's fault: it stays unfinished for a resume
+            return INTERRUPTED
         if item.stop is not None:
             return item.stop
         if item.timed_out or isinstance(exc, ItemTimeout):
@@ -822,6 +826,8 @@ class BatchRunner:
     def _dispatch(self, until_idle: bool) -> None:
         try:
             while True:
+                if self._fatal is not None:
+                    raise self._fatal
                 if self._throttling or self._clock.monotonic() - self._memory_at >= _POLL_S:
                     self._memory_mb = self._memory_reader()
                     self._memory_at = self._clock.monotonic()
@@ -902,12 +908,16 @@ class BatchRunner:
             with self._storage.transaction("batch_flush") as conn:
                 for flush in work:
                     self._write(conn, flush)
-        except Exception:
-            log.exception("batch runner: writing results failed; retrying")
+        except Exception as exc:
             with self._lock:
                 for flush in work:
                     flush.batch.pending[:0] = flush.items
                     flush.batch.finalizing &= not flush.final
+            if isinstance(exc, StorageError) and not exc.transient:
+                self._give_up(exc)
+                return
+            log.warning("batch runner: writing results failed, retrying: %s", exc)
+            with self._lock:
                 self._changed.wait(_POLL_S)
             return
         finished = [f.batch for f in work if f.final]
@@ -928,6 +938,21 @@ class BatchRunner:
                     throttled_s=b.throttled_s,
                 )
             )
+
+    def _give_up(self, exc: StorageError) -> None:
+        """The database refuses writes: start nothing more and interrupt what runs.
+
+        Interrupted items stay unfinished in the database, so ``recon run`` or
+        :meth:`resume` continues them once the fault is gone; ``run()`` raises ``exc``.
+        """
+        with self._lock:
+            if self._fatal is None:
+                self._fatal = exc
+                for batch in self._open.values():
+                    for item in batch.live.values():
+                        self._stop(item, INTERRUPTED)
+            self._work.notify_all()
+            self._changed.notify_all()
 
     def _announce(self, finished: list[_Batch]) -> None:
         with self._lock:

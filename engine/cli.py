@@ -201,7 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if ctx is not None:
-            ctx.close()
+            _close(ctx)
+
+
+def _close(ctx: Context) -> None:
+    """Close the engine; a database that refuses the last writes is reported, not raised."""
+    try:
+        ctx.close()
+    except EngineError as exc:
+        err.print(f"[red]error:[/] {exc} (unfinished work resumes with the same command)")
 
 
 if __name__ == "__main__":

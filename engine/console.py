@@ -16,13 +16,14 @@ from .batch import BatchRunner, SubmitResult
 from .cache import CacheService
 from .cancel import CancelToken
 from .clock import Clock, SystemClock
-from .errors import ConfigError
+from .errors import ConfigError, EngineError
 from .models import Job, TimelineEntry, month_end, validate_district, validate_month
 from .monitor import Monitor
 from .reconcile import MonthProgress, Reconciler
 from .settings import Settings
 from .sources import Source, make_source
 from .storage import Storage
+from .tasks import TaskRegistry
 
 
 class Console:
@@ -57,6 +58,7 @@ class Console:
             monitor=self.monitor,
         )
         self.batch.listen(self._on_batch_event)
+        self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
         self._register_gauges()
         self._closed = threading.Event()
 
@@ -214,11 +216,14 @@ class Console:
         if self._closed.is_set():
             return
         self._closed.set()
-        self.batch.close()
-        self.cache.close()
-        self.monitor.close()
-        self.source.close()
-        self.storage.close()
+        failures: list[EngineError] = []
+        for part in (self.batch, self.cache, self.monitor, self.source, self.storage):
+            try:
+                part.close()
+            except EngineError as exc:  # close the rest; report the first failure
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
 
 __all__ = ["Console"]

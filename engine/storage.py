@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
+import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,8 @@ from .errors import StorageError
 from .models import Job, JobStatus, MetricChange, Phase, Reason, Snapshot, TimelineEntry
 from .schema import jobs, metadata, month_end_snapshots, runs, timeline
 from .settings import StorageSettings
+
+log = logging.getLogger(__name__)
 
 _JOB_PROGRESS_COLUMNS = (
     "status",
@@ -104,7 +108,7 @@ class Storage:
                 target=self._flush_loop, name="storage-flusher", daemon=True
             )
             self._flusher.start()
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
 
     # --- generic API (used by the batch runner and the monitor) -------------------
 
@@ -154,15 +158,23 @@ class Storage:
         On failure the writes stay queued (newer queued values win) and the
         error is raised.
         """
+        return self._write_queued("flush")
+
+    def _write_queued(
+        self, operation: str, then: Callable[[Connection], None] | None = None
+    ) -> int:
+        """Write everything queued, then ``then(conn)``, in one transaction (see flush)."""
         with self._flush_lock:
             with self._pending_lock:
                 batch, self._pending = self._pending, _Pending()
                 self._oldest_pending = None
-            if not batch:
+            if not batch and then is None:
                 return 0
             try:
-                with self.transaction("flush") as conn:
+                with self.transaction(operation) as conn:
                     batch.write(conn)
+                    if then is not None:
+                        then(conn)
             except StorageError:
                 with self._pending_lock:
                     self._pending = batch.merged_with(self._pending)
@@ -180,7 +192,13 @@ class Storage:
             self.flush()
         finally:
             self.engine.dispose()
-            atexit.unregister(self.close)
+            atexit.unregister(self._close_at_exit)
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except StorageError as exc:
+            log.error("%s: queued writes were not saved; re-running the work rebuilds them", exc)
 
     def clear_cache(self) -> int:
         """Drop the storage cache (LRU and index); return the entries dropped."""
@@ -277,9 +295,7 @@ class Storage:
 
     def transition(self, job: Job) -> Job:
         """Commit a job's new status (and everything queued before it), then return it."""
-        self.flush()
-        with self.transaction("transition") as conn:
-            _update_jobs(conn, [job])
+        self._write_queued("transition", lambda conn: _update_jobs(conn, [job]))
         self._forget_job(job)
         return job
 
@@ -582,29 +598,39 @@ def _update_jobs(conn: Connection, changed: Sequence[Job]) -> None:
     conn.execute(_UPDATE_JOB, [{"job_id": j.id, **_job_progress_row(j)} for j in changed])
 
 
-def _insert_for(conn: Connection, table: Table) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-
-
 def _upsert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    stmt = _insert_for(conn, timeline)
-    cols = ("checked_at", "data_month", "metrics", "changes", "significant", "note")
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["job_id", "as_of"], set_={c: stmt.excluded[c] for c in cols}
-    )
-    conn.execute(stmt, rows)
+    conn.execute(_entries_upsert(conn.dialect.name), rows)
 
 
 def _upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Replace a month-end snapshot only with strictly newer data of the same month."""
-    stmt = _insert_for(conn, month_end_snapshots)
+    conn.execute(_month_end_upsert(conn.dialect.name), rows)
+
+
+# The upserts are built once per dialect: building one (its ``excluded`` alias) costs
+# more than running it, and they run at every flush.
+@functools.cache
+def _entries_upsert(dialect: str) -> Any:
+    stmt = _insert_for(dialect, timeline)
+    cols = ("checked_at", "data_month", "metrics", "changes", "significant", "note")
+    return stmt.on_conflict_do_update(
+        index_elements=["job_id", "as_of"], set_={c: stmt.excluded[c] for c in cols}
+    )
+
+
+@functools.cache
+def _month_end_upsert(dialect: str) -> Any:
+    stmt = _insert_for(dialect, month_end_snapshots)
     cols = ("as_of", "metrics", "job_id", "updated_at")
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["district", "month"],
         set_={c: stmt.excluded[c] for c in cols},
         where=stmt.excluded.as_of > month_end_snapshots.c.as_of,
     )
-    conn.execute(stmt, rows)
+
+
+def _insert_for(dialect: str, table: Table) -> Any:
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 # --- engine set-up ------------------------------------------------------------------------------
