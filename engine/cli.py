@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console as RichConsole
+from rich.markup import escape
 from rich.table import Table
 
 from . import settings as settings_mod
@@ -104,7 +105,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     started = time.monotonic()
     result = ctx.console().start_batch(args.month, districts=split_districts(args.districts))
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {escape(note)}")
     code = drain(ctx.console().batch, [result.batch_id])
     print_run_summary(ctx, args.month, time.monotonic() - started)
     return code
@@ -191,10 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args, ctx)
         return code
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     except EngineError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return 1
     except KeyboardInterrupt:
         err.print("interrupted: unfinished work resumes with the same command")
@@ -209,7 +210,8 @@ def _close(ctx: Context) -> None:
     try:
         ctx.close()
     except EngineError as exc:
-        err.print(f"[red]error:[/] {exc} (unfinished work resumes with the same command)")
+        note = "unfinished work resumes with the same command"
+        err.print(f"[red]error:[/] {escape(str(exc))} ({note})")
 
 
 if __name__ == "__main__":

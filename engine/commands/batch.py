@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from rich.console import Console as RichConsole
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -77,7 +78,7 @@ def cmd_start(args: argparse.Namespace, ctx: Any) -> int:
         config={k: v for k, v in config.items() if v is not None},
     )
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {escape(note)}")
     return drain(ctx.console().batch, [result.batch_id], as_json=args.json)
 
 

@@ -12,6 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ..errors import ConfigError
@@ -67,7 +68,7 @@ def _simulator(
 def _clamped(name: str, value: float) -> float:
     clamped, note = clamp("source", name, value)
     if note:
-        err.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {escape(note)}")
     return clamped
 
 
