@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench reliability soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/recon run --month 2025-06
+	$(VENV)/bin/streamlit run dashboard/app.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -22,6 +22,16 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/recon bench --suite all
+
+reliability: $(STAMP)
+	rm -f test-output/reliability.json
+	$(PY) -m pytest -q tests/reliability
+	$(PY) -m tests.reliability.report
+
+soak: $(STAMP)
+	rm -f test-output/reliability.json
+	SOAK=1 $(PY) -m pytest -q tests/reliability
+	$(PY) -m tests.reliability.report
 
 clean:
 	rm -rf $(VENV) data/*.db data/*.db-*

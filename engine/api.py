@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -56,9 +55,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batch import FINISHED, BatchDetail, BatchInfo, ItemRecord, SubmitResult
+from .batch import BatchDetail, ItemRecord, SubmitResult
 from .console import Console
-from .errors import BatchError, ConfigError, EngineError, StorageError
+from .errors import BatchError, ConfigError, ConflictError, EngineError, NotFoundError, StorageError
 from .models import Job, JobStatus, Phase, Reason, TimelineEntry, validate_month
 from .monitor import Bottleneck, OperationStats
 from .settings import BatchSettings
@@ -538,6 +537,10 @@ def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _on_engine_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, NotFoundError):
+        return _error(404, str(exc), "id")
+    if isinstance(exc, ConflictError):
+        return _error(409, str(exc), "id")
     if isinstance(exc, ConfigError):
         return _error(400, str(exc), exc.field)
     # The database or the runner is unavailable: the server's problem, not the request's.
@@ -861,49 +864,11 @@ def _window_s(time_window_ms: int) -> float:
 
 
 def _job(console: Console, job_id: int) -> Job:
-    try:
-        return console.job(job_id)
-    except StorageError as exc:
-        # Storage says "no such job" with an unchained StorageError; a failing
-        # database always chains the driver's error.
-        if exc.operation == "get_job" and exc.__cause__ is None:
-            raise ApiError(404, f"no job with id {job_id}", "id") from exc
-        raise
+    return console.job(job_id)  # NotFoundError -> 404
 
 
 def _batch(console: Console, batch_id: int) -> BatchDetail:
-    try:
-        return console.batch.batch_detail(batch_id)
-    except ConfigError as exc:
-        raise ApiError(404, f"no batch with id {batch_id}", "id") from exc
-
-
-def _live_batches(console: Console, month: str) -> list[BatchInfo]:
-    """Batches of this process still working ``month``."""
-    name = f"month-end {month}"
-    found = []
-    for info in console.batch.list_batches():
-        if info.name == name and info.status == "running":
-            try:
-                live = not console.batch.progress(info.batch_id).done
-            except ConfigError:
-                live = False  # left by a dead process
-            if live:
-                found.append(info)
-    return found
-
-
-def _stop_job_items(console: Console, job_id: int) -> None:
-    """Cancel the batch items of this process that work ``job_id``, so the work stops too."""
-    for info in console.batch.list_batches():
-        if info.status != "running":
-            continue
-        for item in console.batch.batch_detail(info.batch_id).items:
-            if item.spec.get("job_id") == job_id and item.status not in FINISHED:
-                try:
-                    console.batch.cancel_item(info.batch_id, item.item_id)
-                except ConfigError:
-                    pass  # a batch of another process: only the job is cancelled
+    return console.batch.batch_detail(batch_id)  # NotFoundError -> 404
 
 
 # --- starting months -------------------------------------------------------------------------
@@ -918,20 +883,13 @@ def _start(
     console = _console(request)
     raw = config.model_dump(by_alias=True, exclude_none=True) if config is not None else None
     results: list[SubmitResult] = []
-    with request.app.state.start_lock:
-        for month, _, _ in months:
-            busy = _live_batches(console, month)
-            if busy:
-                raise ApiError(
-                    409,
-                    f"{month} is being worked by batch {busy[0].batch_id}: "
-                    "wait for it or cancel it first",
-                    "targetMonth",
-                )
-        for month, districts, priority in months:
+    for month, districts, priority in months:
+        try:
             results.append(
                 console.start_batch(month, districts=districts, priority=priority, config=raw)
             )
+        except ConflictError as exc:  # the month is still being worked
+            raise ApiError(409, str(exc), "targetMonth") from exc
     details = [console.batch.batch_detail(r.batch_id) for r in results]
     notes = [note for r in results for note in r.notes]
     notes += [
@@ -1195,11 +1153,7 @@ def _job_routes(app: FastAPI) -> None:
     )
     def cancel_job(console: ConsoleDep, job_id: JobId) -> JobOut:
         """Cancel an unfinished job and stop the batch item working it."""
-        job = _job(console, job_id)
-        if job.status.finished:
-            raise ApiError(409, f"job {job_id} is already {job.status.value}", "id")
-        _stop_job_items(console, job_id)
-        return _job_out(console, console.cancel_job(job_id))
+        return _job_out(console, console.cancel_job(job_id))  # finished: ConflictError -> 409
 
 
 def _ops_routes(app: FastAPI, registry: CollectorRegistry) -> None:
@@ -1323,7 +1277,6 @@ def create_app(
     )
     app.state.console = console
     app.state.token = token or None
-    app.state.start_lock = threading.Lock()
     registry = CollectorRegistry()  # per app: no global state
     registry.register(EngineCollector(console))
     app.add_exception_handler(ApiError, _on_api_error)

@@ -56,7 +56,14 @@ from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from .cancel import CancelToken
 from .clock import Clock, SystemClock
-from .errors import BatchError, ConfigError, ItemCancelled, ItemTimeout, StorageError
+from .errors import (
+    BatchError,
+    ConfigError,
+    ItemCancelled,
+    ItemTimeout,
+    NotFoundError,
+    StorageError,
+)
 from .schema import batch_items, batches
 from .settings import BatchSettings, Settings, clamp
 from .storage import Storage
@@ -436,7 +443,7 @@ class BatchRunner:
         """Cancel one item; False if it already finished."""
         with self._lock:
             if batch_id not in self._batches:
-                raise ConfigError("batch_id", batch_id, "no such batch in this process")
+                raise NotFoundError("batch", batch_id, "no such batch in this process")
             batch = self._batches[batch_id]
             item = batch.live.get(item_id)
             if item is None:
@@ -445,6 +452,17 @@ class BatchRunner:
             self._stop(item, CANCELLED)
         self._emit(events)
         return True
+
+    def cancel_matching(self, predicate: Callable[[Spec], bool]) -> int:
+        """Cancel every unfinished item of this process whose spec matches; return how many."""
+        with self._lock:
+            found = [
+                (batch.id, item.item_id)
+                for batch in self._open.values()
+                for item in batch.live.values()
+                if predicate(item.spec)
+            ]
+        return sum(self.cancel_item(batch_id, item_id) for batch_id, item_id in found)
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` for every event; returns a function that unsubscribes."""
@@ -543,7 +561,7 @@ class BatchRunner:
         with self._lock:
             batch = self._batches.get(batch_id)
             if batch is None:
-                raise ConfigError("batch_id", batch_id, "no such batch in this process")
+                raise NotFoundError("batch", batch_id, "no such batch in this process")
             return batch.progress(self._clock.monotonic())
 
     def queue_depth(self) -> int:
@@ -570,7 +588,7 @@ class BatchRunner:
         with self._storage.reading("batch_detail") as conn:
             row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
             if row is None:
-                raise ConfigError("batch_id", batch_id, "no such batch")
+                raise NotFoundError("batch", batch_id)
             items = conn.execute(
                 select(batch_items)
                 .where(batch_items.c.batch_id == batch_id)
@@ -807,7 +825,7 @@ class BatchRunner:
                 .values(status="cancelled", finished_at=now)
             ).rowcount
             if not done:
-                raise ConfigError("batch_id", batch_id, "no unfinished batch with this id")
+                raise NotFoundError("batch", batch_id, "no unfinished batch with this id")
             rows = conn.execute(
                 select(batch_items.c.item_id, batch_items.c.spec).where(*queued)
             ).all()

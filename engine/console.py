@@ -16,7 +16,7 @@ from .batch import BatchRunner, SubmitResult
 from .cache import CacheService
 from .cancel import CancelToken
 from .clock import Clock, SystemClock
-from .errors import ConfigError, EngineError
+from .errors import ConfigError, ConflictError, EngineError
 from .models import Job, TimelineEntry, month_end, validate_district, validate_month
 from .monitor import Monitor
 from .reconcile import MonthProgress, Reconciler
@@ -24,6 +24,9 @@ from .settings import Settings
 from .sources import Source, make_source
 from .storage import Storage
 from .tasks import TaskRegistry
+
+MONTH_END_BATCH = "month-end {month}"
+"""Name of the batch :meth:`Console.start_batch` submits for a month."""
 
 
 class Console:
@@ -61,6 +64,8 @@ class Console:
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
         self._register_gauges()
         self._closed = threading.Event()
+        self._start_lock = threading.Lock()
+        self._month_batches: dict[str, int] = {}  # month -> the batch last started for it
 
     # --- month-end runs ------------------------------------------------------------------
 
@@ -72,11 +77,28 @@ class Console:
         priority: int = 0,
         config: Mapping[str, Any] | None = None,
     ) -> SubmitResult:
-        """Start (or resume) ``month`` for ``districts`` as one batch of district replays."""
+        """Start (or resume) ``month`` for ``districts`` as one batch of district replays.
+
+        A month that a batch of this process is still working is refused
+        (ConflictError): two replays of one job must never run at once.
+        """
         month = validate_month(month)
         chosen = [validate_district(d) for d in districts] if districts else self.districts(month)
         if not chosen:
             raise ConfigError("districts", districts, "no districts to reconcile")
+        with self._start_lock:
+            busy = self._month_batches.get(month)
+            if busy is not None and not self.batch.progress(busy).done:
+                raise ConflictError(
+                    "month", month, f"batch {busy} is still working it: wait or cancel it first"
+                )
+            result = self._submit_month(month, chosen, priority, config)
+            self._month_batches[month] = result.batch_id
+            return result
+
+    def _submit_month(
+        self, month: str, chosen: list[str], priority: int, config: Mapping[str, Any] | None
+    ) -> SubmitResult:
         jobs = self.reconciler.start_month(month, chosen, mode=self.settings.storage.mode)
         self._invalidate_month(month)
         items = [
@@ -90,7 +112,7 @@ class Console:
         config = dict(config or {})
         if self.settings.storage.mode == "naive":
             config["maxConcurrentJobs"] = 1  # the "before": sequential
-        return self.batch.submit(items, config=config, name=f"month-end {month}")
+        return self.batch.submit(items, config=config, name=MONTH_END_BATCH.format(month=month))
 
     def districts(self, month: str) -> list[str]:
         """Every district the source publishes for ``month``."""
@@ -165,6 +187,10 @@ class Console:
         )
 
     def cancel_job(self, job_id: int) -> Job:
+        """Cancel a job and stop the batch item working it."""
+        if self.job(job_id).status.finished:
+            raise ConflictError("job", job_id, "already finished")
+        self.batch.cancel_matching(lambda spec: spec.get("job_id") == job_id)
         job = self.reconciler.cancel(job_id)
         self._invalidate(job)
         return job
@@ -226,4 +252,4 @@ class Console:
             raise failures[0]
 
 
-__all__ = ["Console"]
+__all__ = ["MONTH_END_BATCH", "Console"]

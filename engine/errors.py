@@ -5,6 +5,8 @@ callers (CLI, dashboard, API) can catch one type and show its message::
 
     EngineError
     ├── ConfigError      a setting or argument is invalid   (field, value)
+    │   ├── NotFoundError    no such job, batch or operation
+    │   └── ConflictError    refused in the current state (a month already being worked)
     ├── ParseError       an export could not be read        (source, line, column)
     ├── SourceError      a fetch failed                     (district, month, url, transient)
     ├── StorageError     the database refused a read/write  (operation)
@@ -32,6 +34,17 @@ class ConfigError(EngineError):
         self.field = field
         self.value = value
         super().__init__(f"{field}={value!r}: {message}")
+
+
+class NotFoundError(ConfigError):
+    """An id names nothing: no such job, batch or operation."""
+
+    def __init__(self, kind: str, value: object, message: str = "") -> None:
+        super().__init__(kind, value, message or f"no such {kind}")
+
+
+class ConflictError(ConfigError):
+    """A request that the current state refuses, e.g. a month already being worked."""
 
 
 class ParseError(EngineError):

@@ -156,8 +156,8 @@ def progress(job: Job, today: date, settings: ReconSettings) -> JobProgress:
     end = window_end(job, settings)
     period = settings.stability_period_days
     stability = 1.0 if job.status.finished else min(1.0, job.stable_days / period)
-    if job.status.finished:
-        return JobProgress(stability, 0, job.completed_at.date() if job.completed_at else None)
+    if job.status.finished:  # finished on its last collection date (simulated in a replay)
+        return JobProgress(stability, 0, job.last_check_date)
     recent = [d for d in job.significant_dates if d > today - timedelta(days=7)]
     rate = len(recent) / 7
     remaining = max(0, period - job.stable_days) + math.ceil(rate * period)

@@ -37,5 +37,5 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]:
     with _lock:
         OUTPUT.parent.mkdir(exist_ok=True)
         data = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {}
-        data[request.node.name] = {"size": "soak" if soak() else "ci", **found}
+        data[request.node.originalname] = {"size": "soak" if soak() else "ci", **found}
         OUTPUT.write_text(json.dumps(data, indent=2, sort_keys=True))
