@@ -1,0 +1,197 @@
+"""Batch runs: start a month-end batch, watch it live, cancel it, resume interrupted ones."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import runtime
+import streamlit as st
+import ui
+
+from engine import views
+from engine.errors import EngineError
+
+console = runtime.get_console()
+st.title("Batch runs")
+
+
+def defaults() -> dict[str, object]:
+    """The engine's batch settings with the Settings page's changes of this session."""
+    return {**dataclasses.asdict(console.settings.batch), **runtime.get("batch_defaults", {})}
+
+
+def known_districts() -> list[str]:
+    """The districts the source publishes, or none if it cannot say right now."""
+    try:
+        return console.districts(runtime.month())
+    except EngineError as exc:
+        st.warning(f"The district list is not available: {ui.explain(exc)}")
+        return []
+
+
+def start_form() -> None:
+    d = defaults()
+    with st.form("start_batch"):
+        st.subheader("Start a batch")
+        month = st.text_input("Month (YYYY-MM)", value=runtime.month())
+        districts = st.multiselect(
+            "Districts",
+            known_districts(),
+            placeholder="All districts the source publishes",
+            help="Leave empty for every district; ids such as 42 or F can also be typed",
+            accept_new_options=True,
+        )
+        a, b, c = st.columns(3)
+        priority = a.number_input("Priority", value=0, step=1, help="Higher runs first")
+        concurrency = b.number_input("Concurrency", value=d["max_concurrent_jobs"], step=1)
+        retries = c.number_input("Retries", value=d["retry_attempts"], step=1)
+        a, b, c = st.columns(3)
+        timeout = a.number_input("Timeout (ms)", value=d["timeout_ms"], step=1000)
+        memory = b.number_input("Memory threshold (MB)", value=d["memory_threshold_mb"], step=64)
+        throttling = c.checkbox("Resource throttling", value=bool(d["enable_resource_throttling"]))
+        st.caption("Out-of-range values are clamped to safe ranges; the result is shown.")
+        if st.form_submit_button("Start", type="primary"):
+            config = {
+                "maxConcurrentJobs": int(concurrency),
+                "retryAttempts": int(retries),
+                "timeoutMs": int(timeout),
+                "memoryThresholdMB": int(memory),
+                "enableResourceThrottling": throttling,
+            }
+            start(month.strip(), districts, int(priority), config)
+
+
+def start(month: str, districts: list[str], priority: int, config: dict[str, object]) -> None:
+    with ui.guard():
+        result = console.start_batch(
+            month, districts=districts or None, priority=priority, config=config
+        )
+        runtime.put("batch_id", result.batch_id)
+        runtime.put("batch_submitted", (result.batch_id, result.notes, result.config))
+        if month != runtime.month():
+            runtime.follow_month(month)
+        st.rerun()
+
+
+def submitted() -> None:
+    """What the last Start did: the batch, the clamping notes and the settings it runs with."""
+    last = runtime.get("batch_submitted")
+    if last is None:
+        st.info("Start a batch with the form; its progress shows below.", icon=":material/info:")
+        return
+    batch_id, notes, config = last
+    st.success(f"Batch {batch_id} started.", icon=":material/check_circle:")
+    for note in notes:
+        st.warning(f"Clamped: {note}", icon=":material/warning:")
+    st.markdown(
+        f"Runs with concurrency **{config.max_concurrent_jobs}**, retries "
+        f"**{config.retry_attempts}**, timeout **{config.timeout_ms} ms**, throttling "
+        f"**{'on' if config.enable_resource_throttling else 'off'}** above "
+        f"**{config.memory_threshold_mb} MB**."
+    )
+
+
+def batch_live(batch_id: int) -> bool:
+    view = views.batch_view(console, batch_id)
+    ui.batch_panel(view)
+    if view.live and st.button("Cancel batch", icon=":material/cancel:"):
+        console.batch.cancel(batch_id)
+        st.rerun(scope="app")
+    ui.table(
+        view.items,
+        column_config={
+            "item": "Item",
+            "district": "District",
+            "month": "Month",
+            "status": st.column_config.TextColumn("Status", width="small"),
+            "attempts": "Attempts",
+            "last_outcome": "Last attempt",
+            "outcome": st.column_config.TextColumn("Outcome", width="small"),
+            "error": st.column_config.TextColumn("Error", width="medium"),
+            "finished_at": st.column_config.DatetimeColumn("Finished", format="HH:mm:ss"),
+            "priority": "Priority",
+        },
+    )
+    return view.live
+
+
+def pick() -> None:
+    rows = st.session_state["batch_history"]["selection"]["rows"]
+    if rows:
+        runtime.put("batch_id", runtime.get("history_ids")[rows[0]])
+
+
+def history_section(history: list[dict[str, object]]) -> None:
+    st.subheader("History")
+    runtime.put("history_ids", [r["batch"] for r in history])
+    ui.table(
+        history,
+        key="batch_history",
+        on_select=pick,
+        selection_mode="single-row",
+        column_order=(
+            "batch",
+            "name",
+            "status",
+            "created_at",
+            "finished_at",
+            "total",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "percent",
+            "concurrency",
+            "throttled_s",
+        ),
+        column_config={
+            "batch": "Batch",
+            "name": "Name",
+            "status": "Status",
+            "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+            "finished_at": st.column_config.DatetimeColumn("Finished", format="HH:mm:ss"),
+            "total": "Items",
+            "succeeded": "Succeeded",
+            "failed": "Failed",
+            "cancelled": "Cancelled",
+            "percent": st.column_config.ProgressColumn(
+                "Done", min_value=0, max_value=100, format="%.0f %%"
+            ),
+            "concurrency": "Concurrency",
+            "throttled_s": st.column_config.NumberColumn("Throttled (s)", format="%.1f"),
+        },
+    )
+    st.caption("Select a row to show that batch above.")
+
+
+def resume() -> None:
+    with ui.guard():
+        resumed = console.batch.resume()
+        if resumed:
+            runtime.put("batch_id", resumed[-1])
+            st.success(f"Resumed batch {', '.join(map(str, resumed))}.")
+        else:
+            st.info("Nothing to resume: no batch was left unfinished by a stopped process.")
+
+
+left, right = st.columns([3, 2])
+with left:
+    start_form()
+with right:
+    st.subheader("Last start")
+    submitted()
+    st.divider()
+    st.markdown("A batch left unfinished by a stopped process can continue here.")
+    if st.button("Resume interrupted batches", icon=":material/replay:"):
+        resume()
+
+with ui.guard():
+    history = views.batch_history(console)
+    shown = runtime.get("batch_id") or (history[0]["batch"] if history else None)
+    st.divider()
+    if shown is None:
+        st.info("No batches yet.")
+    else:
+        st.subheader(f"Batch {shown}")
+        live = views.batch_view(console, int(shown)).live
+        ui.live_fragment(lambda: batch_live(int(shown)), active=live)
+        history_section(history)

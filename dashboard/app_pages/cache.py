@@ -1,0 +1,235 @@
+"""Cache: hit rates, counters and sizes per layer; clear, tune and try other settings."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import plotly.graph_objects as go
+import runtime
+import streamlit as st
+import ui
+
+from engine import views
+from engine.cache import LAYERS, POLICIES
+
+console = runtime.get_console()
+TARGETS = {
+    "All cache layers": "layers",
+    **{f"Layer: {layer}": layer for layer in LAYERS},
+    "Storage cache": "storage",
+    "Everything (cache layers and storage cache)": "everything",
+}
+st.title("Cache")
+
+
+def statistics() -> bool:
+    rows = views.cache_rows(console)
+    total = rows[-1]
+    storage = console.storage.cache_stats()
+    cols = st.columns(5)
+    cols[0].metric("Hit rate", ui.percent(total["hit_rate"]), help="– until the first read")
+    cols[1].metric("Entries", f"{total['size']} / {total['max_size']}")
+    cols[2].metric("Evictions", total["evictions"])
+    cols[3].metric("Prefetches", total["prefetches"], help=f"{total['prefetch_hits']} were hit")
+    cols[4].metric("Storage cache entries", storage["size"] + storage["indexSize"])
+    ui.table(
+        rows,
+        key="cache_table",
+        column_order=(
+            "layer",
+            "hit_rate",
+            "hits",
+            "misses",
+            "size",
+            "max_size",
+            "evictions",
+            "expirations",
+            "prefetches",
+            "prefetch_hits",
+            "hit_mean_us",
+            "hit_p95_us",
+            "miss_mean_us",
+            "miss_p95_us",
+        ),
+        column_config={
+            "layer": "Layer",
+            "hits": "Hits",
+            "misses": "Misses",
+            "evictions": "Evictions",
+            "expirations": "Expirations",
+            "prefetches": "Prefetches",
+            "prefetch_hits": "Prefetch hits",
+            "size": "Entries",
+            "hit_rate": st.column_config.ProgressColumn(
+                "Hit rate", min_value=0, max_value=1, format="percent"
+            ),
+            "hit_mean_us": st.column_config.NumberColumn("Hit µs (mean)", format="%.1f"),
+            "hit_p95_us": st.column_config.NumberColumn("Hit µs (p95)", format="%.1f"),
+            "miss_mean_us": st.column_config.NumberColumn("Miss µs (mean)", format="%.1f"),
+            "miss_p95_us": st.column_config.NumberColumn("Miss µs (p95)", format="%.1f"),
+            "max_size": "Max size",
+        },
+    )
+    left, mid, right = st.columns(3)
+    with left:
+        hit_rate_chart()
+    with mid:
+        size_chart(rows[:-1])
+    with right:
+        latency_chart(rows[:-1])
+    storage_cache(storage)
+    return True
+
+
+def hit_rate_chart() -> None:
+    history = views.cache_history(console)
+    if not history:
+        st.info("The hit rate over time appears after the first samples (every 5 s).")
+        return
+    fig = px.line(history, x="time", y="hit_rate", color="layer")
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="hit rate")
+    st.plotly_chart(ui.layout(fig, "Hit rate over time (since start)"), key="hit_rate")
+
+
+def size_chart(rows: list[dict[str, object]]) -> None:
+    fig = go.Figure(
+        go.Bar(
+            x=[r["layer"] for r in rows],
+            y=[100 * r["size"] / r["max_size"] for r in rows],
+            text=[f"{r['size']} / {r['max_size']}" for r in rows],
+            textposition="outside",
+            marker_color=ui.STATE_COLORS["monitoring"],
+        )
+    )
+    fig.update_yaxes(range=[0, 105], title="% of maxSize")
+    st.plotly_chart(ui.layout(fig, "Sizes against limits"), key="sizes")
+
+
+def latency_chart(rows: list[dict[str, object]]) -> None:
+    layers = [r["layer"] for r in rows]
+    fig = go.Figure(
+        [
+            go.Bar(name="hit", x=layers, y=[r["hit_mean_us"] for r in rows]),
+            go.Bar(name="miss (with load)", x=layers, y=[r["miss_mean_us"] for r in rows]),
+        ]
+    )
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(type="log", dtick=1, title="mean µs (log)")
+    st.plotly_chart(ui.layout(fig, "Hit and miss latency"), key="latency")
+
+
+def storage_cache(stats: dict[str, object]) -> None:
+    st.subheader("Storage cache")
+    cols = st.columns(6)
+    cols[0].metric("Jobs cached", stats["size"], help=f"of cacheMaxSize {stats['cacheMaxSize']}")
+    cols[1].metric("Index entries", stats["indexSize"])
+    cols[2].metric("Storage hit rate", ui.percent(stats["hitRate"]))
+    cols[3].metric("Hits / misses", f"{stats['hits']} / {stats['misses']}")
+    cols[4].metric("Pending writes", stats["pendingWrites"])
+    cols[5].metric("DB round trips", stats["roundtrips"])
+    if not stats["enableInMemoryCache"]:
+        st.caption("The storage cache is off (naive mode or enableInMemoryCache false).")
+
+
+def clear(target: str) -> int:
+    removed = 0
+    if target in ("layers", "everything"):
+        removed += console.cache.clear()
+    if target in ("storage", "everything"):
+        removed += console.storage.clear_cache()
+    if target in LAYERS:
+        removed += console.cache.clear(target)
+    return removed
+
+
+def clear_section() -> None:
+    st.subheader("Clear caches")
+    label = st.selectbox("What to clear", list(TARGETS), key="clear_target")
+    if st.button("Clear caches", icon=":material/delete_sweep:"):
+        runtime.put("confirm_clear", label)
+    pending = runtime.get("confirm_clear")
+    if pending:
+        st.warning(f"Clear {pending.lower()}? The next reads go to the database.")
+        yes, no = st.columns(2)
+        if yes.button("Yes, clear", type="primary"):
+            with ui.guard():
+                removed = clear(TARGETS[pending])
+                runtime.put("cleared", f"Cleared {pending.lower()}: {removed} entries removed.")
+            runtime.put("confirm_clear", None)
+            st.rerun()
+        if no.button("Cancel"):
+            runtime.put("confirm_clear", None)
+            st.rerun()
+    if runtime.get("cleared"):
+        st.success(runtime.get("cleared"), icon=":material/check_circle:")
+
+
+def tune_section() -> None:
+    st.subheader("Tune a layer")
+    layer = st.selectbox("Layer", LAYERS, key="tune_layer")
+    current = console.cache.config()["layers"][layer]
+    with st.form("tune"):
+        a, b = st.columns(2)
+        size = a.number_input("maxSize", value=current["maxSize"], step=50)
+        ttl = b.number_input("ttlMs", value=current["ttlMs"], step=10_000)
+        policy = a.selectbox("Eviction policy", POLICIES, POLICIES.index(current["evictionPolicy"]))
+        threshold = b.number_input("prefetchThreshold", value=current["prefetchThreshold"])
+        prefetch = st.checkbox("enablePrefetch", value=current["enablePrefetch"])
+        if st.form_submit_button("Apply"):
+            with ui.guard():
+                notes = console.cache.tune(
+                    layer,
+                    max_size=size,
+                    ttl_ms=ttl,
+                    policy=policy,
+                    enable_prefetch=prefetch,
+                    prefetch_threshold=threshold,
+                )
+                st.success(f"Layer {layer} now runs with the values above.")
+                for note in notes:
+                    st.warning(f"Clamped: {note}")
+
+
+def what_if_section() -> None:
+    st.subheader("What if? Replay recent reads against other settings")
+    with st.form("what_if"):
+        layer = st.selectbox("Layer", LAYERS, index=LAYERS.index("jobs"))
+        sizes = st.text_input("maxSize values", "10, 25, 50, 100, 250, 500, 1000")
+        policies = st.multiselect("Policies", POLICIES, default=list(POLICIES))
+        ttls = st.text_input("ttlMs values", "60000, 300000")
+        if st.form_submit_button("Simulate"):
+            with ui.guard():
+                runtime.put(
+                    "what_if", (layer, views.what_if(console, layer, sizes, policies, ttls))
+                )
+    found = runtime.get("what_if")
+    if found is None:
+        return
+    layer, rows = found
+    if not rows or not rows[0]["accesses"]:
+        st.info(f"Layer {layer} has no recorded reads yet: use the dashboard, then simulate.")
+        return
+    fig = px.line(
+        rows,
+        x="maxSize",
+        y="hit_rate",
+        color="evictionPolicy",
+        line_dash="ttlMs",
+        markers=True,
+        log_x=True,
+    )
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="hit rate")
+    current = console.cache.config()["layers"][layer]["maxSize"]
+    fig.add_vline(x=current, line_dash="dot", annotation_text="current maxSize")
+    st.plotly_chart(ui.layout(fig, f"Hit rate by size: layer {layer}", 380), key="what_if_chart")
+
+
+with ui.guard():
+    ui.live_fragment(statistics, active=True)
+st.divider()
+left, right = st.columns(2)
+with left:
+    clear_section()
+with right:
+    tune_section()
+st.divider()
+what_if_section()

@@ -1,0 +1,138 @@
+"""Performance: where the engine spends its time, what is slow, and what to do about it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.express as px
+import runtime
+import streamlit as st
+import ui
+
+from engine import views
+
+console = runtime.get_console()
+WINDOWS = {
+    "1 minute": 60,
+    "5 minutes": 300,
+    "15 minutes": 900,
+    "1 hour": 3600,
+    "6 hours": 6 * 3600,
+    "24 hours": 86400,
+}
+BADGE_COLORS = {"high": "red", "medium": "orange", "low": "blue"}
+
+st.title("Performance")
+label = st.selectbox("Window", list(WINDOWS), index=2, help="Figures cover this much time")
+window_s = WINDOWS[label]
+
+
+def operations() -> None:
+    rows = views.operation_rows(console, window_s)
+    if not rows:
+        st.info(f"No engine operations in the last {label}: start a batch to see figures.")
+        return
+    cols = st.columns(4)
+    cols[0].metric("Operations", len(rows))
+    cols[1].metric("Calls", f"{sum(r['calls'] for r in rows):,}")
+    cols[2].metric("Failures", f"{sum(r['failures'] for r in rows):,}")
+    slowest = max(rows, key=lambda r: r["p95_ms"])
+    cols[3].metric("Slowest p95", f"{slowest['p95_ms']:.1f} ms", help=slowest["operation"])
+    ui.table(
+        rows,
+        key="operations",
+        column_order=(
+            "operation",
+            "calls",
+            "calls_per_second",
+            "failures",
+            "success_rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "mean_ms",
+            "share_of_time",
+            "errors",
+        ),
+        column_config={
+            "operation": "Operation",
+            "calls": "Calls",
+            "calls_per_second": st.column_config.NumberColumn("Rate (/s)", format="%.2f"),
+            "failures": "Errors",
+            "success_rate": st.column_config.NumberColumn("Success", format="percent"),
+            "p50_ms": st.column_config.NumberColumn("p50 ms", format="%.2f"),
+            "p95_ms": st.column_config.NumberColumn("p95 ms", format="%.2f"),
+            "p99_ms": st.column_config.NumberColumn("p99 ms", format="%.2f"),
+            "mean_ms": st.column_config.NumberColumn("Mean ms", format="%.2f"),
+            "share_of_time": st.column_config.ProgressColumn(
+                "Share of time", min_value=0, max_value=1, format="percent"
+            ),
+            "errors": "Error types",
+        },
+    )
+
+
+def latency() -> None:
+    rows = views.latency_series(console, window_s)
+    if not rows:
+        st.info("Latency over time appears once the monitor has written its first interval.")
+        return
+    fig = px.line(rows, x="at", y="p95_ms", color="operation", log_y=True, markers=True)
+    fig.update_yaxes(title="p95 (ms, log)", dtick=1)
+    st.plotly_chart(ui.layout(fig, "p95 latency by interval (top operations)", 360), key="lat")
+
+
+def bottlenecks(found: list[dict[str, Any]]) -> None:
+    st.subheader("Bottlenecks")
+    if not found:
+        st.success("No bottleneck rule fires over this window.", icon=":material/check_circle:")
+    for b in found:
+        with st.container(border=True):
+            st.badge(b["severity"].upper(), color=BADGE_COLORS[b["severity"]])
+            st.markdown(f"**{b['operation']}** · `{b['rule']}` — {b['message']}")
+            figures = ", ".join(f"{k} = {v:.4g}" for k, v in b["values"].items())
+            st.caption(f"{figures}. {b['recommendation']}")
+
+
+def recommendations(found: list[dict[str, Any]]) -> None:
+    st.subheader("Recommendations")
+    if not found:
+        st.success("Nothing to recommend over this window.", icon=":material/check_circle:")
+    for r in found:
+        with st.container(border=True):
+            st.badge(
+                f"{r['priority'].upper()} · {r['category']}", color=BADGE_COLORS[r["priority"]]
+            )
+            st.markdown(r["message"])
+
+
+def resources() -> None:
+    rows = views.resource_series(console, window_s)
+    if not rows:
+        st.info("CPU and memory appear after the first resource samples (every few seconds).")
+        return
+    left, right = st.columns(2)
+    cpu = px.line(rows, x="at", y="cpu_percent", color="process")
+    cpu.update_yaxes(title="CPU %", rangemode="tozero")
+    left.plotly_chart(ui.layout(cpu, "CPU"), key="cpu")
+    memory = px.line(rows, x="at", y="rss_mb", color="process")
+    memory.update_yaxes(title="resident MB", rangemode="tozero")
+    right.plotly_chart(ui.layout(memory, "Memory"), key="memory")
+
+
+def page() -> bool:
+    operations()
+    latency()
+    report = console.monitor.report(window_s)  # one analysis for both
+    left, right = st.columns(2)
+    with left:
+        bottlenecks(report["bottlenecks"])
+    with right:
+        recommendations(report["recommendations"])
+    st.subheader("Resources")
+    resources()
+    return True
+
+
+with ui.guard():
+    ui.live_fragment(page, active=True)

@@ -1,0 +1,92 @@
+"""The dashboard's engine and its per-tab state.
+
+One :class:`~engine.console.Console` per process, shared by every session
+through ``st.cache_resource`` (the console is thread-safe) and closed when
+the cache is cleared. Session state holds only one tab's UI choices, under
+``recon_`` keys behind the small accessors below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from engine import settings as settings_mod
+from engine import views
+from engine.console import Console
+from engine.errors import EngineError
+
+REFRESH_S = 2.0  # how often live parts poll the engine
+_PREFIX = "recon_"
+
+
+def _close(console: Console) -> None:
+    console.close()
+
+
+@st.cache_resource(show_spinner="Starting the engine…", on_release=_close)
+def get_console() -> Console:
+    """The process's engine: settings from the environment, background threads started."""
+    console = Console(settings_mod.load())
+    console.start_background()
+    return console
+
+
+def console_or_stop() -> Console:
+    """The engine, or an error telling what to fix and a stopped script."""
+    try:
+        return get_console()
+    except EngineError as exc:
+        st.error(
+            f"The engine could not start: {exc}. Fix the setting (settings file or RECON_* "
+            "environment variables) and restart the dashboard."
+        )
+        st.stop()
+        raise  # st.stop() raises; this keeps type checkers sure
+
+
+def get(name: str, default: Any = None) -> Any:
+    return st.session_state.get(_PREFIX + name, default)
+
+
+def put(name: str, value: Any) -> None:
+    st.session_state[_PREFIX + name] = value
+
+
+def month() -> str:
+    """The month the sidebar shows."""
+    return str(st.session_state[_PREFIX + "month"])
+
+
+def follow_month(value: str) -> None:
+    """Make the sidebar show ``value`` from the next run on (a widget's value cannot change
+    once it is drawn in a run)."""
+    put("month_next", value)
+
+
+def live() -> bool:
+    """Whether live parts refresh themselves (the sidebar's pause toggle)."""
+    return bool(get("live", True))
+
+
+def sidebar(console: Console) -> None:
+    """Month picker, live-refresh toggle and what the engine runs on."""
+    options = views.months(console)
+    key = _PREFIX + "month"
+    wanted = st.session_state.pop(_PREFIX + "month_next", None)
+    if wanted is not None:
+        st.session_state[key] = wanted
+    if key not in st.session_state or st.session_state[key] not in options:
+        chosen = st.session_state.get(key) or views.default_month(console)
+        options = sorted({*options, chosen}, reverse=True)
+        st.session_state[key] = chosen
+    st.session_state.setdefault(_PREFIX + "live", True)
+    with st.sidebar:
+        st.selectbox("Month", options, key=key, help="Target month of the month-end close")
+        st.toggle("Live refresh", key=_PREFIX + "live", help="Pause to freeze the live parts")
+        storage, source = console.settings.storage, console.settings.source
+        st.caption(
+            f"Database `{views.safe_url(storage.db_url)}` · {storage.mode} mode · "
+            f"source `{source.source}`"
+        )
