@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -56,6 +56,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batch import BatchDetail, ItemRecord, SubmitResult
+from .clock import as_utc
 from .console import Console
 from .errors import BatchError, ConfigError, ConflictError, EngineError, NotFoundError, StorageError
 from .models import Job, JobStatus, Phase, Reason, TimelineEntry, validate_month
@@ -88,12 +89,7 @@ def camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the engine writes UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
+Timestamp = Annotated[datetime, AfterValidator(as_utc)]
 """A datetime that always carries its offset (RFC 3339 ``date-time``)."""
 
 

@@ -47,7 +47,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -55,7 +55,7 @@ import psutil
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from .cancel import CancelToken
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, as_utc
 from .errors import (
     BatchError,
     ConfigError,
@@ -1053,8 +1053,8 @@ class BatchRunner:
             batch_id=row.id,
             name=row.name,
             status=row.status,
-            created_at=_utc(row.created_at),
-            finished_at=row.finished_at and _utc(row.finished_at),
+            created_at=as_utc(row.created_at),
+            finished_at=row.finished_at and as_utc(row.finished_at),
             total=row.total,
             counts=dict(counts),
             throttled_s=throttled,
@@ -1168,7 +1168,7 @@ def _item_record(row: Mapping[str, Any]) -> ItemRecord:
         status=row["status"],
         result=json.loads(result) if result is not None else None,
         error=row["error"],
-        finished_at=row["finished_at"] and _utc(row["finished_at"]),
+        finished_at=row["finished_at"] and as_utc(row["finished_at"]),
         attempts=tuple(_attempt_record(a) for a in json.loads(row["history"])),
     )
 
@@ -1177,11 +1177,6 @@ def _attempt_record(a: Mapping[str, Any]) -> AttemptRecord:
     started = datetime.fromisoformat(a["started_at"])
     ended = started + timedelta(seconds=a["duration_s"])
     return AttemptRecord(a["attempt"], started, ended, a["outcome"], a["error"])
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite returns naive datetimes; they were written in UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 __all__ = [

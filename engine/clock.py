@@ -8,6 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored datetime as UTC: SQLite returns them without their offset, and
+    every datetime the engine stores is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 class Clock(Protocol):
     """Wall time for records and monotonic time for durations and expiry."""
 

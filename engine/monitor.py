@@ -58,7 +58,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
@@ -66,7 +66,7 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, Table, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, as_utc
 from .errors import ConfigError, StorageError
 from .resources import RESOURCE_FIELDS, ProcessReader
 from .schema import perf_aggregates, perf_resources
@@ -419,7 +419,7 @@ class Monitor:
         the last persisted interval or resource sample in it."""
         t = perf_resources
         query = select(func.min(t.c.at), func.max(t.c.at)).where(t.c.at > start, t.c.at <= end)
-        moments = [_utc(m) for m in self._query(query)[0] if m is not None]
+        moments = [as_utc(m) for m in self._query(query)[0] if m is not None]
         moments += [row["interval_start"] for row in rows] + [row["interval_end"] for row in rows]
         if not moments:
             return 0.0
@@ -654,8 +654,8 @@ class Monitor:
             query = query.where(t.c.operation == operation)
         rows = [dict(row._mapping) for row in self._query(query)]
         for row in rows:
-            row["interval_start"] = _utc(row["interval_start"])
-            row["interval_end"] = _utc(row["interval_end"])
+            row["interval_start"] = as_utc(row["interval_start"])
+            row["interval_end"] = as_utc(row["interval_end"])
         return rows
 
     def _read_samples(self, since: datetime) -> list[ResourceSample]:
@@ -665,7 +665,7 @@ class Monitor:
         for row in self._query(query):
             values = {name: float(getattr(row, name)) for name in RESOURCE_FIELDS}
             values.update(json.loads(row.gauges))
-            samples.append(ResourceSample(_utc(row.at), row.process, values))
+            samples.append(ResourceSample(as_utc(row.at), row.process, values))
         return samples
 
     def _query(self, query: Any) -> list[Any]:
@@ -805,11 +805,6 @@ def _sample_row(sample: ResourceSample) -> dict[str, Any]:
         **{name: sample.values[name] for name in RESOURCE_FIELDS},
         "gauges": json.dumps(gauges),
     }
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything the monitor writes is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # --- bottleneck rules ----------------------------------------------------------------------
@@ -1057,7 +1052,11 @@ def _rec_concurrency(f: _Findings, t: Thresholds) -> dict[str, Any] | None:
         "the checks are I/O-bound, raise maxConcurrentJobs."
     )
     return _advice(
-        "Concurrency", "low", message, avg_queue_depth=queue, avg_cpu_percent=cpu,
+        "Concurrency",
+        "low",
+        message,
+        avg_queue_depth=queue,
+        avg_cpu_percent=cpu,
         threshold_percent=t.cpu_idle_percent,
     )
 

@@ -21,14 +21,16 @@ No other exception escapes :func:`parse_export`.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 from .errors import ConfigError, ParseError
 from .models import DISTRICT_RE, Snapshot, month_end, program_year, validate_month
@@ -42,7 +44,7 @@ class Report(StrEnum):
     CLUB_PERFORMANCE = "clubperformance"
 
 
-# Column kinds: how a cell is read (see _cell).
+# Column kinds: how a cell is read (see _CONVERTERS).
 TEXT, NUMBER, PERCENT = "text", "number", "percent"
 STATUS, LEVEL, DISTRICT = "status", "level", "district"
 
@@ -132,6 +134,9 @@ _MONTHS = (
     "july", "august", "september", "october", "november", "december",
 )
 # fmt: on
+_STATUS_BY_KEY = {s.lower(): s for s in STATUSES}
+_LEVEL_CODES = {"": "", **{code: code for code in LEVELS}}  # as the simulator writes them
+_NOT_LETTER_RE = re.compile(r"[^a-z]")
 _FOOTER_RE = re.compile(
     r"^month\s+of\s+([a-z]+)\.?\s*,?\s*as\s+of\s+(\d{1,2})/(\d{1,2})/(\d{4})$", re.IGNORECASE
 )
@@ -164,7 +169,7 @@ def parse_export(text: str, source: str) -> Export:
     header_line, header = next(records, (0, []))
     if not header:
         raise ParseError(source, "empty file: no header row", line=max(header_line, 1))
-    report, index = _detect(header, source, header_line)
+    report, plan = _detect(header, source, header_line)
     rows: list[Row] = []
     footer: tuple[str, date] | None = None
     line = header_line
@@ -174,7 +179,7 @@ def parse_export(text: str, source: str) -> Export:
         if _is_footer(cells):
             footer = _footer(cells, source, line)
         else:
-            rows.append(_row(cells, line, header, report, index, source))
+            rows.append(_row(cells, line, header, plan, source))
     if footer is None:
         raise ParseError(source, "no footer line 'Month of <month>, As of MM/DD/YYYY'", line=line)
     return Export(report, source, tuple(rows), footer[0], footer[1])
@@ -199,7 +204,8 @@ def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
             return
         except csv.Error as exc:
             raise ParseError(source, f"unreadable CSV: {exc}", line=reader.line_num) from exc
-        if any(c.strip() for c in cells):
+        # The first cell settles most records without joining the rest.
+        if (cells and cells[0].strip()) or "".join(cells).strip():
             yield line, cells
         line = reader.line_num + 1
 
@@ -208,19 +214,42 @@ def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9%]", "", name.lower())
 
 
-def _detect(header: list[str], source: str, line: int) -> tuple[Report, dict[str, int]]:
-    """Export type from the header, and the cell index of each known column."""
+# How one column is read: canonical name, cell index, numeric or not, and the converter
+# of its stripped cell (raising ValueError with the message for the user).
+_Step = tuple[str, int, bool, Callable[[str], Any]]
+
+
+def _detect(header: list[str], source: str, line: int) -> tuple[Report, tuple[_Step, ...]]:
+    """Export type from the header, and how to read each known column of a row."""
+    found = _layout(tuple(header))
+    if found is None:
+        raise ParseError(source, "unknown export: header matches no known report", line=line)
+    report, plan, missing = found
+    if missing is not None:
+        raise ParseError(
+            source, f"{report} export lacks a required column", line=line, column=missing
+        )
+    return report, plan
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(header: tuple[str, ...]) -> tuple[Report, tuple[_Step, ...], str | None] | None:
+    """The report a header belongs to, its reading plan and a missing required column.
+
+    A pure function of the header, memoized: every export of a type shares its header.
+    """
     keys = [_key(h) for h in header]
     for report, signature in _SIGNATURES:
         index = _index(keys, SPECS[report])
         if all(name in index for name in signature):
             missing = [c.name for c in SPECS[report] if c.required and c.name not in index]
-            if missing:
-                raise ParseError(
-                    source, f"{report} export lacks a required column", line=line, column=missing[0]
-                )
-            return report, index
-    raise ParseError(source, "unknown export: header matches no known report", line=line)
+            plan = tuple(
+                (c.name, index[c.name], c.kind in (NUMBER, PERCENT), _CONVERTERS[c.kind])
+                for c in SPECS[report]
+                if c.name in index
+            )
+            return report, plan, missing[0] if missing else None
+    return None
 
 
 def _index(keys: list[str], columns: tuple[Column, ...]) -> dict[str, int]:
@@ -234,7 +263,7 @@ def _index(keys: list[str], columns: tuple[Column, ...]) -> dict[str, int]:
 
 
 def _is_footer(cells: list[str]) -> bool:
-    first = next(c for c in cells if c.strip())
+    first = cells[0] if cells[0].strip() else next(c for c in cells if c.strip())
     return first.strip().lower().startswith("month of")
 
 
@@ -274,10 +303,27 @@ def _row(
     cells: list[str],
     line: int,
     header: list[str],
-    report: Report,
-    index: dict[str, int],
+    plan: tuple[_Step, ...],
     source: str,
 ) -> Row:
+    if len(cells) != len(header):
+        _check_width(cells, line, header, source)
+    text: dict[str, str] = {}
+    numbers: dict[str, float] = {}
+    for name, i, numeric, convert in plan:
+        try:
+            value = convert(cells[i].strip())
+        except ValueError as exc:
+            raise ParseError(source, str(exc), line=line, column=name) from exc
+        if numeric:
+            numbers[name] = value
+        else:
+            text[name] = value
+    return Row(line, MappingProxyType(text), MappingProxyType(numbers))
+
+
+def _check_width(cells: list[str], line: int, header: list[str], source: str) -> None:
+    """Too few cells, or more than the header with something in the extra ones, is an error."""
     if len(cells) < len(header):
         raise ParseError(
             source,
@@ -289,40 +335,12 @@ def _row(
         raise ParseError(
             source, f"row has {len(cells)} cells but the header has {len(header)}", line=line
         )
-    text: dict[str, str] = {}
-    numbers: dict[str, float] = {}
-    for column in SPECS[report]:
-        if column.name in index:
-            _cell(column, cells[index[column.name]], text, numbers, source, line)
-    return Row(line, MappingProxyType(text), MappingProxyType(numbers))
 
 
-def _cell(
-    column: Column,
-    raw: str,
-    text: dict[str, str],
-    numbers: dict[str, float],
-    source: str,
-    line: int,
-) -> None:
-    value = raw.strip()
-    try:
-        if column.kind in (NUMBER, PERCENT):
-            numbers[column.name] = _number(value, percent=column.kind == PERCENT)
-        elif column.kind == STATUS:
-            text[column.name] = _status(value)
-        elif column.kind == LEVEL:
-            text[column.name] = _level(value)
-        elif column.kind == DISTRICT:
-            text[column.name] = normalize_district(value)
-        else:
-            text[column.name] = value
-    except ValueError as exc:
-        raise ParseError(source, str(exc), line=line, column=column.name) from exc
-
-
-def _number(value: str, *, percent: bool) -> float:
+def _number(value: str, *, percent: bool = False) -> float:
     """``1,234`` -> 1234.0; ``-3.5%`` -> -3.5 in percent columns; empty -> 0."""
+    if not percent and value.isdecimal() and len(value) <= 15:
+        return float(value)  # the common case, which the pattern below accepts too
     digits = value.removesuffix("%").strip() if percent else value
     if digits == "":
         return 0.0
@@ -331,15 +349,27 @@ def _number(value: str, *, percent: bool) -> float:
     return float(digits.replace(",", ""))
 
 
+def _percent(value: str) -> float:
+    return _number(value, percent=True)
+
+
+def _text(value: str) -> str:
+    return value
+
+
 def _status(value: str) -> str:
-    for status in STATUSES:
-        if value.lower() == status.lower():
-            return status
-    raise ValueError(f"unknown club status {value[:40]!r}; expected one of {', '.join(STATUSES)}")
+    status = _STATUS_BY_KEY.get(value.lower())
+    if status is None:
+        raise ValueError(
+            f"unknown club status {value[:40]!r}; expected one of {', '.join(STATUSES)}"
+        )
+    return status
 
 
 def _level(value: str) -> str:
-    code = _LEVEL_WORDS.get(re.sub(r"[^a-z]", "", value.lower()))
+    code = _LEVEL_CODES.get(value)
+    if code is None:
+        code = _LEVEL_WORDS.get(_NOT_LETTER_RE.sub("", value.lower()))
     if code is None:
         raise ValueError(f"unknown distinguished status {value[:40]!r}; expected '', D, S, P or M")
     return code
@@ -353,6 +383,18 @@ def normalize_district(value: str) -> str:
     if not DISTRICT_RE.match(district):
         raise ValueError(f"invalid district {value[:40]!r}")
     return district
+
+
+_CONVERTERS: Mapping[str, Callable[[str], Any]] = MappingProxyType(
+    {
+        TEXT: _text,
+        NUMBER: _number,
+        PERCENT: _percent,
+        STATUS: _status,
+        LEVEL: _level,
+        DISTRICT: normalize_district,
+    }
+)
 
 
 # --- metrics -----------------------------------------------------------------

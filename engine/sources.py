@@ -68,10 +68,13 @@ class _SummaryCache:
 
     Threads asking for the same key wait for the one fetching it, so a day's
     summary is fetched once however many districts are checked at once. A
-    failed fetch is not cached; the next caller tries again.
+    failed fetch is not cached; the next caller tries again. The default size
+    holds every collection date of a replayed closing period (June's window
+    with its extensions is 35 days), so districts replayed one after another
+    share them too.
     """
 
-    def __init__(self, maxsize: int = 8) -> None:
+    def __init__(self, maxsize: int = 40) -> None:
         self._entries: OrderedDict[tuple[str, date], _Entry] = OrderedDict()
         self._maxsize = maxsize
         self._lock = threading.Lock()

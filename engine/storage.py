@@ -47,8 +47,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .clock import Clock, SystemClock
-from .errors import StorageError
+from .clock import Clock, SystemClock, as_utc
+from .errors import NotFoundError, StorageError
 from .models import Job, JobStatus, MetricChange, Phase, Reason, Snapshot, TimelineEntry
 from .schema import jobs, metadata, month_end_snapshots, runs, timeline
 from .settings import StorageSettings
@@ -97,6 +97,7 @@ class Storage:
         )
         self.cache_hits = 0
         self.cache_misses = 0
+        self._generation = 0  # bumped by every invalidation (see _through)
         self._closed = threading.Event()
         try:
             metadata.create_all(self.engine)
@@ -288,7 +289,7 @@ class Storage:
             with self.reading("get_job") as conn:
                 row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
             if row is None:
-                raise StorageError("get_job", f"no job with id {job_id}")
+                raise NotFoundError("job", job_id)
             return _job_from_row(row._mapping)
 
         return self._cached(("job", job_id), load)  # type: ignore[no-any-return]
@@ -337,10 +338,14 @@ class Storage:
         """Timelines of many jobs in one query (the bulk load)."""
         out: dict[int, list[TimelineEntry]] = {j: [] for j in job_ids}
         for chunk in _chunks(list(job_ids), 500):
-            query = select(timeline).where(timeline.c.job_id.in_(chunk)).order_by(timeline.c.as_of)
+            query = (
+                select(*_ENTRY_COLUMNS)
+                .where(timeline.c.job_id.in_(chunk))
+                .order_by(timeline.c.as_of)
+            )
             with self.reading("timelines") as conn:
                 for row in conn.execute(query):
-                    out[row.job_id].append(_entry_from_row(row._mapping))
+                    out[row[0]].append(_entry_from_row(row))
         return {j: self._overlay(j, tuple(v)) for j, v in out.items()}
 
     def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
@@ -349,7 +354,7 @@ class Storage:
             entries = [e for e in self.timeline(job_id) if e.data_month in (month, None)]
             return entries[-1] if entries else None
         query = (
-            select(timeline)
+            select(*_ENTRY_COLUMNS)
             .where(timeline.c.job_id == job_id)
             .where((timeline.c.data_month == month) | timeline.c.data_month.is_(None))
             .order_by(timeline.c.as_of.desc())
@@ -357,7 +362,7 @@ class Storage:
         )
         with self.reading("last_entry") as conn:
             row = conn.execute(query).first()
-        return _entry_from_row(row._mapping) if row else None
+        return _entry_from_row(row) if row else None
 
     def month_end_snapshots(self, month: str) -> dict[str, Snapshot]:
         self.flush()
@@ -389,35 +394,36 @@ class Storage:
         return self.optimized and self.settings.enable_in_memory_cache
 
     def _cached(self, key: Any, load: Any) -> Any:
-        if not self._cache_on():
-            return load()
-        with self._cache_lock:
-            if key in self._lru:
-                self.cache_hits += 1
-                return self._lru[key]
-            self.cache_misses += 1
-        value = load()
-        with self._cache_lock:
-            self._lru[key] = value
-        return value
+        return self._through(self._lru, key, load, count=True)
 
     def _indexed(self, key: Any, load: Any) -> Any:
+        return self._through(self._index, key, load, count=False)
+
+    def _through(self, cache: Any, key: Any, load: Any, *, count: bool) -> Any:
+        """Read ``key`` through ``cache``; a value loaded while a write invalidated
+        entries may be stale, so it is returned but not kept."""
         if not self._cache_on():
             return load()
         with self._cache_lock:
-            if key in self._index:
-                return self._index[key]
+            if key in cache:
+                self.cache_hits += count
+                return cache[key]
+            self.cache_misses += count
+            generation = self._generation
         value = load()
         with self._cache_lock:
-            self._index[key] = value
+            if generation == self._generation:
+                cache[key] = value
         return value
 
     def _drop_index(self) -> None:
         with self._cache_lock:
+            self._generation += 1
             self._index.clear()
 
     def _forget_job(self, job: Job, *, keep_pending: bool = False) -> None:
         with self._cache_lock:
+            self._generation += 1
             self._lru.pop(("job", job.id), None)
             self._lru.pop(("timeline", job.id), None)
             if not keep_pending:
@@ -533,8 +539,8 @@ def _job_from_row(r: RowMapping) -> Job:
         phase=Phase(r["phase"]) if r["phase"] else None,
         reason=Reason(r["reason"]) if r["reason"] else None,
         error=r["error"],
-        created_at=r["created_at"],
-        completed_at=r["completed_at"],
+        created_at=as_utc(r["created_at"]),
+        completed_at=r["completed_at"] and as_utc(r["completed_at"]),
         final_as_of=r["final_as_of"],
         last_check_date=r["last_check_date"],
         checks=r["checks"],
@@ -561,18 +567,40 @@ def _entry_row(e: TimelineEntry) -> dict[str, Any]:
     }
 
 
-def _entry_from_row(r: RowMapping) -> TimelineEntry:
-    changes = tuple(MetricChange(m, o, n, s) for m, o, n, s in json.loads(r["changes"]))
-    return TimelineEntry(
-        job_id=r["job_id"],
-        as_of=r["as_of"],
-        checked_at=r["checked_at"],
-        data_month=r["data_month"],
-        metrics=json.loads(r["metrics"]),
-        changes=changes,
-        significant=r["significant"],
-        note=r["note"],
+# Entries are read by position (cheaper than by name: timelines are read in bulk).
+_ENTRY_COLUMNS = tuple(
+    timeline.c[name]
+    for name in (
+        "job_id",
+        "as_of",
+        "checked_at",
+        "data_month",
+        "metrics",
+        "changes",
+        "significant",
+        "note",
     )
+)
+
+
+def _entry_from_row(r: Sequence[Any]) -> TimelineEntry:
+    job_id, as_of, checked_at, data_month, metrics, changes, significant, note = r
+    return TimelineEntry(
+        job_id=job_id,
+        as_of=as_of,
+        checked_at=as_utc(checked_at),
+        data_month=data_month,
+        metrics=json.loads(metrics),
+        changes=_changes(changes),
+        significant=significant,
+        note=note,
+    )
+
+
+def _changes(text: str) -> tuple[MetricChange, ...]:
+    if text == "[]":  # most entries: no change since the check before
+        return ()
+    return tuple(MetricChange(m, o, n, s) for m, o, n, s in json.loads(text))
 
 
 def _month_end_row(s: Snapshot, job_id: int, now: datetime) -> dict[str, Any]:

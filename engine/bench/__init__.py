@@ -2,23 +2,70 @@
 
 Each suite is a module in this package with ``run(*, quick: bool) -> dict[str, float]``
 returning the suite's JSON fields. Timings are medians of several repetitions
-after a warm-up (:func:`measure`); ratios compare against a baseline measured
-in the same process and run. ``quick`` runs small sizes in seconds (the test
-suite's smoke run); targets are judged on full runs only.
+after a warm-up (:func:`measure`), with their spread (max - min) in a
+``<field>_spread`` field; ratios compare against a baseline measured in the
+same process and run. ``quick`` runs small sizes in seconds (the test suite's
+smoke run); :data:`TARGETS` are judged on full runs only.
+
+Results are stored in the ``bench_results`` table (:func:`store`), one row per
+suite, so that the dashboard shows them beside its own before/after runs.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import operator
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..schema import bench_results
+
+if TYPE_CHECKING:
+    from ..storage import Storage
 
 SUITES = ("e2e", "storage", "cache", "batch", "monitor")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A field's target, e.g. ``speedup >= 10``."""
+
+    op: str  # one of ">=", "<=", "<"
+    value: float
+
+    def met(self, measured: float) -> bool:
+        compare = {">=": operator.ge, "<=": operator.le, "<": operator.lt}[self.op]
+        return bool(compare(measured, self.value))
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+# From the issues that asked for each suite.
+TARGETS: Mapping[str, Mapping[str, Target]] = {
+    "e2e": {"speedup": Target(">=", 10), "optimized_vs_lower_bound": Target("<=", 1.3)},
+    "storage": {"write_speedup": Target(">=", 50), "read_speedup": Target(">=", 10)},
+    "cache": {
+        "hit_p50_us": Target("<", 5),
+        "overhead_vs_cachetools": Target("<=", 3),
+        "workload_hit_rate": Target(">=", 0.9),
+    },
+    "batch": {
+        "overhead_ratio": Target("<=", 1.5),
+        "overhead_per_item_us": Target("<", 100),
+        "speedup_at_5": Target(">=", 0.85 * 5),
+        "speedup_at_10": Target(">=", 0.85 * 10),
+        "speedup_at_20": Target(">=", 0.85 * 20),
+    },
+    "monitor": {"overhead_vs_prometheus": Target("<=", 2)},
+}
 
 
 def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> tuple[float, float]:
@@ -34,11 +81,11 @@ def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> tu
 
 
 def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
     return {
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -48,3 +95,19 @@ def run_suite(name: str, *, quick: bool) -> dict[str, float]:
     module = importlib.import_module(f"engine.bench.{name}")
     result: dict[str, float] = module.run(quick=quick)
     return result
+
+
+def store(
+    storage: Storage, suite: str, result: Mapping[str, float], *, quick: bool, when: datetime
+) -> None:
+    """Record one suite's result (with the machine) in ``bench_results``."""
+    row = {
+        "created_at": when,
+        "suite": suite,
+        "quick": quick,
+        "result": json.dumps({**result, "machine": machine()}),
+    }
+    storage.write(bench_results, [row])
+
+
+__all__ = ["SUITES", "TARGETS", "Target", "machine", "measure", "run_suite", "store"]

@@ -6,13 +6,14 @@
   ``overhead_ratio`` is their quotient (target <= 1.5, and < 100 us per item).
 - ``speedup_at_N``: items that wait 20 ms (simulated source latency) run at
   concurrency 1 over concurrency N (target >= 0.85 * N).
+
+Each timing is the median of the repetitions after a warm-up; ``*_spread`` is
+their max - min.
 """
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..batch import BatchRunner
 from ..cancel import CancelToken
 from ..settings import BatchSettings, StorageSettings
 from ..storage import Storage
+from . import measure
 
 LATENCY_S = 0.02
 CONCURRENCY = 5  # the seed's default maxConcurrentJobs, for the overhead comparison
@@ -33,14 +35,16 @@ def run(*, quick: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(StorageSettings(db_url=f"sqlite:///{Path(tmp) / 'bench.db'}"))
         try:
-            ours = _runner_seconds(storage, _noop, noop_items, CONCURRENCY, repeats)
-            pool = _pool_seconds(noop_items, CONCURRENCY, repeats)
-            io = {c: _runner_seconds(storage, _io, io_items, c, repeats) for c in (1, 5, 10, 20)}
+            ours, ours_spread = _runner_seconds(storage, _noop, noop_items, CONCURRENCY, repeats)
+            pool, pool_spread = _pool_seconds(noop_items, CONCURRENCY, repeats)
+            io = {c: _runner_seconds(storage, _io, io_items, c, repeats)[0] for c in (1, 5, 10, 20)}
         finally:
             storage.close()
     return {
         "overhead_per_item_us": ours / noop_items * 1e6,
+        "overhead_per_item_us_spread": ours_spread / noop_items * 1e6,
         "threadpool_per_item_us": pool / noop_items * 1e6,
+        "threadpool_per_item_us_spread": pool_spread / noop_items * 1e6,
         "overhead_ratio": ours / pool,
         "speedup_at_5": io[1] / io[5],
         "speedup_at_10": io[1] / io[10],
@@ -58,8 +62,8 @@ def _io(spec: Mapping[str, Any], token: CancelToken) -> None:
 
 def _runner_seconds(
     storage: Storage, execute: Execute, n: int, concurrency: int, repeats: int
-) -> float:
-    """Median time to submit ``n`` items and drain them on a started runner.
+) -> tuple[float, float]:
+    """Median time (and spread) to submit ``n`` items and drain them on a started runner.
 
     The runner is long-lived in the console, so its threads start before the timing.
     """
@@ -78,7 +82,7 @@ def _runner_seconds(
         runner.close()
 
 
-def _pool_seconds(n: int, concurrency: int, repeats: int) -> float:
+def _pool_seconds(n: int, concurrency: int, repeats: int) -> tuple[float, float]:
     """The same on a bare thread pool (its threads started too)."""
     token = CancelToken()
 
@@ -89,12 +93,9 @@ def _pool_seconds(n: int, concurrency: int, repeats: int) -> float:
         return _median(repeats, lambda: batch(n), warm_up=lambda: batch(2 * concurrency))
 
 
-def _median(repeats: int, work: Callable[[], None], *, warm_up: Callable[[], None]) -> float:
-    """Median seconds of ``repeats`` runs of ``work``, after ``warm_up``."""
+def _median(
+    repeats: int, work: Callable[[], None], *, warm_up: Callable[[], None]
+) -> tuple[float, float]:
+    """Median seconds of ``repeats`` runs of ``work`` after ``warm_up``, and their spread."""
     warm_up()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return measure(work, repeat=repeats, warmup=0)

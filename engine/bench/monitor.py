@@ -8,7 +8,8 @@ Three loops of the same length, run in turns in one process:
 - ``timed_op_ns``: ``with monitor.timed(op): pass`` on a memory-only monitor.
 
 ``overhead_vs_prometheus`` is ``timed_op_ns / prometheus_observe_ns`` (target: at most 2).
-Each figure is the median per-call cost over the repetitions, after a warm-up.
+Each figure is the median per-call cost over the repetitions, after a warm-up;
+``*_spread`` is their max - min.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def run(*, quick: bool) -> dict[str, float]:
             loop()
             timings[name].append((time.perf_counter_ns() - started) / calls)
     result = {name: statistics.median(values) for name, values in timings.items()}
+    result.update({f"{name}_spread": max(v) - min(v) for name, v in timings.items()})
     result["overhead_vs_prometheus"] = result["timed_op_ns"] / result["prometheus_observe_ns"]
     return result
 

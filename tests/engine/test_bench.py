@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from engine.bench import TARGETS, Target, e2e
+from engine.cli import main
+from engine.errors import ConfigError
+from engine.schema import bench_results
+from engine.settings import StorageSettings
+from engine.storage import Storage
+
+# The fields the benchmarks issue names for each suite.
+FIELDS = {
+    "e2e": (
+        "naive_s",
+        "optimized_s",
+        "speedup",
+        "checks",
+        "io_lower_bound_s",
+        "optimized_vs_lower_bound",
+        "naive_db_roundtrips",
+        "optimized_db_roundtrips",
+        "naive_peak_rss_mb",
+        "optimized_peak_rss_mb",
+    ),
+    "storage": (
+        "write_row_commit_per_s",
+        "write_batched_per_s",
+        "write_speedup",
+        "read_single_s",
+        "read_bulk_s",
+        "read_speedup",
+    ),
+    "cache": (
+        "hit_p50_us",
+        "hit_p95_us",
+        "locked_cachetools_p50_us",
+        "dict_p50_us",
+        "overhead_vs_cachetools",
+        "workload_hit_rate",
+    ),
+    "batch": (
+        "overhead_per_item_us",
+        "threadpool_per_item_us",
+        "overhead_ratio",
+        "speedup_at_5",
+        "speedup_at_10",
+        "speedup_at_20",
+    ),
+    "monitor": (
+        "timed_op_ns",
+        "perf_counter_pair_ns",
+        "prometheus_observe_ns",
+        "overhead_vs_prometheus",
+    ),
+}
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_run_of_every_suite_writes_json_markdown_and_the_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    argv = ["bench", "--quick", "--json", str(out), "--markdown", str(md), "--db", url]
+
+    assert main(argv) == 0
+
+    report = json.loads(out.read_text())
+    assert report["quick"] is True
+    assert report["machine"]["cpu_count"] >= 1
+    assert report["machine"]["python"].count(".") == 2
+    assert report["date"][:2] == "20"
+    for suite, fields in FIELDS.items():
+        missing = [f for f in fields if not is_number(report[suite].get(f))]
+        assert not missing, f"{suite}: {missing} absent or not numeric"
+        # each timing of the suites' own choosing comes with its spread
+        assert all(is_number(v) for v in report[suite].values()), suite
+    assert report["e2e"]["naive_s_spread"] >= 0 and report["e2e"]["repetitions"] >= 2
+    table = md.read_text()
+    assert "| e2e | speedup |" in table and "| >= 10 |" in table
+
+    storage = Storage(StorageSettings(db_url=url))
+    try:
+        with storage.reading() as conn:
+            rows = conn.execute(select(bench_results)).all()
+    finally:
+        storage.close()
+    assert sorted(r.suite for r in rows) == sorted(FIELDS)
+    assert all(r.quick for r in rows)
+    stored = {r.suite: json.loads(r.result) for r in rows}
+    assert stored["storage"]["write_speedup"] == report["storage"]["write_speedup"]
+    assert stored["e2e"]["machine"] == report["machine"]
+
+
+def test_one_suite_only(tmp_path: Path) -> None:
+    out = tmp_path / "monitor.json"
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    assert main(["bench", "--suite", "monitor", "--quick", "--json", str(out), "--db", db]) == 0
+    report = json.loads(out.read_text())
+    assert "monitor" in report and "e2e" not in report
+
+
+def test_compare_replays_the_same_work_in_both_modes_and_reports_progress() -> None:
+    seen: list[tuple[str, int, int]] = []
+    result = e2e.compare(
+        districts=3,
+        latency_ms=0.0,
+        closing_days=2,
+        concurrency=2,
+        on_progress=lambda mode, done, total: seen.append((mode, done, total)),
+    )
+
+    checks = result["checks"]
+    assert checks == 3 * 3  # per district: two closing days, and the day June is published
+    # naive: every check fetches the club export and the district summary;
+    # optimized: one summary per collection date (3), shared by the districts
+    assert result["naive_requests"] == 2 * checks
+    assert result["optimized_requests"] == checks + 3
+    assert result["districts"] == 3
+    assert result["naive_db_roundtrips"] > result["optimized_db_roundtrips"] > 0
+    assert result["naive_peak_rss_mb"] > 0 and result["optimized_peak_rss_mb"] > 0
+    assert result["speedup"] == pytest.approx(result["naive_s"] / result["optimized_s"])
+    assert result["io_lower_bound_s"] == 0 and "optimized_vs_lower_bound" not in result
+    for mode in ("naive", "optimized"):
+        mine = [(done, total) for m, done, total in seen if m == mode]
+        assert mine[0] == (0, 3) and mine[-1] == (3, 3)
+        assert sorted(mine) == mine
+    assert [m for m, _, _ in seen] == sorted(m for m, _, _ in seen)  # naive first
+
+
+@pytest.mark.parametrize("districts", [0, 131])
+def test_compare_refuses_districts_the_simulator_lacks(districts: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        e2e.compare(districts=districts, latency_ms=0, closing_days=2, concurrency=1)
+    assert info.value.field == "districts"
+
+
+def test_targets_name_fields_of_their_suite_and_judge_values() -> None:
+    for suite, targets in TARGETS.items():
+        assert set(targets) <= set(FIELDS[suite])
+    assert Target(">=", 10).met(10) and not Target(">=", 10).met(9.99)
+    assert Target("<", 5).met(4.9) and not Target("<", 5).met(5)
+    assert str(Target("<=", 1.3)) == "<= 1.3"
