@@ -103,6 +103,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     from .commands.batch import drain
 
     started = time.monotonic()
+    ctx.console().monitor.start()  # resource samples of this run go to the shared history
     result = ctx.console().start_batch(args.month, districts=split_districts(args.districts))
     for note in result.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")

@@ -547,6 +547,7 @@ class Monitor:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            self.sample_now()  # a short-lived process still leaves its figures behind
         self.flush()
 
     def _run(self) -> None:
