@@ -528,6 +528,7 @@ class CacheService:
         self._last: dict[str, tuple[int, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.monitor: Any = None  # duck-typed ``record(op, seconds, **labels)``; set by the console
 
     # --- reads and writes ----------------------------------------------------------------------
 
@@ -540,7 +541,7 @@ class CacheService:
         start = perf_counter_ns()
         with lay.lock:
             value = lay.lookup(key, self._now())
-        lay.record(value is not None, perf_counter_ns() - start)
+        self._observe(lay, layer, value is not None, perf_counter_ns() - start)
         return value
 
     def get_or_load(
@@ -558,11 +559,17 @@ class CacheService:
             value = lay.lookup(key, self._now())
             flight, leader = (None, False) if value is not None else lay.join(key, tuple(tags))
         if flight is None:
-            lay.record(True, perf_counter_ns() - start)
+            self._observe(lay, layer, True, perf_counter_ns() - start)
             return value
         value = self._load(lay, key, flight, loader) if leader else flight.wait()
-        lay.record(False, perf_counter_ns() - start)
+        self._observe(lay, layer, False, perf_counter_ns() - start)
         return value
+
+    def _observe(self, lay: _Layer, layer: str, hit: bool, ns: int) -> None:
+        """Count a timed lookup; the monitor sees every miss and one hit in sixteen."""
+        lay.record(hit, ns)
+        if self.monitor is not None and (not hit or not next(lay.ticks) & _TIMING_MASK):
+            self.monitor.record("cache.get", ns / 1e9, layer=layer, hit=str(hit).lower())
 
     def _load(self, lay: _Layer, key: Hashable, flight: _Flight, loader: Callable[[], Any]) -> Any:
         try:

@@ -42,8 +42,10 @@ class Console:
         self.storage.monitor = self.monitor
         self.cache = CacheService(settings.cache, clock=self.clock)
         self.cache.set_prefetcher(self._prefetch)
+        self.cache.monitor = self.monitor
         optimized = settings.storage.mode == "optimized"
         self.source = source or make_source(settings.source, share_summary=optimized)
+        self.source.monitor = self.monitor
         self.reconciler = Reconciler(
             storage=self.storage,
             source=self.source,

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -47,6 +47,7 @@ class Source(Protocol):
     """A district dashboard we can read exports from."""
 
     name: str
+    monitor: Any  # duck-typed ``timed(op, **labels)``, or None; set by the console
 
     def fetch(
         self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
@@ -115,6 +116,13 @@ class _ExportSource(ABC):
 
     def __init__(self, *, share_summary: bool) -> None:
         self._summaries = _SummaryCache() if share_summary else None
+        self.monitor: Any = None
+
+    def _parse(self, text: str, where: str) -> Export:
+        if self.monitor is None:
+            return parse_export(text, where)
+        with self.monitor.timed("parse"):
+            return parse_export(text, where)
 
     def fetch(
         self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
@@ -184,12 +192,12 @@ class SimulatorSource(_ExportSource):
     ) -> Export:
         text = self.sim.club_performance_csv(district, month, collection_date, cancel)
         where = f"sim:{report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)}"
-        return parse_export(text, where)
+        return self._parse(text, where)
 
     def _summary_export(self, month: str, collection_date: date, cancel: CancelToken) -> Export:
         text = self.sim.district_summary_csv(month, collection_date, cancel)
         where = f"sim:{report_param(Report.DISTRICT_SUMMARY, '', month, collection_date)}"
-        return parse_export(text, where)
+        return self._parse(text, where)
 
 
 class FolderSource(_ExportSource):
@@ -221,7 +229,7 @@ class FolderSource(_ExportSource):
         path = self._folder(collection_date) / f"clubperformance_{district}.csv"
         if not path.is_file():
             raise SourceError(f"no export {path}", district=district, month=month)
-        return parse_export(self._read(path, district, month), str(path))
+        return self._parse(self._read(path, district, month), str(path))
 
     def _summary_export(
         self, month: str, collection_date: date, cancel: CancelToken
@@ -229,7 +237,7 @@ class FolderSource(_ExportSource):
         path = self._folder(collection_date) / "districtsummary.csv"
         if not path.is_file():
             return None
-        return parse_export(self._read(path, None, month), str(path))
+        return self._parse(self._read(path, None, month), str(path))
 
     @staticmethod
     def _read(path: Path, district: str | None, month: str) -> str:
@@ -306,7 +314,7 @@ class HttpSource(_ExportSource):
                 url=url,
                 transient=transient,
             )
-        return parse_export(decode_export(response.content), url)
+        return self._parse(decode_export(response.content), url)
 
 
 def make_source(settings: SourceSettings, *, share_summary: bool) -> Source:
