@@ -212,16 +212,12 @@ class Console:
         self.cache.invalidate("snapshots", month)
 
     def _prefetch(self, job_id: int) -> None:
+        """A job read often: load its timeline and its district's other recent jobs."""
         job = self.storage.get_job(job_id)
-        self.cache.set(
-            "timelines",
-            job_id,
-            self.storage.timeline(job_id),
-            tags=(("job", job_id),),
-            prefetched=True,
-        )
-        for other in self.storage.jobs(month=job.month)[:50]:
-            if other.district == job.district and other.id != job_id:
+        timeline = self.storage.timeline(job_id)
+        self.cache.set("timelines", job_id, timeline, tags=(("job", job_id),), prefetched=True)
+        for other in self.storage.recent_jobs(job.district):
+            if other.id != job_id:
                 self.cache.set("jobs", other.id, other, tags=(("job", other.id),), prefetched=True)
 
     def _register_gauges(self) -> None:

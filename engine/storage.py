@@ -280,6 +280,12 @@ class Storage:
         with self.reading("load_jobs") as conn:
             return [_job_from_row(r._mapping) for r in conn.execute(query)]
 
+    def recent_jobs(self, district: str, limit: int = 12) -> list[Job]:
+        """The district's latest jobs over every month and run, newest first."""
+        query = select(jobs).where(jobs.c.district == district).order_by(jobs.c.id.desc())
+        with self.reading("recent_jobs") as conn:
+            return [_job_from_row(r._mapping) for r in conn.execute(query.limit(limit))]
+
     def get_job(self, job_id: int) -> Job:
         with self._pending_lock:
             if job_id in self._pending.jobs:
