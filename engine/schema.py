@@ -179,4 +179,3 @@ bench_results = Table(
     Column("quick", Boolean, nullable=False),
     Column("result", Text, nullable=False),
 )
-

@@ -114,7 +114,10 @@ def _span(seconds: float) -> str:
 def _stats_table(found: list[OperationStats], title: str) -> Table:
     # Ten columns: no rules and one space between them, so that they fit 80 columns.
     table = Table(
-        title=title, caption="durations in ms", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1),
+        title=title,
+        caption="durations in ms",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0, 0, 1),
         pad_edge=False,
     )
     table.add_column("operation", no_wrap=True)

@@ -104,7 +104,8 @@ class StorageContract:
     def test_last_entry_ignores_next_month_data(self, storage: Storage) -> None:
         (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
         storage.save_progress(job, entry(job.id, 5, 100), None)
-        note = TimelineEntry(job.id, date(2025, 7, 6), NOW, "2025-07", {}, (), False, "closing over")
+        day = date(2025, 7, 6)
+        note = TimelineEntry(job.id, day, NOW, "2025-07", {}, (), False, "closing over")
         storage.save_progress(job, note, None)
         last = storage.last_entry(job.id, "2025-06")
         assert last is not None and last.as_of == date(2025, 7, 5)
