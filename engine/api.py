@@ -39,21 +39,23 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.types import DecoratedCallable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batch import BatchDetail, ItemRecord, SubmitResult
 from .clock import as_utc
@@ -97,6 +99,15 @@ def _camel_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     return {camel(k): v for k, v in values.items()}
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _out(model: type[M], value: object, **values: Any) -> M:
+    """``model`` from the engine value's attributes of the same names, and ``values``."""
+    alike = {name: getattr(value, name) for name in model.model_fields if hasattr(value, name)}
+    return model.model_validate({**alike, **values})
+
+
 # --- request models ------------------------------------------------------------------------
 
 
@@ -123,8 +134,7 @@ TimeWindow = Annotated[
         description="window in milliseconds (at most 30 days)",
     ),
 ]
-JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
-BatchId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class In(BaseModel):
@@ -173,7 +183,12 @@ class CacheClearIn(In):
 
 class Out(BaseModel):
     model_config = ConfigDict(
-        alias_generator=camel, validate_by_name=True, validate_by_alias=True, from_attributes=True
+        alias_generator=camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        from_attributes=True,
+        # Answers carry every field, defaults too (engine dataclasses such as BatchSettings).
+        json_schema_serialization_defaults_required=True,
     )
 
 
@@ -301,38 +316,32 @@ class ReportOut(Out):
     time_window_ms: int
 
 
-class CacheLayerOut(Out):
+class CacheFiguresOut(Out):
+    """What a cache layer and the whole cache service both report; latencies in microseconds."""
+
+    hit_rate: float | None
+    evictions: int
+    expirations: int
+    prefetches: int
+    prefetch_hits: int
+    size: int
+    max_size: int
+    hit_mean_us: float
+    hit_p95_us: float
+    miss_mean_us: float
+    miss_p95_us: float
+
+
+class CacheLayerOut(CacheFiguresOut):
     hits: int
     misses: int
-    hit_rate: float | None
-    evictions: int
-    expirations: int
-    prefetches: int
-    prefetch_hits: int
-    size: int
-    max_size: int
-    hit_mean_us: float
-    hit_p95_us: float
-    miss_mean_us: float
-    miss_p95_us: float
 
 
-class CacheStatsOut(Out):
-    size: int
-    max_size: int
-    hit_rate: float | None
+class CacheStatsOut(CacheFiguresOut):
     total_hits: int
     total_misses: int
-    evictions: int
-    expirations: int
-    prefetches: int
-    prefetch_hits: int
     prefetch_dropped: int
     prefetch_errors: int
-    hit_mean_us: float
-    hit_p95_us: float
-    miss_mean_us: float
-    miss_p95_us: float
     layers: dict[str, CacheLayerOut]
 
 
@@ -363,16 +372,6 @@ class CacheClearOut(Out):
     timestamp: Timestamp
 
 
-class BatchConfigOut(Out):
-    max_concurrent_jobs: int
-    batch_size: int
-    retry_attempts: int
-    retry_delay_ms: int
-    timeout_ms: int
-    enable_resource_throttling: bool
-    memory_threshold_mb: int
-
-
 class StartedOut(Out):
     success: bool
     batch_id: int = Field(description="the first batch; one batch per target month")
@@ -380,7 +379,7 @@ class StartedOut(Out):
     message: str
     job_count: int
     started_at: Timestamp
-    config: BatchConfigOut = Field(description="the batch settings after clamping")
+    config: BatchSettings = Field(description="the batch settings after clamping")
     notes: list[str] = Field(description="what clamping changed")
 
 
@@ -577,12 +576,6 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # --- request body limit ----------------------------------------------------------------------
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 
 class BodyLimit:
     """ASGI middleware: bodies above ``max_bytes`` get 413 before any route sees them.
@@ -663,7 +656,13 @@ def _authorize(
 
 
 ConsoleDep = Annotated[Console, Depends(_console)]
-Authorized = [Depends(_authorize)]
+
+
+def _post(app: FastAPI, path: str, *codes: int) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A POST route: it needs the token (when set), its body is limited, ``codes`` documented."""
+    return app.post(
+        path, dependencies=[Depends(_authorize)], responses=_responses(401, 413, *codes)
+    )
 
 
 # --- engine values to responses ---------------------------------------------------------------
@@ -748,69 +747,25 @@ def _cache_out(stats: Mapping[str, Any]) -> CacheStatsOut:
     )
 
 
-def _config_out(config: BatchSettings) -> BatchConfigOut:
-    return BatchConfigOut(**dataclasses.asdict(config))
-
-
 def _job_out(console: Console, job: Job) -> JobOut:
-    return JobOut(
-        id=job.id,
-        run_id=job.run_id,
-        district_id=job.district,
-        target_month=job.month,
-        status=job.status,
-        phase=job.phase,
-        reason=job.reason,
-        error=job.error,
-        created_at=job.created_at,
-        completed_at=job.completed_at,
-        final_as_of=job.final_as_of,
-        last_check_date=job.last_check_date,
-        checks=job.checks,
-        significant_changes=job.significant_changes,
-        stable_days=job.stable_days,
-        extension_days=job.extension_days,
-        attempts=job.attempts,
-        progress=JobProgressOut.model_validate(console.reconciler.job_progress(job)),
-    )
+    progress = console.reconciler.job_progress(job)
+    return _out(JobOut, job, district_id=job.district, target_month=job.month, progress=progress)
 
 
 def _entry_out(entry: TimelineEntry) -> TimelineEntryOut:
-    return TimelineEntryOut(
-        as_of=entry.as_of,
-        checked_at=entry.checked_at,
-        data_month=entry.data_month,
-        metrics=_camel_keys(entry.metrics),
-        changes=[
-            ChangeOut(
-                metric=camel(c.metric),
-                old=c.old,
-                new=c.new,
-                delta=c.delta,
-                pct=c.pct,
-                significant=c.significant,
-            )
-            for c in entry.changes
-        ],
-        significant=entry.significant,
-        note=entry.note,
-    )
+    changes = [_out(ChangeOut, c, metric=camel(c.metric)) for c in entry.changes]
+    return _out(TimelineEntryOut, entry, metrics=_camel_keys(entry.metrics), changes=changes)
 
 
 def _item_out(item: ItemRecord) -> BatchItemOut:
     spec = item.spec
-    result = item.result if isinstance(item.result, dict) else None
-    return BatchItemOut(
-        item_id=item.item_id,
+    return _out(
+        BatchItemOut,
+        item,
         job_id=spec.get("job_id"),
         district_id=spec.get("district"),
         target_month=spec.get("month"),
-        priority=item.priority,
-        status=item.status,
-        result=result,
-        error=item.error,
-        finished_at=item.finished_at,
-        attempts=[AttemptOut.model_validate(a) for a in item.attempts],
+        result=item.result if isinstance(item.result, dict) else None,
     )
 
 
@@ -819,15 +774,9 @@ def _progress_out(console: Console, batch_id: int) -> BatchProgressOut | None:
         p = console.batch.progress(batch_id)
     except ConfigError:
         return None  # a batch of another process: its stored counts are all there is
-    return BatchProgressOut(
-        queued=p.queued,
-        running=p.running,
-        retrying=p.retrying,
-        succeeded=p.succeeded,
-        failed=p.failed,
-        skipped=p.skipped,
-        cancelled=p.cancelled,
-        percent=p.percent,
+    return _out(
+        BatchProgressOut,
+        p,
         throughput_per_second=p.throughput,
         eta_seconds=p.eta_s,
         elapsed_seconds=p.elapsed_s,
@@ -837,46 +786,25 @@ def _progress_out(console: Console, batch_id: int) -> BatchProgressOut | None:
 
 def _batch_out(console: Console, detail: BatchDetail) -> BatchOut:
     info = detail.info
-    return BatchOut(
-        batch_id=info.batch_id,
-        name=info.name,
-        status=info.status,
+    return _out(
+        BatchOut,
+        info,
         done=info.status != "running",
-        created_at=info.created_at,
-        finished_at=info.finished_at,
-        total=info.total,
-        counts=dict(info.counts),
         config=_camel_keys(info.config),
         progress=_progress_out(console, info.batch_id),
         items=[_item_out(item) for item in detail.items],
     )
 
 
-# --- lookups ---------------------------------------------------------------------------------
-
-
-def _window_s(time_window_ms: int) -> float:
-    return time_window_ms / 1000
-
-
-def _job(console: Console, job_id: int) -> Job:
-    return console.job(job_id)  # NotFoundError -> 404
-
-
-def _batch(console: Console, batch_id: int) -> BatchDetail:
-    return console.batch.batch_detail(batch_id)  # NotFoundError -> 404
-
-
 # --- starting months -------------------------------------------------------------------------
 
 
 def _start(
-    request: Request,
+    console: Console,
     months: Sequence[tuple[str, list[str] | None, int]],
     config: BatchConfigIn | None,
 ) -> StartedOut:
     """Start a batch per (month, districts, priority); refuse months a batch still works."""
-    console = _console(request)
     raw = config.model_dump(by_alias=True, exclude_none=True) if config is not None else None
     results: list[SubmitResult] = []
     for month, districts, priority in months:
@@ -898,7 +826,7 @@ def _start(
         message="Batch processing started",
         job_count=sum(d.info.total for d in details),
         started_at=console.clock.now(),
-        config=_config_out(results[0].config),
+        config=results[0].config,
         notes=[note for note in dict.fromkeys(notes) if note],
     )
 
@@ -941,7 +869,7 @@ def _performance_routes(app: FastAPI) -> None:
         operation: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     ) -> StatsOut:
         """Per-operation statistics; 404 when ``operation`` has no data in the window."""
-        found = console.monitor.stats(_window_s(time_window), operation)
+        found = console.monitor.stats(time_window / 1000, operation)
         if operation is not None and not found:
             raise ApiError(
                 404,
@@ -961,7 +889,7 @@ def _performance_routes(app: FastAPI) -> None:
         console: ConsoleDep, time_window: TimeWindow = DEFAULT_WINDOW_MS
     ) -> BottlenecksOut:
         """Rules that fire over the window, most severe first, with counts per severity."""
-        window = _window_s(time_window)
+        window = time_window / 1000
         stats = {s.operation: s for s in console.monitor.stats(window)}
         found = [_bottleneck_out(b, stats) for b in console.monitor.bottlenecks(window)]
         severities = [b.severity for b in found]
@@ -977,7 +905,7 @@ def _performance_routes(app: FastAPI) -> None:
     @app.get(f"{base}/report")
     def report(console: ConsoleDep, time_window: TimeWindow = DEFAULT_WINDOW_MS) -> ReportOut:
         """Summary, top operations, bottlenecks, resource summary and recommendations."""
-        window = _window_s(time_window)
+        window = time_window / 1000
         found = console.monitor.report(window)
         stats = [OperationStats(**s) for s in found["top_operations"]]
         by_name = {s.operation: s for s in console.monitor.stats(window)}
@@ -1004,7 +932,7 @@ def _performance_routes(app: FastAPI) -> None:
     @app.get(f"{base}/resources")
     def resources(console: ConsoleDep, time_window: TimeWindow = DEFAULT_WINDOW_MS) -> ResourcesOut:
         """Resource samples (process and engine gauges) and their average and peak."""
-        found = console.monitor.resources(_window_s(time_window))
+        found = console.monitor.resources(time_window / 1000)
         samples = found["samples"][-MAX_SAMPLES:]
         return ResourcesOut(
             metrics=[_sample_out(s) for s in samples],
@@ -1019,7 +947,7 @@ def _performance_routes(app: FastAPI) -> None:
         console: ConsoleDep, time_window: TimeWindow = DEFAULT_WINDOW_MS
     ) -> RecommendationsOut:
         """Advice from the monitor's findings, most urgent first."""
-        found = [_advice_out(a) for a in console.monitor.recommendations(_window_s(time_window))]
+        found = [_advice_out(a) for a in console.monitor.recommendations(time_window / 1000)]
         priorities = [a.priority for a in found]
         return RecommendationsOut(
             recommendations=found,
@@ -1044,11 +972,7 @@ def _cache_routes(app: FastAPI, base: str) -> None:
             timestamp=console.clock.now(),
         )
 
-    @app.post(
-        f"{base}/cache/clear",
-        dependencies=Authorized,
-        responses=_responses(400, 401, 413),
-    )
+    @_post(app, f"{base}/cache/clear", 400)
     def clear_cache(console: ConsoleDep, body: CacheClearIn | None = None) -> CacheClearOut:
         """Empty the cache service (``clearCache``, default) and/or the storage cache."""
         body = body or CacheClearIn()
@@ -1065,52 +989,40 @@ def _cache_routes(app: FastAPI, base: str) -> None:
 
 
 def _batch_routes(app: FastAPI, base: str) -> None:
-    @app.post(
-        f"{base}/batch/process",
-        dependencies=Authorized,
-        responses=_responses(400, 401, 409, 413),
-    )
-    def process_batch(request: Request, body: BatchProcessIn) -> StartedOut:
+    @_post(app, f"{base}/batch/process", 400, 409)
+    def process_batch(console: ConsoleDep, body: BatchProcessIn) -> StartedOut:
         """Start the listed jobs (one batch per month) and answer at once with the batch id."""
         months, note = _group_by_month(body.jobs)
-        started = _start(request, months, body.config)
+        started = _start(console, months, body.config)
         if note:
             started.notes.append(note)
         return started
 
     @app.get(f"{base}/batch/{{batch_id}}", responses=_responses(404))
-    def batch_status(console: ConsoleDep, batch_id: BatchId) -> BatchOut:
+    def batch_status(console: ConsoleDep, batch_id: Id) -> BatchOut:
         """A batch's status, live progress, items and every attempt."""
-        return _batch_out(console, _batch(console, batch_id))
+        return _batch_out(console, console.batch.batch_detail(batch_id))
 
-    @app.post(
-        f"{base}/batch/{{batch_id}}/cancel",
-        dependencies=Authorized,
-        responses=_responses(401, 404, 409, 413),
-    )
-    def cancel_batch(console: ConsoleDep, batch_id: BatchId) -> BatchOut:
+    @_post(app, f"{base}/batch/{{batch_id}}/cancel", 404, 409)
+    def cancel_batch(console: ConsoleDep, batch_id: Id) -> BatchOut:
         """Cancel a running batch: queued items are dropped, running ones stopped."""
-        if _batch(console, batch_id).info.status != "running":
+        if console.batch.batch_detail(batch_id).info.status != "running":
             raise ApiError(409, f"batch {batch_id} has already ended", "id")
         try:
             console.batch.cancel(batch_id)
         except ConfigError as exc:  # it ended meanwhile
             raise ApiError(409, f"batch {batch_id} has already ended", "id") from exc
-        return _batch_out(console, _batch(console, batch_id))
+        return _batch_out(console, console.batch.batch_detail(batch_id))
 
 
 def _job_routes(app: FastAPI) -> None:
     base = f"{PREFIX}/jobs"
 
-    @app.post(
-        base,
-        dependencies=Authorized,
-        responses=_responses(400, 401, 409, 413),
-    )
-    def start_jobs(request: Request, body: StartJobsIn) -> StartedOut:
+    @_post(app, base, 400, 409)
+    def start_jobs(console: ConsoleDep, body: StartJobsIn) -> StartedOut:
         """Start (or resume) a month for some districts, or every published one."""
         districts = list(dict.fromkeys(body.district_ids)) if body.district_ids else None
-        return _start(request, [(body.target_month, districts, body.priority)], body.config)
+        return _start(console, [(body.target_month, districts, body.priority)], body.config)
 
     @app.get(base)
     def list_jobs(
@@ -1125,29 +1037,25 @@ def _job_routes(app: FastAPI) -> None:
             target_month=month,
             jobs=[_job_out(console, j) for j in found],
             total=len(found),
-            progress=MonthProgressOut(**dataclasses.asdict(progress)),
+            progress=MonthProgressOut.model_validate(progress),
         )
 
     @app.get(f"{base}/{{job_id}}", responses=_responses(404))
-    def get_job(console: ConsoleDep, job_id: JobId) -> JobOut:
+    def get_job(console: ConsoleDep, job_id: Id) -> JobOut:
         """One job with its progress and ETA."""
-        return _job_out(console, _job(console, job_id))
+        return _job_out(console, console.job(job_id))
 
     @app.get(f"{base}/{{job_id}}/timeline", responses=_responses(404))
-    def timeline(console: ConsoleDep, job_id: JobId) -> TimelineOut:
+    def timeline(console: ConsoleDep, job_id: Id) -> TimelineOut:
         """Every check of the job: as-of date, data month, metrics and changes."""
-        _job(console, job_id)
+        console.job(job_id)  # 404 for an unknown job
         entries = console.timeline(job_id)
         return TimelineOut(
             job_id=job_id, entries=[_entry_out(e) for e in entries], total=len(entries)
         )
 
-    @app.post(
-        f"{base}/{{job_id}}/cancel",
-        dependencies=Authorized,
-        responses=_responses(401, 404, 409, 413),
-    )
-    def cancel_job(console: ConsoleDep, job_id: JobId) -> JobOut:
+    @_post(app, f"{base}/{{job_id}}/cancel", 404, 409)
+    def cancel_job(console: ConsoleDep, job_id: Id) -> JobOut:
         """Cancel an unfinished job and stop the batch item working it."""
         return _job_out(console, console.cancel_job(job_id))  # finished: ConflictError -> 409
 
