@@ -41,7 +41,8 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from datetime import date, datetime, time, timedelta
+from concurrent.futures import Future
+from datetime import date, time, timedelta
 from decimal import Decimal
 from enum import Enum
 from time import perf_counter_ns
@@ -68,20 +69,8 @@ log = logging.getLogger(__name__)
 
 Tags = tuple[Hashable, ...]
 _SEED = {f.name: f.metadata["seed"] for f in dataclasses.fields(CacheSettings)}
-_SCALARS = (
-    str,
-    bytes,
-    int,
-    float,
-    complex,
-    type(None),
-    Decimal,
-    Enum,
-    date,
-    datetime,
-    time,
-    timedelta,
-)
+# datetime and bool are covered as subclasses of date and int
+_SCALARS = (str, bytes, int, float, complex, type(None), Decimal, Enum, date, time, timedelta)
 _COUNTERS = (
     "hits",
     "misses",
@@ -117,42 +106,33 @@ def _is_frozen_dataclass(value: Any) -> bool:
     return params is not None and bool(params.frozen)
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class _Entry:
     """A cached value and what the layer needs to know about it."""
 
-    __slots__ = ("value", "inserted", "tags", "job", "prefetched", "reads")
-
-    def __init__(
-        self,
-        value: Any,
-        inserted: float,
-        tags: Tags = (),
-        job: int | None = None,
-        prefetched: bool = False,
-    ) -> None:
-        self.value = value
-        self.inserted = inserted
-        self.tags = tags
-        self.job = job  # the job whose reads count towards a prefetch
-        self.prefetched = prefetched  # until its first read
-        self.reads = 0
+    value: Any
+    inserted: float
+    tags: Tags = ()
+    job: int | None = None  # the job whose reads count towards a prefetch
+    prefetched: bool = False  # until its first read
+    reads: int = 0
 
 
-_Hook = Callable[[Hashable, _Entry], None]
+_Hook = Callable[[Hashable, _Entry, bool], None]  # key, entry, whether it expired
 
 
-def _ignore(key: Hashable, entry: _Entry) -> None:
+def _ignore(key: Hashable, entry: _Entry, expired: bool) -> None:
     """Hook while a layer is rebuilt or replayed: nothing to report."""
 
 
 class _Hooked(Cache[Hashable, _Entry]):
     """Reports evictions, so the layer's counters and tag index follow them."""
 
-    on_evict: _Hook
+    on_drop: _Hook
 
     def popitem(self) -> tuple[Hashable, _Entry]:
         key, entry = super().popitem()
-        self.on_evict(key, entry)
+        self.on_drop(key, entry, False)
         return key, entry
 
 
@@ -171,23 +151,22 @@ class _FIFO(_Hooked, FIFOCache[Hashable, _Entry]):
 class _TLRU(_Hooked, TLRUCache[Hashable, _Entry]):
     """Also reports the expiries cachetools does on its own (on every write)."""
 
-    on_expire: _Hook
-
     def expire(self, time: float | None = None) -> list[tuple[Hashable, _Entry]]:
         expired = super().expire(time)
         for key, entry in expired:
-            self.on_expire(key, entry)
+            self.on_drop(key, entry, True)
         return expired
 
 
-def _new_cache(policy: str, size: int, ttl_s: float, timer: Callable[[], float]) -> _Hooked:
+def _new_cache(
+    policy: str, size: int, ttl_s: float, timer: Callable[[], float], on_drop: _Hook = _ignore
+) -> _Hooked:
     cache: _Hooked
     if policy == "TTL-LRU":
         cache = _TLRU(size, lambda _key, entry, _now: entry.inserted + ttl_s, timer)
-        cache.on_expire = _ignore
     else:
         cache = {"LRU": _LRU, "LFU": _LFU, "FIFO": _FIFO}[policy](size)
-    cache.on_evict = _ignore
+    cache.on_drop = on_drop
     return cache
 
 
@@ -200,9 +179,7 @@ def _pop(cache: _Hooked, key: Hashable) -> _Entry | None:
 
 def _drain(cache: _Hooked) -> list[tuple[Hashable, _Entry]]:
     """Empty ``cache`` least valuable entry first, without reporting evictions."""
-    cache.on_evict = _ignore
-    if isinstance(cache, _TLRU):
-        cache.on_expire = _ignore
+    cache.on_drop = _ignore
     items = []
     while True:
         try:
@@ -211,33 +188,19 @@ def _drain(cache: _Hooked) -> list[tuple[Hashable, _Entry]]:
             return items
 
 
-class _Flight:
+class _Flight(Future[Any]):
     """One loader call that every thread missing the same key waits for."""
 
-    __slots__ = ("tags", "stale", "done", "value", "error")
-
     def __init__(self, tags: Tags) -> None:
+        super().__init__()
         self.tags = tags
         self.stale = False  # a write came in during the load: do not cache its result
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def finish(self, value: Any, error: BaseException | None) -> None:
-        self.value, self.error = value, error
-        self.done.set()
-
-    def wait(self) -> Any:
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 class _Layer:
     """One layer: a cachetools cache, its counters, tag index, flights and trace.
 
-    Every method but ``record`` is called with ``lock`` held.
+    Every method is called with ``lock`` held.
     """
 
     def __init__(
@@ -267,20 +230,16 @@ class _Layer:
         self.hit_ns: deque[int] = deque(maxlen=_LATENCY_WINDOW)
         self.miss_ns: deque[int] = deque(maxlen=_LATENCY_WINDOW)
         self.trace: deque[tuple[str, Hashable, float]] = deque(maxlen=TRACE_LEN)
-        self.cache = self._attach(_new_cache(self.policy, self.max_size, self.ttl_s, timer))
+        self.cache = self._new_cache()
 
-    def _attach(self, cache: _Hooked) -> _Hooked:
-        cache.on_evict = self._evicted
-        if isinstance(cache, _TLRU):
-            cache.on_expire = self._expired
-        return cache
+    def _new_cache(self) -> _Hooked:
+        return _new_cache(self.policy, self.max_size, self.ttl_s, self.timer, self._dropped)
 
-    def _evicted(self, key: Hashable, entry: _Entry) -> None:
-        self.evictions += 1
-        self._unindex(key, entry)
-
-    def _expired(self, key: Hashable, entry: _Entry) -> None:
-        self.expirations += 1
+    def _dropped(self, key: Hashable, entry: _Entry, expired: bool) -> None:
+        if expired:
+            self.expirations += 1
+        else:
+            self.evictions += 1
         self._unindex(key, entry)
 
     def _unindex(self, key: Hashable, entry: _Entry) -> None:
@@ -291,11 +250,12 @@ class _Layer:
                 if not keys:
                     del self.tags[tag]
 
-    def record(self, hit: bool, elapsed_ns: int) -> None:
-        # deque.append is atomic: no lock needed
-        (self.hit_ns if hit else self.miss_ns).append(elapsed_ns)
+    @property
+    def size(self) -> int:
+        return len(self.cache)
 
-    def lookup(self, key: Hashable, now: float) -> Any:
+    def lookup(self, key: Hashable) -> Any:
+        now = self.timer()
         self.trace.append(("g", key, now))
         try:
             entry = self.cache[key]
@@ -315,6 +275,10 @@ class _Layer:
             if entry.reads == self.threshold:
                 self.on_hot(entry.job)
         return entry.value
+
+    def entry(self, key: Hashable, value: Any, tags: Tags, prefetched: bool) -> _Entry:
+        job = key if self.name == "jobs" and isinstance(key, int) else _job_of(tags)
+        return _Entry(value, self.timer(), tags, job, prefetched or self.in_prefetch())
 
     def join(self, key: Hashable, tags: Tags) -> tuple[_Flight, bool]:
         """The flight loading ``key`` and whether the caller leads it."""
@@ -353,22 +317,19 @@ class _Layer:
             self._unindex(key, entry)
         return entry is not None
 
-    def invalidate(self, key: Hashable, now: float) -> bool:
-        self.trace.append(("i", key, now))
+    def invalidate(self, key: Hashable) -> bool:
+        self.trace.append(("i", key, self.timer()))
         self._ground(key)
         return self._remove(key)
 
-    def invalidate_tag(self, tag: Hashable, now: float) -> int:
-        removed = sum(self.invalidate(key, now) for key in list(self.tags.pop(tag, ())))
+    def invalidate_tag(self, tag: Hashable) -> int:
+        removed = sum(self.invalidate(key) for key in list(self.tags.pop(tag, ())))
         for key in [k for k, f in self.flights.items() if tag in f.tags]:
             self._ground(key)
         return removed
 
-    def expire(self, now: float) -> int:
-        before = self.expirations
-        if isinstance(self.cache, _TLRU):
-            self.cache.expire(now)
-            return self.expirations - before
+    def expire(self) -> int:
+        now, before = self.timer(), self.expirations
         for key in list(Cache.__iter__(self.cache)):
             entry = Cache.__getitem__(self.cache, key)  # a peek: no LRU or LFU bookkeeping
             if now - entry.inserted >= self.ttl_s:
@@ -380,10 +341,10 @@ class _Layer:
             del self.cache[key]
         except KeyError:  # TTL-LRU deletes it, then says it had expired by its own clock
             pass
-        self._expired(key, entry)
+        self._dropped(key, entry, True)
 
-    def clear(self, now: float) -> int:
-        self.trace.append(("c", None, now))
+    def clear(self) -> int:
+        self.trace.append(("c", None, self.timer()))
         removed = len(self.cache)
         self.cache.clear()
         self.tags.clear()
@@ -392,17 +353,18 @@ class _Layer:
         self.flights.clear()
         return removed
 
-    def rebuild(self, now: float) -> None:
+    def rebuild(self) -> None:
         """Move the entries into a cache built from the current settings, best kept last."""
-        self.expire(now)
+        self.expire()
         items = _drain(self.cache)
-        self.cache = self._attach(_new_cache(self.policy, self.max_size, self.ttl_s, self.timer))
+        self.cache = self._new_cache()
         self.tags.clear()
+        now = self.timer()
         for key, entry in items:
             if now - entry.inserted >= self.ttl_s:
-                self._expired(key, entry)
-                continue
-            self._insert(key, entry)
+                self._dropped(key, entry, True)
+            else:
+                self._insert(key, entry)
 
     def _insert(self, key: Hashable, entry: _Entry) -> None:
         self.cache[key] = entry  # may evict another entry (reported through the hook)
@@ -412,18 +374,8 @@ class _Layer:
             self.tags.setdefault(tag, set()).add(key)
 
     def counters(self) -> dict[str, Any]:
-        gets = self.hits + self.misses
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "hit_rate": self.hits / gets if gets else None,
-            "evictions": self.evictions,
-            "expirations": self.expirations,
-            "prefetches": self.prefetches,
-            "prefetch_hits": self.prefetch_hits,
-            "size": len(self.cache),
-            "max_size": self.max_size,
-        }
+        counts = {name: getattr(self, name) for name in _COUNTERS}
+        return counts | {"hit_rate": _ratio(self.hits, self.hits + self.misses)}
 
     def config(self) -> dict[str, Any]:
         return {
@@ -525,7 +477,6 @@ class CacheService:
         self._prefetch: _PrefetchWorker | None = None
         self._lock = threading.Lock()  # prefetcher, history and the background thread
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LEN)
-        self._last: dict[str, tuple[int, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.monitor: Any = None  # duck-typed ``record(op, seconds, **labels)``; set by the console
@@ -537,11 +488,11 @@ class CacheService:
         lay = self._layer(layer)
         if next(lay.ticks) & _TIMING_MASK:
             with lay.lock:
-                return lay.lookup(key, self._now())
+                return lay.lookup(key)
         start = perf_counter_ns()
         with lay.lock:
-            value = lay.lookup(key, self._now())
-        self._observe(lay, layer, value is not None, perf_counter_ns() - start)
+            value = lay.lookup(key)
+        self._observe(lay, value is not None, perf_counter_ns() - start)
         return value
 
     def get_or_load(
@@ -556,20 +507,20 @@ class CacheService:
         lay = self._layer(layer)
         start = perf_counter_ns()
         with lay.lock:
-            value = lay.lookup(key, self._now())
+            value = lay.lookup(key)
             flight, leader = (None, False) if value is not None else lay.join(key, tuple(tags))
         if flight is None:
-            self._observe(lay, layer, True, perf_counter_ns() - start)
+            self._observe(lay, True, perf_counter_ns() - start)
             return value
-        value = self._load(lay, key, flight, loader) if leader else flight.wait()
-        self._observe(lay, layer, False, perf_counter_ns() - start)
+        value = self._load(lay, key, flight, loader) if leader else flight.result()
+        self._observe(lay, False, perf_counter_ns() - start)
         return value
 
-    def _observe(self, lay: _Layer, layer: str, hit: bool, ns: int) -> None:
+    def _observe(self, lay: _Layer, hit: bool, ns: int) -> None:
         """Count a timed lookup; the monitor sees every miss and one hit in sixteen."""
-        lay.record(hit, ns)
+        (lay.hit_ns if hit else lay.miss_ns).append(ns)  # deque.append is atomic: no lock
         if self.monitor is not None and (not hit or not next(lay.ticks) & _TIMING_MASK):
-            self.monitor.record("cache.get", ns / 1e9, layer=layer, hit=str(hit).lower())
+            self.monitor.record("cache.get", ns / 1e9, layer=lay.name, hit=str(hit).lower())
 
     def _load(self, lay: _Layer, key: Hashable, flight: _Flight, loader: Callable[[], Any]) -> Any:
         try:
@@ -577,13 +528,13 @@ class CacheService:
         except BaseException as exc:
             with lay.lock:
                 lay.land(key, flight)
-            flight.finish(None, exc)
+            flight.set_exception(exc)
             raise
         with lay.lock:
             lay.land(key, flight)
             if value is not None and not flight.stale:
-                lay.store(key, self._entry(lay, key, value, flight.tags, False))
-        flight.finish(value, None)
+                lay.store(key, lay.entry(key, value, flight.tags, False))
+        flight.set_result(value)
         return value
 
     def set(
@@ -605,27 +556,17 @@ class CacheService:
         if value is None:
             raise TypeError("None cannot be cached: get() returns None for a miss")
         with lay.lock:
-            lay.store(key, self._entry(lay, key, value, tuple(tags), prefetched))
-
-    def _entry(
-        self, lay: _Layer, key: Hashable, value: Any, tags: Tags, prefetched: bool
-    ) -> _Entry:
-        job = key if lay.name == "jobs" and isinstance(key, int) else _job_of(tags)
-        return _Entry(value, self._now(), tags, job, prefetched or self._in_prefetch())
+            lay.store(key, lay.entry(key, value, tuple(tags), prefetched))
 
     def invalidate(self, layer: str, key: Hashable) -> bool:
         """Remove one entry; ``True`` if it was cached."""
         lay = self._layer(layer)
         with lay.lock:
-            return lay.invalidate(key, self._now())
+            return lay.invalidate(key)
 
     def invalidate_tag(self, tag: Hashable) -> int:
         """Remove every entry carrying ``tag`` in any layer; the number removed."""
-        removed = 0
-        for lay in self._layers.values():
-            with lay.lock:
-                removed += lay.invalidate_tag(tag, self._now())
-        return removed
+        return _each(self._layers.values(), lambda lay: lay.invalidate_tag(tag))
 
     def invalidate_job(self, job_id: int) -> int:
         """Remove the job's entry and everything tagged ``("job", job_id)``."""
@@ -637,20 +578,12 @@ class CacheService:
 
     def clear(self, layer: str | None = None) -> int:
         """Empty one layer or all of them; the number of entries removed."""
-        layers = [self._layer(layer)] if layer is not None else list(self._layers.values())
-        removed = 0
-        for lay in layers:
-            with lay.lock:
-                removed += lay.clear(self._now())
-        return removed
+        layers = [self._layer(layer)] if layer is not None else self._layers.values()
+        return _each(layers, _Layer.clear)
 
     def cleanup(self) -> int:
         """Remove expired entries now; the number removed."""
-        removed = 0
-        for lay in self._layers.values():
-            with lay.lock:
-                removed += lay.expire(self._now())
-        return removed
+        return _each(self._layers.values(), _Layer.expire)
 
     def _layer(self, name: str) -> _Layer:
         try:
@@ -692,8 +625,7 @@ class CacheService:
             hit_ns += hits
             miss_ns += misses
         total: dict[str, Any] = {k: sum(s[k] for s in layers.values()) for k in _COUNTERS}
-        gets = total["hits"] + total["misses"]
-        total["hit_rate"] = total["hits"] / gets if gets else None
+        total["hit_rate"] = _ratio(total["hits"], total["hits"] + total["misses"])
         total.update(_latency("hit", hit_ns) | _latency("miss", miss_ns))
         worker = self._prefetch
         total["prefetch_dropped"] = worker.dropped if worker else 0
@@ -704,21 +636,17 @@ class CacheService:
         """Add a point to :meth:`history` (the background thread does it every few seconds)."""
         stats = self.stats()
         with self._lock:
+            last = self._history[-1] if self._history else {}
             point: dict[str, Any] = {"time": self._clock.now().isoformat()}
-            parts = {**stats["layers"], "total": stats["total"]}
-            for name, s in parts.items():
+            for name, s in {**stats["layers"], "total": stats["total"]}.items():
+                hits = s["hits"] - last.get(name, {}).get("hits", 0)
+                misses = s["misses"] - last.get(name, {}).get("misses", 0)
                 point[name] = {f: s[f] for f in _SAMPLE_FIELDS}
-                point[name]["interval_hit_rate"] = self._interval_rate(name, s["hits"], s["misses"])
+                point[name]["interval_hit_rate"] = _ratio(hits, hits + misses)
             self._history.append(point)
         if self._on_sample is not None:
             self._on_sample(point)
         return point
-
-    def _interval_rate(self, name: str, hits: int, misses: int) -> float | None:
-        last_hits, last_misses = self._last.get(name, (0, 0))
-        self._last[name] = (hits, misses)
-        gets = hits - last_hits + misses - last_misses
-        return (hits - last_hits) / gets if gets else None
 
     def history(self) -> list[dict[str, Any]]:
         """Recent samples, oldest first: ``{"time", "total", <layer>...}``, each with hit rates."""
@@ -752,8 +680,8 @@ class CacheService:
         """
         lay = self._layer(layer)
         notes: list[str] = []
-        size = _whole("max_size", max_size, notes) if max_size is not None else None
-        ttl = _whole("ttl_ms", ttl_ms, notes) if ttl_ms is not None else None
+        size = None if max_size is None else _whole("max_size", max_size, notes)
+        ttl = None if ttl_ms is None else _whole("ttl_ms", ttl_ms, notes)
         threshold = prefetch_threshold
         if threshold is not None:
             threshold = _whole("prefetch_threshold", threshold, notes)
@@ -767,7 +695,7 @@ class CacheService:
             lay.threshold = threshold or lay.threshold
             lay.prefetch = lay.prefetch if enable_prefetch is None else enable_prefetch
             if size or ttl or new_policy:
-                lay.rebuild(self._now())
+                lay.rebuild()
         return [f"{layer}: {note}" for note in notes]
 
     def simulate(
@@ -790,16 +718,8 @@ class CacheService:
         rows = []
         for size, policy, ttl in itertools.product(sizes_, policies_, ttls_):
             hits, gets = _replay(trace, size, policy, ttl / 1000)
-            rows.append(
-                {
-                    "maxSize": size,
-                    "evictionPolicy": policy,
-                    "ttlMs": ttl,
-                    "accesses": gets,
-                    "hits": hits,
-                    "hit_rate": hits / gets if gets else None,
-                }
-            )
+            row = {"maxSize": size, "evictionPolicy": policy, "ttlMs": ttl, "accesses": gets}
+            rows.append(row | {"hits": hits, "hit_rate": _ratio(hits, gets)})
         return rows
 
     # --- background thread ---------------------------------------------------------------------
@@ -854,7 +774,7 @@ def _replay(
             cache.clear()
         elif op == "i":
             _pop(cache, key)
-        elif op == "g" and _replay_hit(cache, key, at, ttl_s):
+        elif op == "g" and (entry := cache.get(key)) and at - entry.inserted < ttl_s:
             hits += 1
         else:  # a set, or a read-through load after a miss
             _pop(cache, key)
@@ -863,9 +783,13 @@ def _replay(
     return hits, gets
 
 
-def _replay_hit(cache: _Hooked, key: Hashable, at: float, ttl_s: float) -> bool:
-    entry = cache.get(key)
-    return entry is not None and at - entry.inserted < ttl_s
+def _each(layers: Iterable[_Layer], action: Callable[[_Layer], int]) -> int:
+    """The sum of ``action`` over ``layers``, each run under its layer's lock."""
+    total = 0
+    for lay in layers:
+        with lay.lock:
+            total += action(lay)
+    return total
 
 
 def _job_of(tags: Tags) -> int | None:
@@ -895,6 +819,10 @@ def _policy(value: object) -> str:
     if name not in POLICIES:
         raise ConfigError("cache.evictionPolicy", value, f"expected one of {', '.join(POLICIES)}")
     return name
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
 
 
 def _latency(prefix: str, samples_ns: list[int]) -> dict[str, float]:
