@@ -697,10 +697,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        # WAL: readers never block the writer; NORMAL sync is durable against process crashes.
+        # WAL: readers never block the writer. FULL: a commit reaches the disk before it
+        # returns, so "committed before reported" holds through a power loss too.
         for pragma in (
             "journal_mode=WAL",
-            "synchronous=NORMAL",
+            "synchronous=FULL",
             "foreign_keys=ON",
             "busy_timeout=30000",
         ):
