@@ -183,7 +183,9 @@ def _coerce(group: str, obj: Any, name: str, value: Any) -> Any:
                 raise ValueError(value)
             value = value.lower() in ("1", "true", "yes", "on")
         elif kind in (int, float):
-            value = kind(value) if not isinstance(value, bool) else _bad()
+            if isinstance(value, bool):
+                raise TypeError("a bool is not a number")
+            value = kind(value)
         elif kind is str or current is None:
             value = str(value)
     except (TypeError, ValueError) as exc:
@@ -194,10 +196,6 @@ def _coerce(group: str, obj: Any, name: str, value: Any) -> Any:
         value, _ = clamp(group, f.name, value)
         value = kind(value)
     return value
-
-
-def _bad() -> Any:
-    raise ValueError("bool is not a number")
 
 
 def load(

@@ -288,21 +288,15 @@ class HttpSource(_ExportSource):
         url = str(request.url)
         try:
             response = self._client.send(request)
-        except httpx.TimeoutException as exc:
+        except httpx.TransportError as exc:  # timeouts included: all worth a retry
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            message = (
+                f"timed out after {self.timeout_s:g} s"
+                if timed_out
+                else f"connection failed: {exc!r}"
+            )
             raise SourceError(
-                f"timed out after {self.timeout_s:g} s",
-                district=district,
-                month=month,
-                url=url,
-                transient=True,
-            ) from exc
-        except httpx.TransportError as exc:
-            raise SourceError(
-                f"connection failed: {exc!r}",
-                district=district,
-                month=month,
-                url=url,
-                transient=True,
+                message, district=district, month=month, url=url, transient=True
             ) from exc
         cancel.check()
         if response.status_code != 200:

@@ -362,13 +362,15 @@ def _throughput(start: datetime, finished: Iterable[datetime], buckets: int = 30
 
 
 def cache_rows(console: Console) -> list[dict[str, Any]]:
-    """One row per cache layer, then the total: counters, hit rate, latencies, size."""
+    """One row per cache layer, then the total, columns in display order."""
     stats = console.cache.stats()
     parts = [*((name, stats["layers"][name]) for name in LAYERS), ("total", stats["total"])]
     keep = (
+        "hit_rate",
         "hits",
         "misses",
-        "hit_rate",
+        "size",
+        "max_size",
         "evictions",
         "expirations",
         "prefetches",
@@ -377,8 +379,6 @@ def cache_rows(console: Console) -> list[dict[str, Any]]:
         "hit_p95_us",
         "miss_mean_us",
         "miss_p95_us",
-        "size",
-        "max_size",
     )
     return [{"layer": name, **{k: s.get(k) for k in keep}} for name, s in parts]
 

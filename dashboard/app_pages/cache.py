@@ -34,22 +34,6 @@ def statistics() -> bool:
     ui.table(
         rows,
         key="cache_table",
-        column_order=(
-            "layer",
-            "hit_rate",
-            "hits",
-            "misses",
-            "size",
-            "max_size",
-            "evictions",
-            "expirations",
-            "prefetches",
-            "prefetch_hits",
-            "hit_mean_us",
-            "hit_p95_us",
-            "miss_mean_us",
-            "miss_p95_us",
-        ),
         column_config={
             "layer": "Layer",
             "hits": "Hits",
