@@ -38,22 +38,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import heapq
 import itertools
 import json
 import logging
 import random
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import httpx
 import psutil
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
+from .bulk import executemany
 from .cancel import CancelToken
 from .clock import Clock, SystemClock, as_utc
 from .errors import (
@@ -84,6 +86,7 @@ _RETRYABLE = frozenset({TIMEOUT, TRANSIENT})
 MAX_RETRY_DELAY_S = 60.0
 _POLL_S = 0.05  # how often deadlines and memory are checked, and backoff waits check for cancel
 _RATE_WINDOW = 50  # throughput is smoothed over the last this many finished items
+_SPINS = 100  # tries of a worker to take the lock without queueing on it (see _taken)
 _CLOSE_GRACE_S = 10.0  # close() waits this long for attempts that ignore their token
 
 Spec = Mapping[str, Any]
@@ -236,10 +239,11 @@ class _Item:
         "timed_out",
         "stop",
         "history",
+        "progressed",
     )
 
     def __init__(
-        self, batch: _Batch, item_id: int, spec: Spec, priority: int, seq: int, history: list[Any]
+        self, batch: _Batch, item_id: int, spec: Spec, priority: int, seq: int, history: list[str]
     ) -> None:
         self.batch = batch
         self.item_id = item_id
@@ -252,7 +256,8 @@ class _Item:
         self.deadline = 0.0
         self.timed_out = False
         self.stop: str | None = None  # CANCELLED or INTERRUPTED once told to stop
-        self.history = history  # every attempt, as stored (JSON)
+        self.history = history  # every attempt, each a JSON object (see _attempt_json)
+        self.progressed = False  # the last attempt made progress
 
 
 class _Batch:
@@ -260,8 +265,8 @@ class _Batch:
         self.id = batch_id
         self.name = name
         self.settings = settings
-        # (-priority, seq, item); entries of items no longer queued are skipped on pop
-        self.heap: list[tuple[int, int, _Item]] = []
+        # Items by (-priority, seq), fixed at submit; those no longer queued are skipped.
+        self.queue: deque[_Item] = deque()
         self.live: dict[int, _Item] = {}  # items not finished
         self.counts = dict.fromkeys(STATES, 0)
         self.total = 0
@@ -278,9 +283,10 @@ class _Batch:
         self.done_times: deque[float] = deque([started], maxlen=_RATE_WINDOW + 1)
 
     def head(self) -> _Item | None:
-        while self.heap and self.heap[0][2].status != QUEUED:
-            heapq.heappop(self.heap)
-        return self.heap[0][2] if self.heap else None
+        queue = self.queue
+        while queue and queue[0].status != QUEUED:
+            queue.popleft()
+        return queue[0] if queue else None
 
     def move(self, item: _Item, status: str) -> None:
         self.counts[item.status] -= 1
@@ -334,6 +340,7 @@ class _Flush:
     final: bool
 
 
+_INSERT_ITEM = insert(batch_items)
 _UPDATE_ITEM = (
     update(batch_items)
     .where(batch_items.c.batch_id == bindparam("b_batch_id"))
@@ -623,7 +630,7 @@ class BatchRunner:
     def _take(self, done: _Done | None) -> _Item | None:
         """Count the worker's last item and pick its next one (one lock hold when busy)."""
         token = CancelToken()  # made outside the lock, which stays short
-        with self._lock:
+        with _taken(self._lock):
             if done is not None:
                 self._conclude(done)
             item = self._pick(token)
@@ -651,7 +658,7 @@ class BatchRunner:
                 best = head
         if best is None or self._closing or self._fatal is not None:
             return None
-        heapq.heappop(best.batch.heap)
+        best.batch.queue.popleft()
         best.batch.active += 1
         best.batch.move(best, RUNNING)
         self._arm(best, token)
@@ -673,7 +680,7 @@ class BatchRunner:
         retries = 0
         while True:
             outcome, value = self._attempt(item)
-            if outcome in _RETRYABLE and item.history[-1].get("progressed"):
+            if outcome in _RETRYABLE and item.progressed:
                 retries = 0  # the budget counts attempts that made no progress
             if outcome in _RETRYABLE and retries < item.batch.settings.retry_attempts:
                 retries += 1
@@ -702,16 +709,11 @@ class BatchRunner:
                 outcome, value = SUCCEEDED, self._execute(item.spec, token)
         except Exception as exc:
             outcome, value = self._classify(item, exc), exc
-        item.history.append(
-            {
-                "attempt": item.attempt,
-                "started_at": started.isoformat(),
-                "duration_s": self._clock.monotonic() - started_mono,
-                "outcome": outcome,
-                "error": None if outcome == SUCCEEDED else _describe(value),
-                "progressed": token.steps > 0,
-            }
-        )
+        item.progressed = token.steps > 0
+        error = None if outcome == SUCCEEDED else _describe(value)
+        duration = self._clock.monotonic() - started_mono
+        record = _attempt_json(item.attempt, started, duration, outcome, error, item.progressed)
+        item.history.append(record)
         return outcome, value
 
     def _classify(self, item: _Item, exc: Exception) -> str:
@@ -788,7 +790,7 @@ class BatchRunner:
             "b_item_id": item.item_id,
             "status": status,
             "attempts": item.attempt,
-            "history": json.dumps(item.history),
+            "history": f"[{', '.join(item.history)}]",
             "error": error,
             "finished_at": self._clock.now() if finished else None,
             "result": None if result is None else json.dumps(result, default=str),
@@ -812,7 +814,7 @@ class BatchRunner:
         events = self._drop([item for item in batch.live.values() if item.status == QUEUED])
         for item in batch.live.values():
             self._stop(item, CANCELLED)
-        batch.heap.clear()
+        batch.queue.clear()
         return events
 
     def _cancel_stored(self, batch_id: int) -> list[dict[str, Any]]:
@@ -944,7 +946,7 @@ class BatchRunner:
 
     def _write(self, conn: Connection, flush: _Flush) -> None:
         if flush.items:
-            conn.execute(_UPDATE_ITEM, flush.items)
+            executemany(conn, _UPDATE_ITEM, flush.items)
         if flush.final:
             b = flush.batch
             conn.execute(
@@ -1001,12 +1003,11 @@ class BatchRunner:
         batch = _Batch(batch_id, name, settings, now)
         batch.counts.update(counts)
         for item_id, spec, priority, history in items:
-            item = _Item(batch, item_id, spec, priority, next(self._seq), history)
-            batch.live[item_id] = item
-            batch.heap.append((-priority, item.seq, item))
+            batch.live[item_id] = _Item(batch, item_id, spec, priority, next(self._seq), history)
+        # A stable sort: ties stay in submission (seq) order.
+        batch.queue.extend(sorted(batch.live.values(), key=lambda item: -item.priority))
         batch.counts[QUEUED] = len(batch.live)
         batch.total = sum(batch.counts.values())
-        heapq.heapify(batch.heap)
         self._batches[batch_id] = batch
         self._open[batch_id] = batch
         self._update_throttle(batch, now)
@@ -1023,6 +1024,7 @@ class BatchRunner:
                 "spec": _dumps(spec),
                 "priority": prio,
                 "status": QUEUED,
+                "attempts": 0,
                 "history": "[]",
             }
             for n, (spec, prio) in enumerate(entries, 1)
@@ -1039,7 +1041,7 @@ class BatchRunner:
             batch_id: int = conn.execute(
                 insert(batches).values(header).returning(batches.c.id)
             ).scalar_one()
-            conn.execute(insert(batch_items), [{**r, "batch_id": batch_id} for r in rows])
+            executemany(conn, _INSERT_ITEM, [{**r, "batch_id": batch_id} for r in rows])
         return batch_id
 
     def _info(self, row: Row[Any], counts: Mapping[str, int]) -> BatchInfo:
@@ -1094,6 +1096,28 @@ class BatchRunner:
             raise BatchError("the batch runner is closed")
 
 
+@contextlib.contextmanager
+def _taken(lock: threading.Lock) -> Iterator[None]:
+    """Hold ``lock``, taken by workers between two items without queueing on it.
+
+    A thread blocked on a CPython lock is handed the lock when it is released,
+    and then waits for the interpreter lock: once two workers queue on it, every
+    item costs two thread switches, and stays so (a lock convoy; short items ran
+    three times slower). A worker that finds the lock held yields the
+    interpreter lock instead and tries again, a few times before it queues.
+    """
+    for _ in range(_SPINS):
+        if lock.acquire(blocking=False):
+            break
+        time.sleep(0)
+    else:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _entry(item: ItemSpec | tuple[Spec, int] | Spec) -> tuple[Spec, int]:
     if isinstance(item, ItemSpec):
         return item.spec, item.priority
@@ -1143,7 +1167,8 @@ def _stored_items(
         .order_by(batch_items.c.item_id)
     )
     return counts, [
-        (r.item_id, json.loads(r.spec), r.priority, json.loads(r.history)) for r in rows
+        (r.item_id, json.loads(r.spec), r.priority, [json.dumps(a) for a in json.loads(r.history)])
+        for r in rows
     ]
 
 
@@ -1170,6 +1195,24 @@ def _item_record(row: Mapping[str, Any]) -> ItemRecord:
         error=row["error"],
         finished_at=row["finished_at"] and as_utc(row["finished_at"]),
         attempts=tuple(_attempt_record(a) for a in json.loads(row["history"])),
+    )
+
+
+def _attempt_json(
+    attempt: int,
+    started: datetime,
+    duration_s: float,
+    outcome: str,
+    error: str | None,
+    progressed: bool,
+) -> str:
+    """One attempt as a JSON object, written out directly: ``json.dumps`` of the
+    same dict costs more than the rest of a short item's bookkeeping."""
+    quoted = "null" if error is None else encode_basestring_ascii(error)
+    return (
+        f'{{"attempt": {attempt}, "started_at": "{started.isoformat()}", '
+        f'"duration_s": {float(duration_s)!r}, "outcome": "{outcome}", "error": {quoted}, '
+        f'"progressed": {"true" if progressed else "false"}}}'
     )
 
 

@@ -11,10 +11,17 @@ import threading
 
 from .errors import BatchError, ItemCancelled, ItemTimeout
 
+# Guards the lazy creation of a token's event. Most tokens are never waited on
+# (an attempt that only checks), and an Event costs more than the rest of the token.
+_EVENT_LOCK = threading.Lock()
+
 
 class CancelToken:
+    __slots__ = ("_cancelled", "_event", "_reason", "message", "steps")
+
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._cancelled = False
+        self._event: threading.Event | None = None
         self._reason: type[BatchError] = ItemCancelled
         self.message = ""
         self.steps = 0
@@ -31,22 +38,42 @@ class CancelToken:
     def cancel(self, message: str = "cancelled", *, timeout: bool = False) -> None:
         self._reason = ItemTimeout if timeout else ItemCancelled
         self.message = message
-        self._event.set()
+        self._cancelled = True
+        with _EVENT_LOCK:  # a waiter made its event before this, or sees _cancelled
+            event = self._event
+        if event is not None:
+            event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._cancelled
 
     def check(self) -> None:
         """Raise :class:`ItemTimeout` or :class:`ItemCancelled` if cancelled."""
-        if self._event.is_set():
+        if self._cancelled:
             raise self._reason(self.message)
 
     def wait(self, seconds: float) -> None:
         """Sleep up to ``seconds``; raise at once if cancelled meanwhile."""
-        if self._event.wait(max(0.0, seconds)):
+        with _EVENT_LOCK:
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if self._cancelled or event.wait(max(0.0, seconds)):
             self.check()
 
 
-NEVER = CancelToken()
+class _Never(CancelToken):
+    """Nobody cancels it, and it keeps no count: it is shared by every caller."""
+
+    __slots__ = ()
+
+    def progress(self) -> None:
+        pass
+
+    def cancel(self, message: str = "cancelled", *, timeout: bool = False) -> None:
+        raise BatchError("the NEVER token cannot be cancelled")
+
+
+NEVER: CancelToken = _Never()
 """A token nobody cancels, for calls made outside the batch runner."""
