@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -676,3 +677,31 @@ def test_retry_budget_counts_only_attempts_without_progress(
     progressing, stuck = detail[1], detail[2]
     assert progressing.status == "succeeded" and len(progressing.attempts) == 4  # 3 failures > 2
     assert stuck.status == "failed" and len(stuck.attempts) == 3  # budget of 2 retries
+
+
+@pytest.mark.parametrize(
+    "message", ['quote " backslash \\ tab\t newline\n', "ünïcode ✓ 区", "", '{"json": [1]}']
+)
+def test_stored_attempts_read_back_exactly(
+    make_runner: Any, storage: Storage, clock: FakeClock, message: str
+) -> None:
+    def execute(spec: Mapping[str, Any], token: CancelToken) -> None:
+        token.progress()
+        clock.advance(1.25)
+        raise ValueError(message)
+
+    runner = make_runner(execute)
+    batch_id = runner.submit(items(1)).batch_id
+    runner.run()
+    (item,) = make_runner().batch_detail(batch_id).items  # as stored, by another runner
+    (attempt,) = item.attempts
+    assert (attempt.attempt, attempt.outcome, attempt.error) == (
+        1,
+        "permanent",
+        f"ValueError: {message}",
+    )
+    assert attempt.started_at == clock.now() - timedelta(seconds=1.25)
+    assert attempt.ended_at - attempt.started_at == timedelta(seconds=1.25)
+    with storage.engine.connect() as conn:
+        (history,) = conn.execute(select(batch_items.c.history)).scalars()
+    assert json.loads(history)[0]["progressed"] is True
