@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -53,7 +54,8 @@ from typing import Any
 
 import httpx
 import psutil
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .bulk import executemany
 from .cancel import CancelToken
@@ -340,12 +342,14 @@ class _Flush:
     final: bool
 
 
-_INSERT_ITEM = insert(batch_items)
-_UPDATE_ITEM = (
-    update(batch_items)
-    .where(batch_items.c.batch_id == bindparam("b_batch_id"))
-    .where(batch_items.c.item_id == bindparam("b_item_id"))
-)
+@functools.cache
+def _upsert_items(dialect: str) -> Any:
+    """Insert item rows, replacing those of interrupted items."""
+    stmt = (postgresql if dialect == "postgresql" else sqlite).insert(batch_items)
+    return stmt.on_conflict_do_update(
+        index_elements=[batch_items.c.batch_id, batch_items.c.item_id],
+        set_={c.name: stmt.excluded[c.name] for c in batch_items.c if not c.primary_key},
+    )
 
 
 class BatchRunner:
@@ -547,7 +551,7 @@ class BatchRunner:
         with self._storage.reading("batch_resume") as conn:
             query = select(batches).where(batches.c.status == "running").order_by(batches.c.id)
             loaded = [
-                (row, _stored_items(conn, row.id))
+                (row, _stored_items(conn, row))
                 for row in conn.execute(query)
                 if row.id not in known
             ]
@@ -586,26 +590,23 @@ class BatchRunner:
         query = select(batches).order_by(batches.c.id.desc()).limit(limit)
         with self._storage.reading("batch_list") as conn:
             rows = conn.execute(query).all()
-            counts = _stored_counts(conn, [r.id for r in rows])
-        return [self._info(row, counts.get(row.id, {})) for row in rows]
+            counts = _stored_counts(conn, rows)
+        return [self._info(row, counts[row.id]) for row in rows]
 
     def batch_detail(self, batch_id: int) -> BatchDetail:
         """A batch with every item and its attempts (what is not written yet included)."""
         live = self._live_view(batch_id)  # first: a row written meanwhile is then read too
         with self._storage.reading("batch_detail") as conn:
-            row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
-            if row is None:
-                raise NotFoundError("batch", batch_id)
-            items = conn.execute(
-                select(batch_items)
-                .where(batch_items.c.batch_id == batch_id)
-                .order_by(batch_items.c.item_id)
-            ).all()
-        records = tuple(_item_record({**r._asdict(), **live.get(r.item_id, {})}) for r in items)
+            row = _batch_row(conn, batch_id)
+            stored = _stored_rows(conn, batch_id)
+        records = []
+        for n, (spec, priority) in enumerate(json.loads(row.items), 1):
+            values = {**_queued_row(n), **stored.get(n, {}), **live.get(n, {})}
+            records.append(_item_record(values, spec, priority))
         counts: dict[str, int] = {}
         for item in records:
             counts[item.status] = counts.get(item.status, 0) + 1
-        return BatchDetail(self._info(row, counts), records)
+        return BatchDetail(self._info(row, counts), tuple(records))
 
     # --- the worker threads -------------------------------------------------------------
 
@@ -786,11 +787,11 @@ class BatchRunner:
     def _row(self, item: _Item, status: str, result: Any, error: str | None) -> dict[str, Any]:
         finished = status in FINISHED
         return {
-            "b_batch_id": item.batch.id,
-            "b_item_id": item.item_id,
+            "batch_id": item.batch.id,
+            "item_id": item.item_id,
             "status": status,
             "attempts": item.attempt,
-            "history": f"[{', '.join(item.history)}]",
+            "history": _history_json(item.history),
             "error": error,
             "finished_at": self._clock.now() if finished else None,
             "result": None if result is None else json.dumps(result, default=str),
@@ -819,7 +820,6 @@ class BatchRunner:
 
     def _cancel_stored(self, batch_id: int) -> list[dict[str, Any]]:
         now = self._clock.now()
-        queued = (batch_items.c.batch_id == batch_id, batch_items.c.status == QUEUED)
         with self._storage.transaction("batch_cancel") as conn:
             done = conn.execute(
                 update(batches)
@@ -828,17 +828,16 @@ class BatchRunner:
             ).rowcount
             if not done:
                 raise NotFoundError("batch", batch_id, "no unfinished batch with this id")
-            rows = conn.execute(
-                select(batch_items.c.item_id, batch_items.c.spec).where(*queued)
-            ).all()
-            conn.execute(
-                update(batch_items)
-                .where(*queued)
-                .values(status=CANCELLED, error="cancelled", finished_at=now)
-            )
+            unfinished = _stored_items(conn, _batch_row(conn, batch_id))[1]
+            rows = [
+                {"batch_id": batch_id, "item_id": n, "status": CANCELLED, "attempts": len(history),
+                 "history": _history_json(history), "result": None, "error": "cancelled",
+                 "finished_at": now}
+                for n, _, _, history in unfinished
+            ]  # fmt: skip
+            executemany(conn, _upsert_items(conn.dialect.name), rows)
         return [
-            _event(CANCELLED, batch_id, r.item_id, json.loads(r.spec), error="cancelled")
-            for r in rows
+            _event(CANCELLED, batch_id, n, spec, error="cancelled") for n, spec, _, _ in unfinished
         ]
 
     # --- the dispatcher: deadlines, memory, writes --------------------------------------
@@ -946,7 +945,7 @@ class BatchRunner:
 
     def _write(self, conn: Connection, flush: _Flush) -> None:
         if flush.items:
-            executemany(conn, _UPDATE_ITEM, flush.items)
+            executemany(conn, _upsert_items(conn.dialect.name), flush.items)
         if flush.final:
             b = flush.batch
             conn.execute(
@@ -1018,22 +1017,12 @@ class BatchRunner:
     def _insert_batch(
         self, name: str, settings: BatchSettings, entries: list[tuple[Spec, int]]
     ) -> int:
-        rows = [
-            {
-                "item_id": n,
-                "spec": _dumps(spec),
-                "priority": prio,
-                "status": QUEUED,
-                "attempts": 0,
-                "history": "[]",
-            }
-            for n, (spec, prio) in enumerate(entries, 1)
-        ]
         header = {
             "name": name,
             "status": "running",
             "config": json.dumps(dataclasses.asdict(settings)),
-            "total": len(rows),
+            "total": len(entries),
+            "items": _manifest(entries),
             "created_at": self._clock.now(),
             "throttled_s": 0.0,
         }
@@ -1041,7 +1030,6 @@ class BatchRunner:
             batch_id: int = conn.execute(
                 insert(batches).values(header).returning(batches.c.id)
             ).scalar_one()
-            executemany(conn, _INSERT_ITEM, [{**r, "batch_id": batch_id} for r in rows])
         return batch_id
 
     def _info(self, row: Row[Any], counts: Mapping[str, int]) -> BatchInfo:
@@ -1069,7 +1057,7 @@ class BatchRunner:
             batch = self._batches.get(batch_id)
             if batch is None:
                 return {}
-            live = {row["b_item_id"]: row for row in batch.pending}
+            live = {row["item_id"]: row for row in batch.pending}
             for item in batch.live.values():
                 live[item.item_id] = self._row(item, item.status, None, None)
         return live
@@ -1153,49 +1141,84 @@ def _item_event(kind: str, item: _Item, *, error: str | None = None) -> dict[str
     return _event(kind, item.batch.id, item.item_id, item.spec, item.attempt, error)
 
 
+def _manifest(entries: list[tuple[Spec, int]]) -> str:
+    """The batch's items as stored: one JSON list of ``[spec, priority]``."""
+    try:
+        return json.dumps([[spec, priority] for spec, priority in entries])
+    except (TypeError, ValueError):
+        for spec, _ in entries:
+            _dumps(spec)  # names the first spec that cannot be stored
+        raise
+
+
+def _batch_row(conn: Connection, batch_id: int) -> Row[Any]:
+    row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+    if row is None:
+        raise NotFoundError("batch", batch_id)
+    return row
+
+
+def _stored_rows(conn: Connection, batch_id: int) -> dict[int, dict[str, Any]]:
+    """The written item rows of a batch, by item id."""
+    query = select(batch_items).where(batch_items.c.batch_id == batch_id)
+    return {r.item_id: r._asdict() for r in conn.execute(query)}
+
+
+def _queued_row(item_id: int) -> dict[str, Any]:
+    """The columns of an item that has no row yet."""
+    return {"item_id": item_id, "status": QUEUED, "attempts": 0, "history": "[]",
+            "result": None, "error": None, "finished_at": None}  # fmt: skip
+
+
 def _stored_items(
-    conn: Connection, batch_id: int
-) -> tuple[dict[str, int], list[tuple[int, Spec, int, list[Any]]]]:
-    """Finished counts and the unfinished items (with their attempts so far)."""
-    counts = _stored_counts(conn, [batch_id]).get(batch_id, {})
-    counts.pop(QUEUED, None)
-    rows = conn.execute(
-        select(
-            batch_items.c.item_id, batch_items.c.spec, batch_items.c.priority, batch_items.c.history
-        )
-        .where(batch_items.c.batch_id == batch_id, batch_items.c.status == QUEUED)
-        .order_by(batch_items.c.item_id)
-    )
-    return counts, [
-        (r.item_id, json.loads(r.spec), r.priority, [json.dumps(a) for a in json.loads(r.history)])
-        for r in rows
-    ]
+    conn: Connection, row: Row[Any]
+) -> tuple[dict[str, int], list[tuple[int, Spec, int, list[str]]]]:
+    """A stored batch's finished counts and its unfinished items (with their attempts)."""
+    stored = _stored_rows(conn, row.id)
+    counts: dict[str, int] = {}
+    unfinished = []
+    for n, (spec, priority) in enumerate(json.loads(row.items), 1):
+        item = stored.get(n)
+        if item is not None and item["status"] in FINISHED:
+            counts[item["status"]] = counts.get(item["status"], 0) + 1
+            continue
+        history = [] if item is None else [json.dumps(a) for a in json.loads(item["history"])]
+        unfinished.append((n, spec, priority, history))
+    return counts, unfinished
 
 
-def _stored_counts(conn: Connection, batch_ids: list[int]) -> dict[int, dict[str, int]]:
-    out: dict[int, dict[str, int]] = {}
+def _stored_counts(conn: Connection, rows: Sequence[Row[Any]]) -> dict[int, dict[str, int]]:
+    """Item counts by status of stored batches; items without a finished row are queued."""
+    out: dict[int, dict[str, int]] = {row.id: {} for row in rows}
     query = (
         select(batch_items.c.batch_id, batch_items.c.status, func.count())
-        .where(batch_items.c.batch_id.in_(batch_ids))
+        .where(batch_items.c.batch_id.in_(list(out)), batch_items.c.status.in_(FINISHED))
         .group_by(batch_items.c.batch_id, batch_items.c.status)
     )
     for batch_id, status, n in conn.execute(query):
-        out.setdefault(batch_id, {})[status] = n
+        out[batch_id][status] = n
+    for row in rows:
+        if queued := row.total - sum(out[row.id].values()):
+            out[row.id][QUEUED] = queued
     return out
 
 
-def _item_record(row: Mapping[str, Any]) -> ItemRecord:
+def _item_record(row: Mapping[str, Any], spec: Spec, priority: int) -> ItemRecord:
     result = row["result"]
     return ItemRecord(
         item_id=row["item_id"],
-        spec=json.loads(row["spec"]),
-        priority=row["priority"],
+        spec=spec,
+        priority=priority,
         status=row["status"],
         result=json.loads(result) if result is not None else None,
         error=row["error"],
         finished_at=row["finished_at"] and as_utc(row["finished_at"]),
         attempts=tuple(_attempt_record(a) for a in json.loads(row["history"])),
     )
+
+
+def _history_json(attempts: list[str]) -> str:
+    return f"[{', '.join(attempts)}]"
 
 
 def _attempt_json(

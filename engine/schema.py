@@ -92,7 +92,8 @@ month_end_snapshots = Table(
 # --- batch runner (issue 4) ----------------------------------------------------
 
 # A batch's status: running -> finished | cancelled (set at cancel time so that
-# resume never restarts it). ``config`` is the batch's clamped settings as JSON.
+# resume never restarts it). ``config`` is the batch's clamped settings as JSON;
+# ``items`` its items as a JSON list of ``[spec, priority]``: item N is the Nth.
 batches = Table(
     "batches",
     metadata,
@@ -101,28 +102,29 @@ batches = Table(
     Column("status", String(16), nullable=False, index=True),
     Column("config", Text, nullable=False),
     Column("total", Integer, nullable=False),
+    Column("items", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
     Column("throttled_s", Float, nullable=False, default=0.0),
 )
 
-# Items are numbered 1..N within their batch. ``status`` stays ``queued`` until
-# the item finishes: a running item is queued again by resume after a crash.
-# ``history`` is the JSON list of attempts (attempt, started_at, ended_at, outcome,
-# error), written with the item so that one row per item is written.
+# One row per item that finished, or that was interrupted (status ``queued``,
+# kept for its attempts): an item without a row is queued. ``history`` is the
+# JSON list of attempts (attempt, started_at, duration_s, outcome, error,
+# progressed). Rows are written in groups; an interrupted item's row is replaced
+# when it finishes.
 batch_items = Table(
     "batch_items",
     metadata,
     Column("batch_id", Integer, ForeignKey("batches.id"), primary_key=True),
     Column("item_id", Integer, primary_key=True),
-    Column("spec", Text, nullable=False),
-    Column("priority", Integer, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("history", Text, nullable=False, default="[]"),
+    Column("attempts", Integer, nullable=False),
+    Column("history", Text, nullable=False),
     Column("result", Text),
     Column("error", Text),
     Column("finished_at", DateTime(timezone=True)),
+    sqlite_with_rowid=False,  # the key is the table: one b-tree per row written, not two
 )
 
 # --- performance monitor (issue 5) ---------------------------------------------

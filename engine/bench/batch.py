@@ -7,14 +7,18 @@
 - ``speedup_at_N``: items that wait 20 ms (simulated source latency) run at
   concurrency 1 over concurrency N (target >= 0.85 * N).
 
-Each timing is the median of the repetitions after a warm-up; ``*_spread`` is
-their max - min.
+Each timing is the median of the repetitions after a warm-up (ours and the
+pool's alternate, each after a garbage collection); ``*_spread`` is their max - min.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import statistics
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,6 @@ from ..batch import BatchRunner
 from ..cancel import CancelToken
 from ..settings import BatchSettings, StorageSettings
 from ..storage import Storage
-from . import measure
 
 LATENCY_S = 0.02
 CONCURRENCY = 5  # the seed's default maxConcurrentJobs, for the overhead comparison
@@ -31,13 +34,12 @@ Execute = Callable[[Mapping[str, Any], CancelToken], Any]
 
 
 def run(*, quick: bool) -> dict[str, float]:
-    noop_items, io_items, repeats = (2_000, 40, 2) if quick else (10_000, 100, 3)
+    noop_items, io_items, repeats = (2_000, 40, 2) if quick else (10_000, 100, 5)
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(StorageSettings(db_url=f"sqlite:///{Path(tmp) / 'bench.db'}"))
         try:
-            ours, ours_spread = _runner_seconds(storage, _noop, noop_items, CONCURRENCY, repeats)
-            pool, pool_spread = _pool_seconds(noop_items, CONCURRENCY, repeats)
-            io = {c: _runner_seconds(storage, _io, io_items, c, repeats)[0] for c in (1, 5, 10, 20)}
+            (ours, ours_spread), (pool, pool_spread) = _overhead(storage, noop_items, repeats)
+            io = {c: _io_seconds(storage, io_items, c, repeats) for c in (1, 5, 10, 20)}
         finally:
             storage.close()
     return {
@@ -60,13 +62,41 @@ def _io(spec: Mapping[str, Any], token: CancelToken) -> None:
     token.wait(LATENCY_S)
 
 
-def _runner_seconds(
-    storage: Storage, execute: Execute, n: int, concurrency: int, repeats: int
-) -> tuple[float, float]:
-    """Median time (and spread) to submit ``n`` items and drain them on a started runner.
+def _overhead(
+    storage: Storage, n: int, repeats: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median seconds (and spread) to run ``n`` no-op items on our runner and on a bare pool.
 
-    The runner is long-lived in the console, so its threads start before the timing.
+    Both are long-lived, so their threads start before the timing; their
+    repetitions alternate so that both see the same machine.
     """
+    with _runner(storage, _noop, CONCURRENCY) as ours, ThreadPoolExecutor(CONCURRENCY) as pool:
+        token = CancelToken()
+
+        def bare(size: int) -> None:
+            wait([pool.submit(_noop, {"n": i}, token) for i in range(size)])
+
+        for work in (ours, bare):
+            work(2 * CONCURRENCY)  # warm-up
+        times: tuple[list[float], list[float]] = ([], [])
+        for _ in range(repeats):
+            for work, out in zip((ours, bare), times, strict=True):
+                out.append(_seconds(lambda: work(n)))  # noqa: B023 (called at once)
+    return _summary(times[0]), _summary(times[1])
+
+
+def _io_seconds(storage: Storage, n: int, concurrency: int, repeats: int) -> float:
+    """Median seconds of ``n`` items waiting 20 ms each at ``concurrency``."""
+    with _runner(storage, _io, concurrency) as batch:
+        batch(2 * concurrency)
+        return _summary([_seconds(lambda: batch(n)) for _ in range(repeats)])[0]
+
+
+@contextlib.contextmanager
+def _runner(
+    storage: Storage, execute: Execute, concurrency: int
+) -> Iterator[Callable[[int], None]]:
+    """A started runner, as a function that submits ``size`` items and drains them."""
     runner = BatchRunner(
         BatchSettings(max_concurrent_jobs=concurrency), storage=storage, execute=execute
     )
@@ -77,25 +107,17 @@ def _runner_seconds(
         runner.run(until_idle=True)
 
     try:
-        return _median(repeats, lambda: batch(n), warm_up=lambda: batch(2 * concurrency))
+        yield batch
     finally:
         runner.close()
 
 
-def _pool_seconds(n: int, concurrency: int, repeats: int) -> tuple[float, float]:
-    """The same on a bare thread pool (its threads started too)."""
-    token = CancelToken()
-
-    def batch(size: int) -> None:
-        wait([pool.submit(_noop, {"n": i}, token) for i in range(size)])
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        return _median(repeats, lambda: batch(n), warm_up=lambda: batch(2 * concurrency))
+def _seconds(work: Callable[[], None]) -> float:
+    gc.collect()  # each repetition starts without the garbage of the one before
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
 
 
-def _median(
-    repeats: int, work: Callable[[], None], *, warm_up: Callable[[], None]
-) -> tuple[float, float]:
-    """Median seconds of ``repeats`` runs of ``work`` after ``warm_up``, and their spread."""
-    warm_up()
-    return measure(work, repeat=repeats, warmup=0)
+def _summary(times: list[float]) -> tuple[float, float]:
+    return statistics.median(times), max(times) - min(times)

@@ -648,6 +648,11 @@ def test_cli_lists_shows_cancels_and_resumes(
     code, text = run("show", str(finished), "--json")
     assert code == 0 and [i["result"] for i in json.loads(text)["items"]] == [0, 1]
     assert run("cancel", str(unfinished))[0] == 0
+    code, text = run("show", str(unfinished), "--json")
+    shown = json.loads(text)["items"]
+    assert [(i["status"], i["error"], i["spec"]) for i in shown] == [
+        ("cancelled", "cancelled", spec) for spec in items(3)
+    ]
     assert run("resume", "--json") == (0, "[]\n")
     assert run("show", "999")[0] == 2
     assert run("cancel", str(finished))[0] == 2

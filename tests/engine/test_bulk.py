@@ -51,6 +51,7 @@ def _batch(batch_id: int) -> dict[str, Any]:
         "status": "running",
         "config": "{}",
         "total": 3,
+        "items": '[[{"district": "F"}, 0]]',
         "created_at": datetime(2025, 7, 1, tzinfo=UTC),
         "throttled_s": 0.0,
     }
@@ -62,11 +63,9 @@ def _items(batch_id: int) -> list[dict[str, Any]]:
         {
             "batch_id": batch_id,
             "item_id": n,
-            "spec": '{"district": "F", "quote": "it\'s"}',
-            "priority": -n,
             "status": "queued",
             "attempts": n,
-            "history": "[]",
+            "history": '[{"error": "it\'s"}]',
             "result": None if n == 1 else "ünïcode ✓",
             "error": None,
             "finished_at": [None, datetime(2025, 7, 2, 3, 4, 5, 678901, tzinfo=UTC),
@@ -102,7 +101,7 @@ def test_update_with_bound_keys(engine: Engine) -> None:
         conn.execute(UPDATE, rows[:1])
         executemany(conn, UPDATE, rows[1:])
     assert _stored(engine, 2) == _stored(engine, 1)
-    assert _stored(engine, 2)[1][3:5] == ("failed", 2)  # status, attempts: only the named columns
+    assert _stored(engine, 2)[1][1:3] == ("failed", 2)  # status, attempts: only the named columns
 
 
 def test_a_statement_is_compiled_once_per_dialect_and_keys(engine: Engine) -> None:
@@ -119,9 +118,14 @@ def test_a_statement_is_compiled_once_per_dialect_and_keys(engine: Engine) -> No
     assert [r[0] for r in _stored(engine, 1)] == [1, 2, 3]
 
 
-def test_a_missing_key_fails_before_anything_is_written(engine: Engine) -> None:
-    row = _items(1)[0]
-    del row["attempts"]  # a Python-side default that executemany does not fill in
-    with pytest.raises(KeyError, match="attempts"), engine.begin() as conn:
-        executemany(conn, insert(batch_items), [row])
+def test_a_missing_value_fails_before_anything_is_written(engine: Engine) -> None:
+    header = _batch(3)
+    del header["throttled_s"]  # a Python-side default, which executemany does not fill in
+    rows = _items(1)
+    del rows[2]["status"]  # the rows share their keys
+    with engine.begin() as conn:
+        with pytest.raises(KeyError, match="throttled_s"):
+            executemany(conn, insert(batches), [header])
+        with pytest.raises(KeyError, match="status"):
+            executemany(conn, insert(batch_items), rows)
     assert _stored(engine, 1) == []
