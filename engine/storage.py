@@ -26,7 +26,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .clock import Clock, SystemClock, as_utc
+from .clock import Clock, SystemClock
 from .errors import NotFoundError, StorageError
 from .models import Job, JobStatus, MetricChange, Phase, Reason, Snapshot, TimelineEntry
 from .schema import jobs, metadata, month_end_snapshots, runs, timeline
@@ -329,8 +329,10 @@ class Storage:
                 self._pending.entries[(entry.job_id, entry.as_of)] = entry
             if month_end is not None:
                 self._pending.put_month_end(_month_end_row(month_end, job.id, self.clock.now()))
+            full = self._note_pending()
         self._forget_job(job, keep_pending=True)
-        self._after_defer()
+        if full:
+            self.flush()
 
     # --- timelines and month-end snapshots ----------------------------------------------
 
@@ -350,8 +352,9 @@ class Storage:
                 .order_by(timeline.c.as_of)
             )
             with self.reading("timelines") as conn:
-                for row in conn.execute(query):
-                    out[row[0]].append(_entry_from_row(row))
+                rows = conn.execute(query).all()
+            for row in rows:
+                out[row[0]].append(_entry_from_row(row))
         return {j: self._overlay(j, tuple(v)) for j, v in out.items()}
 
     def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
@@ -383,7 +386,7 @@ class Storage:
 
     def _write_entries(self, entries: Sequence[TimelineEntry]) -> None:
         with self.transaction("write_entry") as conn:
-            _upsert_entries(conn, [_entry_row(e) for e in entries])
+            _upsert_entries(conn, entries)
 
     def _overlay(self, job_id: int, stored: tuple[TimelineEntry, ...]) -> tuple[TimelineEntry, ...]:
         with self._pending_lock:
@@ -444,11 +447,15 @@ class Storage:
 
     def _after_defer(self) -> None:
         with self._pending_lock:
-            if self._oldest_pending is None:
-                self._oldest_pending = self.clock.monotonic()
-            full = len(self._pending) >= self.settings.batch_size
+            full = self._note_pending()
         if full:
             self.flush()
+
+    def _note_pending(self) -> bool:
+        """Start the maximum-delay clock; whether the size trigger fired (pending lock held)."""
+        if self._oldest_pending is None:
+            self._oldest_pending = self.clock.monotonic()
+        return len(self._pending) >= self.settings.batch_size
 
     def _flush_loop(self) -> None:
         delay = self.settings.max_write_delay_ms / 1000
@@ -485,7 +492,7 @@ class _Pending:
 
     def write(self, conn: Connection) -> None:
         if self.entries:
-            _upsert_entries(conn, [_entry_row(e) for e in self.entries.values()])
+            _upsert_entries(conn, self.entries.values())
         if self.jobs:
             _update_jobs(conn, list(self.jobs.values()))
         if self.month_ends:
@@ -525,28 +532,47 @@ def _new_job_row(run_id: int, district: str, month: str, now: datetime) -> dict[
     }
 
 
-def _job_progress_row(job: Job) -> dict[str, Any]:
-    row = {c: getattr(job, c) for c in _JOB_PROGRESS_COLUMNS}
-    row["status"] = job.status.value
-    row["phase"] = job.phase.value if job.phase else None
-    row["reason"] = job.reason.value if job.reason else None
-    row["significant_dates"] = ",".join(d.isoformat() for d in job.significant_dates)
-    return row
+def _job_progress_row(job: Job) -> tuple[Any, ...]:
+    """A job's progress columns in :data:`_JOB_PROGRESS_COLUMNS` order, then its id."""
+    return (
+        job.status.value,
+        job.phase.value if job.phase else None,
+        job.reason.value if job.reason else None,
+        job.error,
+        job.completed_at,
+        job.final_as_of,
+        job.last_check_date,
+        job.checks,
+        job.significant_changes,
+        job.stable_days,
+        job.extension_days,
+        job.last_significant_as_of,
+        job.attempts,
+        ",".join(map(date.isoformat, job.significant_dates)),
+        job.id,
+    )
+
+
+# Enum members by value: a dict lookup instead of the enum's call machinery.
+_STATUSES = {s.value: s for s in JobStatus}
+_PHASES = {p.value: p for p in Phase}
+_REASONS = {r.value: r for r in Reason}
 
 
 def _job_from_row(r: RowMapping) -> Job:
-    dates = tuple(date.fromisoformat(d) for d in r["significant_dates"].split(",") if d)
+    """A job from its row (its timestamps are aware UTC: see ``UTCDateTime``)."""
+    dates = r["significant_dates"]
     return Job(
         id=r["id"],
         run_id=r["run_id"],
         district=r["district"],
         month=r["month"],
-        status=JobStatus(r["status"]),
-        phase=Phase(r["phase"]) if r["phase"] else None,
-        reason=Reason(r["reason"]) if r["reason"] else None,
+        status=_STATUSES[r["status"]],
+        phase=_PHASES.get(r["phase"]),
+        reason=_REASONS.get(r["reason"]),
         error=r["error"],
-        created_at=as_utc(r["created_at"]),
-        completed_at=r["completed_at"] and as_utc(r["completed_at"]),
+        created_at=r["created_at"],
+        completed_at=r["completed_at"],
         final_as_of=r["final_as_of"],
         last_check_date=r["last_check_date"],
         checks=r["checks"],
@@ -555,38 +581,42 @@ def _job_from_row(r: RowMapping) -> Job:
         extension_days=r["extension_days"],
         last_significant_as_of=r["last_significant_as_of"],
         attempts=r["attempts"],
-        significant_dates=dates,
+        significant_dates=tuple(map(date.fromisoformat, dates.split(","))) if dates else (),
     )
 
 
-def _entry_row(e: TimelineEntry) -> dict[str, Any]:
-    changes = [[c.metric, c.old, c.new, c.significant] for c in e.changes]
-    return {
-        "job_id": e.job_id,
-        "as_of": e.as_of,
-        "checked_at": e.checked_at,
-        "data_month": e.data_month,
-        "metrics": json.dumps(dict(e.metrics), sort_keys=True),
-        "changes": json.dumps(changes),
-        "significant": e.significant,
-        "note": e.note,
-    }
-
-
-# Entries are read by position (cheaper than by name: timelines are read in bulk).
-_ENTRY_COLUMNS = tuple(
-    timeline.c[name]
-    for name in (
-        "job_id",
-        "as_of",
-        "checked_at",
-        "data_month",
-        "metrics",
-        "changes",
-        "significant",
-        "note",
-    )
+_ENTRY_NAMES = (
+    "job_id",
+    "as_of",
+    "checked_at",
+    "data_month",
+    "metrics",
+    "changes",
+    "significant",
+    "note",
 )
+# Entries are read by position (cheaper than by name: timelines are read in bulk).
+_ENTRY_COLUMNS = tuple(timeline.c[name] for name in _ENTRY_NAMES)
+
+# json.dumps(..., sort_keys=True) builds a new encoder at every call; json.loads
+# also skips whitespace around the value (there is none in what we wrote).
+_to_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+_from_json = json.JSONDecoder().raw_decode
+
+
+def _entry_row(e: TimelineEntry) -> tuple[Any, ...]:
+    """An entry's columns in :data:`_ENTRY_NAMES` order."""
+    changes = [[c.metric, c.old, c.new, c.significant] for c in e.changes]
+    return (
+        e.job_id,
+        e.as_of,
+        e.checked_at,
+        e.data_month,
+        _to_json(dict(e.metrics)),
+        _to_json(changes) if changes else "[]",
+        e.significant,
+        e.note,
+    )
 
 
 def _entry_from_row(r: Sequence[Any]) -> TimelineEntry:
@@ -594,9 +624,9 @@ def _entry_from_row(r: Sequence[Any]) -> TimelineEntry:
     return TimelineEntry(
         job_id=job_id,
         as_of=as_of,
-        checked_at=as_utc(checked_at),
+        checked_at=checked_at,
         data_month=data_month,
-        metrics=json.loads(metrics),
+        metrics=_from_json(metrics)[0],
         changes=_changes(changes),
         significant=significant,
         note=note,
@@ -606,7 +636,7 @@ def _entry_from_row(r: Sequence[Any]) -> TimelineEntry:
 def _changes(text: str) -> tuple[MetricChange, ...]:
     if text == "[]":  # most entries: no change since the check before
         return ()
-    return tuple(MetricChange(m, o, n, s) for m, o, n, s in json.loads(text))
+    return tuple(MetricChange(m, o, n, s) for m, o, n, s in _from_json(text)[0])
 
 
 def _month_end_row(s: Snapshot, job_id: int, now: datetime) -> dict[str, Any]:
@@ -614,26 +644,19 @@ def _month_end_row(s: Snapshot, job_id: int, now: datetime) -> dict[str, Any]:
         "district": s.district,
         "month": s.data_month,
         "as_of": s.as_of,
-        "metrics": json.dumps(dict(s.metrics), sort_keys=True),
+        "metrics": _to_json(dict(s.metrics)),
         "job_id": job_id,
         "updated_at": now,
     }
 
 
-_UPDATE_JOB = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("job_id"))
-    .values({c: bindparam(c) for c in _JOB_PROGRESS_COLUMNS})
-)
-
-
 def _update_jobs(conn: Connection, changed: Sequence[Job]) -> None:
     """Write jobs' progress columns in one executemany."""
-    conn.execute(_UPDATE_JOB, [{"job_id": j.id, **_job_progress_row(j)} for j in changed])
+    _UPDATE_JOBS.execute(conn, [_job_progress_row(j) for j in changed])
 
 
-def _upsert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    conn.execute(_entries_upsert(conn.dialect.name), rows)
+def _upsert_entries(conn: Connection, entries: Iterable[TimelineEntry]) -> None:
+    _UPSERT_ENTRIES.execute(conn, [_entry_row(e) for e in entries])
 
 
 def _upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -641,17 +664,79 @@ def _upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(_month_end_upsert(conn.dialect.name), rows)
 
 
-# The upserts are built once per dialect: building one (its ``excluded`` alias) costs
-# more than running it, and they run at every flush.
-@functools.cache
+class _Prepared:
+    """A Core statement compiled once per dialect and run with rows as tuples.
+
+    ``conn.execute(stmt, dicts)`` processes every row's parameters in Python (about
+    10 us a row, more than SQLite takes to write it). Here the rows are tuples in
+    ``names`` order; the bind processors of the statement's types (the dialect's own,
+    e.g. dates to text on SQLite) are applied column by column, and the rows go to
+    the DBAPI's executemany through :meth:`Connection.exec_driver_sql` (same
+    transaction, events and round-trip count).
+    """
+
+    def __init__(self, build: Callable[[str], Any], names: Sequence[str]) -> None:
+        self._build = build
+        self.names = tuple(names)
+        self._compiled: dict[tuple[str, str], tuple[str, Callable[..., Any]]] = {}
+
+    def execute(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        dialect = conn.dialect
+        key = (dialect.name, dialect.driver)
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled.setdefault(key, self._compile(dialect))
+        sql, convert = found
+        conn.exec_driver_sql(sql, convert(rows))
+
+    def _compile(self, dialect: Any) -> tuple[str, Callable[..., Any]]:
+        compiled = self._build(dialect.name).compile(dialect=dialect)
+        order = list(compiled.positiontup or []) if dialect.positional else list(self.names)
+        processors = [
+            (i, p)
+            for i, name in enumerate(self.names)
+            if (p := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+        ]
+        if order != list(self.names):  # the rows are built in ``names`` order
+            raise AssertionError(f"{self.names} are not in the statement's order {order}")
+        names = self.names
+
+        def convert(rows: list[tuple[Any, ...]]) -> Any:
+            if processors:
+                columns: list[Any] = list(zip(*rows, strict=True))
+                for i, process in processors:
+                    columns[i] = map(process, columns[i])
+                rows = list(zip(*columns, strict=True))
+            if not dialect.positional:
+                return [dict(zip(names, r, strict=True)) for r in rows]
+            return rows
+
+        return compiled.string, convert
+
+
 def _entries_upsert(dialect: str) -> Any:
-    stmt = _insert_for(dialect, timeline)
+    stmt = _insert_for(dialect, timeline).values({n: bindparam(n) for n in _ENTRY_NAMES})
     cols = ("checked_at", "data_month", "metrics", "changes", "significant", "note")
     return stmt.on_conflict_do_update(
         index_elements=["job_id", "as_of"], set_={c: stmt.excluded[c] for c in cols}
     )
 
 
+_UPSERT_ENTRIES = _Prepared(_entries_upsert, _ENTRY_NAMES)
+_UPDATE_JOBS = _Prepared(
+    lambda _: (
+        update(jobs)
+        .where(jobs.c.id == bindparam("job_id"))
+        .values({c: bindparam(c) for c in _JOB_PROGRESS_COLUMNS})
+    ),
+    (*_JOB_PROGRESS_COLUMNS, "job_id"),
+)
+
+
+# Built once per dialect: building an upsert (its ``excluded`` alias) costs more than
+# running it, and it runs at every flush.
 @functools.cache
 def _month_end_upsert(dialect: str) -> Any:
     stmt = _insert_for(dialect, month_end_snapshots)

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.dialects import sqlite
 
 from engine.models import JobStatus, MetricChange, Phase, Snapshot, TimelineEntry
-from engine.schema import timeline
+from engine.schema import ISODate, UTCDateTime, timeline
 from engine.settings import StorageSettings
 from engine.storage import Storage
 
@@ -129,6 +130,48 @@ class StorageContract:
         assert all(bulk[j.id] == storage.timeline(j.id) for j in created)
         assert {bulk[j.id][0].metrics["membership"] for j in created} == {j.id for j in created}
 
+    def test_timestamps_with_any_offset_come_back_equal_and_aware(
+        self, storage: Storage, url: str
+    ) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        plus_two = timezone(timedelta(hours=2))
+        done = datetime(2025, 7, 9, 23, 30, 15, 250_000, tzinfo=plus_two)
+        job = storage.transition(replace(job, completed_at=done, final_as_of=date(2025, 7, 8)))
+        checked = datetime(2025, 7, 3, 12, 0, tzinfo=UTC)  # no microseconds
+        storage.save_progress(job, replace(entry(job.id, 2, 100), checked_at=checked), None)
+        storage.flush()
+        other = Storage(StorageSettings(db_url=url, mode="naive"))
+        try:
+            got = other.get_job(job.id)
+            (stored,) = other.timeline(job.id)
+        finally:
+            other.close()
+        assert got.completed_at == done and got.completed_at.utcoffset() is not None
+        assert got.created_at == job.created_at and got.created_at.utcoffset() is not None
+        assert got.final_as_of == date(2025, 7, 8)
+        assert stored.checked_at == checked and stored.checked_at.utcoffset() is not None
+
+    def test_metrics_changes_and_dates_round_trip(self, storage: Storage, url: str) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        metrics = {"membership": 1234, "total_payments": 5678.25, "dcp_goals": 0, "a b": -1.5}
+        changes = (
+            MetricChange("membership", 1230, 1234, True),
+            MetricChange("total_payments", 5600.5, 5678.25, False),
+        )
+        written = TimelineEntry(
+            job.id, date(2025, 7, 4), NOW, None, metrics, changes, True, "note \u00e9"
+        )
+        significant = (date(2025, 7, 2), date(2025, 7, 4))
+        storage.save_progress(replace(job, significant_dates=significant), written, None)
+        storage.flush()
+        other = Storage(StorageSettings(db_url=url, mode="naive"))
+        try:
+            assert other.timeline(job.id) == (written,)
+            assert other.timelines([job.id]) == {job.id: (written,)}
+            assert other.get_job(job.id).significant_dates == significant
+        finally:
+            other.close()
+
 
 class TestNaiveStorage(StorageContract):
     mode = "naive"
@@ -171,3 +214,25 @@ class TestOptimizedStorage(StorageContract):
         assert s.flush() == 2
         assert len(s.timeline(job.id)) == 1
         s.close()
+
+
+def test_sqlite_stores_iso_text_in_utc(tmp_path: Path) -> None:
+    s = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode="naive"))
+    try:
+        (job,) = s.create_run("2025-06", ["42"], mode="naive", source="sim")
+        local = datetime(2025, 7, 3, 14, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+        s.save_progress(job, replace(entry(job.id, 2, 100), checked_at=local), None)
+        with s.engine.connect() as conn:
+            raw = conn.exec_driver_sql("SELECT as_of, checked_at FROM timeline").one()
+    finally:
+        s.close()
+    assert tuple(raw) == ("2025-07-02", "2025-07-03T12:00:00.000005+00:00")
+
+
+def test_date_and_naive_timestamp_binds_on_sqlite() -> None:
+    dialect = sqlite.dialect()
+    as_date = ISODate().bind_processor(dialect)
+    as_utc = UTCDateTime().bind_processor(dialect)
+    assert as_date(datetime(2025, 7, 1, 23, 59)) == "2025-07-01" and as_date(None) is None
+    assert as_utc(datetime(2025, 7, 1, 9, 30)) == "2025-07-01T09:30:00+00:00"  # naive: UTC
+    assert as_utc(None) is None
