@@ -3,7 +3,7 @@
 Works on SQLite (the embedded default) and PostgreSQL. Each part of the engine
 keeps its tables in its own section below.
 
-The reconciliation tables store dates and timestamps with :class:`ISODate` and
+The reconciliation and batch tables store dates and timestamps with :class:`ISODate` and
 :class:`UTCDateTime`: native DATE and TIMESTAMP WITH TIME ZONE on PostgreSQL,
 ISO-8601 text on SQLite (``2025-07-01``; ``2025-07-01T12:00:00+00:00``)
 converted with ``isoformat`` / ``fromisoformat``, which is several times cheaper
@@ -170,8 +170,8 @@ batches = Table(
     Column("config", Text, nullable=False),
     Column("total", Integer, nullable=False),
     Column("items", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
     Column("throttled_s", Float, nullable=False, default=0.0),
 )
 
@@ -190,7 +190,7 @@ batch_items = Table(
     Column("history", Text, nullable=False),
     Column("result", Text),
     Column("error", Text),
-    Column("finished_at", DateTime(timezone=True)),
+    Column("finished_at", UTCDateTime()),
     sqlite_with_rowid=False,  # the key is the table: one b-tree per row written, not two
 )
 
