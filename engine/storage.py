@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
+import itertools
 import json
 import logging
+import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
@@ -44,7 +47,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from .clock import Clock, SystemClock
@@ -274,17 +277,17 @@ class Storage:
         return [j for j in overlaid if status is None or j.status == status]
 
     def _load_jobs(self, run_id: int | None) -> list[Job]:
-        query = select(jobs).order_by(jobs.c.id)
+        query = select(*_JOB_COLUMNS).order_by(jobs.c.id)
         if run_id is not None:
             query = query.where(jobs.c.run_id == run_id)
         with self.reading("load_jobs") as conn:
-            return [_job_from_row(r._mapping) for r in conn.execute(query)]
+            return [_job_from_row(r) for r in conn.execute(query).all()]
 
     def recent_jobs(self, district: str, limit: int = 12) -> list[Job]:
         """The district's latest jobs over every month and run, newest first."""
-        query = select(jobs).where(jobs.c.district == district).order_by(jobs.c.id.desc())
+        query = select(*_JOB_COLUMNS).where(jobs.c.district == district).order_by(jobs.c.id.desc())
         with self.reading("recent_jobs") as conn:
-            return [_job_from_row(r._mapping) for r in conn.execute(query.limit(limit))]
+            return [_job_from_row(r) for r in conn.execute(query.limit(limit)).all()]
 
     def get_job(self, job_id: int) -> Job:
         with self._pending_lock:
@@ -293,10 +296,10 @@ class Storage:
 
         def load() -> Job:
             with self.reading("get_job") as conn:
-                row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+                row = conn.execute(select(*_JOB_COLUMNS).where(jobs.c.id == job_id)).first()
             if row is None:
                 raise NotFoundError("job", job_id)
-            return _job_from_row(row._mapping)
+            return _job_from_row(row)
 
         return self._cached(("job", job_id), load)  # type: ignore[no-any-return]
 
@@ -337,25 +340,33 @@ class Storage:
     # --- timelines and month-end snapshots ----------------------------------------------
 
     def timeline(self, job_id: int) -> tuple[TimelineEntry, ...]:
-        stored = self._cached(
-            ("timeline", job_id), lambda: self.timelines([job_id]).get(job_id, ())
-        )
-        return self._overlay(job_id, stored)
+        stored = self._cached(("timeline", job_id), lambda: self._load_timelines([job_id])[job_id])
+        return _overlay(stored, self._queued_entries().get(job_id))
 
     def timelines(self, job_ids: Sequence[int]) -> dict[int, tuple[TimelineEntry, ...]]:
-        """Timelines of many jobs in one query (the bulk load)."""
-        out: dict[int, list[TimelineEntry]] = {j: [] for j in job_ids}
+        """Timelines of many jobs in one query per 500 jobs (the bulk load)."""
+        stored = self._load_timelines(job_ids)
+        queued = self._queued_entries()
+        if not queued:
+            return stored
+        return {j: _overlay(entries, queued.get(j)) for j, entries in stored.items()}
+
+    def _load_timelines(self, job_ids: Sequence[int]) -> dict[int, tuple[TimelineEntry, ...]]:
+        """Stored timelines. Rows come in (job_id, as_of) order, the order of the unique
+        index, so that SQLite reads them off the index without sorting and they group
+        by job."""
+        out: dict[int, tuple[TimelineEntry, ...]] = dict.fromkeys(job_ids, ())
         for chunk in _chunks(list(job_ids), 500):
             query = (
                 select(*_ENTRY_COLUMNS)
                 .where(timeline.c.job_id.in_(chunk))
-                .order_by(timeline.c.as_of)
+                .order_by(timeline.c.job_id, timeline.c.as_of)
             )
             with self.reading("timelines") as conn:
-                rows = conn.execute(query).all()
-            for row in rows:
-                out[row[0]].append(_entry_from_row(row))
-        return {j: self._overlay(j, tuple(v)) for j, v in out.items()}
+                rows = conn.execute(query).yield_per(100)
+                for job_id, group in itertools.groupby(rows, operator.itemgetter(0)):
+                    out[job_id] = tuple(map(_entry_from_row, group))
+        return out
 
     def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
         """The job's latest entry with data of ``month`` (or of no stated month)."""
@@ -388,14 +399,13 @@ class Storage:
         with self.transaction("write_entry") as conn:
             _upsert_entries(conn, entries)
 
-    def _overlay(self, job_id: int, stored: tuple[TimelineEntry, ...]) -> tuple[TimelineEntry, ...]:
+    def _queued_entries(self) -> dict[int, list[TimelineEntry]]:
+        """Entries waiting for a flush, by job."""
+        by_job: dict[int, list[TimelineEntry]] = {}
         with self._pending_lock:
-            queued = [e for (j, _), e in self._pending.entries.items() if j == job_id]
-        if not queued:
-            return stored
-        merged = {e.as_of: e for e in stored}
-        merged.update({e.as_of: e for e in queued})
-        return tuple(merged[k] for k in sorted(merged))
+            for (job_id, _), e in self._pending.entries.items():
+                by_job.setdefault(job_id, []).append(e)
+        return by_job
 
     # --- caches -----------------------------------------------------------------------------
 
@@ -559,29 +569,36 @@ _PHASES = {p.value: p for p in Phase}
 _REASONS = {r.value: r for r in Reason}
 
 
-def _job_from_row(r: RowMapping) -> Job:
+# Jobs are read by position, in the order of Job's fields (a KeyError here if the
+# model and the table drift apart).
+_JOB_COLUMNS = tuple(jobs.c[f.name] for f in dataclasses.fields(Job))
+
+
+def _job_from_row(r: Sequence[Any]) -> Job:
     """A job from its row (its timestamps are aware UTC: see ``UTCDateTime``)."""
-    dates = r["significant_dates"]
+    (id_, run_id, district, month, status, phase, reason, error, created_at, completed_at,
+     final_as_of, last_check_date, checks, significant_changes, stable_days, extension_days,
+     last_significant_as_of, attempts, dates) = r  # fmt: skip
     return Job(
-        id=r["id"],
-        run_id=r["run_id"],
-        district=r["district"],
-        month=r["month"],
-        status=_STATUSES[r["status"]],
-        phase=_PHASES.get(r["phase"]),
-        reason=_REASONS.get(r["reason"]),
-        error=r["error"],
-        created_at=r["created_at"],
-        completed_at=r["completed_at"],
-        final_as_of=r["final_as_of"],
-        last_check_date=r["last_check_date"],
-        checks=r["checks"],
-        significant_changes=r["significant_changes"],
-        stable_days=r["stable_days"],
-        extension_days=r["extension_days"],
-        last_significant_as_of=r["last_significant_as_of"],
-        attempts=r["attempts"],
-        significant_dates=tuple(map(date.fromisoformat, dates.split(","))) if dates else (),
+        id_,
+        run_id,
+        district,
+        month,
+        _STATUSES[status],
+        _PHASES.get(phase),
+        _REASONS.get(reason),
+        error,
+        created_at,
+        completed_at,
+        final_as_of,
+        last_check_date,
+        checks,
+        significant_changes,
+        stable_days,
+        extension_days,
+        last_significant_as_of,
+        attempts,
+        tuple(map(date.fromisoformat, dates.split(","))) if dates else (),
     )
 
 
@@ -621,15 +638,15 @@ def _entry_row(e: TimelineEntry) -> tuple[Any, ...]:
 
 def _entry_from_row(r: Sequence[Any]) -> TimelineEntry:
     job_id, as_of, checked_at, data_month, metrics, changes, significant, note = r
-    return TimelineEntry(
-        job_id=job_id,
-        as_of=as_of,
-        checked_at=checked_at,
-        data_month=data_month,
-        metrics=_from_json(metrics)[0],
-        changes=_changes(changes),
-        significant=significant,
-        note=note,
+    return TimelineEntry.from_stored(
+        job_id,
+        as_of,
+        checked_at,
+        data_month,
+        _from_json(metrics)[0],
+        _changes(changes),
+        significant,
+        note,
     )
 
 
@@ -807,6 +824,17 @@ def _brief(exc: SQLAlchemyError) -> str:
 
 def _is_locked(exc: SQLAlchemyError) -> bool:
     return "locked" in _brief(exc).lower() or "busy" in _brief(exc).lower()
+
+
+def _overlay(
+    stored: tuple[TimelineEntry, ...], queued: list[TimelineEntry] | None
+) -> tuple[TimelineEntry, ...]:
+    """A stored timeline with queued entries on top (the newer entry of an as-of wins)."""
+    if not queued:
+        return stored
+    merged = {e.as_of: e for e in stored}
+    merged.update({e.as_of: e for e in queued})
+    return tuple(merged[k] for k in sorted(merged))
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
