@@ -356,13 +356,15 @@ class Storage:
         index, so that SQLite reads them off the index without sorting and they group
         by job."""
         out: dict[int, tuple[TimelineEntry, ...]] = dict.fromkeys(job_ids, ())
-        for chunk in _chunks(list(job_ids), 500):
-            query = (
-                select(*_ENTRY_COLUMNS)
-                .where(timeline.c.job_id.in_(chunk))
-                .order_by(timeline.c.job_id, timeline.c.as_of)
-            )
-            with self.reading("timelines") as conn:
+        with self.reading("timelines") as conn:  # one transaction: one snapshot
+            for chunk in _chunks(list(job_ids), 500):
+                query = (
+                    select(*_ENTRY_COLUMNS)
+                    .where(timeline.c.job_id.in_(chunk))
+                    .order_by(timeline.c.job_id, timeline.c.as_of)
+                )
+                # Streamed: rows held all at once would survive into the collector's
+                # old generation and bring on a full collection at most bulk loads.
                 rows = conn.execute(query).yield_per(100)
                 for job_id, group in itertools.groupby(rows, operator.itemgetter(0)):
                     out[job_id] = tuple(map(_entry_from_row, group))
