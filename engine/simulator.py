@@ -356,10 +356,15 @@ class Simulator:
 
     def _summary_row(self, district: str, month: str, collection_date: date) -> list[str]:
         info = self._district(district)
-        states = self.clubs(district, month, collection_date)
-        paid = sum(s.standing == "good" for s in states)
-        payments = sum(s.payments for s in states)
-        levels = Counter(s.level for s in states)
+        paid = payments = active = 0
+        levels = dict.fromkeys(("", "D", "S", "P", "M"), 0)
+        # One pass over the clubs: this runs for every district of every summary.
+        for s in self.clubs(district, month, collection_date):
+            payments += s.payments
+            if s.standing == "good":
+                paid += 1
+                active += s.active >= 8  # status "Active", not "Low"
+            levels[s.level] += 1
         return [
             district,
             f"{info.region:02d}",
@@ -369,8 +374,8 @@ class Simulator:
             f"{payments:,}",
             f"{info.payment_base:,}",
             _pct(payments, info.payment_base),
-            str(sum(s.status == "Active" for s in states)),
-            str(len(states) - levels[""]),
+            str(active),
+            str(sum(levels.values()) - levels[""]),
             str(levels["S"]),
             str(levels["P"]),
         ]
