@@ -17,6 +17,7 @@ Errors: a failed fetch raises :class:`~engine.errors.SourceError`
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -41,6 +42,8 @@ from .parse import (
 )
 from .settings import SourceSettings
 from .simulator import Simulator, load_calendar
+
+log = logging.getLogger(__name__)
 
 
 class Source(Protocol):
@@ -72,7 +75,8 @@ class _SummaryCache:
     failed fetch is not cached; the next caller tries again. The default size
     holds every collection date of a replayed closing period (June's window
     with its extensions is 35 days), so districts replayed one after another
-    share them too.
+    share them too. :meth:`start` loads in the background, so that a check's
+    own export request and a missing summary's are in flight at the same time.
     """
 
     def __init__(self, maxsize: int = 40) -> None:
@@ -83,11 +87,7 @@ class _SummaryCache:
     def get(
         self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
     ) -> Export | None:
-        with self._lock:
-            entry = self._entries.setdefault(key, _Entry())
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._maxsize:
-                self._entries.popitem(last=False)
+        entry = self._entry(key)
         while not entry.lock.acquire(timeout=0.05):
             cancel.check()
         try:
@@ -96,6 +96,40 @@ class _SummaryCache:
             return entry.value
         finally:
             entry.lock.release()
+
+    def start(
+        self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
+    ) -> None:
+        """Load ``key`` in a background thread unless it is loaded or being loaded.
+
+        The thread holds the entry's lock, so :meth:`get` waits for it; if the
+        load fails (``cancel`` too is the caller's), the next ``get`` tries again.
+        """
+        entry = self._entry(key)
+        if entry.loaded or not entry.lock.acquire(blocking=False):
+            return
+        if entry.loaded:  # loaded between the two checks
+            entry.lock.release()
+            return
+
+        def run() -> None:
+            try:
+                entry.value, entry.loaded = load(), True
+            except Exception as exc:  # the waiting get() fetches again and reports it
+                log.debug("background summary load of %s failed: %s", key, exc)
+            finally:
+                entry.lock.release()
+
+        threading.Thread(target=run, name="summary-load", daemon=True).start()
+        cancel.check()
+
+    def _entry(self, key: tuple[str, date]) -> _Entry:
+        with self._lock:
+            entry = self._entries.setdefault(key, _Entry())
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+        return entry
 
     def clear(self) -> None:
         with self._lock:
@@ -129,6 +163,12 @@ class _ExportSource(ABC):
     ) -> Snapshot:
         district, month = validate_district(district), validate_month(month)
         cancel.check()
+        if self._summaries is not None:  # in flight while the club export is fetched
+            self._summaries.start(
+                (month, collection_date),
+                lambda: self._summary_export(month, collection_date, cancel),
+                cancel,
+            )
         club = self._club(district, month, collection_date, cancel)
         summary = self._summary(month, collection_date, cancel)
         if summary is not None and _published(summary) != _published(club):

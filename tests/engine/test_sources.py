@@ -6,18 +6,19 @@ import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import settings as settings_mod
-from engine.cancel import CancelToken
+from engine.cancel import NEVER, CancelToken
 from engine.cli import Context
 from engine.commands import sim as sim_command
 from engine.errors import ConfigError, ItemCancelled, ParseError, SourceError
 from engine.models import ALL_METRICS, Snapshot, month_end, next_month
 from engine.settings import SourceSettings
 from engine.simulator import Simulator, SimulatorServer, export_dates, serve_simulator
-from engine.sources import FolderSource, HttpSource, SimulatorSource, make_source
+from engine.sources import FolderSource, HttpSource, SimulatorSource, _SummaryCache, make_source
 
 MONTH = "2025-03"
 CLOSING = date(2025, 4, 4)
@@ -243,3 +244,44 @@ def test_make_source_chooses_by_setting(tmp_path: Path) -> None:
             SourceSettings(source="sim", calendar_file=str(tmp_path / "missing.json")),
             share_summary=False,
         )
+
+
+def test_a_summary_started_in_the_background_is_loaded_once_and_awaited() -> None:
+    cache = _SummaryCache()
+    release = threading.Event()
+    loads: list[str] = []
+    export = object()
+
+    def load() -> Any:
+        loads.append(threading.current_thread().name)
+        release.wait(10)
+        return export
+
+    key = (MONTH, date(2025, 4, 1))
+    cache.start(key, load, NEVER)
+    cache.start(key, load, NEVER)  # already loading: no second load
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(cache.get(key, load, NEVER)))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # waits for the background load
+    release.set()
+    waiter.join(10)
+    assert got == [export] and loads == ["summary-load"]
+    cache.start(key, load, NEVER)  # loaded: nothing to do
+    assert cache.get(key, load, NEVER) is export and len(loads) == 1
+
+
+def test_a_failed_background_load_is_fetched_again_by_the_caller() -> None:
+    cache = _SummaryCache()
+    calls: list[str] = []
+
+    def load() -> Any:
+        calls.append(threading.current_thread().name)
+        raise SourceError("HTTP 503", transient=True)
+
+    key = (MONTH, date(2025, 4, 1))
+    cache.start(key, load, NEVER)
+    with pytest.raises(SourceError, match="503"):
+        cache.get(key, load, NEVER)
+    assert calls == ["summary-load", threading.current_thread().name]
