@@ -163,23 +163,60 @@ class Export:
     as_of: date
 
 
-def parse_export(text: str, source: str) -> Export:
-    """Parse one CSV export; ``source`` (path or URL) is named in every error."""
-    records = _records(text, source)
-    header_line, header = next(records, (0, []))
+class RowMemo:
+    """Parsed rows of one source's exports, by header, line number and line text.
+
+    A district's export of one day differs from the day before in a few clubs;
+    the rows of the unchanged lines are taken from here instead of being read
+    again (rows are immutable, so sharing them is safe). Bounded: when full it
+    starts afresh. Thread-safe: one dict operation per lookup.
+    """
+
+    def __init__(self, maxsize: int = 20_000) -> None:
+        self._rows: dict[tuple[tuple[str, ...], int, str], Row] = {}
+        self._maxsize = maxsize
+
+    def get(self, key: tuple[tuple[str, ...], int, str]) -> Row | None:
+        return self._rows.get(key)
+
+    def put(self, key: tuple[tuple[str, ...], int, str], row: Row) -> None:
+        if len(self._rows) >= self._maxsize:
+            self._rows.clear()
+        self._rows[key] = row
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+def parse_export(text: str, source: str, *, memo: RowMemo | None = None) -> Export:
+    """Parse one CSV export; ``source`` (path or URL) is named in every error.
+
+    With a ``memo``, rows of lines seen before (same header, line and text) are reused.
+    """
+    records = _records(text, source, raw=memo is not None)
+    header_line, header, _ = next(records, (0, [], None))
     if not header:
         raise ParseError(source, "empty file: no header row", line=max(header_line, 1))
     report, plan = _detect(header, source, header_line)
+    known = tuple(header)
     rows: list[Row] = []
     footer: tuple[str, date] | None = None
     line = header_line
-    for line, cells in records:
+    for line, cells, raw in records:
         if footer is not None:
             raise ParseError(source, "unexpected content after the footer line", line=line)
-        if _is_footer(cells):
+        key = (known, line, raw) if raw is not None else None
+        if key is not None and memo is not None and (row := memo.get(key)) is not None:
+            rows.append(row)
+        elif _is_footer(cells):
             footer = _footer(cells, source, line)
         else:
-            rows.append(_row(cells, line, header, plan, source))
+            rows.append(row := _row(cells, line, header, plan, source))
+            if key is not None and memo is not None:
+                memo.put(key, row)
     if footer is None:
         raise ParseError(source, "no footer line 'Month of <month>, As of MM/DD/YYYY'", line=line)
     return Export(report, source, tuple(rows), footer[0], footer[1])
@@ -193,9 +230,16 @@ def decode_export(data: bytes) -> str:
         return data.decode("cp1252", errors="replace")
 
 
-def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank CSV records with the file line each one starts on."""
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+def _records(
+    text: str, source: str, *, raw: bool = False
+) -> Iterator[tuple[int, list[str], str | None]]:
+    """Non-blank CSV records with the file line each one starts on.
+
+    With ``raw``, also the text of a record that is one whole line (else None).
+    """
+    lines = io.StringIO(text.removeprefix("\ufeff"), newline="")
+    tap = _Tap(lines) if raw else None
+    reader = csv.reader(tap or lines)
     line = 1
     while True:
         try:
@@ -206,8 +250,26 @@ def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
             raise ParseError(source, f"unreadable CSV: {exc}", line=reader.line_num) from exc
         # The first cell settles most records without joining the rest.
         if (cells and cells[0].strip()) or "".join(cells).strip():
-            yield line, cells
+            whole = tap is not None and reader.line_num == line
+            yield line, cells, tap.last if whole and tap is not None else None
         line = reader.line_num + 1
+
+
+class _Tap:
+    """The lines of a file for ``csv.reader``, keeping the last one handed out."""
+
+    __slots__ = ("_lines", "last")
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.last = ""
+
+    def __iter__(self) -> _Tap:
+        return self
+
+    def __next__(self) -> str:
+        self.last = next(self._lines)
+        return self.last
 
 
 def _key(name: str) -> str:

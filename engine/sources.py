@@ -5,10 +5,12 @@ exports: the district's club performance export and the district summary
 (one row per district, shared by all). Every source parses real CSV text, so
 the parser is exercised whichever source runs.
 
-With ``share_summary=True`` a source keeps the parsed district summary per
-(month, collection date) in a small bounded map, so one summary fetch serves
-every district checked that day (the optimized mode); otherwise each check
-fetches it again (the naive mode).
+With ``share_summary=True`` (the optimized mode) a source keeps the parsed
+district summary per (month, collection date) in a small bounded map, so one
+summary fetch serves every district checked that day, and reuses the parsed
+rows of export lines it has read before (:class:`~engine.parse.RowMemo`: from
+one day to the next most clubs' lines do not change). Otherwise (the naive
+mode) each check fetches the summary again and parses every line.
 
 Errors: a failed fetch raises :class:`~engine.errors.SourceError`
 (``transient=True`` when a retry can help: timeouts, connection errors, HTTP
@@ -34,6 +36,7 @@ from .models import Snapshot, validate_district, validate_month
 from .parse import (
     Export,
     Report,
+    RowMemo,
     build_snapshot,
     decode_export,
     parse_export,
@@ -150,13 +153,14 @@ class _ExportSource(ABC):
 
     def __init__(self, *, share_summary: bool) -> None:
         self._summaries = _SummaryCache() if share_summary else None
+        self._rows = RowMemo() if share_summary else None
         self.monitor: Any = None
 
     def _parse(self, text: str, where: str) -> Export:
         if self.monitor is None:
-            return parse_export(text, where)
+            return parse_export(text, where, memo=self._rows)
         with self.monitor.timed("parse"):
-            return parse_export(text, where)
+            return parse_export(text, where, memo=self._rows)
 
     def fetch(
         self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
@@ -189,9 +193,11 @@ class _ExportSource(ABC):
         return summary_districts(summary)
 
     def close(self) -> None:
-        """Drop the shared summaries."""
+        """Drop the shared summaries and rows."""
         if self._summaries is not None:
             self._summaries.clear()
+        if self._rows is not None:
+            self._rows.clear()
 
     def _summary(self, month: str, collection_date: date, cancel: CancelToken) -> Export | None:
         def load() -> Export | None:
