@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from engine.errors import ParseError
 from engine.parse import (
     Report,
+    RowMemo,
     build_snapshot,
     club_metrics,
     decode_export,
@@ -291,3 +292,50 @@ def test_any_input_parses_or_raises_parse_error(text: str) -> None:
         assert exc.source == "fuzz.csv"
     else:
         assert export.data_month[:4].isdigit()
+
+
+# --- parsed rows reused across exports (optimized mode) ------------------------------
+
+
+def test_a_memo_reuses_the_rows_of_unchanged_lines_and_reads_the_rest() -> None:
+    memo = RowMemo()
+    day1 = club_csv(*CLUB_ROWS)
+    revised = CLUB_ROWS[2].replace(",12,7,", ",12,9,")  # Early Birds: 7 -> 9 members
+    day2 = club_csv(
+        *CLUB_ROWS[:2], revised, *CLUB_ROWS[3:], footer="Month of Jun, As of 07/06/2025"
+    )
+    first = parse_export(day1, "d1.csv", memo=memo)
+    second = parse_export(day2, "d2.csv", memo=memo)
+    assert second == parse_export(day2, "d2.csv")  # the same as without a memo
+    assert first.rows[0] is second.rows[0] and first.rows[3] is second.rows[3]
+    assert first.rows[2] is not second.rows[2]
+    assert second.rows[2].numbers["Active Members"] == 9
+    assert second.as_of == date(2025, 7, 6)
+    assert len(memo) == len(CLUB_ROWS) + 1
+
+
+def test_a_memo_never_hides_an_error_or_a_changed_header() -> None:
+    memo = RowMemo()
+    parse_export(club_csv(*CLUB_ROWS), "d1.csv", memo=memo)
+    bad = CLUB_ROWS[1].replace(",22,", ",2x,")
+    with pytest.raises(ParseError) as info:
+        parse_export(club_csv(CLUB_ROWS[0], bad), "d2.csv", memo=memo)
+    assert (info.value.source, info.value.line, info.value.column) == (
+        "d2.csv",
+        3,
+        "Active Members",
+    )
+    other = CLUB_HEADER.replace("Club Status", "Status")  # another year's name, same column
+    export = parse_export(club_csv(*CLUB_ROWS, header=other), "d3.csv", memo=memo)
+    assert export.rows[0] is not parse_export(club_csv(*CLUB_ROWS), "d4.csv", memo=memo).rows[0]
+
+
+def test_a_memo_is_bounded_and_skips_multiline_records() -> None:
+    memo = RowMemo(maxsize=4)
+    text = club_csv(*CLUB_ROWS[:3], '42,A,1,9999,"Two\r\nLines",Active,20,26,10,4,1,6,M')
+    export = parse_export(text, "d1.csv", memo=memo)
+    assert export == parse_export(text, "d1.csv")
+    assert export.rows[3].text["Club Name"] == "Two\r\nLines"
+    assert len(memo) == 3  # the record over two lines is read each time
+    parse_export(club_csv(*CLUB_ROWS), "d2.csv", memo=memo)
+    assert len(memo) <= 4
