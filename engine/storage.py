@@ -6,8 +6,9 @@ Two modes side by side:
   to the database. This is the "before" of the before/after comparison.
 - ``optimized``: per-check writes (timeline entries, job progress, month-end
   snapshots, generic deferred inserts) are queued, coalesced by key and written
-  in one transaction when ``batch_size`` are pending, after
-  ``max_write_delay_ms``, on :meth:`flush` and on :meth:`close`. Readers in this
+  in one transaction by a flusher thread when ``batch_size`` are pending (by the
+  writer itself past four times that), after ``max_write_delay_ms``, on
+  :meth:`flush` and on :meth:`close`. Readers in this
   process see queued writes (they are overlaid on database reads). Jobs and
   timelines are kept in an LRU of ``cache_max_size`` entries and index queries
   (jobs of a month, latest run) in a TTL cache of ``index_cache_timeout_ms``.
@@ -58,6 +59,8 @@ from .settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
+_INLINE_FLUSH_FACTOR = 4  # see Storage._size_trigger
+
 _JOB_PROGRESS_COLUMNS = (
     "status",
     "phase",
@@ -102,6 +105,7 @@ class Storage:
         self.cache_misses = 0
         self._generation = 0  # bumped by every invalidation (see _through)
         self._closed = threading.Event()
+        self._wake = threading.Event()  # the size trigger fired: the flusher writes now
         try:
             metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
@@ -190,6 +194,7 @@ class Storage:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._wake.set()
         if self._flusher is not None:
             self._flusher.join(timeout=5)
         try:
@@ -332,10 +337,9 @@ class Storage:
                 self._pending.entries[(entry.job_id, entry.as_of)] = entry
             if month_end is not None:
                 self._pending.put_month_end(_month_end_row(month_end, job.id, self.clock.now()))
-            full = self._note_pending()
+            pending = self._note_pending()
         self._forget_job(job, keep_pending=True)
-        if full:
-            self.flush()
+        self._size_trigger(pending)
 
     # --- timelines and month-end snapshots ----------------------------------------------
 
@@ -459,22 +463,34 @@ class Storage:
 
     def _after_defer(self) -> None:
         with self._pending_lock:
-            full = self._note_pending()
-        if full:
-            self.flush()
+            pending = self._note_pending()
+        self._size_trigger(pending)
 
-    def _note_pending(self) -> bool:
-        """Start the maximum-delay clock; whether the size trigger fired (pending lock held)."""
+    def _note_pending(self) -> int:
+        """Start the maximum-delay clock; how many writes are queued (pending lock held)."""
         if self._oldest_pending is None:
             self._oldest_pending = self.clock.monotonic()
-        return len(self._pending) >= self.settings.batch_size
+        return len(self._pending)
+
+    def _size_trigger(self, pending: int) -> None:
+        """At ``batch_size`` queued writes the flusher thread writes them, so that the
+        caller does not wait for the commit. Past :data:`_INLINE_FLUSH_FACTOR` times that
+        (the flusher is behind, or the database fails), the caller flushes itself: it
+        waits, and it gets the error."""
+        if pending >= _INLINE_FLUSH_FACTOR * self.settings.batch_size:
+            self.flush()
+        elif pending >= self.settings.batch_size:
+            self._wake.set()
 
     def _flush_loop(self) -> None:
         delay = self.settings.max_write_delay_ms / 1000
-        while not self._closed.wait(min(delay, 0.05)):
+        while not self._closed.is_set():
+            self._wake.wait(min(delay, 0.05))
+            self._wake.clear()  # a trigger after this is seen by the size check below
             with self._pending_lock:
-                oldest = self._oldest_pending
-            if oldest is not None and self.clock.monotonic() - oldest >= delay:
+                oldest, pending = self._oldest_pending, len(self._pending)
+            late = oldest is not None and self.clock.monotonic() - oldest >= delay
+            if not self._closed.is_set() and (late or pending >= self.settings.batch_size):
                 with contextlib.suppress(StorageError):  # kept queued; retried next tick
                     self.flush()
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import sqlite
 
+from engine.errors import StorageError
 from engine.models import JobStatus, MetricChange, Phase, Snapshot, TimelineEntry
 from engine.schema import ISODate, UTCDateTime, timeline
 from engine.settings import StorageSettings
@@ -193,8 +195,37 @@ class TestOptimizedStorage(StorageContract):
             (job,) = s.create_run("2025-06", ["42"], mode="optimized", source="sim")
             s.save_progress(job, entry(job.id, 2, 100), None)  # entry + job = 2 pending
             assert s.pending_writes() == 2
-            s.save_progress(job, entry(job.id, 3, 101), None)  # 3 pending: flushed
+            s.save_progress(job, entry(job.id, 3, 101), None)  # 3 pending: the flusher writes
+            assert _eventually(lambda: s.pending_writes() == 0)
+            reader = Storage(StorageSettings(db_url=url, mode="naive"))
+            assert len(reader.timeline(job.id)) == 2
+            reader.close()
+        finally:
+            s.close()
+
+    def test_a_writer_far_ahead_of_a_failing_flusher_flushes_itself_and_sees_the_error(
+        self, url: str
+    ) -> None:
+        s = Storage(
+            StorageSettings(db_url=url, mode="optimized", batch_size=2, max_write_delay_ms=60_000)
+        )
+        try:
+            (job,) = s.create_run("2025-06", ["42"], mode="optimized", source="sim")
+            with s.engine.connect() as conn:  # every flush fails: the table is gone
+                conn.exec_driver_sql("ALTER TABLE timeline RENAME TO timeline_away")
+                conn.commit()
+            days = []
+            with pytest.raises(StorageError, match="storage flush"):  # at 8 pending at the latest
+                for day in range(2, 30):
+                    days.append(day)
+                    s.save_progress(job, entry(job.id, day, 100 + day), None)
+            assert 2 < len(days) <= 7  # the flusher's tries (from 2 pending on) fail quietly
+            with s.engine.connect() as conn:
+                conn.exec_driver_sql("ALTER TABLE timeline_away RENAME TO timeline")
+                conn.commit()
+            s.flush()
             assert s.pending_writes() == 0
+            assert [e.as_of.day for e in s.timeline(job.id)] == days  # nothing dropped
         finally:
             s.close()
 
@@ -236,3 +267,13 @@ def test_date_and_naive_timestamp_binds_on_sqlite() -> None:
     assert as_date(datetime(2025, 7, 1, 23, 59)) == "2025-07-01" and as_date(None) is None
     assert as_utc(datetime(2025, 7, 1, 9, 30)) == "2025-07-01T09:30:00+00:00"  # naive: UTC
     assert as_utc(None) is None
+
+
+def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Whether ``condition`` holds within ``timeout_s`` (for the flusher thread's work)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
