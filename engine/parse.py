@@ -191,16 +191,23 @@ class RowMemo:
         self._rows.clear()
 
 
-def parse_export(text: str, source: str, *, memo: RowMemo | None = None) -> Export:
+def parse_export(
+    text: str, source: str, *, memo: RowMemo | None = None, rows_for: str | None = None
+) -> Export:
     """Parse one CSV export; ``source`` (path or URL) is named in every error.
 
     With a ``memo``, rows of lines seen before (same header, line and text) are reused.
+    With ``rows_for`` (a data month), an export whose footer names another month is
+    read for its header and footer only: its ``rows`` are empty (a check of the
+    month needs no figures of another).
     """
     records = _records(text, source, raw=memo is not None)
     header_line, header, _ = next(records, (0, [], None))
     if not header:
         raise ParseError(source, "empty file: no header row", line=max(header_line, 1))
     report, plan = _detect(header, source, header_line)
+    if rows_for is not None and (last := _last_line_footer(text)) and last[0] != rows_for:
+        return Export(report, source, (), *last)
     known = tuple(header)
     rows: list[Row] = []
     footer: tuple[str, date] | None = None
@@ -220,6 +227,18 @@ def parse_export(text: str, source: str, *, memo: RowMemo | None = None) -> Expo
     if footer is None:
         raise ParseError(source, "no footer line 'Month of <month>, As of MM/DD/YYYY'", line=line)
     return Export(report, source, tuple(rows), footer[0], footer[1])
+
+
+def _last_line_footer(text: str) -> tuple[str, date] | None:
+    """The footer's data month and as-of date if the last line is a valid footer, else
+    None (then the full parse finds the footer or reports what is wrong)."""
+    body = text.rstrip()
+    last = body[body.rfind("\n") + 1 :]
+    try:
+        cells = next(csv.reader([last]))
+        return _footer(cells, "", 0) if "".join(cells).strip() and _is_footer(cells) else None
+    except (csv.Error, StopIteration, ParseError):
+        return None
 
 
 def decode_export(data: bytes) -> str:

@@ -156,11 +156,11 @@ class _ExportSource(ABC):
         self._rows = RowMemo() if share_summary else None
         self.monitor: Any = None
 
-    def _parse(self, text: str, where: str) -> Export:
+    def _parse(self, text: str, where: str, *, rows_for: str | None = None) -> Export:
         if self.monitor is None:
-            return parse_export(text, where, memo=self._rows)
+            return parse_export(text, where, memo=self._rows, rows_for=rows_for)
         with self.monitor.timed("parse"):
-            return parse_export(text, where, memo=self._rows)
+            return parse_export(text, where, memo=self._rows, rows_for=rows_for)
 
     def fetch(
         self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
@@ -184,6 +184,8 @@ class _ExportSource(ABC):
                 month=month,
                 transient=True,
             )
+        if club.data_month != month:  # read for its footer only (see _club)
+            return Snapshot(district, club.as_of, club.data_month, {}, source=club.source)
         return build_snapshot(district, club, summary)
 
     def districts(self, month: str, collection_date: date) -> list[str]:
@@ -211,7 +213,8 @@ class _ExportSource(ABC):
     def _club(
         self, district: str, month: str, collection_date: date, cancel: CancelToken
     ) -> Export:
-        """The district's club performance export."""
+        """The district's club performance export, parsed with ``rows_for=month``: when
+        the source publishes another month, only its header and footer are read."""
 
     @abstractmethod
     def _summary_export(
@@ -238,7 +241,7 @@ class SimulatorSource(_ExportSource):
     ) -> Export:
         text = self.sim.club_performance_csv(district, month, collection_date, cancel)
         where = f"sim:{report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)}"
-        return self._parse(text, where)
+        return self._parse(text, where, rows_for=month)
 
     def _summary_export(self, month: str, collection_date: date, cancel: CancelToken) -> Export:
         text = self.sim.district_summary_csv(month, collection_date, cancel)
@@ -275,7 +278,7 @@ class FolderSource(_ExportSource):
         path = self._folder(collection_date) / f"clubperformance_{district}.csv"
         if not path.is_file():
             raise SourceError(f"no export {path}", district=district, month=month)
-        return self._parse(self._read(path, district, month), str(path))
+        return self._parse(self._read(path, district, month), str(path), rows_for=month)
 
     def _summary_export(
         self, month: str, collection_date: date, cancel: CancelToken
@@ -320,13 +323,21 @@ class HttpSource(_ExportSource):
         self, district: str, month: str, collection_date: date, cancel: CancelToken
     ) -> Export:
         param = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
-        return self._get(param, district, month, cancel)
+        return self._get(param, district, month, cancel, rows_for=month)
 
     def _summary_export(self, month: str, collection_date: date, cancel: CancelToken) -> Export:
         param = report_param(Report.DISTRICT_SUMMARY, "", month, collection_date)
         return self._get(param, None, month, cancel)
 
-    def _get(self, param: str, district: str | None, month: str, cancel: CancelToken) -> Export:
+    def _get(
+        self,
+        param: str,
+        district: str | None,
+        month: str,
+        cancel: CancelToken,
+        *,
+        rows_for: str | None = None,
+    ) -> Export:
         cancel.check()
         request = self._client.build_request(
             "GET", "/export.aspx", params={"type": "CSV", "report": param}
@@ -354,7 +365,7 @@ class HttpSource(_ExportSource):
                 url=url,
                 transient=transient,
             )
-        return self._parse(decode_export(response.content), url)
+        return self._parse(decode_export(response.content), url, rows_for=rows_for)
 
 
 def make_source(settings: SourceSettings, *, share_summary: bool) -> Source:

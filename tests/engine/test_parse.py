@@ -339,3 +339,31 @@ def test_a_memo_is_bounded_and_skips_multiline_records() -> None:
     assert len(memo) == 3  # the record over two lines is read each time
     parse_export(club_csv(*CLUB_ROWS), "d2.csv", memo=memo)
     assert len(memo) <= 4
+
+
+def test_rows_of_another_data_month_are_not_read() -> None:
+    text = club_csv(*CLUB_ROWS)  # Month of Jun, As of 07/05/2025
+    same = parse_export(text, "club.csv", rows_for="2025-06")
+    assert same == parse_export(text, "club.csv") and len(same.rows) == len(CLUB_ROWS)
+    other = parse_export(
+        club_csv(CLUB_ROWS[0], "42,A,1,2345,Bad,Active,18,2x"), "c.csv", rows_for="2025-05"
+    )
+    assert (other.report, other.rows, other.data_month, other.as_of) == (
+        Report.CLUB_PERFORMANCE,
+        (),
+        "2025-06",
+        date(2025, 7, 5),
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        club_csv(*CLUB_ROWS, footer="Month of Jun, As of 13/45/2025"),  # bad footer date
+        club_csv(*CLUB_ROWS, footer="Totals,1,2,3"),  # no footer at the end
+        "Not,A,Known,Header\r\n" + FOOTER,  # the header is still checked
+    ],
+)
+def test_rows_for_never_skips_an_error_of_the_header_or_footer(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_export(text, "club.csv", rows_for="2025-05")

@@ -49,7 +49,9 @@ def test_simulator_source_builds_full_snapshots(sim: Simulator) -> None:
     assert (
         snap.metrics["net_growth"] == snap.metrics["membership"] - snap.metrics["membership_base"]
     )
-    assert source.fetch("42", MONTH, CLOSING + timedelta(days=1)).data_month == next_month(MONTH)
+    later = source.fetch("42", MONTH, CLOSING + timedelta(days=1))
+    assert (later.data_month, later.as_of, later.metrics) == (next_month(MONTH), CLOSING, {})
+    assert source.fetch("42", next_month(MONTH), CLOSING + timedelta(days=1)).metrics
     assert source.districts(MONTH, date(2025, 4, 2)) == sim.districts()
 
 
