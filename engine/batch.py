@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import itertools
 import json
 import logging
@@ -54,10 +53,9 @@ from typing import Any
 
 import httpx
 import psutil
-from sqlalchemy import Connection, Row, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
-from .bulk import executemany
+from .bulk import Prepared, dialect_insert
 from .cancel import CancelToken
 from .clock import Clock, SystemClock, as_utc
 from .errors import (
@@ -342,14 +340,23 @@ class _Flush:
     final: bool
 
 
-@functools.cache
-def _upsert_items(dialect: str) -> Any:
+_ITEM_NAMES = tuple(c.name for c in batch_items.c)
+
+
+def _items_upsert(dialect: str) -> Any:
     """Insert item rows, replacing those of interrupted items."""
-    stmt = (postgresql if dialect == "postgresql" else sqlite).insert(batch_items)
+    stmt = dialect_insert(dialect, batch_items).values({n: bindparam(n) for n in _ITEM_NAMES})
     return stmt.on_conflict_do_update(
-        index_elements=[batch_items.c.batch_id, batch_items.c.item_id],
+        index_elements=["batch_id", "item_id"],
         set_={c.name: stmt.excluded[c.name] for c in batch_items.c if not c.primary_key},
     )
+
+
+_UPSERT_ITEMS = Prepared(_items_upsert, _ITEM_NAMES)
+
+
+def _write_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    _UPSERT_ITEMS.execute(conn, [tuple(row[n] for n in _ITEM_NAMES) for row in rows])
 
 
 class BatchRunner:
@@ -835,7 +842,7 @@ class BatchRunner:
                  "finished_at": now}
                 for n, _, _, history in unfinished
             ]  # fmt: skip
-            executemany(conn, _upsert_items(conn.dialect.name), rows)
+            _write_items(conn, rows)
         return [
             _event(CANCELLED, batch_id, n, spec, error="cancelled") for n, spec, _, _ in unfinished
         ]
@@ -945,7 +952,7 @@ class BatchRunner:
 
     def _write(self, conn: Connection, flush: _Flush) -> None:
         if flush.items:
-            executemany(conn, _upsert_items(conn.dialect.name), flush.items)
+            _write_items(conn, flush.items)
         if flush.final:
             b = flush.batch
             conn.execute(

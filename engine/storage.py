@@ -47,10 +47,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from .bulk import Prepared, dialect_insert
 from .clock import Clock, SystemClock
 from .errors import NotFoundError, StorageError
 from .models import Job, JobStatus, MetricChange, Phase, Reason, Snapshot, TimelineEntry
@@ -699,68 +699,16 @@ def _upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(_month_end_upsert(conn.dialect.name), rows)
 
 
-class _Prepared:
-    """A Core statement compiled once per dialect and run with rows as tuples.
-
-    ``conn.execute(stmt, dicts)`` processes every row's parameters in Python (about
-    10 us a row, more than SQLite takes to write it). Here the rows are tuples in
-    ``names`` order; the bind processors of the statement's types (the dialect's own,
-    e.g. dates to text on SQLite) are applied column by column, and the rows go to
-    the DBAPI's executemany through :meth:`Connection.exec_driver_sql` (same
-    transaction, events and round-trip count).
-    """
-
-    def __init__(self, build: Callable[[str], Any], names: Sequence[str]) -> None:
-        self._build = build
-        self.names = tuple(names)
-        self._compiled: dict[tuple[str, str], tuple[str, Callable[..., Any]]] = {}
-
-    def execute(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        dialect = conn.dialect
-        key = (dialect.name, dialect.driver)
-        found = self._compiled.get(key)
-        if found is None:
-            found = self._compiled.setdefault(key, self._compile(dialect))
-        sql, convert = found
-        conn.exec_driver_sql(sql, convert(rows))
-
-    def _compile(self, dialect: Any) -> tuple[str, Callable[..., Any]]:
-        compiled = self._build(dialect.name).compile(dialect=dialect)
-        order = list(compiled.positiontup or []) if dialect.positional else list(self.names)
-        processors = [
-            (i, p)
-            for i, name in enumerate(self.names)
-            if (p := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-        ]
-        if order != list(self.names):  # the rows are built in ``names`` order
-            raise AssertionError(f"{self.names} are not in the statement's order {order}")
-        names = self.names
-
-        def convert(rows: list[tuple[Any, ...]]) -> Any:
-            if processors:
-                columns: list[Any] = list(zip(*rows, strict=True))
-                for i, process in processors:
-                    columns[i] = map(process, columns[i])
-                rows = list(zip(*columns, strict=True))
-            if not dialect.positional:
-                return [dict(zip(names, r, strict=True)) for r in rows]
-            return rows
-
-        return compiled.string, convert
-
-
 def _entries_upsert(dialect: str) -> Any:
-    stmt = _insert_for(dialect, timeline).values({n: bindparam(n) for n in _ENTRY_NAMES})
+    stmt = dialect_insert(dialect, timeline).values({n: bindparam(n) for n in _ENTRY_NAMES})
     cols = ("checked_at", "data_month", "metrics", "changes", "significant", "note")
     return stmt.on_conflict_do_update(
         index_elements=["job_id", "as_of"], set_={c: stmt.excluded[c] for c in cols}
     )
 
 
-_UPSERT_ENTRIES = _Prepared(_entries_upsert, _ENTRY_NAMES)
-_UPDATE_JOBS = _Prepared(
+_UPSERT_ENTRIES = Prepared(_entries_upsert, _ENTRY_NAMES)
+_UPDATE_JOBS = Prepared(
     lambda _: (
         update(jobs)
         .where(jobs.c.id == bindparam("job_id"))
@@ -774,17 +722,13 @@ _UPDATE_JOBS = _Prepared(
 # running it, and it runs at every flush.
 @functools.cache
 def _month_end_upsert(dialect: str) -> Any:
-    stmt = _insert_for(dialect, month_end_snapshots)
+    stmt = dialect_insert(dialect, month_end_snapshots)
     cols = ("as_of", "metrics", "job_id", "updated_at")
     return stmt.on_conflict_do_update(
         index_elements=["district", "month"],
         set_={c: stmt.excluded[c] for c in cols},
         where=stmt.excluded.as_of > month_end_snapshots.c.as_of,
     )
-
-
-def _insert_for(dialect: str, table: Table) -> Any:
-    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 # --- engine set-up ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""engine.bulk.executemany stores exactly what ``conn.execute`` stores, on a
-SQLite file and on a real PostgreSQL server."""
+"""engine.bulk.Prepared stores exactly what ``conn.execute`` stores, on a SQLite
+file and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -11,15 +11,34 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, bindparam, create_engine, insert, select, update
 
-from engine.bulk import _plan, executemany
+from engine.bulk import Prepared, dialect_insert
 from engine.schema import batch_items, batches, metadata
 from tests.postgres import postgres_server
 
-UPDATE = (
-    update(batch_items)
-    .where(batch_items.c.batch_id == bindparam("b_batch_id"))
-    .where(batch_items.c.item_id == bindparam("b_item_id"))
+NAMES = ("batch_id", "item_id", "status", "attempts", "history", "result", "error", "finished_at")
+INSERT = Prepared(
+    lambda dialect: insert(batch_items).values({n: bindparam(n) for n in NAMES}), NAMES
 )
+SET = ("status", "error", "b_batch_id", "b_item_id")
+UPDATE = Prepared(
+    lambda dialect: (
+        update(batch_items)
+        .where(batch_items.c.batch_id == bindparam("b_batch_id"))
+        .where(batch_items.c.item_id == bindparam("b_item_id"))
+        .values(status=bindparam("status"), error=bindparam("error"))
+    ),
+    SET,
+)
+
+
+def _upsert(dialect: str) -> Any:
+    stmt = dialect_insert(dialect, batch_items).values({n: bindparam(n) for n in NAMES})
+    return stmt.on_conflict_do_update(
+        index_elements=["batch_id", "item_id"], set_={"status": stmt.excluded.status}
+    )
+
+
+UPSERT = Prepared(_upsert, NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -75,57 +94,64 @@ def _items(batch_id: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _tuples(rows: list[dict[str, Any]], names: tuple[str, ...] = NAMES) -> list[tuple[Any, ...]]:
+    return [tuple(r[n] for n in names) for r in rows]
+
+
 def _stored(db: Engine, batch_id: int) -> list[tuple[Any, ...]]:
     query = select(batch_items).where(batch_items.c.batch_id == batch_id)
     with db.connect() as conn:
-        return [
-            tuple(r)[1:] for r in conn.execute(query.order_by(batch_items.c.item_id))
-        ]  # without batch_id
+        rows = conn.execute(query.order_by(batch_items.c.item_id))
+        return [tuple(r)[1:] for r in rows]  # without batch_id
 
 
 def test_insert_stores_what_execute_stores(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(insert(batch_items), _items(1))
-        executemany(conn, insert(batch_items), _items(2))
+        INSERT.execute(conn, _tuples(_items(2)))
     assert _stored(engine, 2) == _stored(engine, 1)
     assert len(_stored(engine, 1)) == 3
+    assert _stored(engine, 1)[1][-1] == datetime(2025, 7, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
-def test_update_with_bound_keys(engine: Engine) -> None:
+def test_update_with_named_binds(engine: Engine) -> None:
     rows = [
         {"b_batch_id": b, "b_item_id": 2, "status": "failed", "error": "Boom: 'x' \"y\" \n"}
         for b in (1, 2)
     ]
     with engine.begin() as conn:
         conn.execute(insert(batch_items), _items(1) + _items(2))
-        conn.execute(UPDATE, rows[:1])
-        executemany(conn, UPDATE, rows[1:])
+        conn.execute(
+            update(batch_items)
+            .where(batch_items.c.batch_id == bindparam("b_batch_id"))
+            .where(batch_items.c.item_id == bindparam("b_item_id")),
+            rows[:1],
+        )
+        UPDATE.execute(conn, _tuples(rows[1:], SET))
     assert _stored(engine, 2) == _stored(engine, 1)
-    assert _stored(engine, 2)[1][1:3] == ("failed", 2)  # status, attempts: only the named columns
+    assert _stored(engine, 2)[1][1:3] == ("failed", 2)  # status, and attempts untouched
 
 
-def test_a_statement_is_compiled_once_per_dialect_and_keys(engine: Engine) -> None:
-    statement = insert(batch_items)
-    keys = tuple(_items(1)[0])
+def test_upsert_replaces_only_what_it_sets(engine: Engine) -> None:
+    first = _items(1)
+    again = [{**r, "status": "succeeded", "attempts": 9} for r in first[:2]]
     with engine.begin() as conn:
-        first = _plan(conn, statement, keys)
-        assert _plan(conn, statement, keys) is first
-        assert _plan(conn, statement, keys[:-1]) is not first
-        assert _plan(conn, insert(batch_items), keys) is not first  # another statement
-        executemany(conn, statement, _items(1)[:1])
-        executemany(conn, statement, _items(1)[1:])
-        executemany(conn, statement, [])
-    assert [r[0] for r in _stored(engine, 1)] == [1, 2, 3]
+        UPSERT.execute(conn, _tuples(first))
+        UPSERT.execute(conn, _tuples(again))
+        UPSERT.execute(conn, [])
+    stored = _stored(engine, 1)
+    assert [(r[1], r[2]) for r in stored] == [("succeeded", 1), ("succeeded", 2), ("queued", 3)]
 
 
-def test_a_missing_value_fails_before_anything_is_written(engine: Engine) -> None:
-    header = _batch(3)
-    del header["throttled_s"]  # a Python-side default, which executemany does not fill in
-    rows = _items(1)
-    del rows[2]["status"]  # the rows share their keys
+def test_names_out_of_the_statements_order_are_refused(engine: Engine) -> None:
+    wrong = Prepared(
+        lambda dialect: insert(batch_items).values({n: bindparam(n) for n in NAMES}),
+        tuple(reversed(NAMES)),
+    )
     with engine.begin() as conn:
-        with pytest.raises(KeyError, match="throttled_s"):
-            executemany(conn, insert(batches), [header])
-        with pytest.raises(KeyError, match="status"):
-            executemany(conn, insert(batch_items), rows)
-    assert _stored(engine, 1) == []
+        if conn.dialect.positional:
+            with pytest.raises(AssertionError, match="statement's order"):
+                wrong.execute(conn, _tuples(_items(1), tuple(reversed(NAMES))))
+        else:  # named parameters: the order does not matter
+            wrong.execute(conn, _tuples(_items(1), tuple(reversed(NAMES))))
+    assert len(_stored(engine, 1)) == (0 if engine.dialect.positional else 3)
