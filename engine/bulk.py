@@ -6,7 +6,11 @@ statement is compiled once per dialect; its rows are tuples in ``names``
 order, the bind processors of the statement's types (the dialect's own, e.g.
 timestamps to text on SQLite) are applied column by column, and the rows go to
 the DBAPI's executemany through :meth:`Connection.exec_driver_sql` (same
-transaction, events and round-trip count), in the driver's parameter style::
+transaction, events and round-trip count), in the driver's parameter style.
+On SQLite an INSERT goes as multi-row ``VALUES (...), (...)`` statements
+instead: sqlite3's executemany releases and retakes the interpreter lock for
+every row, which costs a thread switch per row while other threads run Python,
+and a statement per row costs SQLite more too::
 
     UPSERT = Prepared(lambda dialect: build_statement(dialect), ("id", "name"))
     UPSERT.execute(conn, [(1, "a"), (2, "b")])
@@ -18,6 +22,7 @@ that order: Python-side column defaults are not filled in.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -35,7 +40,7 @@ class Prepared:
     def __init__(self, build: Callable[[str], Any], names: Sequence[str]) -> None:
         self._build = build
         self.names = tuple(names)
-        self._compiled: dict[tuple[str, str], tuple[str, Callable[..., Any]]] = {}
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
 
     def execute(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
@@ -45,10 +50,17 @@ class Prepared:
         found = self._compiled.get(key)
         if found is None:
             found = self._compiled.setdefault(key, self._compile(dialect))
-        sql, convert = found
-        conn.exec_driver_sql(sql, convert(rows))
+        params = found.convert(rows)
+        if found.values is None:
+            conn.exec_driver_sql(found.sql, params)
+            return
+        per = found.values.rows
+        for start in range(0, len(params), per):
+            chunk = params[start : start + per]
+            flat = tuple(value for row in chunk for value in row)
+            conn.exec_driver_sql(found.values.sql(len(chunk)), flat)
 
-    def _compile(self, dialect: Any) -> tuple[str, Callable[..., Any]]:
+    def _compile(self, dialect: Any) -> _Compiled:
         compiled = self._build(dialect.name).compile(dialect=dialect)
         order = list(compiled.positiontup or []) if dialect.positional else list(self.names)
         processors = [
@@ -70,7 +82,42 @@ class Prepared:
                 return [dict(zip(names, r, strict=True)) for r in rows]
             return rows
 
-        return compiled.string, convert
+        return _Compiled(compiled.string, convert, _values(dialect, compiled, len(names)))
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    convert: Callable[[list[tuple[Any, ...]]], Any]
+    values: _Values | None
+
+
+class _Values:
+    """An INSERT's SQL around its ``VALUES`` group, to repeat the group for many rows."""
+
+    def __init__(self, head: str, group: str, tail: str, rows: int) -> None:
+        self.head, self.group, self.tail = head, group, tail
+        self.rows = rows  # per statement
+
+    def sql(self, count: int) -> str:
+        return f"{self.head}{', '.join([self.group] * count)}{self.tail}"
+
+
+# SQLite's oldest limit on the parameters of one statement (999 before 3.32).
+_SQLITE_MAX_PARAMETERS = 999
+
+
+def _values(dialect: Any, compiled: Any, width: int) -> _Values | None:
+    """How to send many rows in one INSERT on SQLite; None elsewhere, or for other
+    statements (rows then go through executemany)."""
+    if dialect.name != "sqlite" or dialect.paramstyle != "qmark" or not compiled.isinsert:
+        return None
+    sql = compiled.string
+    group = f"({', '.join(['?'] * width)})"
+    if sql.count(group) != 1 or sql.count("?") != width:
+        return None
+    head, tail = sql.split(group)
+    return _Values(head, group, tail, max(1, _SQLITE_MAX_PARAMETERS // width))
 
 
 def dialect_insert(dialect: str, table: Table) -> Any:

@@ -155,3 +155,16 @@ def test_names_out_of_the_statements_order_are_refused(engine: Engine) -> None:
         else:  # named parameters: the order does not matter
             wrong.execute(conn, _tuples(_items(1), tuple(reversed(NAMES))))
     assert len(_stored(engine, 1)) == (0 if engine.dialect.positional else 3)
+
+
+def test_many_rows_in_chunks_and_a_key_twice_in_one_call(engine: Engine) -> None:
+    many = [
+        {**_items(1)[1], "item_id": n, "status": "queued" if n % 2 else "failed"}
+        for n in range(1, 302)
+    ]  # more rows than one SQLite statement takes
+    later = [{**many[0], "status": "succeeded"}]
+    with engine.begin() as conn:
+        UPSERT.execute(conn, _tuples(many + later))
+    stored = _stored(engine, 1)
+    assert [r[0] for r in stored] == list(range(1, 302))
+    assert [r[1] for r in stored[:3]] == ["succeeded", "failed", "queued"]  # the last one wins
