@@ -21,6 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..bench import SUITES, TARGETS, machine, run_suite, store
+from ..clock import SystemClock
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ def register(subparsers: Any) -> None:
 
 def cmd_bench(args: argparse.Namespace, ctx: Context) -> int:
     names = SUITES if args.suite == "all" else (args.suite,)
-    started = ctx.console().clock.now()
-    results = _run(names, quick=args.quick)
+    started = SystemClock().now()
+    results = _run(names, quick=args.quick)  # before the console starts its threads
     storage = ctx.console().storage
     for name, result in results.items():
         store(storage, name, result, quick=args.quick, when=started)
