@@ -44,6 +44,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     update,
 )
@@ -107,9 +108,17 @@ class Storage:
         self._closed = threading.Event()
         self._wake = threading.Event()  # the size trigger fired: the flusher writes now
         try:
-            metadata.create_all(self.engine)
+            missing = _missing_columns(self.engine)
+            if missing is None:
+                metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise StorageError("open", f"{settings.db_url}: {exc}") from exc
+        if missing is not None:
+            raise StorageError(
+                "open",
+                f"{settings.db_url} was made by an older version (table {missing}): "
+                "move it away or delete it, and a new one is made",
+            )
         self._flusher: threading.Thread | None = None
         if self.optimized:
             self._flusher = threading.Thread(
@@ -778,6 +787,20 @@ def _sqlite_pragmas(engine: Engine) -> None:
         # instead of failing when a read transaction tries to upgrade.
         immediate = conn.get_execution_options().get("immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _missing_columns(engine: Engine) -> str | None:
+    """The first ``table.column`` an existing table lacks (create_all adds missing
+    tables, never columns)."""
+    found = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not found.has_table(table.name):
+            continue
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                return f"{table.name} has no column {column.name}"
+    return None
 
 
 def _brief(exc: SQLAlchemyError) -> str:
