@@ -75,8 +75,11 @@ def live_fragment(fn: Callable[[], bool], *, active: bool) -> None:
 
 
 def table(rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
-    """A dataframe of view rows without the index (``kwargs`` go to ``st.dataframe``)."""
-    return st.dataframe(pd.DataFrame(list(rows)), hide_index=True, **kwargs)
+    """A dataframe of view rows without the index (``kwargs`` go to ``st.dataframe``).
+
+    Missing values (no error, no ETA once final) show as a dash, not as "None".
+    """
+    return st.dataframe(pd.DataFrame(list(rows)), hide_index=True, placeholder="–", **kwargs)
 
 
 def batch_panel(view: BatchView) -> None:
