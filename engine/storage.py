@@ -94,6 +94,7 @@ class Storage:
         self._pending_lock = threading.RLock()
         self._flush_lock = threading.Lock()
         self._pending = _Pending()
+        self._flushing = _Pending()  # taken from _pending, being written: still visible
         self._oldest_pending: float | None = None
         self._cache_lock = threading.Lock()
         self._lru: cachetools.LRUCache[Any, Any] = cachetools.LRUCache(settings.cache_max_size)
@@ -166,8 +167,9 @@ class Storage:
                 raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
 
     def pending_writes(self) -> int:
+        """Writes not committed yet (queued, or in a flush under way)."""
         with self._pending_lock:
-            return len(self._pending)
+            return len(self._pending) + len(self._flushing)
 
     def flush(self) -> int:
         """Write everything queued in one transaction; return how many writes.
@@ -184,6 +186,7 @@ class Storage:
         with self._flush_lock:
             with self._pending_lock:
                 batch, self._pending = self._pending, _Pending()
+                self._flushing = batch  # readers overlay it until it is committed
                 self._oldest_pending = None
             if not batch and then is None:
                 return 0
@@ -195,9 +198,26 @@ class Storage:
             except StorageError:
                 with self._pending_lock:
                     self._pending = batch.merged_with(self._pending)
+                    self._flushing = _Pending()
                     self._oldest_pending = self.clock.monotonic()
                 raise
+            self._forget_flushed(batch)
             return len(batch)
+
+    def _forget_flushed(self, batch: _Pending) -> None:
+        """After a commit: values read from the database while it was under way are
+        old; drop what was cached of the jobs it wrote, then stop overlaying it."""
+        written = {job_id for job_id, _ in batch.entries} | set(batch.jobs)
+        runs = {job.run_id for job in batch.jobs.values()}
+        with self._cache_lock:
+            self._generation += 1  # loads that started before now are not kept
+            for job_id in written:
+                self._lru.pop(("job", job_id), None)
+                self._lru.pop(("timeline", job_id), None)
+            for run_id in runs:
+                self._index.pop(("jobs", run_id), None)
+        with self._pending_lock:
+            self._flushing = _Pending()
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -287,7 +307,8 @@ class Storage:
             run_id = latest["id"]
         found = self._indexed(("jobs", run_id), lambda: self._load_jobs(run_id))
         with self._pending_lock:
-            overlaid = [self._pending.jobs.get(j.id, j) for j in found]
+            queued = {**self._flushing.jobs, **self._pending.jobs}
+            overlaid = [queued.get(j.id, j) for j in found]
         return [j for j in overlaid if status is None or j.status == status]
 
     def _load_jobs(self, run_id: int | None) -> list[Job]:
@@ -305,8 +326,9 @@ class Storage:
 
     def get_job(self, job_id: int) -> Job:
         with self._pending_lock:
-            if job_id in self._pending.jobs:
-                return self._pending.jobs[job_id]
+            for queued in (self._pending, self._flushing):
+                if job_id in queued.jobs:
+                    return queued.jobs[job_id]
 
         def load() -> Job:
             with self.reading("get_job") as conn:
@@ -415,11 +437,14 @@ class Storage:
             _upsert_entries(conn, entries)
 
     def _queued_entries(self) -> dict[int, list[TimelineEntry]]:
-        """Entries waiting for a flush, by job."""
+        """Entries not committed yet (queued or being flushed), by job."""
         by_job: dict[int, list[TimelineEntry]] = {}
         with self._pending_lock:
-            for (job_id, _), e in self._pending.entries.items():
-                by_job.setdefault(job_id, []).append(e)
+            if not self._pending.entries and not self._flushing.entries:
+                return by_job
+            entries = {**self._flushing.entries, **self._pending.entries}  # newer wins
+        for (job_id, _), e in entries.items():
+            by_job.setdefault(job_id, []).append(e)
         return by_job
 
     # --- caches -----------------------------------------------------------------------------

@@ -293,3 +293,33 @@ def test_a_database_of_an_older_version_is_refused_with_what_to_do(tmp_path: Pat
         assert conn.execute("SELECT name FROM batches").fetchall() == [("kept",)]
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         assert tables == [("batches",)]  # untouched: nothing was added either
+
+
+def test_reads_during_a_background_flush_see_its_writes_and_cache_nothing_stale(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'recon.db'}"
+    s = Storage(
+        StorageSettings(db_url=url, mode="optimized", batch_size=2, max_write_delay_ms=60_000)
+    )
+    try:
+        (job,) = s.create_run("2025-06", ["42"], mode="optimized", source="sim")
+        assert s.get_job(job.id).checks == 0 and s.timeline(job.id) == ()  # cached as they are
+        s.jobs(run_id=job.run_id)
+        blocker = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the flusher's commit waits for this writer
+        try:
+            s.save_progress(replace(job, checks=1), entry(job.id, 2, 100), None)  # 2: flush
+            assert _eventually(s._flush_lock.locked)  # the flush is under way, waiting
+            assert s.get_job(job.id).checks == 1
+            assert [e.as_of.day for e in s.timeline(job.id)] == [2]
+            assert [j.checks for j in s.jobs(run_id=job.run_id)] == [1]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert _eventually(lambda: s.pending_writes() == 0)
+        assert s.get_job(job.id).checks == 1  # from the database, not a cached old row
+        assert [e.as_of.day for e in s.timeline(job.id)] == [2]
+        assert [j.checks for j in s.jobs(run_id=job.run_id)] == [1]
+    finally:
+        s.close()
