@@ -41,6 +41,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -275,7 +276,8 @@ class _Batch:
         self.flush_requested = False
         self.finalizing = False  # its last write is under way
         self.finished = False
-        self.pending: list[dict[str, Any]] = []  # finished items not yet written
+        self.pending: list[dict[str, Any]] = []  # rows of finished (or interrupted) items
+        self.writing: list[dict[str, Any]] = []  # rows taken for a write not committed yet
         self.throttle_since: float | None = None
         self.throttled_s = 0.0
         self.started = started
@@ -444,7 +446,9 @@ class BatchRunner:
         A batch left unfinished by another (dead) process is cancelled in the database.
         """
         with self._lock:
-            batch = self._open.get(batch_id)
+            # A closed (or failed) runner no longer writes: cancel in the database.
+            stopped = self._closing or self._fatal is not None
+            batch = None if stopped else self._open.get(batch_id)
             events = self._cancel_live(batch) if batch is not None else []
         if batch is None:
             events = self._cancel_stored(batch_id)
@@ -460,6 +464,7 @@ class BatchRunner:
     def cancel_item(self, batch_id: int, item_id: int) -> bool:
         """Cancel one item; False if it already finished."""
         with self._lock:
+            self._check_open_locked()
             if batch_id not in self._batches:
                 raise NotFoundError("batch", batch_id, "no such batch in this process")
             batch = self._batches[batch_id]
@@ -923,6 +928,7 @@ class BatchRunner:
                     batch.throttle_since, batch.throttled_s = None, batch.throttled(now)
                     batch.ended = batch.ended if batch.ended is not None else now
                 work.append(_Flush(batch, batch.pending, final))
+                batch.writing = batch.writing + batch.pending
                 batch.pending, batch.flush_requested = [], False
         return [f for f in work if f.items or f.final]
 
@@ -938,6 +944,7 @@ class BatchRunner:
             with self._lock:
                 for flush in work:
                     flush.batch.pending[:0] = flush.items
+                    flush.batch.writing = []
                     flush.batch.finalizing &= not flush.final
             if isinstance(exc, StorageError) and not exc.transient:
                 self._give_up(exc)
@@ -946,6 +953,9 @@ class BatchRunner:
             with self._lock:
                 self._changed.wait(_POLL_S)
             return
+        with self._lock:
+            for flush in work:
+                flush.batch.writing = []
         finished = [f.batch for f in work if f.final]
         if finished:
             self._announce(finished)
@@ -1064,7 +1074,7 @@ class BatchRunner:
             batch = self._batches.get(batch_id)
             if batch is None:
                 return {}
-            live = {row["item_id"]: row for row in batch.pending}
+            live = {row["item_id"]: row for row in (*batch.writing, *batch.pending)}
             for item in batch.live.values():
                 live[item.item_id] = self._row(item, item.status, None, None)
         return live
@@ -1152,10 +1162,10 @@ def _manifest(entries: list[tuple[Spec, int]]) -> str:
     """The batch's items as stored: one JSON list of ``[spec, priority]``."""
     try:
         return json.dumps([[spec, priority] for spec, priority in entries])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as exc:
         for spec, _ in entries:
             _dumps(spec)  # names the first spec that cannot be stored
-        raise
+        raise ConfigError("items", len(entries), f"not JSON-serializable: {exc}") from exc
 
 
 def _batch_row(conn: Connection, batch_id: int) -> Row[Any]:
@@ -1239,9 +1249,11 @@ def _attempt_json(
     """One attempt as a JSON object, written out directly: ``json.dumps`` of the
     same dict costs more than the rest of a short item's bookkeeping."""
     quoted = "null" if error is None else encode_basestring_ascii(error)
+    duration = float(duration_s)
+    seconds = repr(duration) if math.isfinite(duration) else json.dumps(duration)  # NaN
     return (
         f'{{"attempt": {attempt}, "started_at": "{started.isoformat()}", '
-        f'"duration_s": {float(duration_s)!r}, "outcome": "{outcome}", "error": {quoted}, '
+        f'"duration_s": {seconds}, "outcome": "{outcome}", "error": {quoted}, '
         f'"progressed": {"true" if progressed else "false"}}}'
     )
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import sqlite3
 import subprocess
@@ -10,7 +11,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from engine.batch import (
 )
 from engine.cancel import CancelToken
 from engine.clock import FakeClock
-from engine.errors import ConfigError, ItemTimeout, ParseError, SourceError
+from engine.errors import BatchError, ConfigError, ItemTimeout, ParseError, SourceError
 from engine.monitor import Monitor
 from engine.schema import batch_items
 from engine.settings import BatchSettings, MonitorSettings, StorageSettings
@@ -710,3 +712,35 @@ def test_stored_attempts_read_back_exactly(
     with storage.engine.connect() as conn:
         (history,) = conn.execute(select(batch_items.c.history)).scalars()
     assert json.loads(history)[0]["progressed"] is True
+
+
+def test_a_batch_cancelled_after_close_is_cancelled_in_the_database(
+    make_runner: Any, url: str
+) -> None:
+    entered = threading.Event()
+    runner = make_runner(blocking(entered, {0}), max_concurrent_jobs=1)
+    batch_id = runner.submit(items(3)).batch_id
+    runner.start()
+    assert entered.wait(10)
+    runner.close()  # item 1 interrupted, 2 and 3 never ran
+    runner.cancel(batch_id)
+    with pytest.raises(BatchError, match="closed"):
+        runner.cancel_item(batch_id, 1)
+    detail = make_runner().batch_detail(batch_id)  # as stored
+    assert detail.info.status == "cancelled"
+    assert [(i.status, [a.outcome for a in i.attempts]) for i in detail.items] == [
+        ("cancelled", ["interrupted"]),
+        ("cancelled", []),
+        ("cancelled", []),
+    ]
+
+
+def test_non_finite_durations_and_unstorable_priorities(make_runner: Any) -> None:
+    from engine.batch import _attempt_json
+
+    record = json.loads(
+        _attempt_json(1, datetime(2025, 7, 1, tzinfo=UTC), math.nan, "x", None, False)
+    )
+    assert math.isnan(record["duration_s"])
+    with pytest.raises(ConfigError, match="not JSON-serializable"):
+        make_runner().submit([ItemSpec({"n": 1}, priority=Decimal(1))])  # type: ignore[arg-type]
