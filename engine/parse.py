@@ -197,9 +197,9 @@ def parse_export(
     """Parse one CSV export; ``source`` (path or URL) is named in every error.
 
     With a ``memo``, rows of lines seen before (same header, line and text) are reused.
-    With ``rows_for`` (a data month), an export whose footer names another month is
-    read for its header and footer only: its ``rows`` are empty (a check of the
-    month needs no figures of another).
+    With ``rows_for`` (a data month), the rows of an export whose footer names
+    another month are checked for their layout but not read: its ``rows`` are
+    empty (a check of the month needs no figures of another).
     """
     records = _records(text, source, raw=memo is not None)
     header_line, header, _ = next(records, (0, [], None))
@@ -207,6 +207,7 @@ def parse_export(
         raise ParseError(source, "empty file: no header row", line=max(header_line, 1))
     report, plan = _detect(header, source, header_line)
     if rows_for is not None and (last := _last_line_footer(text)) and last[0] != rows_for:
+        _check_layout(records, header, source)
         return Export(report, source, (), *last)
     known = tuple(header)
     rows: list[Row] = []
@@ -227,6 +228,21 @@ def parse_export(
     if footer is None:
         raise ParseError(source, "no footer line 'Month of <month>, As of MM/DD/YYYY'", line=line)
     return Export(report, source, tuple(rows), footer[0], footer[1])
+
+
+def _check_layout(
+    records: Iterator[tuple[int, list[str], str | None]], header: list[str], source: str
+) -> None:
+    """The checks of a full parse except the cells' values: every row as wide as the
+    header, one footer, nothing after it."""
+    footer = False
+    for line, cells, _ in records:
+        if footer:
+            raise ParseError(source, "unexpected content after the footer line", line=line)
+        if _is_footer(cells):
+            footer = True
+        elif len(cells) != len(header):
+            _check_width(cells, line, header, source)
 
 
 def _last_line_footer(text: str) -> tuple[str, date] | None:

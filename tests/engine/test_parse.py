@@ -346,7 +346,7 @@ def test_rows_of_another_data_month_are_not_read() -> None:
     same = parse_export(text, "club.csv", rows_for="2025-06")
     assert same == parse_export(text, "club.csv") and len(same.rows) == len(CLUB_ROWS)
     other = parse_export(
-        club_csv(CLUB_ROWS[0], "42,A,1,2345,Bad,Active,18,2x"), "c.csv", rows_for="2025-05"
+        club_csv(CLUB_ROWS[0], CLUB_ROWS[1].replace(",22,", ",2x,")), "c.csv", rows_for="2025-05"
     )
     assert (other.report, other.rows, other.data_month, other.as_of) == (
         Report.CLUB_PERFORMANCE,
@@ -366,4 +366,16 @@ def test_rows_of_another_data_month_are_not_read() -> None:
 )
 def test_rows_for_never_skips_an_error_of_the_header_or_footer(text: str) -> None:
     with pytest.raises(ParseError):
+        parse_export(text, "club.csv", rows_for="2025-05")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (club_csv(*CLUB_ROWS[:2], footer=FOOTER + "\r\n" + FOOTER.replace("Jun", "Jul")), "after"),
+        (club_csv(CLUB_ROWS[0], "42,A,1,2345,Short,Active"), "row has 6 cells"),
+    ],
+)
+def test_rows_for_still_checks_the_layout_of_another_months_export(text: str, message: str) -> None:
+    with pytest.raises(ParseError, match=message):
         parse_export(text, "club.csv", rows_for="2025-05")
