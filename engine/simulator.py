@@ -33,9 +33,10 @@ Injection (both default to 0)
     stops waiting at once.
 
     ``failure_rate``: the share of export requests that fail with a transient
-    :class:`~engine.errors.SourceError`. The draws come from one
-    ``random.Random(seed)`` stream: reproducible in a single-threaded run, and
-    a retried request can succeed.
+    :class:`~engine.errors.SourceError`. Each request's draw is keyed by the
+    seed, the district, month and collection date asked for and how many times
+    they were asked for before: the same requests fail however threads
+    interleave, and a retried request can succeed.
 
 HTTP
     :func:`serve_simulator` serves the same exports on a loopback address at
@@ -268,7 +269,7 @@ class Simulator:
         self._districts: _Memo[str, _District] = _Memo(len(DISTRICTS))
         self._months: _Memo[tuple[str, str], _Month] = _Memo(1024)
         self._summaries: _Memo[tuple[str, date], str] = _Memo(64)
-        self._failures = random.Random(seed)
+        self._asked: dict[tuple[str, str, date], int] = {}  # requests so far, by export
         self._lock = threading.Lock()
         self._requests = 0
 
@@ -396,8 +397,9 @@ class Simulator:
             cancel.wait(self.latency_ms / 1000)
         with self._lock:
             self._requests += 1
-            failed = self.failure_rate > 0 and self._failures.random() < self.failure_rate
-        if failed:
+            key = (district, month, collection_date)
+            asked = self._asked[key] = self._asked.get(key, 0) + 1
+        if self.failure_rate > 0 and _draw(self.seed, key, asked) < self.failure_rate:
             raise SourceError(
                 "simulated transient failure", district=district, month=month, transient=True
             )
@@ -448,6 +450,12 @@ def _make_district(seed: int, district: str) -> _District:
         payment_base=round(members * rng.uniform(1.7, 2.1)),
         row_starts=tuple(_row_start(district, c) for c in clubs),
     )
+
+
+def _draw(seed: int, key: tuple[str, str, date], asked: int) -> float:
+    """The failure draw of the ``asked``-th request for ``key``."""
+    district, month, collection_date = key
+    return random.Random(f"{seed}:fail:{district}:{month}:{collection_date}:{asked}").random()
 
 
 def _make_club(rng: random.Random, number: int, index: int) -> Club:

@@ -287,3 +287,22 @@ def test_a_failed_background_load_is_fetched_again_by_the_caller() -> None:
     with pytest.raises(SourceError, match="503"):
         cache.get(key, load, NEVER)
     assert calls == ["summary-load", threading.current_thread().name]
+
+
+def test_seeded_failures_are_the_same_however_requests_interleave() -> None:
+    def outcomes() -> list[str]:
+        sim = Simulator(seed=3, failure_rate=0.3, latency_ms=2)  # the two requests overlap
+        source = SimulatorSource(sim, share_summary=True)
+        seen = []
+        for day in range(2, 12):  # each fetch loads the day's summary in a background thread
+            for district in ("7", "42", "F"):
+                try:
+                    source.fetch(district, MONTH, date(2025, 4, day))
+                    seen.append("ok")
+                except SourceError:
+                    seen.append("failed")
+        return seen
+
+    runs = [outcomes() for _ in range(5)]
+    assert all(run == runs[0] for run in runs)
+    assert 0 < runs[0].count("failed") < len(runs[0])
