@@ -6,7 +6,7 @@ statement is compiled once per dialect; its rows are tuples in ``names``
 order, the bind processors of the statement's types (the dialect's own, e.g.
 timestamps to text on SQLite) are applied column by column, and the rows go to
 the DBAPI's executemany through :meth:`Connection.exec_driver_sql` (same
-transaction, events and round-trip count), in the driver's parameter style.
+transaction and events), in the driver's parameter style.
 On SQLite an INSERT goes as multi-row ``VALUES (...), (...)`` statements
 instead: sqlite3's executemany releases and retakes the interpreter lock for
 every row, which costs a thread switch per row while other threads run Python,

@@ -364,7 +364,7 @@ class Simulator:
             payments += s.payments
             if s.standing == "good":
                 paid += 1
-                active += s.active >= 8  # status "Active", not "Low"
+                active += s.status == "Active"
             levels[s.level] += 1
         return [
             district,
