@@ -173,7 +173,8 @@ class _ExportSource(ABC):
                 lambda: self._summary_export(month, collection_date, cancel),
                 cancel,
             )
-        club = self._club(district, month, collection_date, cancel)
+        # Rows of another month's export are checked but not read: nothing uses them.
+        club = self._parse(*self._club(district, month, collection_date, cancel), rows_for=month)
         summary = self._summary(month, collection_date, cancel)
         if summary is not None and _published(summary) != _published(club):
             # The dashboard rolled over between the two requests; the next try agrees.
@@ -184,7 +185,7 @@ class _ExportSource(ABC):
                 month=month,
                 transient=True,
             )
-        if club.data_month != month:  # read for its footer only (see _club)
+        if club.data_month != month:
             return Snapshot(district, club.as_of, club.data_month, {}, source=club.source)
         return build_snapshot(district, club, summary)
 
@@ -212,9 +213,8 @@ class _ExportSource(ABC):
     @abstractmethod
     def _club(
         self, district: str, month: str, collection_date: date, cancel: CancelToken
-    ) -> Export:
-        """The district's club performance export, parsed with ``rows_for=month``: when
-        the source publishes another month, only its header and footer are read."""
+    ) -> tuple[str, str]:
+        """The district's club performance export: its text, and where it came from."""
 
     @abstractmethod
     def _summary_export(
@@ -238,10 +238,10 @@ class SimulatorSource(_ExportSource):
 
     def _club(
         self, district: str, month: str, collection_date: date, cancel: CancelToken
-    ) -> Export:
+    ) -> tuple[str, str]:
         text = self.sim.club_performance_csv(district, month, collection_date, cancel)
-        where = f"sim:{report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)}"
-        return self._parse(text, where, rows_for=month)
+        where = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
+        return text, f"sim:{where}"
 
     def _summary_export(self, month: str, collection_date: date, cancel: CancelToken) -> Export:
         text = self.sim.district_summary_csv(month, collection_date, cancel)
@@ -274,11 +274,11 @@ class FolderSource(_ExportSource):
 
     def _club(
         self, district: str, month: str, collection_date: date, cancel: CancelToken
-    ) -> Export:
+    ) -> tuple[str, str]:
         path = self._folder(collection_date) / f"clubperformance_{district}.csv"
         if not path.is_file():
             raise SourceError(f"no export {path}", district=district, month=month)
-        return self._parse(self._read(path, district, month), str(path), rows_for=month)
+        return self._read(path, district, month), str(path)
 
     def _summary_export(
         self, month: str, collection_date: date, cancel: CancelToken
@@ -321,23 +321,18 @@ class HttpSource(_ExportSource):
 
     def _club(
         self, district: str, month: str, collection_date: date, cancel: CancelToken
-    ) -> Export:
+    ) -> tuple[str, str]:
         param = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
-        return self._get(param, district, month, cancel, rows_for=month)
+        return self._get(param, district, month, cancel)
 
     def _summary_export(self, month: str, collection_date: date, cancel: CancelToken) -> Export:
         param = report_param(Report.DISTRICT_SUMMARY, "", month, collection_date)
-        return self._get(param, None, month, cancel)
+        return self._parse(*self._get(param, None, month, cancel))
 
     def _get(
-        self,
-        param: str,
-        district: str | None,
-        month: str,
-        cancel: CancelToken,
-        *,
-        rows_for: str | None = None,
-    ) -> Export:
+        self, param: str, district: str | None, month: str, cancel: CancelToken
+    ) -> tuple[str, str]:
+        """The export's text and URL."""
         cancel.check()
         request = self._client.build_request(
             "GET", "/export.aspx", params={"type": "CSV", "report": param}
@@ -365,7 +360,7 @@ class HttpSource(_ExportSource):
                 url=url,
                 transient=transient,
             )
-        return self._parse(decode_export(response.content), url, rows_for=rows_for)
+        return decode_export(response.content), url
 
 
 def make_source(settings: SourceSettings, *, share_summary: bool) -> Source:
