@@ -842,9 +842,9 @@ class BatchRunner:
                 raise NotFoundError("batch", batch_id, "no unfinished batch with this id")
             unfinished = _stored_items(conn, _batch_row(conn, batch_id))[1]
             rows = [
-                {"batch_id": batch_id, "item_id": n, "status": CANCELLED, "attempts": len(history),
-                 "history": _history_json(history), "result": None, "error": "cancelled",
-                 "finished_at": now}
+                _queued_row(n) | {"batch_id": batch_id, "status": CANCELLED, "error": "cancelled",
+                                  "attempts": len(history), "history": _history_json(history),
+                                  "finished_at": now}
                 for n, _, _, history in unfinished
             ]  # fmt: skip
             _write_items(conn, rows)

@@ -285,8 +285,8 @@ def _records(
             raise ParseError(source, f"unreadable CSV: {exc}", line=reader.line_num) from exc
         # The first cell settles most records without joining the rest.
         if (cells and cells[0].strip()) or "".join(cells).strip():
-            whole = tap is not None and reader.line_num == line
-            yield line, cells, tap.last if whole and tap is not None else None
+            whole = tap.last if tap is not None and reader.line_num == line else None
+            yield line, cells, whole
         line = reader.line_num + 1
 
 

@@ -398,8 +398,10 @@ class Simulator:
         with self._lock:
             self._requests += 1
             key = (district, month, collection_date)
-            asked = self._asked[key] = self._asked.get(key, 0) + 1
-        if self.failure_rate > 0 and _draw(self.seed, key, asked) < self.failure_rate:
+            asked = 0
+            if self.failure_rate > 0:  # counted only for the draws, which need it
+                asked = self._asked[key] = self._asked.get(key, 0) + 1
+        if asked and _draw(self.seed, key, asked) < self.failure_rate:
             raise SourceError(
                 "simulated transient failure", district=district, month=month, transient=True
             )
