@@ -136,6 +136,17 @@ def blocking(entered: threading.Event, blocked: set[int]) -> Execute:
     return execute
 
 
+def closed_during_item(make_runner: Any, n: int) -> tuple[BatchRunner, int]:
+    """A runner of three items, one at a time, closed while item ``n`` runs."""
+    entered = threading.Event()
+    runner = make_runner(blocking(entered, {n}), max_concurrent_jobs=1)
+    batch_id: int = runner.submit(items(3)).batch_id
+    runner.start()
+    assert entered.wait(10)
+    runner.close()
+    return runner, batch_id
+
+
 # --- order and concurrency --------------------------------------------------------------
 
 
@@ -534,12 +545,7 @@ def _finished_in_db(storage: Storage) -> int:
 def test_close_interrupts_running_items_and_resume_runs_them_again(
     make_runner: Any, storage: Storage
 ) -> None:
-    entered = threading.Event()
-    first = make_runner(blocking(entered, {1}), max_concurrent_jobs=1)
-    batch_id = first.submit(items(3)).batch_id
-    first.start()
-    assert entered.wait(10)
-    first.close()
+    first, batch_id = closed_during_item(make_runner, 1)
     assert first.progress(batch_id).queued == 2  # the interrupted item is queued again
 
     ran: list[int] = []
@@ -717,12 +723,7 @@ def test_stored_attempts_read_back_exactly(
 def test_a_batch_cancelled_after_close_is_cancelled_in_the_database(
     make_runner: Any, url: str
 ) -> None:
-    entered = threading.Event()
-    runner = make_runner(blocking(entered, {0}), max_concurrent_jobs=1)
-    batch_id = runner.submit(items(3)).batch_id
-    runner.start()
-    assert entered.wait(10)
-    runner.close()  # item 1 interrupted, 2 and 3 never ran
+    runner, batch_id = closed_during_item(make_runner, 0)  # item 1 interrupted, 2 and 3 never ran
     runner.cancel(batch_id)
     with pytest.raises(BatchError, match="closed"):
         runner.cancel_item(batch_id, 1)
