@@ -21,12 +21,26 @@ that order: Python-side column defaults are not filled in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
+
+
+def _null(value: None) -> None:
+    return value
+
+
+# sqlite3 binds a None only after looking it up in its adapter registry, then asking
+# PrepareProtocol for ``__adapt__`` (an AttributeError raised and cleared), then None
+# for ``__conform__``: about 1,000 instructions for each NULL, and a job's progress row
+# has seven. An adapter for None that returns it as it is is found at the first step;
+# what is bound does not change.
+sqlite3.register_adapter(type(None), _null)
 
 
 class Prepared:
@@ -42,23 +56,23 @@ class Prepared:
         self.names = tuple(names)
         self._compiled: dict[tuple[str, str], _Compiled] = {}
 
-    def execute(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
+    def execute(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Run the statement for each row. ``rows`` is consumed a statement's worth at a
+        time on SQLite, so that the rows of a large write die young (the garbage
+        collector's full passes are set off by objects that live on)."""
         dialect = conn.dialect
         key = (dialect.name, dialect.driver)
         found = self._compiled.get(key)
         if found is None:
             found = self._compiled.setdefault(key, self._compile(dialect))
-        params = found.convert(rows)
         if found.values is None:
-            conn.exec_driver_sql(found.sql, params)
+            params = found.convert(list(rows))
+            if params:
+                conn.exec_driver_sql(found.sql, params)
             return
-        per = found.values.rows
-        for start in range(0, len(params), per):
-            chunk = params[start : start + per]
-            flat = tuple(value for row in chunk for value in row)
-            conn.exec_driver_sql(found.values.sql(len(chunk)), flat)
+        rows = iter(rows)
+        while chunk := list(itertools.islice(rows, found.values.rows)):
+            conn.exec_driver_sql(found.values.sql(len(chunk)), found.flat(chunk))
 
     def _compile(self, dialect: Any) -> _Compiled:
         compiled = self._build(dialect.name).compile(dialect=dialect)
@@ -72,23 +86,30 @@ class Prepared:
             raise AssertionError(f"{self.names} are not in the statement's order {order}")
         names = self.names
 
-        def convert(rows: list[tuple[Any, ...]]) -> Any:
-            if processors:
-                columns: list[Any] = list(zip(*rows, strict=True))
-                for i, process in processors:
-                    columns[i] = map(process, columns[i])
-                rows = list(zip(*columns, strict=True))
-            if not dialect.positional:
-                return [dict(zip(names, r, strict=True)) for r in rows]
-            return rows
+        def processed(rows: list[tuple[Any, ...]]) -> Iterable[tuple[Any, ...]]:
+            if not processors:
+                return rows
+            columns: list[Any] = list(zip(*rows, strict=True))
+            for i, process in processors:
+                columns[i] = map(process, columns[i])
+            return zip(*columns, strict=True)
 
-        return _Compiled(compiled.string, convert, _values(dialect, compiled, len(names)))
+        def convert(rows: list[tuple[Any, ...]]) -> Any:
+            if not dialect.positional:
+                return [dict(zip(names, r, strict=True)) for r in processed(rows)]
+            return list(processed(rows))
+
+        def flat(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+            return tuple(itertools.chain.from_iterable(processed(rows)))
+
+        return _Compiled(compiled.string, convert, flat, _values(dialect, compiled, len(names)))
 
 
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    convert: Callable[[list[tuple[Any, ...]]], Any]
+    convert: Callable[[list[tuple[Any, ...]]], Any]  # the rows for executemany
+    flat: Callable[[list[tuple[Any, ...]]], tuple[Any, ...]]  # their values in one tuple
     values: _Values | None
 
 

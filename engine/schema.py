@@ -13,6 +13,7 @@ of timelines.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ metadata = MetaData()
 # --- column types ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a day's date is written by every check of that day
 def _date_text(value: date | None) -> str | None:
     return None if value is None else date.isoformat(value)  # a datetime: its date part
 

@@ -369,7 +369,8 @@ class Storage:
             if month_end is not None:
                 self._pending.put_month_end(_month_end_row(month_end, job.id, self.clock.now()))
             pending = self._note_pending()
-        self._forget_job(job, keep_pending=True)
+        # Nothing cached is dropped here: reads see the queued writes on top of it,
+        # and the flush that commits them drops it (_forget_flushed).
         self._size_trigger(pending)
 
     # --- timelines and month-end snapshots ----------------------------------------------
@@ -480,16 +481,12 @@ class Storage:
             self._generation += 1
             self._index.clear()
 
-    def _forget_job(self, job: Job, *, keep_pending: bool = False) -> None:
+    def _forget_job(self, job: Job) -> None:
         with self._cache_lock:
             self._generation += 1
             self._lru.pop(("job", job.id), None)
             self._lru.pop(("timeline", job.id), None)
-            if not keep_pending:
-                # a status change alters the jobs-of-run listing
-                self._index.pop(("jobs", job.run_id), None)
-        if keep_pending:
-            return
+            self._index.pop(("jobs", job.run_id), None)  # a new status alters the listing
         with self._pending_lock:
             self._pending.jobs.pop(job.id, None)
 
@@ -513,8 +510,8 @@ class Storage:
         waits, and it gets the error."""
         if pending >= _INLINE_FLUSH_FACTOR * self.settings.batch_size:
             self.flush()
-        elif pending >= self.settings.batch_size:
-            self._wake.set()
+        elif pending >= self.settings.batch_size and not self._wake.is_set():
+            self._wake.set()  # (set() alone costs a lock and a notify at every write)
 
     def _flush_loop(self) -> None:
         delay = self.settings.max_write_delay_ms / 1000
@@ -667,9 +664,25 @@ _ENTRY_NAMES = (
 # Entries are read by position (cheaper than by name: timelines are read in bulk).
 _ENTRY_COLUMNS = tuple(timeline.c[name] for name in _ENTRY_NAMES)
 
-# json.dumps(..., sort_keys=True) builds a new encoder at every call; json.loads
-# also skips whitespace around the value (there is none in what we wrote).
-_to_json = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+
+def _json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, sort_keys=True)`` without its per-call set-up: every call
+    builds a new C encoder, which costs more than encoding a small dict does."""
+    plain = json.JSONEncoder(sort_keys=True, check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (not CPython)
+        return plain.encode
+    # (markers, default, encode_str, indent, key_sep, item_sep, sort_keys, skipkeys,
+    # allow_nan): the arguments JSONEncoder.iterencode passes for these settings.
+    chunks = make(
+        None, plain.default, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+        True, False, True,
+    )  # fmt: skip
+    return lambda value: "".join(chunks(value, 0))
+
+
+_to_json = _json_encoder()
+# json.loads also skips whitespace around the value (there is none in what we wrote).
 _from_json = json.JSONDecoder().raw_decode
 
 
@@ -721,11 +734,11 @@ def _month_end_row(s: Snapshot, job_id: int, now: datetime) -> dict[str, Any]:
 
 def _update_jobs(conn: Connection, changed: Sequence[Job]) -> None:
     """Write jobs' progress columns in one executemany."""
-    _UPDATE_JOBS.execute(conn, [_job_progress_row(j) for j in changed])
+    _UPDATE_JOBS.execute(conn, map(_job_progress_row, changed))
 
 
 def _upsert_entries(conn: Connection, entries: Iterable[TimelineEntry]) -> None:
-    _UPSERT_ENTRIES.execute(conn, [_entry_row(e) for e in entries])
+    _UPSERT_ENTRIES.execute(conn, map(_entry_row, entries))
 
 
 def _upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -3,7 +3,7 @@ file and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -157,14 +157,17 @@ def test_names_out_of_the_statements_order_are_refused(engine: Engine) -> None:
     assert len(_stored(engine, 1)) == (0 if engine.dialect.positional else 3)
 
 
-def test_many_rows_in_chunks_and_a_key_twice_in_one_call(engine: Engine) -> None:
+@pytest.mark.parametrize("given_as", [list, iter])
+def test_many_rows_in_chunks_and_a_key_twice_in_one_call(
+    engine: Engine, given_as: Callable[[list[tuple[Any, ...]]], Iterable[tuple[Any, ...]]]
+) -> None:
     many = [
         {**_items(1)[1], "item_id": n, "status": "queued" if n % 2 else "failed"}
         for n in range(1, 302)
     ]  # more rows than one SQLite statement takes
     later = [{**many[0], "status": "succeeded"}]
     with engine.begin() as conn:
-        UPSERT.execute(conn, _tuples(many + later))
+        UPSERT.execute(conn, given_as(_tuples(many + later)))  # a list, or rows read once
     stored = _stored(engine, 1)
     assert [r[0] for r in stored] == list(range(1, 302))
     assert [r[1] for r in stored[:3]] == ["succeeded", "failed", "queued"]  # the last one wins

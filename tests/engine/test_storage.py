@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -9,6 +10,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.dialects import sqlite
 
@@ -16,7 +19,7 @@ from engine.errors import StorageError
 from engine.models import JobStatus, MetricChange, Phase, Snapshot, TimelineEntry
 from engine.schema import ISODate, UTCDateTime, timeline
 from engine.settings import StorageSettings
-from engine.storage import Storage
+from engine.storage import Storage, _to_json
 
 NOW = datetime(2025, 7, 3, tzinfo=UTC)
 
@@ -269,6 +272,23 @@ def test_date_and_naive_timestamp_binds_on_sqlite() -> None:
     assert as_date(datetime(2025, 7, 1, 23, 59)) == "2025-07-01" and as_date(None) is None
     assert as_utc(datetime(2025, 7, 1, 9, 30)) == "2025-07-01T09:30:00+00:00"  # naive: UTC
     assert as_utc(None) is None
+    # dates are formatted once and remembered: a datetime of the same day is its own key
+    assert as_date(date(2025, 7, 1)) == "2025-07-01" == as_date(datetime(2025, 7, 1, 5))
+
+
+_METRICS = st.dictionaries(
+    st.text(), st.one_of(st.floats(), st.integers(), st.booleans(), st.none())
+)
+
+
+@given(_METRICS, st.lists(st.tuples(st.text(), st.floats(), st.floats(), st.booleans())))
+def test_metrics_and_changes_are_written_as_json_dumps_writes_them(
+    metrics: dict[str, float], changes: list[tuple[str, float, float, bool]]
+) -> None:
+    assert _to_json(metrics) == json.dumps(metrics, sort_keys=True)
+    assert _to_json([list(c) for c in changes]) == json.dumps([list(c) for c in changes])
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        _to_json({"membership": object()})
 
 
 def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
