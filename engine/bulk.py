@@ -1,4 +1,4 @@
-"""Many-row writes without SQLAlchemy's per-row parameter bookkeeping.
+"""Many-row writes and reads without SQLAlchemy's per-row bookkeeping.
 
 ``conn.execute(statement, dicts)`` processes every row's parameters in Python
 (about 10 us a row, more than SQLite takes to write it). A :class:`Prepared`
@@ -17,17 +17,23 @@ and a statement per row costs SQLite more too::
 
 The statement binds exactly ``names``, each with an explicit ``bindparam``, in
 that order: Python-side column defaults are not filled in.
+
+:func:`raw_rows` reads a SELECT's rows as the DBAPI returns them, with its
+columns' result processors applied (on SQLite, text to dates and timestamps), a
+batch of rows at a time: a :class:`~sqlalchemy.engine.Row` costs more to build
+than the row costs to read.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -141,9 +147,38 @@ def _values(dialect: Any, compiled: Any, width: int) -> _Values | None:
     return _Values(head, group, tail, max(1, _SQLITE_MAX_PARAMETERS // width))
 
 
+def raw_rows(conn: Connection, query: Select[Any], batch: int = 100) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``query`` as tuples, in the types its columns declare; fetched
+    ``batch`` at a time, so that a long result is not held all at once."""
+    processors = _result_processors(conn.dialect, tuple(c.type for c in query.selected_columns))
+    result = conn.execute(query)
+    try:
+        cursor = result.cursor
+        while rows := cursor.fetchmany(batch):
+            if not processors:
+                yield from rows
+                continue
+            columns: list[Any] = list(zip(*rows, strict=True))
+            for i, process in processors:
+                columns[i] = map(process, columns[i])
+            yield from zip(*columns, strict=True)
+    finally:
+        result.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _result_processors(dialect: Any, types: tuple[Any, ...]) -> tuple[tuple[int, Any], ...]:
+    """(column index, processor) of the columns whose values the dialect converts."""
+    return tuple(
+        (i, p)
+        for i, type_ in enumerate(types)
+        if (p := type_.dialect_impl(dialect).result_processor(dialect, None))
+    )
+
+
 def dialect_insert(dialect: str, table: Table) -> Any:
     """The dialect's own INSERT, which has ``on_conflict_do_update``."""
     return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
-__all__ = ["Prepared", "dialect_insert"]
+__all__ = ["Prepared", "dialect_insert", "raw_rows"]

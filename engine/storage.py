@@ -51,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .bulk import Prepared, dialect_insert
+from .bulk import Prepared, dialect_insert, raw_rows
 from .clock import Clock, SystemClock
 from .errors import NotFoundError, StorageError
 from .models import Job, JobStatus, MetricChange, Phase, Reason, Snapshot, TimelineEntry
@@ -401,7 +401,7 @@ class Storage:
                 )
                 # Streamed: rows held all at once would survive into the collector's
                 # old generation and bring on a full collection at most bulk loads.
-                rows = conn.execute(query).yield_per(100)
+                rows = raw_rows(conn, query)
                 for job_id, group in itertools.groupby(rows, operator.itemgetter(0)):
                     out[job_id] = tuple(map(_entry_from_row, group))
         return out

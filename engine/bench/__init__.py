@@ -2,7 +2,7 @@
 
 Each suite is a module in this package with ``run(*, quick: bool) -> dict[str, float]``
 returning the suite's JSON fields. Timings are medians of several repetitions
-after a warm-up (:func:`measure`), with their spread (max - min) in a
+after a warm-up (:func:`alternate`), with their spread (max - min) in a
 ``<field>_spread`` field; ratios compare against a baseline measured in the
 same process and run. ``quick`` runs small sizes in seconds (the test suite's
 smoke run); :data:`TARGETS` are judged on full runs only.
@@ -13,6 +13,7 @@ suite, so that the dashboard shows them beside its own before/after runs.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import operator
@@ -20,7 +21,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -68,15 +69,32 @@ TARGETS: Mapping[str, Mapping[str, Target]] = {
 }
 
 
-def measure(fn: Callable[[], object], *, repeat: int = 5, warmup: int = 1) -> tuple[float, float]:
-    """Median and spread (max - min) in seconds of ``repeat`` calls after ``warmup`` calls."""
+def alternate(
+    works: Sequence[Callable[[], object]], *, repeat: int = 5, warmup: int = 1
+) -> list[tuple[float, float]]:
+    """Median and spread (max - min) in seconds of each of ``works``, over ``repeat``
+    rounds after ``warmup`` rounds. A round runs each work once, in turn, so that all
+    of them see the same machine (its speed drifts); see :func:`seconds`."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for work in works:
+            work()
+    times: list[list[float]] = [[] for _ in works]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for work, out in zip(works, times, strict=True):
+            out.append(seconds(work))
+    return [summary(t) for t in times]
+
+
+def seconds(work: Callable[[], object]) -> float:
+    """Wall seconds of one call, which starts without the garbage of the one before."""
+    gc.collect()
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def summary(times: Sequence[float]) -> tuple[float, float]:
+    """Median and spread (max - min)."""
     return statistics.median(times), max(times) - min(times)
 
 

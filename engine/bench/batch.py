@@ -14,10 +14,7 @@ pool's alternate, each after a garbage collection); ``*_spread`` is their max - 
 from __future__ import annotations
 
 import contextlib
-import gc
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -27,6 +24,7 @@ from ..batch import BatchRunner
 from ..cancel import CancelToken
 from ..settings import BatchSettings, StorageSettings
 from ..storage import Storage
+from . import alternate, seconds, summary
 
 LATENCY_S = 0.02
 CONCURRENCY = 5  # the seed's default maxConcurrentJobs, for the overhead comparison
@@ -78,18 +76,15 @@ def _overhead(
 
         for work in (ours, bare):
             work(2 * CONCURRENCY)  # warm-up
-        times: tuple[list[float], list[float]] = ([], [])
-        for _ in range(repeats):
-            for work, out in zip((ours, bare), times, strict=True):
-                out.append(_seconds(lambda: work(n)))  # noqa: B023 (called at once)
-    return _summary(times[0]), _summary(times[1])
+        ours_t, bare_t = alternate([lambda: ours(n), lambda: bare(n)], repeat=repeats, warmup=0)
+    return ours_t, bare_t
 
 
 def _io_seconds(storage: Storage, n: int, concurrency: int, repeats: int) -> float:
     """Median seconds of ``n`` items waiting 20 ms each at ``concurrency``."""
     with _runner(storage, _io, concurrency) as batch:
         batch(2 * concurrency)
-        return _summary([_seconds(lambda: batch(n)) for _ in range(repeats)])[0]
+        return summary([seconds(lambda: batch(n)) for _ in range(repeats)])[0]
 
 
 @contextlib.contextmanager
@@ -110,14 +105,3 @@ def _runner(
         yield batch
     finally:
         runner.close()
-
-
-def _seconds(work: Callable[[], None]) -> float:
-    gc.collect()  # each repetition starts without the garbage of the one before
-    started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
-
-
-def _summary(times: list[float]) -> tuple[float, float]:
-    return statistics.median(times), max(times) - min(times)

@@ -6,13 +6,14 @@ commits every entry and job update on its own; optimized mode coalesces them
 a new file. Reads load jobs with their timelines one by one (two queries per
 job) vs in bulk (one query for the jobs, one per 500 timelines).
 
-Each figure is the median of the repetitions after a warm-up; ``*_spread`` is
-their max - min.
+Each figure is the median of the repetitions after a warm-up; the naive and the
+optimized repetitions take turns, each after a garbage collection. ``*_spread``
+is their max - min.
 """
 
 from __future__ import annotations
 
-import statistics
+import gc
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -22,7 +23,7 @@ from engine.models import Job, TimelineEntry
 from engine.settings import StorageSettings
 from engine.storage import Storage
 
-from . import measure
+from . import alternate, summary
 
 NOW = datetime(2025, 7, 1, tzinfo=UTC)
 
@@ -38,15 +39,22 @@ def _entries(jobs: list[Job], n: int) -> list[tuple[Job, TimelineEntry]]:
     return out
 
 
-def _write_rates(folder: Path, mode: str, n: int, jobs_n: int, repeat: int) -> tuple[float, float]:
-    """Median and spread of the write rate over ``repeat`` clean passes, each on a new file.
+def _write_rates(
+    folder: Path, passes: dict[str, int], jobs_n: int, repeat: int
+) -> dict[str, tuple[float, float]]:
+    """Median and spread of the write rate of each mode, over ``repeat`` rounds in which
+    the modes take turns, each pass on a new file (``passes``: entries per mode).
 
     A pass over the same file again would time upserts instead of inserts; a small
-    first pass warms up.
+    first pass of each mode warms up.
     """
-    _write_rate(folder / f"w-{mode}-warm.db", mode, max(1, n // 20), jobs_n)
-    rates = [_write_rate(folder / f"w-{mode}-{k}.db", mode, n, jobs_n) for k in range(repeat)]
-    return statistics.median(rates), max(rates) - min(rates)
+    for mode, n in passes.items():
+        _write_rate(folder / f"w-{mode}-warm.db", mode, max(1, n // 20), jobs_n)
+    rates: dict[str, list[float]] = {mode: [] for mode in passes}
+    for k in range(repeat):
+        for mode, n in passes.items():
+            rates[mode].append(_write_rate(folder / f"w-{mode}-{k}.db", mode, n, jobs_n))
+    return {mode: summary(r) for mode, r in rates.items()}
 
 
 def _write_rate(path: Path, mode: str, n: int, jobs_n: int) -> float:
@@ -56,6 +64,7 @@ def _write_rate(path: Path, mode: str, n: int, jobs_n: int) -> float:
             "2025-06", [str(i) for i in range(jobs_n)], mode=mode, source="bench"
         )
         work = _entries(jobs, n)
+        gc.collect()  # as bench.seconds does
         started = time.perf_counter()
         for job, entry in work:
             storage.save_progress(job, entry, None)
@@ -90,7 +99,8 @@ def _read_times(
             ids = [j.id for j in reader.jobs(run_id=run_id)]
             reader.timelines(ids)
 
-        return measure(single, repeat=repeat), measure(bulk, repeat=repeat)
+        single_t, bulk_t = alternate([single, bulk], repeat=repeat)
+        return single_t, bulk_t
     finally:
         reader.close()
 
@@ -101,8 +111,9 @@ def run(*, quick: bool) -> dict[str, float]:
         folder = Path(tmp)
         # Committing row by row is slow: a quarter of the entries (a tenth in quick runs)
         # give its rate as well.
-        naive = _write_rates(folder, "naive", writes // (10 if quick else 4), jobs_n, repeat)
-        batched = _write_rates(folder, "optimized", writes, jobs_n, repeat)
+        passes = {"naive": writes // (10 if quick else 4), "optimized": writes}
+        rates = _write_rates(folder, passes, jobs_n, repeat)
+        naive, batched = rates["naive"], rates["optimized"]
         single, bulk = _read_times(folder, jobs_n, repeat)
     return {
         "write_row_commit_per_s": naive[0],

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, bindparam, create_engine, insert, select, update
 
-from engine.bulk import Prepared, dialect_insert
+from engine.bulk import Prepared, dialect_insert, raw_rows
 from engine.schema import batch_items, batches, metadata
 from tests.postgres import postgres_server
 
@@ -171,3 +171,15 @@ def test_many_rows_in_chunks_and_a_key_twice_in_one_call(
     stored = _stored(engine, 1)
     assert [r[0] for r in stored] == list(range(1, 302))
     assert [r[1] for r in stored[:3]] == ["succeeded", "failed", "queued"]  # the last one wins
+
+
+def test_raw_rows_read_what_execute_reads(engine: Engine) -> None:
+    many = [{**_items(1)[n % 3], "item_id": n} for n in range(1, 251)]  # several batches
+    with engine.begin() as conn:
+        conn.execute(insert(batch_items), many)
+    query = select(batch_items).where(batch_items.c.batch_id == 1).order_by(batch_items.c.item_id)
+    with engine.connect() as conn:
+        expected = [tuple(r) for r in conn.execute(query)]
+        got = list(raw_rows(conn, query, batch=100))
+    assert got == expected and len(got) == 250
+    assert isinstance(got[1][-1], datetime) and got[1][-1].tzinfo is not None  # converted
