@@ -316,13 +316,13 @@ class Storage:
         if run_id is not None:
             query = query.where(jobs.c.run_id == run_id)
         with self.reading("load_jobs") as conn:
-            return [_job_from_row(r) for r in conn.execute(query).all()]
+            return list(map(_job_from_row, raw_rows(conn, query)))
 
     def recent_jobs(self, district: str, limit: int = 12) -> list[Job]:
         """The district's latest jobs over every month and run, newest first."""
         query = select(*_JOB_COLUMNS).where(jobs.c.district == district).order_by(jobs.c.id.desc())
         with self.reading("recent_jobs") as conn:
-            return [_job_from_row(r) for r in conn.execute(query.limit(limit)).all()]
+            return list(map(_job_from_row, raw_rows(conn, query.limit(limit))))
 
     def get_job(self, job_id: int) -> Job:
         with self._pending_lock:
