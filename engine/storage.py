@@ -211,9 +211,12 @@ class Storage:
         runs = {job.run_id for job in batch.jobs.values()}
         with self._cache_lock:
             self._generation += 1  # loads that started before now are not kept
-            for job_id in written:
-                self._lru.pop(("job", job_id), None)
-                self._lru.pop(("timeline", job_id), None)
+            if len(self._lru) < 2 * len(written):  # the cache is the shorter list to go over
+                stale = [key for key in self._lru if key[1] in written]
+            else:
+                stale = [(kind, j) for j in written for kind in ("job", "timeline")]
+            for key in stale:
+                self._lru.pop(key, None)
             for run_id in runs:
                 self._index.pop(("jobs", run_id), None)
         with self._pending_lock:
@@ -453,7 +456,8 @@ class Storage:
     def _cache_on(self) -> bool:
         return self.optimized and self.settings.enable_in_memory_cache
 
-    def _cached(self, key: Any, load: Any) -> Any:
+    def _cached(self, key: tuple[str, int], load: Any) -> Any:
+        """Read ``(kind, job id)`` through the LRU (see _forget_flushed)."""
         return self._through(self._lru, key, load, count=True)
 
     def _indexed(self, key: Any, load: Any) -> Any:

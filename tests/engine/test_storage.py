@@ -343,3 +343,25 @@ def test_reads_during_a_background_flush_see_its_writes_and_cache_nothing_stale(
         assert [j.checks for j in s.jobs(run_id=job.run_id)] == [1]
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("cached", [2, 10])  # fewer / more cache entries than written jobs
+def test_a_flush_drops_from_the_cache_only_the_jobs_it_wrote(tmp_path: Path, cached: int) -> None:
+    url = f"sqlite:///{tmp_path / 'recon.db'}"
+    s = Storage(StorageSettings(db_url=url, mode="optimized", max_write_delay_ms=60_000))
+    try:
+        run = s.create_run("2025-06", [str(d) for d in range(10)], mode="optimized", source="sim")
+        for job in run[-cached:]:
+            s.get_job(job.id), s.timeline(job.id)
+        written = run[-6:-1]  # five jobs, among them the next to last (always cached)
+        for job in written:
+            s.save_progress(replace(job, checks=1), entry(job.id, 2, 100), None)
+        s.flush()
+        hits = s.cache_hits
+        for job in run[-cached:]:
+            s.get_job(job.id), s.timeline(job.id)
+        kept = [j for j in run[-cached:] if j not in written]
+        assert s.cache_hits - hits == 2 * len(kept)  # the written jobs were loaded again
+        assert all(s.get_job(j.id).checks == 1 and len(s.timeline(j.id)) == 1 for j in written)
+    finally:
+        s.close()
