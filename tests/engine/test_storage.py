@@ -276,6 +276,21 @@ def test_date_and_naive_timestamp_binds_on_sqlite() -> None:
     assert as_date(date(2025, 7, 1)) == "2025-07-01" == as_date(datetime(2025, 7, 1, 5))
 
 
+@given(
+    st.datetimes(
+        datetime(1900, 1, 1),
+        datetime(2200, 1, 1),
+        timezones=st.one_of(st.none(), st.timezones()),
+        allow_imaginary=False,
+    ),
+)
+def test_timestamps_bind_as_their_utc_isoformat(value: datetime) -> None:
+    as_utc = UTCDateTime().bind_processor(sqlite.dialect())
+    utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    assert as_utc(value) == utc.isoformat()
+    assert datetime.fromisoformat(as_utc(value)) == utc
+
+
 _METRICS = st.dictionaries(
     st.text(), st.one_of(st.floats(), st.integers(), st.booleans(), st.none())
 )
