@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 from .errors import ConfigError
 
@@ -201,3 +202,15 @@ class Job:
     last_significant_as_of: date | None = None
     attempts: int = 0
     significant_dates: tuple[date, ...] = field(default=())
+
+    @classmethod
+    def from_stored(cls, *values: Any) -> Job:
+        """A job read back from storage, its fields in order, built without the
+        dataclass ``__init__``, which sets each of the 19 fields through
+        ``object.__setattr__`` (twice the cost; bulk reads build a run's jobs)."""
+        job = object.__new__(cls)
+        job.__dict__.update(zip(_JOB_FIELDS, values, strict=True))
+        return job
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))

@@ -632,7 +632,7 @@ def _job_from_row(r: Sequence[Any]) -> Job:
     (id_, run_id, district, month, status, phase, reason, error, created_at, completed_at,
      final_as_of, last_check_date, checks, significant_changes, stable_days, extension_days,
      last_significant_as_of, attempts, dates) = r  # fmt: skip
-    return Job(
+    return Job.from_stored(
         id_,
         run_id,
         district,

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import sqlite
 
 from engine.errors import StorageError
-from engine.models import JobStatus, MetricChange, Phase, Snapshot, TimelineEntry
+from engine.models import Job, JobStatus, MetricChange, Phase, Snapshot, TimelineEntry
 from engine.schema import ISODate, UTCDateTime, timeline
 from engine.settings import StorageSettings
 from engine.storage import Storage, _to_json
@@ -380,3 +380,14 @@ def test_a_flush_drops_from_the_cache_only_the_jobs_it_wrote(tmp_path: Path, cac
         assert all(s.get_job(j.id).checks == 1 and len(s.timeline(j.id)) == 1 for j in written)
     finally:
         s.close()
+
+
+def test_a_job_built_from_stored_fields_is_the_job_its_init_makes() -> None:
+    values = (7, 1, "42", "2025-06", JobStatus.ACTIVE, Phase.STABILIZING, None, "boom", NOW,
+              None, date(2025, 7, 2), date(2025, 7, 3), 3, 1, 2, 0, date(2025, 7, 1), 1,
+              (date(2025, 7, 1),))  # fmt: skip
+    job = Job.from_stored(*values)
+    assert job == Job(*values) and hash(job) == hash(Job(*values))
+    assert replace(job, checks=4).checks == 4 and job.checks == 3
+    with pytest.raises(ValueError):
+        Job.from_stored(*values[:-1])  # a field short
