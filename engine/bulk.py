@@ -92,21 +92,13 @@ class Prepared:
             raise AssertionError(f"{self.names} are not in the statement's order {order}")
         names = self.names
 
-        def processed(rows: list[tuple[Any, ...]]) -> Iterable[tuple[Any, ...]]:
-            if not processors:
-                return rows
-            columns: list[Any] = list(zip(*rows, strict=True))
-            for i, process in processors:
-                columns[i] = map(process, columns[i])
-            return zip(*columns, strict=True)
-
         def convert(rows: list[tuple[Any, ...]]) -> Any:
             if not dialect.positional:
-                return [dict(zip(names, r, strict=True)) for r in processed(rows)]
-            return list(processed(rows))
+                return [dict(zip(names, r, strict=True)) for r in _processed(rows, processors)]
+            return list(_processed(rows, processors))
 
         def flat(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-            return tuple(itertools.chain.from_iterable(processed(rows)))
+            return tuple(itertools.chain.from_iterable(_processed(rows, processors)))
 
         return _Compiled(compiled.string, convert, flat, _values(dialect, compiled, len(names)))
 
@@ -155,15 +147,21 @@ def raw_rows(conn: Connection, query: Select[Any], batch: int = 100) -> Iterator
     try:
         cursor = result.cursor
         while rows := cursor.fetchmany(batch):
-            if not processors:
-                yield from rows
-                continue
-            columns: list[Any] = list(zip(*rows, strict=True))
-            for i, process in processors:
-                columns[i] = map(process, columns[i])
-            yield from zip(*columns, strict=True)
+            yield from _processed(rows, processors)
     finally:
         result.close()
+
+
+def _processed(
+    rows: Sequence[tuple[Any, ...]], processors: Sequence[tuple[int, Callable[[Any], Any]]]
+) -> Iterable[tuple[Any, ...]]:
+    """``rows`` with each ``(column index, processor)`` applied, column by column."""
+    if not processors:
+        return rows
+    columns: list[Any] = list(zip(*rows, strict=True))
+    for i, process in processors:
+        columns[i] = map(process, columns[i])
+    return zip(*columns, strict=True)
 
 
 @functools.lru_cache(maxsize=64)
