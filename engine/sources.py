@@ -19,6 +19,7 @@ Errors: a failed fetch raises :class:`~engine.errors.SourceError`
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -168,11 +169,8 @@ class _ExportSource(ABC):
         district, month = validate_district(district), validate_month(month)
         cancel.check()
         if self._summaries is not None:  # in flight while the club export is fetched
-            self._summaries.start(
-                (month, collection_date),
-                lambda: self._summary_export(month, collection_date, cancel),
-                cancel,
-            )
+            load = functools.partial(self._load_summary, month, collection_date, cancel)
+            self._summaries.start((month, collection_date), load, cancel)
         # Rows of another month's export are checked but not read: nothing uses them.
         club = self._parse(*self._club(district, month, collection_date, cancel), rows_for=month)
         summary = self._summary(month, collection_date, cancel)
@@ -203,12 +201,16 @@ class _ExportSource(ABC):
             self._rows.clear()
 
     def _summary(self, month: str, collection_date: date, cancel: CancelToken) -> Export | None:
-        def load() -> Export | None:
-            return self._summary_export(month, collection_date, cancel)
-
+        load = functools.partial(self._load_summary, month, collection_date, cancel)
         if self._summaries is None:
             return load()
         return self._summaries.get((month, collection_date), load, cancel)
+
+    def _load_summary(
+        self, month: str, collection_date: date, cancel: CancelToken
+    ) -> Export | None:
+        found = self._summary_export(month, collection_date, cancel)
+        return None if found is None else self._parse(*found)
 
     @abstractmethod
     def _club(
@@ -219,8 +221,9 @@ class _ExportSource(ABC):
     @abstractmethod
     def _summary_export(
         self, month: str, collection_date: date, cancel: CancelToken
-    ) -> Export | None:
-        """The district summary export, or None when the source has none."""
+    ) -> tuple[str, str] | None:
+        """The district summary export's text and where it came from, or None when the
+        source has none."""
 
 
 def _published(export: Export) -> tuple[str, date]:
@@ -243,10 +246,11 @@ class SimulatorSource(_ExportSource):
         where = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
         return text, f"sim:{where}"
 
-    def _summary_export(self, month: str, collection_date: date, cancel: CancelToken) -> Export:
+    def _summary_export(
+        self, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str]:
         text = self.sim.district_summary_csv(month, collection_date, cancel)
-        where = f"sim:{report_param(Report.DISTRICT_SUMMARY, '', month, collection_date)}"
-        return self._parse(text, where)
+        return text, f"sim:{report_param(Report.DISTRICT_SUMMARY, '', month, collection_date)}"
 
 
 class FolderSource(_ExportSource):
@@ -282,11 +286,11 @@ class FolderSource(_ExportSource):
 
     def _summary_export(
         self, month: str, collection_date: date, cancel: CancelToken
-    ) -> Export | None:
+    ) -> tuple[str, str] | None:
         path = self._folder(collection_date) / "districtsummary.csv"
         if not path.is_file():
             return None
-        return self._parse(self._read(path, None, month), str(path))
+        return self._read(path, None, month), str(path)
 
     @staticmethod
     def _read(path: Path, district: str | None, month: str) -> str:
@@ -325,9 +329,11 @@ class HttpSource(_ExportSource):
         param = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
         return self._get(param, district, month, cancel)
 
-    def _summary_export(self, month: str, collection_date: date, cancel: CancelToken) -> Export:
+    def _summary_export(
+        self, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str]:
         param = report_param(Report.DISTRICT_SUMMARY, "", month, collection_date)
-        return self._parse(*self._get(param, None, month, cancel))
+        return self._get(param, None, month, cancel)
 
     def _get(
         self, param: str, district: str | None, month: str, cancel: CancelToken
