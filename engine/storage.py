@@ -208,17 +208,7 @@ class Storage:
         """After a commit: values read from the database while it was under way are
         old; drop what was cached of the jobs it wrote, then stop overlaying it."""
         written = {job_id for job_id, _ in batch.entries} | set(batch.jobs)
-        runs = {job.run_id for job in batch.jobs.values()}
-        with self._cache_lock:
-            self._generation += 1  # loads that started before now are not kept
-            if len(self._lru) < 2 * len(written):  # the cache is the shorter list to go over
-                stale = [key for key in self._lru if key[1] in written]
-            else:
-                stale = [(kind, j) for j in written for kind in ("job", "timeline")]
-            for key in stale:
-                self._lru.pop(key, None)
-            for run_id in runs:
-                self._index.pop(("jobs", run_id), None)
+        self._drop_cached(written, {job.run_id for job in batch.jobs.values()})
         with self._pending_lock:
             self._flushing = _Pending()
 
@@ -457,7 +447,7 @@ class Storage:
         return self.optimized and self.settings.enable_in_memory_cache
 
     def _cached(self, key: tuple[str, int], load: Any) -> Any:
-        """Read ``(kind, job id)`` through the LRU (see _forget_flushed)."""
+        """Read ``(kind, job id)`` through the LRU (see _drop_cached)."""
         return self._through(self._lru, key, load, count=True)
 
     def _indexed(self, key: Any, load: Any) -> Any:
@@ -486,13 +476,23 @@ class Storage:
             self._index.clear()
 
     def _forget_job(self, job: Job) -> None:
-        with self._cache_lock:
-            self._generation += 1
-            self._lru.pop(("job", job.id), None)
-            self._lru.pop(("timeline", job.id), None)
-            self._index.pop(("jobs", job.run_id), None)  # a new status alters the listing
+        self._drop_cached({job.id}, {job.run_id})  # a new status alters the run's listing
         with self._pending_lock:
             self._pending.jobs.pop(job.id, None)
+
+    def _drop_cached(self, job_ids: set[int], run_ids: set[int]) -> None:
+        """Drop the cached job and timeline of ``job_ids`` and the job listings of
+        ``run_ids``; loads under way are not kept (see _through)."""
+        with self._cache_lock:
+            self._generation += 1
+            if len(self._lru) < 2 * len(job_ids):  # the cache is the shorter list to go over
+                stale = [key for key in self._lru if key[1] in job_ids]
+            else:
+                stale = [(kind, j) for j in job_ids for kind in ("job", "timeline")]
+            for key in stale:
+                self._lru.pop(key, None)
+            for run_id in run_ids:
+                self._index.pop(("jobs", run_id), None)
 
     # --- deferred-write machinery ---------------------------------------------------------
 
@@ -716,7 +716,7 @@ def _entries_from_rows(rows: list[Sequence[Any]]) -> tuple[TimelineEntry, ...]:
 
 def _entry_from_row(r: Sequence[Any], metrics: dict[str, float]) -> TimelineEntry:
     job_id, as_of, checked_at, data_month, _, changes, significant, note = r
-    return _from_stored(
+    return TimelineEntry.from_stored(
         job_id,
         as_of,
         checked_at,
@@ -726,9 +726,6 @@ def _entry_from_row(r: Sequence[Any], metrics: dict[str, float]) -> TimelineEntr
         significant,
         note,
     )
-
-
-_from_stored = TimelineEntry.from_stored
 
 
 def _changes(text: str) -> tuple[MetricChange, ...]:
