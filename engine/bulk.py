@@ -21,7 +21,8 @@ that order: Python-side column defaults are not filled in.
 :func:`raw_rows` reads a SELECT's rows as the DBAPI returns them, with its
 columns' result processors applied (on SQLite, text to dates and timestamps), a
 batch of rows at a time: a :class:`~sqlalchemy.engine.Row` costs more to build
-than the row costs to read.
+than the row costs to read. :func:`raw_columns` gives each batch column by
+column, for callers that build one object per row from the columns.
 """
 
 from __future__ import annotations
@@ -142,12 +143,21 @@ def _values(dialect: Any, compiled: Any, width: int) -> _Values | None:
 def raw_rows(conn: Connection, query: Select[Any], batch: int = 100) -> Iterator[tuple[Any, ...]]:
     """The rows of ``query`` as tuples, in the types its columns declare; fetched
     ``batch`` at a time, so that a long result is not held all at once."""
+    for columns in raw_columns(conn, query, batch):
+        yield from zip(*columns, strict=True)
+
+
+def raw_columns(
+    conn: Connection, query: Select[Any], batch: int = 100
+) -> Iterator[list[Iterable[Any]]]:
+    """The rows of ``query`` a batch at a time, each batch as one iterable per column
+    (in the types the columns declare)."""
     processors = _result_processors(conn.dialect, tuple(c.type for c in query.selected_columns))
     result = conn.execute(query)
     try:
         cursor = result.cursor
         while rows := cursor.fetchmany(batch):
-            yield from _processed(rows, processors)
+            yield _columns(rows, processors)
     finally:
         result.close()
 
@@ -156,12 +166,16 @@ def _processed(
     rows: Sequence[tuple[Any, ...]], processors: Sequence[tuple[int, Callable[[Any], Any]]]
 ) -> Iterable[tuple[Any, ...]]:
     """``rows`` with each ``(column index, processor)`` applied, column by column."""
-    if not processors:
-        return rows
-    columns: list[Any] = list(zip(*rows, strict=True))
+    return zip(*_columns(rows, processors), strict=True) if processors else rows
+
+
+def _columns(
+    rows: Sequence[tuple[Any, ...]], processors: Sequence[tuple[int, Callable[[Any], Any]]]
+) -> list[Iterable[Any]]:
+    columns: list[Iterable[Any]] = list(zip(*rows, strict=True))
     for i, process in processors:
         columns[i] = map(process, columns[i])
-    return zip(*columns, strict=True)
+    return columns
 
 
 @functools.lru_cache(maxsize=64)
@@ -179,4 +193,4 @@ def dialect_insert(dialect: str, table: Table) -> Any:
     return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
-__all__ = ["Prepared", "dialect_insert", "raw_rows"]
+__all__ = ["Prepared", "dialect_insert", "raw_columns", "raw_rows"]

@@ -96,6 +96,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         return super().result_processor(dialect, coltype)
 
 
+class Flag(TypeDecorator[bool]):
+    """A bool: BOOLEAN; on SQLite 0 or 1, as SQLAlchemy's ``Boolean`` stores it.
+
+    Only the SQLite write differs: the value goes to sqlite3 as it is (a bool is an
+    int to it), without ``Boolean``'s two calls per value.
+    """
+
+    impl = Boolean
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        return None if dialect.name == "sqlite" else super().bind_processor(dialect)
+
+
 # --- reconciliation (runs, jobs, timelines, month-end snapshots) ---------------
 
 runs = Table(
@@ -144,7 +158,7 @@ timeline = Table(
     Column("data_month", String(7)),
     Column("metrics", Text, nullable=False),
     Column("changes", Text, nullable=False),
-    Column("significant", Boolean, nullable=False),
+    Column("significant", Flag, nullable=False),
     Column("note", Text, nullable=False, default=""),
     UniqueConstraint("job_id", "as_of", name="uq_timeline_job_as_of"),
 )

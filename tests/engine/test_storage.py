@@ -137,6 +137,21 @@ class StorageContract:
         assert all(bulk[j.id] == storage.timeline(j.id) for j in created)
         assert {bulk[j.id][0].metrics["membership"] for j in created} == {j.id for j in created}
 
+    def test_bulk_timelines_of_jobs_whose_rows_span_fetch_batches(self, storage: Storage) -> None:
+        created = storage.create_run("2025-06", ["1", "2", "3"], mode=self.mode, source="s")
+        for day in range(60):  # 180 rows, read 100 at a time: the second job's are split
+            for j in created:
+                written = entry(j.id, 1, j.id * 1000 + day)
+                as_of = date(2025, 7, 1) + timedelta(days=day)
+                storage.save_progress(j, replace(written, as_of=as_of), None)
+        storage.flush()
+        bulk = storage.timelines([j.id for j in created])
+        for j in created:
+            got = bulk[j.id]
+            assert got == storage.timeline(j.id)
+            assert len(got) == 60 and {e.job_id for e in got} == {j.id}
+            assert [e.metrics["membership"] for e in got] == [j.id * 1000 + d for d in range(60)]
+
     def test_timestamps_with_any_offset_come_back_equal_and_aware(
         self, storage: Storage, url: str
     ) -> None:
@@ -259,10 +274,25 @@ def test_sqlite_stores_iso_text_in_utc(tmp_path: Path) -> None:
         local = datetime(2025, 7, 3, 14, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
         s.save_progress(job, replace(entry(job.id, 2, 100), checked_at=local), None)
         with s.engine.connect() as conn:
-            raw = conn.exec_driver_sql("SELECT as_of, checked_at FROM timeline").one()
+            raw = conn.exec_driver_sql("SELECT as_of, checked_at, significant FROM timeline").one()
+        (stored,) = s.timeline(job.id)
     finally:
         s.close()
-    assert tuple(raw) == ("2025-07-02", "2025-07-03T12:00:00.000005+00:00")
+    assert tuple(raw) == ("2025-07-02", "2025-07-03T12:00:00.000005+00:00", 1)
+    assert stored.significant is True
+
+
+def test_unreadable_stored_metrics_are_an_error_that_names_the_job(tmp_path: Path) -> None:
+    s = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode="naive"))
+    try:
+        (job,) = s.create_run("2025-06", ["42"], mode="naive", source="sim")
+        s.save_progress(job, entry(job.id, 2, 100), None)
+        with s.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE timeline SET metrics = '{}, {}'")
+        with pytest.raises(StorageError, match=f"timeline metrics of job {job.id} are not JSON"):
+            s.timeline(job.id)
+    finally:
+        s.close()
 
 
 def test_date_and_naive_timestamp_binds_on_sqlite() -> None:
