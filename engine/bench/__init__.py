@@ -70,32 +70,52 @@ TARGETS: Mapping[str, Mapping[str, Target]] = {
 
 
 def alternate(
-    works: Sequence[Callable[[], object]], *, repeat: int = 5, warmup: int = 1
-) -> list[tuple[float, float]]:
-    """Median and spread (max - min) in seconds of each of ``works``, over ``repeat``
-    rounds after ``warmup`` rounds. A round runs each work once, in turn, so that all
-    of them see the same machine (its speed drifts); see :func:`seconds`."""
+    works: Sequence[Callable[[], object]],
+    *,
+    repeat: int = 5,
+    warmup: int = 1,
+    at_least: float = 0.0,
+) -> list[list[float]]:
+    """Seconds of one call of each of ``works`` in each of ``repeat`` rounds after
+    ``warmup`` rounds. A round gives each work a turn, so that all of them see the same
+    machine (its speed drifts); a turn lasts ``at_least`` seconds (see :func:`seconds`).
+    See :func:`summary` and :func:`paired_ratio`."""
     for _ in range(warmup):
         for work in works:
             work()
     times: list[list[float]] = [[] for _ in works]
     for _ in range(repeat):
         for work, out in zip(works, times, strict=True):
-            out.append(seconds(work))
-    return [summary(t) for t in times]
+            out.append(seconds(work, at_least=at_least))
+    return times
 
 
-def seconds(work: Callable[[], object]) -> float:
-    """Wall seconds of one call, which starts without the garbage of the one before."""
-    gc.collect()
-    started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
+def seconds(work: Callable[[], object], *, at_least: float = 0.0) -> float:
+    """Wall seconds of one call, each call starting without the garbage of the one
+    before. The calls go on until they add up to ``at_least`` seconds and their mean is
+    returned: a call of a tenth of a second takes up to a third longer or shorter from
+    one moment to the next on a shared machine, a mean over half a second much less."""
+    total, calls = 0.0, 0
+    while calls == 0 or total < at_least:
+        gc.collect()
+        started = time.perf_counter()
+        work()
+        total += time.perf_counter() - started
+        calls += 1
+    return total / calls
 
 
 def summary(times: Sequence[float]) -> tuple[float, float]:
     """Median and spread (max - min)."""
     return statistics.median(times), max(times) - min(times)
+
+
+def paired_ratio(top: Sequence[float], bottom: Sequence[float]) -> float:
+    """The median of ``top[i] / bottom[i]``: of figures measured in the same round, which
+    saw the machine at the same moment. (A slow stretch of the machine that falls on
+    one figure of a round more than on the others still shows; one that lasts a round
+    cancels out, as it would not in the ratio of the medians.)"""
+    return statistics.median(a / b for a, b in zip(top, bottom, strict=True))
 
 
 def machine() -> dict[str, Any]:
@@ -128,4 +148,13 @@ def store(
     storage.write(bench_results, [row])
 
 
-__all__ = ["SUITES", "TARGETS", "Target", "machine", "measure", "run_suite", "store"]
+__all__ = [
+    "SUITES",
+    "TARGETS",
+    "Target",
+    "machine",
+    "measure",
+    "paired_ratio",
+    "run_suite",
+    "store",
+]
