@@ -166,16 +166,18 @@ class TimelineEntry:
         (half the cost: bulk reads build thousands). ``metrics`` must be a new dict
         that nothing else holds; it is wrapped, not copied."""
         entry = object.__new__(cls)
-        entry.__dict__.update(
-            job_id=job_id,
-            as_of=as_of,
-            checked_at=checked_at,
-            data_month=data_month,
-            metrics=MappingProxyType(metrics),
-            changes=changes,
-            significant=significant,
-            note=note,
-        )
+        # One new dict for its attributes: cheaper than filling the one it would make.
+        attributes = {
+            "job_id": job_id,
+            "as_of": as_of,
+            "checked_at": checked_at,
+            "data_month": data_month,
+            "metrics": MappingProxyType(metrics),
+            "changes": changes,
+            "significant": significant,
+            "note": note,
+        }
+        object.__setattr__(entry, "__dict__", attributes)
         return entry
 
 
@@ -209,7 +211,7 @@ class Job:
         dataclass ``__init__``, which sets each of the 19 fields through
         ``object.__setattr__`` (twice the cost; bulk reads build a run's jobs)."""
         job = object.__new__(cls)
-        job.__dict__.update(zip(_JOB_FIELDS, values, strict=True))
+        object.__setattr__(job, "__dict__", dict(zip(_JOB_FIELDS, values, strict=True)))
         return job
 
 

@@ -7,7 +7,7 @@ Two modes side by side:
 - ``optimized``: per-check writes (timeline entries, job progress, month-end
   snapshots, generic deferred inserts) are queued, coalesced by key and written
   in one transaction by a flusher thread when ``batch_size`` are pending (by the
-  writer itself past four times that), after ``max_write_delay_ms``, on
+  writer itself past sixteen times that), after ``max_write_delay_ms``, on
   :meth:`flush` and on :meth:`close`. Readers in this
   process see queued writes (they are overlaid on database reads). Jobs and
   timelines are kept in an LRU of ``cache_max_size`` entries and index queries
@@ -61,7 +61,7 @@ from .settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
-_INLINE_FLUSH_FACTOR = 4  # see Storage._size_trigger
+_INLINE_FLUSH_FACTOR = 16  # see Storage._size_trigger
 
 _JOB_PROGRESS_COLUMNS = (
     "status",
@@ -511,7 +511,10 @@ class Storage:
         """At ``batch_size`` queued writes the flusher thread writes them, so that the
         caller does not wait for the commit. Past :data:`_INLINE_FLUSH_FACTOR` times that
         (the flusher is behind, or the database fails), the caller flushes itself: it
-        waits, and it gets the error."""
+        waits, and it gets the error. The margin lets a writer that keeps the interpreter
+        busy go on queueing while the flusher's SQLite work, which releases the
+        interpreter lock, runs beside it: a writing loop got to four times the batch size
+        before the flusher started, and at four times it waited for every flush."""
         if pending >= _INLINE_FLUSH_FACTOR * self.settings.batch_size:
             self.flush()
         elif pending >= self.settings.batch_size and not self._wake.is_set():

@@ -19,7 +19,7 @@ from engine.errors import StorageError
 from engine.models import Job, JobStatus, MetricChange, Phase, Snapshot, TimelineEntry
 from engine.schema import ISODate, UTCDateTime, timeline
 from engine.settings import StorageSettings
-from engine.storage import Storage, _to_json
+from engine.storage import _INLINE_FLUSH_FACTOR, Storage, _to_json
 
 NOW = datetime(2025, 7, 3, tzinfo=UTC)
 
@@ -234,18 +234,21 @@ class TestOptimizedStorage(StorageContract):
             with s.engine.connect() as conn:  # every flush fails: the table is gone
                 conn.exec_driver_sql("ALTER TABLE timeline RENAME TO timeline_away")
                 conn.commit()
-            days = []
-            with pytest.raises(StorageError, match="storage flush"):  # at 8 pending at the latest
-                for day in range(2, 30):
-                    days.append(day)
-                    s.save_progress(job, entry(job.id, day, 100 + day), None)
-            assert 2 < len(days) <= 7  # the flusher's tries (from 2 pending on) fail quietly
+            days: list[date] = []
+            inline = _INLINE_FLUSH_FACTOR * 2  # pending writes: the entries and the job
+            with pytest.raises(StorageError, match="storage flush"):
+                for n in range(2 * inline):
+                    days.append(date(2025, 7, 1) + timedelta(days=n))
+                    s.save_progress(job, replace(entry(job.id, 2, n), as_of=days[-1]), None)
+            # Not before: the flusher's tries (from 2 pending on) failed quietly. (A try
+            # under way holds writes that the count leaves out, so it may come later.)
+            assert len(days) >= inline - 1
             with s.engine.connect() as conn:
                 conn.exec_driver_sql("ALTER TABLE timeline_away RENAME TO timeline")
                 conn.commit()
             s.flush()
             assert s.pending_writes() == 0
-            assert [e.as_of.day for e in s.timeline(job.id)] == days  # nothing dropped
+            assert [e.as_of for e in s.timeline(job.id)] == days  # nothing dropped
         finally:
             s.close()
 
