@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     result = ctx.console().start_batch(args.month, districts=split_districts(args.districts))
     for note in result.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")
-    code = drain(ctx.console().batch, [result.batch_id])
+    code = drain(ctx.console().batch, [result.batch_id], summary=False)  # the month's, below
     print_run_summary(ctx, args.month, time.monotonic() - started)
     return code
 

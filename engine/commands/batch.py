@@ -150,8 +150,11 @@ def cmd_cancel(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 
-def drain(runner: BatchRunner, batch_ids: list[int], *, as_json: bool = False) -> int:
-    """Run until every batch is finished, with a progress bar fed by the runner's events."""
+def drain(
+    runner: BatchRunner, batch_ids: list[int], *, as_json: bool = False, summary: bool = True
+) -> int:
+    """Run until every batch is finished, with a progress bar fed by the runner's events,
+    then print the batches' summary (unless the caller prints its own)."""
     if as_json:
         runner.run(until_idle=True)
     else:
@@ -180,7 +183,8 @@ def drain(runner: BatchRunner, batch_ids: list[int], *, as_json: bool = False) -
             finally:
                 unsubscribe()
     progress = [runner.progress(batch_id) for batch_id in batch_ids]
-    _print_summary(progress, as_json=as_json)
+    if summary:
+        _print_summary(progress, as_json=as_json)
     return 1 if any(p.failed for p in progress) else 0
 
 

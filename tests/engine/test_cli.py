@@ -49,7 +49,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[objec
 def test_run_then_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "sim.db"
     assert run(db) == 0
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert f"Month-end {MONTH}: summary" in printed and "completed: closing-ended" in printed
+    assert "Batch summary" not in printed  # one summary: the month's
     assert main(["status", "--month", MONTH, "--json", "--db", f"sqlite:///{db}"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [list(r) for r in rows] == [FIELDS] * 10
