@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .batch import FINISHED, BatchInfo, BatchProgress, ItemRecord
+from .bench import TARGETS
 from .cache import LAYERS
 from .console import MONTH_END_BATCH
 from .errors import ConfigError
@@ -501,18 +502,31 @@ def bench_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         result = json.loads(row.result)
-        figures = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, int | float))
         out.append(
             {
                 "id": row.id,
                 "created_at": row.created_at,
                 "suite": row.suite,
                 "quick": bool(row.quick),
-                "figures": figures,
+                "figures": _figures(row.suite, result, judged=not row.quick),
                 "result": result,
             }
         )
     return out
+
+
+def _figures(suite: str, result: Mapping[str, Any], *, judged: bool) -> str:
+    """A result's numbers in one line, the fields with a target first and, for a full
+    run, whether each met it (e.g. ``read_speedup 10.1 (>= 10: met)``)."""
+    targets = TARGETS.get(suite, {})
+    numbers = [(k, v) for k, v in result.items() if isinstance(v, int | float)]
+    numbers.sort(key=lambda kv: kv[0] not in targets)  # stable: stored order otherwise
+    shown = []
+    for name, value in numbers:
+        target = targets.get(name) if judged else None
+        verdict = f" ({target}: {'met' if target.met(value) else 'missed'})" if target else ""
+        shown.append(f"{name} {value:.4g}{verdict}")
+    return ", ".join(shown)
 
 
 COMPARISON_SUITE = "e2e-dashboard"  # results of the Before / after page, beside ``recon bench``'s

@@ -125,7 +125,17 @@ def test_bench_history_lists_stored_results(console: Console) -> None:
     console.storage.write(bench_results, [{**row, "result": json.dumps(result)}])
     found = views.bench_history(console)[0]
     assert found["suite"] == "e2e" and found["quick"] and found["result"] == result
-    assert found["figures"] == "naive_s 10, optimized_s 1, speedup 10"
+    assert found["figures"] == "speedup 10, naive_s 10, optimized_s 1"  # quick: not judged
+
+
+def test_bench_history_puts_targets_first_with_their_verdict(console: Console) -> None:
+    result = {"write_row_commit_per_s": 2000.0, "write_speedup": 54.3, "read_speedup": 9.2}
+    row = {"created_at": console.clock.now(), "suite": "storage", "quick": False}
+    console.storage.write(bench_results, [{**row, "result": json.dumps(result)}])
+    assert views.bench_history(console)[0]["figures"] == (
+        "write_speedup 54.3 (>= 50: met), read_speedup 9.2 (>= 10: missed), "
+        "write_row_commit_per_s 2000"
+    )
 
 
 def test_start_comparison_refuses_bad_sizes(console: Console) -> None:
