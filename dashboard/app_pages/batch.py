@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import runtime
 import streamlit as st
@@ -121,7 +122,7 @@ def pick() -> None:
         runtime.put("batch_id", runtime.get("history_ids")[rows[0]])
 
 
-def history_section(history: list[dict[str, object]]) -> None:
+def history_section(history: list[dict[str, Any]]) -> None:
     st.subheader("History")
     runtime.put("history_ids", [r["batch"] for r in history])
     ui.table(
@@ -184,14 +185,28 @@ with right:
     if st.button("Resume interrupted batches", icon=":material/replay:"):
         resume()
 
-with ui.guard():
+
+def shown_batch(history: list[dict[str, Any]]) -> int | None:
+    """The batch picked in the history, or else the newest."""
+    picked = runtime.get("batch_id") or (history[0]["batch"] if history else None)
+    return None if picked is None else int(picked)
+
+
+def batches() -> bool:
+    """The shown batch and the history, both live while the batch is: its row there
+    moves with it."""
     history = views.batch_history(console)
-    shown = runtime.get("batch_id") or (history[0]["batch"] if history else None)
-    st.divider()
+    shown = shown_batch(history)
     if shown is None:
         st.info("No batches yet.")
-    else:
-        st.subheader(f"Batch {shown}")
-        live = views.batch_view(console, int(shown)).live
-        ui.live_fragment(lambda: batch_live(int(shown)), active=live)
-        history_section(history)
+        return False
+    st.subheader(f"Batch {shown}")
+    live = batch_live(shown)
+    history_section(history)
+    return live
+
+
+with ui.guard():
+    st.divider()
+    first = shown_batch(views.batch_history(console, limit=1))
+    ui.live_fragment(batches, active=first is not None and views.batch_view(console, first).live)
