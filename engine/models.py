@@ -136,7 +136,7 @@ class MetricChange:
         return None if self.old == 0 else 100.0 * (self.new - self.old) / abs(self.old)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # 96 bytes an entry instead of 328: bulk reads keep many
 class TimelineEntry:
     job_id: int
     as_of: date
@@ -166,19 +166,22 @@ class TimelineEntry:
         (half the cost: bulk reads build thousands). ``metrics`` must be a new dict
         that nothing else holds; it is wrapped, not copied."""
         entry = object.__new__(cls)
-        # One new dict for its attributes: cheaper than filling the one it would make.
-        attributes = {
-            "job_id": job_id,
-            "as_of": as_of,
-            "checked_at": checked_at,
-            "data_month": data_month,
-            "metrics": MappingProxyType(metrics),
-            "changes": changes,
-            "significant": significant,
-            "note": note,
-        }
-        object.__setattr__(entry, "__dict__", attributes)
+        _set_job_id(entry, job_id)
+        _set_as_of(entry, as_of)
+        _set_checked_at(entry, checked_at)
+        _set_data_month(entry, data_month)
+        _set_metrics(entry, MappingProxyType(metrics))
+        _set_changes(entry, changes)
+        _set_significant(entry, significant)
+        _set_note(entry, note)
         return entry
+
+
+# Each slot's own setter: the frozen class's __setattr__ refuses, and object.__setattr__
+# looks the name up first.
+_SLOT_SETTERS = [getattr(TimelineEntry, f.name).__set__ for f in fields(TimelineEntry)]
+(_set_job_id, _set_as_of, _set_checked_at, _set_data_month, _set_metrics, _set_changes,
+ _set_significant, _set_note) = _SLOT_SETTERS  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -424,3 +424,14 @@ def test_a_job_built_from_stored_fields_is_the_job_its_init_makes() -> None:
     assert replace(job, checks=4).checks == 4 and job.checks == 3
     with pytest.raises(ValueError):
         Job.from_stored(*values[:-1])  # a field short
+
+
+def test_an_entry_built_from_stored_fields_is_the_entry_its_init_makes() -> None:
+    change = (MetricChange("membership", 99, 100, True),)
+    values = (7, date(2025, 7, 2), NOW, "2025-06", {"membership": 100}, change, True, "n")
+    stored = TimelineEntry.from_stored(*values)
+    assert stored == TimelineEntry(*values) and repr(stored) == repr(TimelineEntry(*values))
+    assert not hasattr(stored, "__dict__")  # slots: every field set, nothing else
+    with pytest.raises(TypeError):
+        stored.metrics["membership"] = 0  # type: ignore[index]
+    assert replace(stored, note="m").note == "m" and stored.note == "n"
