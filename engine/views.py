@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .batch import FINISHED, BatchInfo, BatchProgress, ItemRecord
-from .bench import TARGETS
+from .bench import judged
 from .cache import LAYERS
 from .console import MONTH_END_BATCH
 from .errors import ConfigError
@@ -508,25 +508,24 @@ def bench_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
                 "created_at": row.created_at,
                 "suite": row.suite,
                 "quick": bool(row.quick),
-                "figures": _figures(row.suite, result, judged=not row.quick),
+                "figures": _figures(row.suite, result, judge=not row.quick),
                 "result": result,
             }
         )
     return out
 
 
-def _figures(suite: str, result: Mapping[str, Any], *, judged: bool) -> str:
+def _figures(suite: str, result: Mapping[str, Any], *, judge: bool) -> str:
     """A result's numbers in one line, the fields with a target first and, for a full
     run, whether each met it (e.g. ``read_speedup 10.1 (>= 10: met)``)."""
-    targets = TARGETS.get(suite, {})
-    numbers = [(k, v) for k, v in result.items() if isinstance(v, int | float)]
-    numbers.sort(key=lambda kv: kv[0] not in targets)  # stable: stored order otherwise
-    shown = []
-    for name, value in numbers:
-        target = targets.get(name) if judged else None
-        verdict = f" ({target}: {'met' if target.met(value) else 'missed'})" if target else ""
-        shown.append(f"{name} {value:.4g}{verdict}")
-    return ", ".join(shown)
+    numbers = {k: v for k, v in result.items() if isinstance(v, int | float)}
+    found = judged({suite: numbers}, judge=judge)
+    found.sort(key=lambda row: not row[3])  # stable: stored order otherwise
+    verdicts = {"yes": "met", "no": "missed"}
+    return ", ".join(
+        f"{field} {value}" + (f" ({target}: {verdicts[met]})" if met else "")
+        for _, field, value, target, met in found
+    )
 
 
 COMPARISON_SUITE = "e2e-dashboard"  # results of the Before / after page, beside ``recon bench``'s

@@ -69,6 +69,21 @@ TARGETS: Mapping[str, Mapping[str, Target]] = {
 }
 
 
+def judged(
+    results: Mapping[str, Mapping[str, float]], *, judge: bool
+) -> list[tuple[str, str, str, str, str]]:
+    """(suite, field, value, target, met?) for every field of ``results`` (suite ->
+    fields): the value as text, the target ("" without one), met? "yes", "no", or ""
+    without a target or when not ``judge`` (quick runs)."""
+    found = []
+    for suite, fields in results.items():
+        for field, value in fields.items():
+            target = TARGETS.get(suite, {}).get(field)
+            met = "" if target is None or not judge else ("yes" if target.met(value) else "no")
+            found.append((suite, field, f"{value:.4g}", str(target or ""), met))
+    return found
+
+
 def alternate(
     works: Sequence[Callable[[], object]],
     *,
@@ -152,6 +167,7 @@ __all__ = [
     "SUITES",
     "TARGETS",
     "Target",
+    "judged",
     "machine",
     "measure",
     "paired_ratio",

@@ -44,7 +44,7 @@ def run(*, quick: bool) -> dict[str, float]:
         tuple(_percentiles(timed(batches)) for timed in (_time_ours, _time_locked, _time_dict))
         for _ in range(reps + 1)
     ][1:]  # the first: warm-up
-    ours, locked, plain = ([r[i] for r in rounds] for i in range(3))
+    ours, locked, plain = zip(*rounds, strict=True)
     hit_p50 = statistics.median(p50 for p50, _ in ours)
     locked_p50 = statistics.median(p50 for p50, _ in locked)
     return {

@@ -20,7 +20,7 @@ from rich.console import Console as RichConsole
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..bench import SUITES, TARGETS, machine, run_suite, store
+from ..bench import SUITES, judged, machine, run_suite, store
 from ..clock import SystemClock
 from ..errors import ConfigError
 
@@ -73,17 +73,6 @@ def _run(names: tuple[str, ...], *, quick: bool) -> dict[str, dict[str, float]]:
     return results
 
 
-def rows(results: Results, *, judge: bool) -> list[tuple[str, str, str, str, str]]:
-    """suite, field, value, target, met? for every field (met? only if ``judge``)."""
-    found = []
-    for suite, fields in results.items():
-        for field, value in fields.items():
-            target = TARGETS.get(suite, {}).get(field)
-            met = "" if target is None or not judge else ("yes" if target.met(value) else "no")
-            found.append((suite, field, f"{value:.4g}", str(target or ""), met))
-    return found
-
-
 def markdown(results: Results, report: Mapping[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -92,7 +81,7 @@ def markdown(results: Results, report: Mapping[str, Any]) -> str:
         "",
         "| suite | field | value | target | met? |",
         "|---|---|---:|---|---|",
-        *(f"| {' | '.join(row)} |" for row in rows(results, judge=not report["quick"])),
+        *(f"| {' | '.join(row)} |" for row in judged(results, judge=not report["quick"])),
     ]
     return "\n".join(lines) + "\n"
 
@@ -102,7 +91,7 @@ def _table(results: Results, *, quick: bool) -> Table:
     table = Table(title="recon bench", caption=caption)
     for name in ("suite", "field", "value", "target", "met?"):
         table.add_column(name, justify="right" if name == "value" else "left")
-    for suite, field, value, target, met in rows(results, judge=not quick):
+    for suite, field, value, target, met in judged(results, judge=not quick):
         style = {"yes": "green", "no": "red"}.get(met, "")
         table.add_row(suite, field, value, target, f"[{style}]{met}[/]" if style else met)
     return table
