@@ -1,6 +1,6 @@
 """The dashboard's engine and its per-tab state.
 
-One :class:`~engine.console.Console` per process, shared by every session
+One :class:`~engine.app.console.Console` per process, shared by every session
 through ``st.cache_resource`` (the console is thread-safe) and closed when
 the cache is cleared. Session state holds only one tab's UI choices, under
 ``recon_`` keys behind the small accessors below.
@@ -13,8 +13,8 @@ from typing import Any
 import streamlit as st
 
 from engine import settings as settings_mod
-from engine import views
-from engine.console import Console
+from engine.app import views
+from engine.app.console import Console
 from engine.errors import EngineError
 
 REFRESH_S = 2.0  # how often live parts poll the engine

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import runtime
 import streamlit as st
 
+from engine.app.views import BatchView
 from engine.errors import (
     BatchError,
     ConfigError,
@@ -19,7 +20,6 @@ from engine.errors import (
     SourceError,
     StorageError,
 )
-from engine.views import BatchView
 
 STATE_COLORS = {
     "completed": "#2da44e",

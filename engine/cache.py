@@ -51,9 +51,9 @@ from typing import Any
 
 from cachetools import Cache, FIFOCache, LFUCache, LRUCache, TLRUCache
 
-from .clock import Clock, SystemClock
-from .errors import ConfigError
-from .settings import CacheSettings, clamp
+from engine.clock import Clock, SystemClock
+from engine.errors import ConfigError
+from engine.settings import CacheSettings, clamp
 
 LAYERS = ("jobs", "timelines", "status", "config", "snapshots")
 POLICIES = ("LRU", "LFU", "FIFO", "TTL-LRU")

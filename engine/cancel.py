@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from .errors import BatchError, ItemCancelled, ItemTimeout
+from engine.errors import BatchError, ItemCancelled, ItemTimeout
 
 # Guards the lazy creation of a token's event. Most tokens are never waited on
 # (an attempt that only checks), and an Event costs more than the rest of the token.

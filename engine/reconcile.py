@@ -16,15 +16,15 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import rules
-from .cancel import NEVER, CancelToken
-from .clock import Clock
-from .models import Job, JobStatus, Phase, Reason, Snapshot, TimelineEntry, month_end
-from .settings import ReconSettings
-from .storage import Storage
+from engine.cancel import NEVER, CancelToken
+from engine.clock import Clock
+from engine.domain import rules
+from engine.domain.models import Job, JobStatus, Phase, Reason, Snapshot, TimelineEntry, month_end
+from engine.settings import ReconSettings
+from engine.store.storage import Storage
 
 if TYPE_CHECKING:
-    from .sources import Source
+    from engine.sources.base import Source
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 DEFAULT_DB_URL = "sqlite:///data/recon.db"
 

@@ -9,7 +9,7 @@ import runtime
 import streamlit as st
 import ui
 
-from engine import views
+from engine.app import views
 from engine.errors import EngineError
 
 console = runtime.get_console()

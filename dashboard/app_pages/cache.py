@@ -8,7 +8,7 @@ import runtime
 import streamlit as st
 import ui
 
-from engine import views
+from engine.app import views
 from engine.cache import LAYERS, POLICIES
 
 console = runtime.get_console()

@@ -10,8 +10,8 @@ import streamlit as st
 import ui
 from plotly.subplots import make_subplots
 
-from engine import views
-from engine.models import ALL_METRICS
+from engine.app import views
+from engine.domain.models import ALL_METRICS
 
 console = runtime.get_console()
 month = runtime.month()

@@ -6,7 +6,7 @@ import runtime
 import streamlit as st
 import ui
 
-from engine import views
+from engine.app import views
 
 console = runtime.get_console()
 GROUPS = ("recon", "cache", "storage", "batch", "monitor", "source", "api")

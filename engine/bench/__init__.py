@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..schema import bench_results
+from engine.store.schema import bench_results
 
 if TYPE_CHECKING:
-    from ..storage import Storage
+    from engine.store.storage import Storage
 
 SUITES = ("e2e", "storage", "cache", "batch", "monitor")
 

@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from ..batch import BatchRunner
-from ..cancel import CancelToken
-from ..settings import BatchSettings, StorageSettings
-from ..storage import Storage
-from . import alternate, paired_ratio, seconds, summary
+from engine.batch.runner import BatchRunner
+from engine.bench import alternate, paired_ratio, seconds, summary
+from engine.cancel import CancelToken
+from engine.settings import BatchSettings, StorageSettings
+from engine.store.storage import Storage
 
 LATENCY_S = 0.02
 CONCURRENCY = 5  # the seed's default maxConcurrentJobs, for the overhead comparison

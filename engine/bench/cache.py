@@ -24,10 +24,10 @@ from time import perf_counter_ns
 
 from cachetools import LRUCache
 
-from ..cache import CacheService
-from ..clock import FakeClock
-from ..settings import CacheSettings
-from . import paired_ratio
+from engine.bench import paired_ratio
+from engine.cache import CacheService
+from engine.clock import FakeClock
+from engine.settings import CacheSettings
 
 _KEYS = tuple(range(100))
 _DISTRICTS = 130

@@ -37,13 +37,13 @@ from typing import Any
 
 import psutil
 
-from ..batch import FINISHED
-from ..console import Console
-from ..errors import ConfigError, EngineError
-from ..models import month_end, next_month
-from ..settings import Settings
-from ..simulator import DISTRICTS, Simulator
-from ..sources import SimulatorSource
+from engine.app.console import Console
+from engine.batch.runner import FINISHED
+from engine.domain.models import month_end, next_month
+from engine.errors import ConfigError, EngineError
+from engine.settings import Settings
+from engine.sources.base import SimulatorSource
+from engine.sources.simulator import DISTRICTS, Simulator
 
 MONTH = "2025-05"  # not June: its 30-day window would outlast any short closing period
 SEED = 42

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from ..monitor import Monitor
-from ..settings import MonitorSettings
+from engine.monitor.core import Monitor
+from engine.settings import MonitorSettings
 
 
 def run(*, quick: bool) -> dict[str, float]:

@@ -23,11 +23,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from engine.models import Job, TimelineEntry
+from engine.bench import alternate, paired_ratio, summary
+from engine.domain.models import Job, TimelineEntry
 from engine.settings import StorageSettings
-from engine.storage import Storage
-
-from . import alternate, paired_ratio, summary
+from engine.store.storage import Storage
 
 NOW = datetime(2025, 7, 1, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from engine import settings as settings_mod
-from engine.console import Console
+from engine.app.console import Console
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 MONTH = "2025-06"

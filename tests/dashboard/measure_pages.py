@@ -23,11 +23,11 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from engine.models import ALL_METRICS, month_end, next_month
-from engine.schema import jobs, perf_aggregates, perf_resources, runs, timeline
+from engine.domain.models import ALL_METRICS, month_end, next_month
 from engine.settings import StorageSettings
-from engine.simulator import DISTRICTS
-from engine.storage import Storage
+from engine.sources.simulator import DISTRICTS
+from engine.store.schema import jobs, perf_aggregates, perf_resources, runs, timeline
+from engine.store.storage import Storage
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ("close", "batch", "cache", "performance", "before_after", "settings")

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 from streamlit.testing.v1 import AppTest
 
-from engine.console import Console
-from engine.schema import bench_results
+from engine.app.console import Console
 from engine.settings import StorageSettings
-from engine.simulator import DISTRICTS as SIM_DISTRICTS
-from engine.storage import Storage
+from engine.sources.simulator import DISTRICTS as SIM_DISTRICTS
+from engine.store.schema import bench_results
+from engine.store.storage import Storage
 
 from .conftest import DISTRICTS, MONTH
 

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from engine.bench import TARGETS, Target, e2e
-from engine.cli import main
+from engine.cli.core import main
 from engine.errors import ConfigError
-from engine.schema import bench_results
 from engine.settings import StorageSettings
-from engine.storage import Storage
+from engine.store.schema import bench_results
+from engine.store.storage import Storage
 
 # The fields the benchmarks issue names for each suite.
 FIELDS = {

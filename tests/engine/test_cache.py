@@ -13,8 +13,8 @@ import pytest
 
 from engine.bench import cache as cache_bench
 from engine.cache import HISTORY_LEN, LAYERS, POLICIES, PREFETCH_QUEUE, CacheService
+from engine.cli import cache as cache_commands
 from engine.clock import FakeClock
-from engine.commands import cache as cache_commands
 from engine.errors import ConfigError
 from engine.settings import CacheSettings
 

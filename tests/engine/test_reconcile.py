@@ -9,13 +9,13 @@ from sqlalchemy import func, select
 
 from engine.cancel import NEVER, CancelToken
 from engine.clock import FakeClock
+from engine.domain.models import JobStatus, Reason, Snapshot, month_end
 from engine.errors import ItemCancelled
-from engine.models import JobStatus, Reason, Snapshot, month_end
 from engine.reconcile import Reconciler
-from engine.schema import timeline
-from engine.scripted import ScriptedSource
 from engine.settings import ReconSettings, StorageSettings
-from engine.storage import Storage
+from engine.sources.scripted import ScriptedSource
+from engine.store.schema import timeline
+from engine.store.storage import Storage
 
 END = month_end("2025-03")
 

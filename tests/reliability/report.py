@@ -50,8 +50,8 @@ def render(data: dict[str, dict[str, object]]) -> str:
         "code 2 and name the field; a hostile district id (`1'; DROP TABLE jobs;--`) is refused",
         "by validation and, past it, stored as plain data through bound parameters; POST",
         "endpoints refuse requests without the token when one is set, and `recon api` refuses a",
-        "non-loopback address without a token (tests/engine/test_api.py); the API is fuzzed",
-        "from its OpenAPI schema with no 5xx (tests/engine/test_api_fuzz.py). No pickle or",
+        "non-loopback address without a token (tests/engine/api/test_api.py); the API is fuzzed",
+        "from its OpenAPI schema with no 5xx (tests/engine/api/test_api_fuzz.py). No pickle or",
         "eval touches outside data.",
         "",
     ]

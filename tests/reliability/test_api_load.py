@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.engine.test_api import free_port, wait_until_up
+from tests.engine.api.test_api import free_port, wait_until_up
 
 from .conftest import soak
 from .test_crash import ROOT

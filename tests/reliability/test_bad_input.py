@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.cli import main
+from engine.cli.core import main
+from engine.domain.models import validate_district
 from engine.errors import ConfigError, ParseError
-from engine.models import validate_district
-from engine.parse import build_snapshot, parse_export
 from engine.settings import StorageSettings
-from engine.simulator import Simulator
-from engine.storage import Storage
+from engine.sources.parse import build_snapshot, parse_export
+from engine.sources.simulator import Simulator
+from engine.store.storage import Storage
 
 from .conftest import soak
 

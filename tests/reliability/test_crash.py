@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from engine.cli import main
+from engine.cli.core import main
 
 from .conftest import soak
 

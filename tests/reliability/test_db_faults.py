@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from engine.cli import main
+from engine.cli.core import main
 
 from .test_crash import ROOT, entries, final_state, run_args
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.batch import BatchProgress
-from engine.console import Console
+from engine.app.console import Console
+from engine.batch.runner import BatchProgress
 from engine.settings import Settings
 
 from .conftest import soak

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.console import Console
+from engine.app.console import Console
 from engine.settings import Settings
-from engine.simulator import Simulator, SimulatorServer, serve_simulator
+from engine.sources.simulator import Simulator, SimulatorServer, serve_simulator
 
 from .conftest import soak
 

@@ -1,0 +1,1 @@
+"""The batch runner: priorities, concurrency limit, retries with backoff, timeouts, throttling."""

@@ -1,0 +1,5 @@
+"""The `recon` command line."""
+
+from engine.cli.core import main
+
+__all__ = ["main"]

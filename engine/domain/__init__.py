@@ -1,0 +1,1 @@
+"""Domain values and pure rules: models, statuses, rules, the program-year calendar."""

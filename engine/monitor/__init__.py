@@ -1,0 +1,1 @@
+"""The performance monitor: timings, percentiles, resources, bottlenecks, recommendations."""

@@ -1,0 +1,1 @@
+"""Where exports come from (simulator, CSV folder, HTTP) and how they are parsed."""

@@ -1,0 +1,392 @@
+"""Where district figures come from: the simulator, a folder of CSV exports, or HTTP.
+
+A check of one district builds one :class:`~engine.domain.models.Snapshot` from two
+exports: the district's club performance export and the district summary
+(one row per district, shared by all). Every source parses real CSV text, so
+the parser is exercised whichever source runs.
+
+With ``share_summary=True`` (the optimized mode) a source keeps the parsed
+district summary per (month, collection date) in a small bounded map, so one
+summary fetch serves every district checked that day, and reuses the parsed
+rows of export lines it has read before (:class:`~engine.sources.parse.RowMemo`: from
+one day to the next most clubs' lines do not change). Otherwise (the naive
+mode) each check fetches the summary again and parses every line.
+
+Errors: a failed fetch raises :class:`~engine.errors.SourceError`
+(``transient=True`` when a retry can help: timeouts, connection errors, HTTP
+5xx), a bad file :class:`~engine.errors.ParseError` naming the file or URL.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from engine.cancel import NEVER, CancelToken
+from engine.domain.models import Snapshot, validate_district, validate_month
+from engine.errors import ConfigError, SourceError
+from engine.settings import SourceSettings
+from engine.sources.parse import (
+    Export,
+    Report,
+    RowMemo,
+    build_snapshot,
+    decode_export,
+    parse_export,
+    report_param,
+    summary_districts,
+)
+from engine.sources.simulator import Simulator, load_calendar
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """A district dashboard we can read exports from."""
+
+    name: str
+    monitor: Any  # duck-typed ``timed(op, **labels)``, or None; set by the console
+
+    def fetch(
+        self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
+    ) -> Snapshot:
+        """The district's figures as published on ``collection_date`` for ``month``."""
+        ...
+
+    def districts(self, month: str, collection_date: date) -> list[str]:
+        """Districts listed in the district summary."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the source is not used afterwards."""
+        ...
+
+
+class _SummaryCache:
+    """Parsed district summaries by (month, collection date): bounded, thread-safe.
+
+    Threads asking for the same key wait for the one fetching it, so a day's
+    summary is fetched once however many districts are checked at once. A
+    failed fetch is not cached; the next caller tries again. The default size
+    holds every collection date of a replayed closing period (June's window
+    with its extensions is 35 days), so districts replayed one after another
+    share them too. :meth:`start` loads in the background, so that a check's
+    own export request and a missing summary's are in flight at the same time.
+    """
+
+    def __init__(self, maxsize: int = 40) -> None:
+        self._entries: OrderedDict[tuple[str, date], _Entry] = OrderedDict()
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
+    ) -> Export | None:
+        entry = self._entry(key)
+        while not entry.lock.acquire(timeout=0.05):
+            cancel.check()
+        try:
+            if not entry.loaded:
+                entry.value, entry.loaded = load(), True
+            return entry.value
+        finally:
+            entry.lock.release()
+
+    def start(
+        self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
+    ) -> None:
+        """Load ``key`` in a background thread unless it is loaded or being loaded.
+
+        The thread holds the entry's lock, so :meth:`get` waits for it; if the
+        load fails (``cancel`` too is the caller's), the next ``get`` tries again.
+        """
+        entry = self._entry(key)
+        if entry.loaded or not entry.lock.acquire(blocking=False):
+            return
+        if entry.loaded:  # loaded between the two checks
+            entry.lock.release()
+            return
+
+        def run() -> None:
+            try:
+                entry.value, entry.loaded = load(), True
+            except Exception as exc:  # the waiting get() fetches again and reports it
+                log.debug("background summary load of %s failed: %s", key, exc)
+            finally:
+                entry.lock.release()
+
+        threading.Thread(target=run, name="summary-load", daemon=True).start()
+        cancel.check()
+
+    def _entry(self, key: tuple[str, date]) -> _Entry:
+        with self._lock:
+            entry = self._entries.setdefault(key, _Entry())
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+        return entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+class _Entry:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loaded = False
+        self.value: Export | None = None
+
+
+class _ExportSource(ABC):
+    """Builds snapshots from a club performance export and the district summary."""
+
+    name = ""
+
+    def __init__(self, *, share_summary: bool) -> None:
+        self._summaries = _SummaryCache() if share_summary else None
+        self._rows = RowMemo() if share_summary else None
+        self.monitor: Any = None
+
+    def _parse(self, text: str, where: str, *, rows_for: str | None = None) -> Export:
+        if self.monitor is None:
+            return parse_export(text, where, memo=self._rows, rows_for=rows_for)
+        with self.monitor.timed("parse"):
+            return parse_export(text, where, memo=self._rows, rows_for=rows_for)
+
+    def fetch(
+        self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
+    ) -> Snapshot:
+        district, month = validate_district(district), validate_month(month)
+        cancel.check()
+        if self._summaries is not None:  # in flight while the club export is fetched
+            load = functools.partial(self._load_summary, month, collection_date, cancel)
+            self._summaries.start((month, collection_date), load, cancel)
+        # Rows of another month's export are checked but not read: nothing uses them.
+        club = self._parse(*self._club(district, month, collection_date, cancel), rows_for=month)
+        summary = self._summary(month, collection_date, cancel)
+        if summary is not None and _published(summary) != _published(club):
+            # The dashboard rolled over between the two requests; the next try agrees.
+            raise SourceError(
+                f"district summary is for {summary.data_month} as of {summary.as_of} but the "
+                f"club performance for {club.data_month} as of {club.as_of}",
+                district=district,
+                month=month,
+                transient=True,
+            )
+        if club.data_month != month:
+            return Snapshot(district, club.as_of, club.data_month, {}, source=club.source)
+        return build_snapshot(district, club, summary)
+
+    def districts(self, month: str, collection_date: date) -> list[str]:
+        summary = self._summary(validate_month(month), collection_date, NEVER)
+        if summary is None:
+            raise SourceError(f"no district summary for {collection_date}", month=month)
+        return summary_districts(summary)
+
+    def close(self) -> None:
+        """Drop the shared summaries and rows."""
+        if self._summaries is not None:
+            self._summaries.clear()
+        if self._rows is not None:
+            self._rows.clear()
+
+    def _summary(self, month: str, collection_date: date, cancel: CancelToken) -> Export | None:
+        load = functools.partial(self._load_summary, month, collection_date, cancel)
+        if self._summaries is None:
+            return load()
+        return self._summaries.get((month, collection_date), load, cancel)
+
+    def _load_summary(
+        self, month: str, collection_date: date, cancel: CancelToken
+    ) -> Export | None:
+        found = self._summary_export(month, collection_date, cancel)
+        return None if found is None else self._parse(*found)
+
+    @abstractmethod
+    def _club(
+        self, district: str, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str]:
+        """The district's club performance export: its text, and where it came from."""
+
+    @abstractmethod
+    def _summary_export(
+        self, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str] | None:
+        """The district summary export's text and where it came from, or None when the
+        source has none."""
+
+
+def _published(export: Export) -> tuple[str, date]:
+    return export.data_month, export.as_of
+
+
+class SimulatorSource(_ExportSource):
+    """The in-process simulator: renders the CSV exports and parses them."""
+
+    name = "sim"
+
+    def __init__(self, sim: Simulator, *, share_summary: bool) -> None:
+        super().__init__(share_summary=share_summary)
+        self.sim = sim
+
+    def _club(
+        self, district: str, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str]:
+        text = self.sim.club_performance_csv(district, month, collection_date, cancel)
+        where = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
+        return text, f"sim:{where}"
+
+    def _summary_export(
+        self, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str]:
+        text = self.sim.district_summary_csv(month, collection_date, cancel)
+        return text, f"sim:{report_param(Report.DISTRICT_SUMMARY, '', month, collection_date)}"
+
+
+class FolderSource(_ExportSource):
+    """A folder of CSV exports, one sub-folder per collection date.
+
+    ``<path>/<YYYY-MM-DD>/clubperformance_<district>.csv`` for each district and
+    ``<path>/<YYYY-MM-DD>/districtsummary.csv`` (optional: without it snapshots
+    lack the summary metrics). ``recon sim export`` writes this layout.
+    """
+
+    def __init__(self, path: str | Path, *, share_summary: bool) -> None:
+        super().__init__(share_summary=share_summary)
+        self.path = Path(path)
+        self.name = str(self.path)
+
+    def districts(self, month: str, collection_date: date) -> list[str]:
+        """From the summary, else from the club files of that date."""
+        if (self._folder(collection_date) / "districtsummary.csv").exists():
+            return super().districts(month, collection_date)
+        files = sorted(self._folder(collection_date).glob("clubperformance_*.csv"))
+        return [f.stem.removeprefix("clubperformance_") for f in files]
+
+    def _folder(self, collection_date: date) -> Path:
+        return self.path / collection_date.isoformat()
+
+    def _club(
+        self, district: str, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str]:
+        path = self._folder(collection_date) / f"clubperformance_{district}.csv"
+        if not path.is_file():
+            raise SourceError(f"no export {path}", district=district, month=month)
+        return self._read(path, district, month), str(path)
+
+    def _summary_export(
+        self, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str] | None:
+        path = self._folder(collection_date) / "districtsummary.csv"
+        if not path.is_file():
+            return None
+        return self._read(path, None, month), str(path)
+
+    @staticmethod
+    def _read(path: Path, district: str | None, month: str) -> str:
+        try:
+            return decode_export(path.read_bytes())
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read {path}: {exc.strerror}",
+                district=district,
+                month=month,
+                transient=True,
+            ) from exc
+
+
+class HttpSource(_ExportSource):
+    """The dashboard (or ``recon sim serve``) over HTTP, with one reused httpx client.
+
+    Fetches ``{base_url}/export.aspx?type=CSV&report=...`` (see
+    :func:`engine.sources.parse.report_param`). Timeouts, connection errors and 5xx
+    are transient; other 4xx are permanent; a bad CSV is a ParseError naming the URL.
+    """
+
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0, share_summary: bool) -> None:
+        super().__init__(share_summary=share_summary)
+        self.name = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._client = httpx.Client(base_url=self.name, timeout=httpx.Timeout(timeout_s))
+
+    def close(self) -> None:
+        super().close()
+        self._client.close()
+
+    def _club(
+        self, district: str, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str]:
+        param = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
+        return self._get(param, district, month, cancel)
+
+    def _summary_export(
+        self, month: str, collection_date: date, cancel: CancelToken
+    ) -> tuple[str, str]:
+        param = report_param(Report.DISTRICT_SUMMARY, "", month, collection_date)
+        return self._get(param, None, month, cancel)
+
+    def _get(
+        self, param: str, district: str | None, month: str, cancel: CancelToken
+    ) -> tuple[str, str]:
+        """The export's text and URL."""
+        cancel.check()
+        request = self._client.build_request(
+            "GET", "/export.aspx", params={"type": "CSV", "report": param}
+        )
+        url = str(request.url)
+        try:
+            response = self._client.send(request)
+        except httpx.TransportError as exc:  # timeouts included: all worth a retry
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            message = (
+                f"timed out after {self.timeout_s:g} s"
+                if timed_out
+                else f"connection failed: {exc!r}"
+            )
+            raise SourceError(
+                message, district=district, month=month, url=url, transient=True
+            ) from exc
+        cancel.check()
+        if response.status_code != 200:
+            transient = response.status_code >= 500 or response.status_code == 429
+            raise SourceError(
+                f"HTTP {response.status_code}",
+                district=district,
+                month=month,
+                url=url,
+                transient=transient,
+            )
+        return decode_export(response.content), url
+
+
+def make_source(settings: SourceSettings, *, share_summary: bool) -> Source:
+    """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path."""
+    where = settings.source
+    if where == "sim":
+        calendar = load_calendar(settings.calendar_file) if settings.calendar_file else None
+        sim = Simulator(
+            seed=settings.seed,
+            latency_ms=settings.latency_ms,
+            failure_rate=settings.failure_rate,
+            calendar=calendar,
+        )
+        return SimulatorSource(sim, share_summary=share_summary)
+    if where.startswith(("http://", "https://")):
+        return HttpSource(where, timeout_s=settings.http_timeout_s, share_summary=share_summary)
+    if not Path(where).is_dir():
+        raise ConfigError(
+            "source",
+            where,
+            "no such folder; expected 'sim', an http(s) URL or a folder of CSV exports",
+        )
+    return FolderSource(where, share_summary=share_summary)

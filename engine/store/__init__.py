@@ -1,0 +1,1 @@
+"""The store: the schema, every SQL statement, and the storage implementations."""

@@ -1,0 +1,178 @@
+"""The dashboard's read models, on a month reconciled by the engine in a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from engine import settings as settings_mod
+from engine.app import views
+from engine.app.console import Console
+from engine.domain.models import ALL_METRICS, month_of
+from engine.errors import ConfigError
+from engine.store.schema import bench_results
+
+MONTH = "2025-06"
+DISTRICTS = ["1", "F"]
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """A console whose database holds June 2025 reconciled for two districts."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('views') / 'recon.db'}"
+    c = Console(settings_mod.load(env={}, overrides={"storage": {"db_url": url}}))
+    c.start_batch(MONTH, districts=DISTRICTS)
+    c.batch.run(until_idle=True)
+    yield c
+    c.close()
+
+
+def test_months_offer_months_with_runs_and_recent_calendar_months(console: Console) -> None:
+    months = views.months(console)
+    day = console.clock.now().date().replace(day=1)
+    recent = set()
+    for _ in range(views.MONTHS_BACK):
+        day = (day - timedelta(days=1)).replace(day=1)
+        recent.add(month_of(day))
+    assert set(months) == recent | {MONTH}
+    assert months == sorted(months, reverse=True)
+    assert views.default_month(console) == MONTH
+
+
+def test_close_view_counts_districts_and_their_progress(console: Console) -> None:
+    view = views.close_view(console, MONTH)
+    assert view.total == 2 and view.counts == {"completed": 2}
+    assert view.finished and not view.live and view.percent_finalized == 100.0
+    assert view.running_batch is None and not views.month_is_live(console, MONTH)
+    assert view.final_as_of == max(r["final_as_of"] for r in view.districts)
+    row = view.districts[0]
+    assert row["district"] == "1" and row["reason"] == "closing-ended"
+    assert row["eta"] is None, "a finished district has no estimate"
+    assert row["window_days"] >= 30, "June's window"
+    assert 0 <= row["stable_days"] <= row["stable_required"] == 3
+
+
+def test_change_matrix_is_district_by_day(console: Console) -> None:
+    matrix = views.change_matrix(console, MONTH)
+    assert matrix.districts == DISTRICTS
+    assert matrix.days == sorted(matrix.days)
+    assert all(len(row) == len(matrix.days) for row in matrix.kinds + matrix.details)
+    assert {k for row in matrix.kinds for k in row} <= {*views.CHANGE_KINDS, None}
+    assert [row[0] for row in matrix.kinds] == ["first snapshot", "first snapshot"]
+    significant = [
+        (k, d)
+        for kinds, details in zip(matrix.kinds, matrix.details, strict=True)
+        for k, d in zip(kinds, details, strict=True)
+    ]
+    assert all((k == "significant") == bool(d) for k, d in significant)
+    assert any(k == "significant" for k, _ in significant)
+
+
+def test_timeline_view_has_every_metric_and_the_significant_days(console: Console) -> None:
+    job = console.jobs(MONTH)[0]
+    view = views.timeline_view(console, job.id)
+    entries = console.timeline(job.id)
+    assert set(view.series) == set(ALL_METRICS)
+    assert len(view.series["membership"]) == sum("membership" in e.metrics for e in entries)
+    assert view.significant_days == [e.as_of for e in entries if e.significant]
+    assert len(view.entries) == len(entries)
+    assert view.telling_metrics[0] in ALL_METRICS
+    changed = [e for e in view.entries if e["changes"]]
+    assert changed and "→" in changed[0]["changes"]
+
+
+def test_batch_views(console: Console) -> None:
+    history = views.batch_history(console)
+    assert history[0]["status"] == "finished" and history[0]["succeeded"] == 2
+    assert history[0]["percent"] == 100.0
+    view = views.batch_view(console, history[0]["batch"])
+    assert view.progress is not None and not view.live and view.percent == 100.0
+    assert sorted(i["district"] for i in view.items) == DISTRICTS
+    assert all(i["attempts"] == 1 and i["outcome"] == "closing-ended" for i in view.items)
+
+
+def test_cache_views_and_what_if(console: Console) -> None:
+    views.close_view(console, MONTH)
+    rows = views.cache_rows(console)
+    assert [r["layer"] for r in rows][-1] == "total"
+    assert rows[-1]["hits"] + rows[-1]["misses"] > 0
+    found = views.what_if(console, "status", "5, 50", ["LRU", "FIFO"], "60000")
+    assert [(r["maxSize"], r["evictionPolicy"]) for r in found] == [
+        (5, "LRU"),
+        (5, "FIFO"),
+        (50, "LRU"),
+        (50, "FIFO"),
+    ]
+    with pytest.raises(ConfigError, match="whole numbers"):
+        views.what_if(console, "status", "5, lots", ["LRU"], "60000")
+
+
+def test_latency_series_averages_history_per_operation(console: Console) -> None:
+    console.monitor.flush()  # writes the current interval
+    rows = views.latency_series(console, 3600)
+    assert rows and {"at", "operation", "p50_ms", "p95_ms", "calls"} <= set(rows[0])
+    top = {s.operation for s in console.monitor.stats(3600)[:8]}
+    assert {r["operation"] for r in rows} <= top
+    assert all(r["calls"] > 0 for r in rows)
+
+
+def test_bench_history_lists_stored_results(console: Console) -> None:
+    result = {"naive_s": 10.0, "optimized_s": 1.0, "speedup": 10.0}
+    row = {"created_at": console.clock.now(), "suite": "e2e", "quick": True}
+    console.storage.write(bench_results, [{**row, "result": json.dumps(result)}])
+    found = views.bench_history(console)[0]
+    assert found["suite"] == "e2e" and found["quick"] and found["result"] == result
+    assert found["figures"] == "speedup 10, naive_s 10, optimized_s 1"  # quick: not judged
+
+
+def test_bench_history_puts_targets_first_with_their_verdict(console: Console) -> None:
+    result = {"write_row_commit_per_s": 2000.0, "write_speedup": 54.3, "read_speedup": 9.2}
+    row = {"created_at": console.clock.now(), "suite": "storage", "quick": False}
+    console.storage.write(bench_results, [{**row, "result": json.dumps(result)}])
+    assert views.bench_history(console)[0]["figures"] == (
+        "write_speedup 54.3 (>= 50: met), read_speedup 9.2 (>= 10: missed), "
+        "write_row_commit_per_s 2000"
+    )
+
+
+def test_start_comparison_refuses_bad_sizes(console: Console) -> None:
+    with pytest.raises(ConfigError, match="districts"):
+        views.start_comparison(console, districts=0, latency_ms=0, closing_days=3, concurrency=2)
+
+
+def test_settings_rows_hide_secrets() -> None:
+    settings = settings_mod.load(
+        env={"RECON_DB_URL": "postgresql://recon:s3cret@db/recon", "RECON_API_TOKEN": "t0k"}
+    )
+    shown = {(r["group"], r["field"]): r for r in views.settings_rows(settings)}
+    assert "s3cret" not in shown["storage", "db_url"]["value"]
+    assert shown["storage", "db_url"]["value"] == "postgresql://recon:***@db/recon"
+    assert shown["api", "token"]["value"] == "(set)"
+    assert shown["batch", "max_concurrent_jobs"]["range"] == "1 – 20"
+
+
+def test_apply_setting_validates_clamps_and_says_when_it_applies(console: Console) -> None:
+    with pytest.raises(ConfigError, match="expected int"):
+        views.apply_setting(console, "cache", "ttl_ms", "soon")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        views.apply_setting(console, "cache", "nope", "1")
+
+    change = views.apply_setting(console, "cache", "ttl_ms", "999999999999")
+    assert change.value == 86_400_000 and change.notes and "clamped" in change.notes[0]
+    assert change.applied == "applied now to every cache layer"
+    layers = console.cache.config()["layers"].values()
+    assert {layer["ttlMs"] for layer in layers} == {86_400_000}
+
+    batch = views.apply_setting(console, "batch", "max_concurrent_jobs", "12")
+    assert batch.value == 12 and "at most 5" in batch.notes[-1]
+    restart = views.apply_setting(console, "recon", "stability_period_days", "4")
+    assert "RECON_RECON_STABILITY_PERIOD_DAYS=4" in restart.applied
+    assert console.settings.recon.stability_period_days == 3, "the running engine is unchanged"
+
+
+def test_views_refuse_bad_months(console: Console) -> None:
+    with pytest.raises(ConfigError, match="YYYY-MM"):
+        views.close_view(console, "2025-6")

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.domain.models import DISTRICT_RE, month_end, next_month
+from engine.errors import ConfigError, SourceError
+from engine.sources.parse import Report, club_metrics, parse_export, report_param
+from engine.sources.simulator import (
+    Simulator,
+    export_dates,
+    load_calendar,
+    serve_simulator,
+)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Simulator:
+    return Simulator(seed=42)
+
+
+def test_same_seed_same_exports_whatever_the_call_order() -> None:
+    a, b = Simulator(seed=7), Simulator(seed=7)
+    day = date(2025, 7, 3)
+    first = a.club_performance_csv("42", "2025-06", day)
+    a.club_performance_csv("F", "2025-05", date(2025, 6, 2))
+    b.club_performance_csv("F", "2025-05", date(2025, 6, 2))
+    assert b.club_performance_csv("42", "2025-06", day) == first
+    assert a.closing_end("2025-06") == b.closing_end("2025-06")
+    assert Simulator(seed=8).club_performance_csv("42", "2025-06", day) != first
+
+
+def test_at_least_100_districts_including_lettered_ones(sim: Simulator) -> None:
+    districts = sim.districts()
+    assert len(districts) >= 100
+    assert len(set(districts)) == len(districts)
+    assert {"F", "U"} <= set(districts)
+    assert all(DISTRICT_RE.match(d) for d in districts)
+    numbered = [int(d) for d in districts if d.isdigit()]
+    assert min(numbered) >= 1 and max(numbered) <= 130 and len(numbered) < 130
+
+
+def test_districts_have_realistic_clubs(sim: Simulator) -> None:
+    for district in ("1", "42", "F", "U"):
+        states = sim.clubs(district, "2025-03", date(2025, 4, 1))
+        assert 40 <= len(states) <= 160
+        assert len({s.club.number for s in states}) == len(states)
+        assert {s.status for s in states} <= {"Active", "Suspended", "Ineligible", "Low"}
+        assert all(0 <= s.goals <= 10 and s.active >= 0 for s in states)
+        assert len({s.club.division for s in states}) >= 2
+
+
+def test_closing_calendar_follows_the_real_distribution(sim: Simulator) -> None:
+    months = [f"{y}-{m:02d}" for y in range(2000, 2100) for m in range(1, 13)]
+    days = {m: (sim.closing_end(m) - month_end(m)).days for m in months}
+    june = [d for m, d in days.items() if m.endswith("-06")]
+    other = [d for m, d in days.items() if not m.endswith("-06")]
+    assert min(june) >= 12 and max(june) <= 29
+    assert min(other) >= 0 and max(other) <= 18
+    assert {17, 18} & set(other)
+    assert 7 <= statistics.median(days.values()) <= 9
+    assert 8.0 <= statistics.mean(days.values()) <= 10.5
+
+
+def test_revisions_land_after_month_end_mostly_early_and_by_the_closing_date(
+    sim: Simulator,
+) -> None:
+    landed_early = total = 0
+    for month in ("2025-03", "2025-06"):
+        end, closing = month_end(month), sim.closing_end(month)
+        for district in sim.districts()[:40]:
+            revisions = sim.revisions(district, month)
+            assert all(end < r.lands <= closing for r in revisions)
+            total += len(revisions)
+            landed_early += sum(r.lands <= end + timedelta(days=3) for r in revisions)
+    assert landed_early > total / 2
+
+
+def test_published_figures_converge_and_then_switch_to_the_next_month(sim: Simulator) -> None:
+    month = "2025-06"
+    closing = sim.closing_end(month)
+    final = sim.clubs("42", month, date(2026, 1, 1))
+    assert sim.clubs("42", month, closing) == final
+    assert sim.clubs("42", month, month_end(month) + timedelta(days=1)) != final
+
+    def metrics(day: date) -> tuple[str, date, dict[str, float]]:
+        export = parse_export(sim.club_performance_csv("42", month, day), "sim")
+        return export.data_month, export.as_of, club_metrics(export)
+
+    seen = [metrics(month_end(month) + timedelta(days=i)) for i in range(1, 31)]
+    closing_index = (closing - month_end(month)).days - 1
+    assert all(m == month for m, _, _ in seen[: closing_index + 1])
+    assert all(m == next_month(month) for m, _, _ in seen[closing_index + 1 :])
+    assert [a for _, a, _ in seen] == [month_end(month) + timedelta(days=i) for i in range(30)]
+    changes = [seen[i][2] != seen[i + 1][2] for i in range(closing_index)]
+    assert any(changes)
+    assert seen[closing_index][2]["membership"] == sum(s.active for s in final)
+
+
+def test_distinguished_levels_obey_the_rules(sim: Simulator) -> None:
+    seen = set()
+    for district in sim.districts()[:30]:
+        export = parse_export(sim.club_performance_csv(district, "2025-06", date(2025, 7, 1)), "s")
+        for row in export.rows:
+            goals, members = row.numbers["Goals Met"], row.numbers["Active Members"]
+            growth = members - row.numbers["Mem. Base"]
+            qualifies = {
+                "M": goals >= 10 and members >= 25,
+                "P": goals >= 9 and members >= 20,
+                "S": goals >= 7 and (members >= 20 or growth >= 5),
+                "D": goals >= 5 and (members >= 20 or growth >= 3),
+            }
+            in_good_standing = row.text["Club Status"] in ("Active", "Low")
+            expected = next((c for c, ok in qualifies.items() if ok and in_good_standing), "")
+            assert row.text["Club Distinguished Status"] == expected, row
+            seen.add(expected)
+    assert seen == {"", "D", "S", "P", "M"}
+
+
+def test_district_summary_lists_every_district_with_consistent_figures(sim: Simulator) -> None:
+    day = date(2025, 4, 3)
+    summary = parse_export(sim.district_summary_csv("2025-03", day), "summary")
+    assert summary.report == Report.DISTRICT_SUMMARY
+    assert [r.text["DISTRICT"] for r in summary.rows] == sim.districts()
+    row = next(r for r in summary.rows if r.text["DISTRICT"] == "42")
+    states = sim.clubs("42", "2025-03", day)
+    assert row.numbers["Total YTD Payments"] == sum(s.payments for s in states)
+    assert row.numbers["Active Clubs"] == sum(s.status == "Active" for s in states)
+
+
+def test_calendar_sets_the_closing_date(tmp_path: Path) -> None:
+    path = tmp_path / "calendar.json"
+    path.write_text(json.dumps({"2025-06": "2025-07-20", "2025-12": "2026-01-02"}))
+    sim = Simulator(seed=1, calendar=load_calendar(path))
+    assert sim.closing_end("2025-06") == date(2025, 7, 20)
+    assert sim.published_month("2025-06", date(2025, 7, 20)) == "2025-06"
+    assert sim.published_month("2025-06", date(2025, 7, 21)) == "2025-07"
+    assert sim.published_month("2025-12", date(2026, 1, 3)) == "2026-01"
+    assert export_dates(sim, "2025-12") == [date(2026, 1, d) for d in range(1, 6)]
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        ('{"2025-06": "2025-07-20", "2025-13": "2026-01-20"}', "2025-13"),
+        ('{"2025-06": "20 July"}', "2025-06"),
+        ('{"2025-06": 20}', "2025-06"),
+        ('{"2025-06": "2025-06-20"}', "2025-06"),
+        ('{"2025-06": "2025-10-20"}', "2025-06"),
+        ('["2025-06"]', None),
+        ("{not json", None),
+    ],
+)
+def test_bad_calendar_file_names_file_and_key(
+    tmp_path: Path, content: str, key: str | None
+) -> None:
+    path = tmp_path / "calendar.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_calendar(path)
+    assert str(path) in str(info.value)
+    if key is not None:
+        assert key in str(info.value)
+
+
+def test_missing_calendar_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_calendar("/nonexistent/calendar.json")
+
+
+def test_injected_failures_are_transient_and_retries_can_succeed() -> None:
+    sim = Simulator(seed=3, failure_rate=0.5)
+    outcomes = []
+    for _ in range(20):
+        try:
+            sim.club_performance_csv("42", "2025-06", date(2025, 7, 3))
+            outcomes.append(True)
+        except SourceError as exc:
+            assert exc.transient
+            outcomes.append(False)
+    assert True in outcomes and False in outcomes
+
+
+def test_unknown_district_and_month_not_started(sim: Simulator) -> None:
+    with pytest.raises(SourceError) as info:
+        sim.club_performance_csv("131", "2025-06", date(2025, 7, 3))
+    assert not info.value.transient
+    with pytest.raises(SourceError, match="before the month starts"):
+        sim.club_performance_csv("42", "2025-06", date(2025, 5, 20))
+
+
+def test_server_answers_bad_requests_and_refuses_other_hosts(sim: Simulator) -> None:
+    with pytest.raises(ConfigError):
+        serve_simulator(sim, "0.0.0.0")
+    with serve_simulator(sim, missing={"9"}) as server, httpx.Client(base_url=server.url) as c:
+        good = report_param(Report.CLUB_PERFORMANCE, "42", "2025-06", date(2025, 7, 3))
+
+        def get(report: str, kind: str = "CSV", path: str = "/export.aspx") -> httpx.Response:
+            return c.get(path, params={"type": kind, "report": report})
+
+        ok = get(good)
+        assert ok.status_code == 200 and ok.text.rstrip().endswith("As of 07/02/2025")
+        assert get(good.replace("~42~", "~9~")).status_code == 404
+        assert get(good.replace("~42~", "~131~")).status_code == 404
+        assert get(good.replace("clubperformance", "areaperformance")).status_code == 404
+        assert get(good, path="/other").status_code == 404
+        assert get(good.replace("6/30/2025", "6/31/2025")).status_code == 400
+        assert get("clubperformance~42").status_code == 400
+        assert get(good, kind="XLS").status_code == 400
+        assert get(good.replace("7/3/2025", "7/3/9999")).status_code == 400
+        perf = get(report_param(Report.DISTRICT_PERFORMANCE, "42", "2025-06", date(2025, 7, 3)))
+        assert parse_export(perf.text, "perf").report == Report.DISTRICT_PERFORMANCE
+        assert server.requests("clubperformance") == 8
