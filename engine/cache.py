@@ -53,6 +53,7 @@ from cachetools import Cache, FIFOCache, LFUCache, LRUCache, TLRUCache
 
 from engine.clock import Clock, SystemClock
 from engine.errors import ConfigError
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import CacheSettings, clamp
 
 LAYERS = ("jobs", "timelines", "status", "config", "snapshots")
@@ -462,6 +463,7 @@ class CacheService:
         *,
         clock: Clock | None = None,
         on_sample: Callable[[dict[str, Any]], None] | None = None,
+        instrument: Instrument = NO_INSTRUMENT,
     ) -> None:
         self._settings = settings
         self._clock = clock or SystemClock()
@@ -479,7 +481,7 @@ class CacheService:
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LEN)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.monitor: Any = None  # duck-typed ``record(op, seconds, **labels)``; set by the console
+        self._instrument = instrument
 
     # --- reads and writes ----------------------------------------------------------------------
 
@@ -519,8 +521,8 @@ class CacheService:
     def _observe(self, lay: _Layer, hit: bool, ns: int) -> None:
         """Count a timed lookup; the monitor sees every miss and one hit in sixteen."""
         (lay.hit_ns if hit else lay.miss_ns).append(ns)  # deque.append is atomic: no lock
-        if self.monitor is not None and (not hit or not next(lay.ticks) & _TIMING_MASK):
-            self.monitor.record("cache.get", ns / 1e9, layer=lay.name, hit=str(hit).lower())
+        if (not hit or not next(lay.ticks) & _TIMING_MASK):
+            self._instrument.record("cache.get", ns / 1e9, layer=lay.name, hit=str(hit).lower())
 
     def _load(self, lay: _Layer, key: Hashable, flight: _Flight, loader: Callable[[], Any]) -> Any:
         try:

@@ -10,8 +10,8 @@ the simulated "today" of each check.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from engine.cancel import NEVER, CancelToken
 from engine.clock import Clock
 from engine.domain import rules
 from engine.domain.models import Job, JobStatus, Phase, Reason, Snapshot, TimelineEntry, month_end
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import ReconSettings
 from engine.store.storage import Storage
 
@@ -49,14 +50,14 @@ class Reconciler:
         source: Source,
         settings: ReconSettings,
         clock: Clock,
-        monitor: Any = None,
+        instrument: Instrument = NO_INSTRUMENT,
         on_write: Callable[[Job], None] | None = None,
     ) -> None:
         self.storage = storage
         self.source = source
         self.settings = settings
         self.clock = clock
-        self.monitor = monitor
+        self._instrument = instrument
         self._on_write = on_write
 
     # --- months ---------------------------------------------------------------------------
@@ -251,10 +252,8 @@ class Reconciler:
             self._on_write(job)
         return job
 
-    def _timed(self, operation: str, **labels: str) -> Any:
-        if self.monitor is None:
-            return contextlib.nullcontext()
-        return self.monitor.timed(operation, **labels)
+    def _timed(self, operation: str, **labels: str) -> AbstractContextManager[object]:
+        return self._instrument.timed(operation, **labels)
 
 
 def _count(values: Any) -> dict[str, int]:

@@ -20,6 +20,7 @@ from engine.clock import Clock, SystemClock
 from engine.domain.models import Job, TimelineEntry, month_end, validate_district, validate_month
 from engine.errors import ConfigError, ConflictError, EngineError
 from engine.monitor.core import Monitor
+from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import Settings
 from engine.sources.base import Source, make_source
@@ -37,21 +38,23 @@ class Console:
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.storage = Storage(settings.storage, clock=self.clock)
-        self.monitor = Monitor(settings.monitor, clock=self.clock, storage=self.storage)
-        self.storage.monitor = self.monitor
-        self.cache = CacheService(settings.cache, clock=self.clock)
+        self.recorder = Recorder(clock=self.clock)
+        self.storage = Storage(settings.storage, clock=self.clock, instrument=self.recorder)
+        self.monitor = Monitor(
+            settings.monitor, clock=self.clock, storage=self.storage, recorder=self.recorder
+        )
+        self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
         self.cache.set_prefetcher(self._prefetch)
-        self.cache.monitor = self.monitor
         optimized = settings.storage.mode == "optimized"
-        self.source = source or make_source(settings.source, share_summary=optimized)
-        self.source.monitor = self.monitor
+        self.source = source or make_source(
+            settings.source, share_summary=optimized, instrument=self.recorder
+        )
         self.reconciler = Reconciler(
             storage=self.storage,
             source=self.source,
             settings=settings.recon,
             clock=self.clock,
-            monitor=self.monitor,
+            instrument=self.recorder,
             on_write=self._invalidate,
         )
         self.batch = BatchRunner(
@@ -60,7 +63,7 @@ class Console:
             execute=self._execute,
             should_skip=self._should_skip,
             clock=self.clock,
-            monitor=self.monitor,
+            instrument=self.recorder,
         )
         self.batch.listen(self._on_batch_event)
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after

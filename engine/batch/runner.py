@@ -66,6 +66,7 @@ from engine.errors import (
     NotFoundError,
     StorageError,
 )
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import BatchSettings, Settings, clamp
 from engine.store.bulk import Prepared, dialect_insert
 from engine.store.schema import batch_items, batches
@@ -371,7 +372,7 @@ class BatchRunner:
         should_skip: says an item's job is already completed (it is then skipped).
         clock: time for records, timeouts, backoff and throttling (tests: FakeClock).
         memory_reader: resident memory in MB (default: psutil, this process).
-        monitor: optional; ``timed("batch.item")`` wraps each attempt, ``timed("batch.run")`` run().
+        instrument: ``timed("batch.item")`` wraps each attempt, ``timed("batch.run")`` run().
         rng: source of retry jitter (tests pass a seeded one).
     """
 
@@ -384,7 +385,7 @@ class BatchRunner:
         should_skip: Callable[[Spec], bool] | None = None,
         clock: Clock | None = None,
         memory_reader: Callable[[], float] | None = None,
-        monitor: Any = None,
+        instrument: Instrument = NO_INSTRUMENT,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -393,7 +394,7 @@ class BatchRunner:
         self._should_skip = should_skip
         self._clock = clock or SystemClock()
         self._memory_reader = memory_reader or process_memory_reader()
-        self._monitor = monitor
+        self._instrument = instrument
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # workers wait here for an item
@@ -1087,10 +1088,8 @@ class BatchRunner:
                 except Exception:
                     log.exception("batch listener %r failed on %s", listener, event["type"])
 
-    def _timed(self, operation: str) -> contextlib.AbstractContextManager[Any]:
-        if self._monitor is None:
-            return contextlib.nullcontext()
-        return self._monitor.timed(operation)  # type: ignore[no-any-return]
+    def _timed(self, operation: str) -> contextlib.AbstractContextManager[object]:
+        return self._instrument.timed(operation)
 
     def _check_open(self) -> None:
         with self._lock:

@@ -45,7 +45,6 @@ process (CLI, API, dashboard) sees them with ``source="history"``.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -53,21 +52,19 @@ import os
 import re
 import socket
 import threading
-import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from itertools import islice
-from types import TracebackType
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Connection, Engine, Table, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.clock import Clock, SystemClock, as_utc
 from engine.errors import ConfigError, StorageError
+from engine.monitor.recorder import MAX_CALLS, Labels, Record, Recorder, Timer
 from engine.monitor.resources import RESOURCE_FIELDS, ProcessReader
 from engine.settings import MonitorSettings
 from engine.store.schema import perf_aggregates, perf_resources
@@ -88,8 +85,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_CALLS = 50_000
-"""Calls kept in memory per operation (older ones only live on in history)."""
 MAX_SAMPLES = 10_000
 """Resource samples kept in memory (about 14 hours at one sample every 5 s)."""
 TOP_OPERATIONS = 10
@@ -103,12 +98,6 @@ Source = Literal["auto", "memory", "history"]
 """Where figures come from: this process's memory, persisted history, or memory
 unless it has nothing for the window and a storage is attached."""
 Severity = Literal["high", "medium", "low"]
-Labels = Mapping[str, object]
-# (clock.monotonic() at the end of the call, duration in ns, error type or None, labels)
-_Record = tuple[float, int, str | None, Labels | None]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class MonitorStorage(Protocol):
@@ -207,52 +196,6 @@ class ResourceSample:
         return {"at": self.at, "process": self.process, **self.values}
 
 
-class Timer:
-    """Times one call; a context manager, or a decorator timing each call separately."""
-
-    __slots__ = ("_labels", "_monitor", "_operation", "_start")
-
-    def __init__(self, monitor: Monitor, operation: str, labels: Labels | None) -> None:
-        self._monitor = monitor
-        self._operation = operation
-        self._labels = labels
-        self._start = 0
-
-    def __enter__(self) -> Timer:
-        self._start = time.perf_counter_ns()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        duration = time.perf_counter_ns() - self._start
-        error = None if exc_type is None else exc_type.__name__
-        self._monitor._add(self._operation, duration, error, self._labels)
-
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        monitor, operation, labels = self._monitor, self._operation, self._labels
-
-        @functools.wraps(fn)
-        def timed_call(*args: P.args, **kwargs: P.kwargs) -> R:
-            with Timer(monitor, operation, labels):
-                return fn(*args, **kwargs)
-
-        return timed_call
-
-
-class _Series:
-    """The recent calls of one operation; ``appended`` counts every call ever added."""
-
-    __slots__ = ("appended", "records")
-
-    def __init__(self) -> None:
-        self.records: deque[_Record] = deque(maxlen=MAX_CALLS)
-        self.appended = 0
-
-
 @dataclass(frozen=True)
 class _Agg:
     calls: int
@@ -284,6 +227,7 @@ class Monitor:
         clock: places calls in windows and stamps history (durations use
             ``perf_counter_ns``); defaults to the system clock.
         storage: where history goes; without one the monitor is memory-only.
+        recorder: the calls timed by the engine's parts (a new one by default).
         resource_reader: returns the figures of :data:`RESOURCE_FIELDS`;
             defaults to :class:`engine.monitor.resources.ProcessReader` (psutil).
         thresholds: when bottleneck rules and recommendations fire.
@@ -295,24 +239,22 @@ class Monitor:
         *,
         clock: Clock | None = None,
         storage: MonitorStorage | None = None,
+        recorder: Recorder | None = None,
         resource_reader: Callable[[], Mapping[str, float]] | None = None,
         thresholds: Thresholds | None = None,
     ) -> None:
         self.settings = settings
         self.thresholds = thresholds or Thresholds()
         self._clock: Clock = clock or SystemClock()
-        self._monotonic = self._clock.monotonic  # bound once: the hot path calls it per record
+        self.recorder = recorder or Recorder(clock=self._clock)
         self._storage = storage
         self._reader = resource_reader or ProcessReader()
         self._process = f"{socket.gethostname()[:40]}:{os.getpid()}"
         self._lock = threading.Lock()
-        self._series: dict[str, _Series] = {}
         self._gauges: dict[str, Callable[[], float | None]] = {}
         self._samples: deque[tuple[float, ResourceSample]] = deque(maxlen=MAX_SAMPLES)
         self._unsaved: deque[ResourceSample] = deque(maxlen=MAX_SAMPLES)
-        self._persisted: dict[str, int] = {}
-        self._started = self._clock.monotonic()
-        self._interval_mono = self._started
+        self._interval_mono = self._clock.monotonic()
         self._interval_start = self._clock.now()
         self._last_prune: float | None = None
         self._stop = threading.Event()
@@ -321,12 +263,8 @@ class Monitor:
     # --- recording (the hot path) ------------------------------------------------
 
     def timed(self, operation: str, **labels: object) -> Timer:
-        """A timer for one call: ``with monitor.timed(op): ...`` or ``@monitor.timed(op)``.
-
-        An exception leaving the block or function is recorded as a failure with its
-        type name and propagates unchanged.
-        """
-        return Timer(self, operation, labels or None)
+        """A timer for one call (see :meth:`Recorder.timed`)."""
+        return self.recorder.timed(operation, **labels)
 
     def record(
         self,
@@ -337,21 +275,8 @@ class Monitor:
         error: str | None = None,
         **labels: object,
     ) -> None:
-        """Record a call timed by the caller; ``error`` (a type name) implies a failure."""
-        if not ok and error is None:
-            error = "error"
-        self._add(operation, round(duration_s * 1e9), error, labels or None)
-
-    def _add(
-        self, operation: str, duration_ns: int, error: str | None, labels: Labels | None
-    ) -> None:
-        with self._lock:
-            series = self._series.get(operation)
-            if series is None:
-                series = self._series[operation] = _Series()
-            # Stamped under the lock so each series stays ordered by time.
-            series.records.append((self._monotonic(), duration_ns, error, labels))
-            series.appended += 1
+        """Record a call timed by the caller (see :meth:`Recorder.record`)."""
+        self.recorder.record(operation, duration_s, ok=ok, error=error, **labels)
 
     # --- statistics ---------------------------------------------------------------
 
@@ -395,14 +320,13 @@ class Monitor:
     ) -> list[OperationStats]:
         end = self._clock.monotonic() - back * window
         start = end - window
-        with self._lock:
-            snapshot = [(op, list(series.records)) for op, series in self._series.items()]
+        snapshot = self.recorder.calls()
         aggs = {}
         for op, records in snapshot:
             inside = [r for r in records if start < r[0] <= end and _has_labels(r[3], labels)]
             if inside:
                 aggs[op] = _aggregate(inside)
-        return _build_stats(aggs, end - max(start, self._started))
+        return _build_stats(aggs, end - max(start, self.recorder.started))
 
     def _history_stats(self, window: float, back: int) -> list[OperationStats]:
         end = self._clock.now() - timedelta(seconds=back * window)
@@ -599,23 +523,18 @@ class Monitor:
         if self._last_prune is None or self._clock.monotonic() - self._last_prune >= PRUNE_EVERY_S:
             self._prune()
 
-    def _drain(self) -> tuple[dict[str, list[_Record]], list[ResourceSample], datetime, datetime]:
+    def _drain(self) -> tuple[dict[str, list[Record]], list[ResourceSample], datetime, datetime]:
         """Take the calls and samples added since the last drain; close the interval."""
         now, now_mono = self._clock.now(), self._clock.monotonic()
-        calls = {}
+        calls = self.recorder.drain()
         with self._lock:
-            for op, series in self._series.items():
-                new = min(series.appended - self._persisted.get(op, 0), len(series.records))
-                if new > 0:
-                    calls[op] = list(islice(series.records, len(series.records) - new, None))
-                self._persisted[op] = series.appended
             samples = list(self._unsaved)
             self._unsaved.clear()
             start, self._interval_start, self._interval_mono = self._interval_start, now, now_mono
         return calls, samples, start, now
 
     def _aggregate_row(
-        self, operation: str, records: list[_Record], start: datetime, end: datetime
+        self, operation: str, records: list[Record], start: datetime, end: datetime
     ) -> dict[str, Any]:
         agg = _aggregate(records)
         p50, p95, p99 = (q / 1e6 for q in agg.quantiles_ns)
@@ -702,7 +621,7 @@ def _nearest_rank(ordered: list[int], percent: int) -> int:
     return ordered[max(rank, 1) - 1]
 
 
-def _aggregate(records: list[_Record]) -> _Agg:
+def _aggregate(records: list[Record]) -> _Agg:
     durations = sorted(r[1] for r in records)
     errors = Counter(r[2] for r in records if r[2] is not None)
     return _Agg(

@@ -27,13 +27,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 
 from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot, validate_district, validate_month
 from engine.errors import ConfigError, SourceError
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import SourceSettings
 from engine.sources.parse import (
     Export,
@@ -54,7 +55,6 @@ class Source(Protocol):
     """A district dashboard we can read exports from."""
 
     name: str
-    monitor: Any  # duck-typed ``timed(op, **labels)``, or None; set by the console
 
     def fetch(
         self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
@@ -152,15 +152,13 @@ class _ExportSource(ABC):
 
     name = ""
 
-    def __init__(self, *, share_summary: bool) -> None:
+    def __init__(self, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT) -> None:
         self._summaries = _SummaryCache() if share_summary else None
         self._rows = RowMemo() if share_summary else None
-        self.monitor: Any = None
+        self._instrument = instrument
 
     def _parse(self, text: str, where: str, *, rows_for: str | None = None) -> Export:
-        if self.monitor is None:
-            return parse_export(text, where, memo=self._rows, rows_for=rows_for)
-        with self.monitor.timed("parse"):
+        with self._instrument.timed("parse"):
             return parse_export(text, where, memo=self._rows, rows_for=rows_for)
 
     def fetch(
@@ -235,8 +233,10 @@ class SimulatorSource(_ExportSource):
 
     name = "sim"
 
-    def __init__(self, sim: Simulator, *, share_summary: bool) -> None:
-        super().__init__(share_summary=share_summary)
+    def __init__(
+        self, sim: Simulator, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
+    ) -> None:
+        super().__init__(share_summary=share_summary, instrument=instrument)
         self.sim = sim
 
     def _club(
@@ -261,8 +261,10 @@ class FolderSource(_ExportSource):
     lack the summary metrics). ``recon sim export`` writes this layout.
     """
 
-    def __init__(self, path: str | Path, *, share_summary: bool) -> None:
-        super().__init__(share_summary=share_summary)
+    def __init__(
+        self, path: str | Path, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
+    ) -> None:
+        super().__init__(share_summary=share_summary, instrument=instrument)
         self.path = Path(path)
         self.name = str(self.path)
 
@@ -313,8 +315,15 @@ class HttpSource(_ExportSource):
     are transient; other 4xx are permanent; a bad CSV is a ParseError naming the URL.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0, share_summary: bool) -> None:
-        super().__init__(share_summary=share_summary)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30.0,
+        share_summary: bool,
+        instrument: Instrument = NO_INSTRUMENT,
+    ) -> None:
+        super().__init__(share_summary=share_summary, instrument=instrument)
         self.name = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._client = httpx.Client(base_url=self.name, timeout=httpx.Timeout(timeout_s))
@@ -369,7 +378,9 @@ class HttpSource(_ExportSource):
         return decode_export(response.content), url
 
 
-def make_source(settings: SourceSettings, *, share_summary: bool) -> Source:
+def make_source(
+    settings: SourceSettings, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
+) -> Source:
     """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path."""
     where = settings.source
     if where == "sim":
@@ -380,13 +391,18 @@ def make_source(settings: SourceSettings, *, share_summary: bool) -> Source:
             failure_rate=settings.failure_rate,
             calendar=calendar,
         )
-        return SimulatorSource(sim, share_summary=share_summary)
+        return SimulatorSource(sim, share_summary=share_summary, instrument=instrument)
     if where.startswith(("http://", "https://")):
-        return HttpSource(where, timeout_s=settings.http_timeout_s, share_summary=share_summary)
+        return HttpSource(
+            where,
+            timeout_s=settings.http_timeout_s,
+            share_summary=share_summary,
+            instrument=instrument,
+        )
     if not Path(where).is_dir():
         raise ConfigError(
             "source",
             where,
             "no such folder; expected 'sim', an http(s) URL or a folder of CSV exports",
         )
-    return FolderSource(where, share_summary=share_summary)
+    return FolderSource(where, share_summary=share_summary, instrument=instrument)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
-from typing import Any
 
 from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot
@@ -20,7 +19,6 @@ class ScriptedSource:
     """Serves, for a collection date, the latest scripted snapshot at or before it."""
 
     name = "scripted"
-    monitor: Any = None
 
     def __init__(self, script: Mapping[str, Mapping[date, Snapshot]]) -> None:
         self._script = {d: dict(sorted(days.items())) for d, days in script.items()}

@@ -63,6 +63,7 @@ from engine.domain.models import (
     TimelineEntry,
 )
 from engine.errors import NotFoundError, StorageError
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import StorageSettings
 from engine.store.bulk import Prepared, dialect_insert, raw_columns, raw_rows
 from engine.store.schema import jobs, metadata, month_end_snapshots, runs, timeline
@@ -92,11 +93,17 @@ _JOB_PROGRESS_COLUMNS = (
 class Storage:
     """The engine's database. Thread-safe; one instance per process and URL."""
 
-    def __init__(self, settings: StorageSettings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: StorageSettings,
+        *,
+        clock: Clock | None = None,
+        instrument: Instrument = NO_INSTRUMENT,
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.optimized = settings.mode == "optimized"
-        self.monitor: Any = None  # set by the console; duck-typed ``timed(op, **labels)``
+        self._instrument = instrument
         self.roundtrips = 0
         self.engine = _make_engine(settings.db_url, self)
         self._write_lock = threading.Lock()  # one writer per process; SQLite allows one anyway
@@ -540,10 +547,8 @@ class Storage:
                 with contextlib.suppress(StorageError):  # kept queued; retried next tick
                     self.flush()
 
-    def _timed(self, operation: str) -> Any:
-        if self.monitor is None:
-            return contextlib.nullcontext()
-        return self.monitor.timed(operation, mode=self.settings.mode)
+    def _timed(self, operation: str) -> contextlib.AbstractContextManager[object]:
+        return self._instrument.timed(operation, mode=self.settings.mode)
 
 
 class _Pending:

@@ -31,6 +31,7 @@ from engine.batch.runner import (
 from engine.cancel import CancelToken
 from engine.clock import FakeClock
 from engine.errors import BatchError, ConfigError, ItemTimeout, ParseError, SourceError
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
 from engine.settings import BatchSettings, MonitorSettings, StorageSettings
 from engine.store.schema import batch_items
@@ -72,7 +73,7 @@ def make_runner(storage: Storage, clock: FakeClock) -> Iterator[Callable[..., Ba
         memory: Callable[[], float] = lambda: 0.0,
         rng: random.Random | None = None,
         should_skip: Callable[[Mapping[str, Any]], bool] | None = None,
-        monitor: Any = None,
+        instrument: Instrument = NO_INSTRUMENT,
         **settings: Any,
     ) -> BatchRunner:
         values = {"enable_resource_throttling": False, "timeout_ms": 1_800_000, **settings}
@@ -84,7 +85,7 @@ def make_runner(storage: Storage, clock: FakeClock) -> Iterator[Callable[..., Ba
             clock=clock,
             memory_reader=memory,
             rng=rng,
-            monitor=monitor,
+            instrument=instrument,
         )
         runners.append(runner)
         return runner
@@ -497,7 +498,7 @@ def test_the_monitor_times_every_attempt_and_the_run(make_runner: Any, clock: Fa
 
     failed: list[bool] = []
     monitor = Monitor(MonitorSettings(), clock=clock)
-    runner = make_runner(execute, monitor=monitor, retry_delay_ms=100)
+    runner = make_runner(execute, instrument=monitor, retry_delay_ms=100)
     runner.submit(items(3))
     runner.run()
     stats = {s.operation: s for s in monitor.stats()}
