@@ -23,6 +23,8 @@ from typing import Any
 from engine.errors import ConfigError
 
 DEFAULT_DB_URL = "sqlite:///data/recon.db"
+# A real district's club export (~300 clubs) is under 100 kB; this is 200 times that.
+DEFAULT_MAX_EXPORT_BYTES = 20_000_000
 
 
 def _f(
@@ -95,6 +97,13 @@ class SourceSettings:
     failure_rate: float = _f(0.0, "failureRate", 0.0, 1.0, "share of simulated transient failures")
     calendar_file: str | None = _f(None, "calendar", doc="JSON: data month -> last closing date")
     http_timeout_s: float = _f(30.0, "httpTimeoutS", 0.1, 600)
+    max_export_bytes: int = _f(
+        DEFAULT_MAX_EXPORT_BYTES,
+        "maxExportBytes",
+        100_000,
+        500_000_000,
+        "larger exports are refused as unreadable",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,8 +16,10 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-DISTRICT_RE = re.compile(r"^[A-Za-z0-9]{1,4}$")
-MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
+# Matched in full (``fullmatch``) and ASCII only: ``\d`` and ``$`` would let in other
+# scripts' digits and a trailing newline.
+DISTRICT_RE = re.compile(r"[A-Za-z0-9]{1,4}")
+MONTH_RE = re.compile(r"([0-9]{4})-([0-9]{2})")
 
 # Metric names extracted from exports, grouped by the threshold that applies.
 MEMBERSHIP_METRICS = ("membership", "membership_base", "net_growth", "new_members")
@@ -65,14 +67,31 @@ class Reason(StrEnum):
     WINDOW_REACHED = "window-reached"
 
 
+def normalize_district(value: str) -> str:
+    """The one spelling of a district id: ``"02"`` -> ``"2"``, ``"f"`` -> ``"F"``.
+
+    Every district id the engine reads (input, file names, URLs, export rows)
+    goes through here, so ``"02"`` and ``"2"`` are one district. Raises
+    ValueError unless the id is 1-4 ASCII letters or digits.
+    """
+    if not isinstance(value, str) or not DISTRICT_RE.fullmatch(value):
+        raise ValueError(f"invalid district {str(value)[:40]!r}")
+    return str(int(value)) if value.isdigit() else value.upper()
+
+
 def validate_district(value: str) -> str:
-    if not isinstance(value, str) or not DISTRICT_RE.match(value):
-        raise ConfigError("district", value, "expected 1-4 letters or digits, e.g. 42 or F")
-    return value.upper()
+    """A district id from a user, normalized (:func:`normalize_district`); else ConfigError."""
+    try:
+        return normalize_district(value)
+    except ValueError:
+        raise ConfigError(
+            "district", value, "expected 1-4 letters or digits, e.g. 42 or F"
+        ) from None
 
 
 def validate_month(value: str) -> str:
-    m = MONTH_RE.match(value) if isinstance(value, str) else None
+    """A ``YYYY-MM`` month between 2000-01 and 2100-12, ASCII digits only; else ConfigError."""
+    m = MONTH_RE.fullmatch(value) if isinstance(value, str) else None
     if not m or not (1 <= int(m.group(2)) <= 12) or not (2000 <= int(m.group(1)) <= 2100):
         raise ConfigError("month", value, "expected YYYY-MM between 2000-01 and 2100-12")
     return value
@@ -107,6 +126,8 @@ class Snapshot:
 
     ``data_month`` is the month the figures belong to, read from the export's
     footer; ``None`` when the source gives no data-month information.
+    ``warnings`` are what the parser kept but a user should know about (e.g. an
+    unknown distinguished code), each naming the file.
     """
 
     district: str
@@ -114,6 +135,7 @@ class Snapshot:
     data_month: str | None
     metrics: Mapping[str, float]
     source: str = ""
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))

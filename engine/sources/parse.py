@@ -9,17 +9,27 @@ Three export types are recognised from their header row:
 
 Every export ends with a footer such as ``Month of Jun, As of 07/05/2025``
 (month full or abbreviated, possibly quoted and padded with empty cells); it
-gives the data month and the as-of date. Numbers may carry thousands commas,
+gives the data month and the as-of date. The footer names no year: it is the
+requested month's year when the footer names the requested month (the archive
+of a closed program year answers with year-end data as of the download date:
+``Month of Jun, As of 09/13/2025`` for June 2023), else the year that puts the
+month closest to the as-of date. Numbers may carry thousands commas,
 percentages a ``%``; column names vary slightly between years and are matched
-through the aliases below.
+through the aliases below (both club performance layouts of the real
+dashboard, 23 and 25 columns, and both district summary layouts).
+
+A distinguished code we do not know (the real dashboard has more than ''/D/S/P/M)
+is kept as its own level and reported in :attr:`Export.warnings`, not refused.
 
 Anything wrong with the input raises :class:`~engine.errors.ParseError` naming
-the file or URL, the 1-based line in the file and, where it applies, the column.
-No other exception escapes :func:`parse_export`.
+the file or URL, the 1-based line in the file and, where it applies, the column:
+among others a repeated club (or district) in one export, and an export over
+the size cap. No other exception escapes :func:`parse_export`.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import io
@@ -32,8 +42,15 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from engine.domain.models import DISTRICT_RE, Snapshot, month_end, program_year, validate_month
+from engine.domain.models import (
+    Snapshot,
+    month_end,
+    normalize_district,
+    program_year,
+    validate_month,
+)
 from engine.errors import ConfigError, ParseError
+from engine.settings import DEFAULT_MAX_EXPORT_BYTES
 
 
 class Report(StrEnum):
@@ -83,6 +100,7 @@ SPECS: Mapping[Report, tuple[Column, ...]] = MappingProxyType(
             Column("Payment Base", NUMBER),
             Column("% Payment Growth", PERCENT, ("Payment Growth",), required=False),
             Column("Active Clubs", NUMBER, required=False),
+            Column("Distinguished Clubs", NUMBER, required=False),  # 2025-26 layout on
             Column("Total Distinguished Clubs", NUMBER, required=False),
             Column("Select Distinguished Clubs", NUMBER, required=False),
             Column(
@@ -91,6 +109,7 @@ SPECS: Mapping[Report, tuple[Column, ...]] = MappingProxyType(
                 ("President's Distinguished Clubs",),
                 required=False,
             ),
+            Column("Smedley Distinguished Clubs", NUMBER, required=False),  # 2025-26 on
         ),
         Report.DISTRICT_PERFORMANCE: (
             Column("District", DISTRICT),
@@ -118,6 +137,22 @@ _SIGNATURES = (
     (Report.DISTRICT_PERFORMANCE, ("Club", "Total to Date")),
 )
 
+# The column naming each row's club (or district): one row each per export.
+_KEYS = MappingProxyType(
+    {
+        Report.CLUB_PERFORMANCE: "Club Number",
+        Report.DISTRICT_SUMMARY: "DISTRICT",
+        Report.DISTRICT_PERFORMANCE: "Club",
+    }
+)
+# The distinguished level column of the per-club exports.
+_LEVEL_COLUMNS = MappingProxyType(
+    {
+        Report.CLUB_PERFORMANCE: "Club Distinguished Status",
+        Report.DISTRICT_PERFORMANCE: "Distinguished Status",
+    }
+)
+
 # fmt: off
 _REPORTS = frozenset(r.value for r in Report)
 STATUSES = ("Active", "Suspended", "Ineligible", "Low")
@@ -136,11 +171,19 @@ _MONTHS = (
 # fmt: on
 _STATUS_BY_KEY = {s.lower(): s for s in STATUSES}
 _LEVEL_CODES = {"": "", **{code: code for code in LEVELS}}  # as the simulator writes them
+_KNOWN_LEVELS = frozenset(_LEVEL_CODES)
 _NOT_LETTER_RE = re.compile(r"[^a-z]")
+# A code the dashboard may add (another project documents 'H'): kept as its own level.
+_OTHER_CODE_RE = re.compile(r"[A-Za-z]{1,3}")
+# ASCII only and matched in full: \d, \s and IGNORECASE's [a-z] would let in other
+# scripts' digits, spaces and letters ('K' is the Kelvin sign), $ a trailing newline.
 _FOOTER_RE = re.compile(
-    r"^month\s+of\s+([a-z]+)\.?\s*,?\s*as\s+of\s+(\d{1,2})/(\d{1,2})/(\d{4})$", re.IGNORECASE
+    r"month\s+of\s+([a-z]+)\.?\s*,?\s*as\s+of\s+([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})",
+    re.IGNORECASE | re.ASCII,
 )
-_NUMBER_RE = re.compile(r"^[+-]?(\d{1,3}(,\d{3}){1,4}|\d{1,15})(\.\d{1,6})?$")  # no overflow to inf
+_NUMBER_RE = re.compile(
+    r"[+-]?([0-9]{1,3}(,[0-9]{3}){1,4}|[0-9]{1,15})(\.[0-9]{1,6})?"  # no overflow to inf
+)
 
 
 @dataclass(frozen=True)
@@ -154,13 +197,18 @@ class Row:
 
 @dataclass(frozen=True)
 class Export:
-    """A parsed export: its type, where it came from, its rows and its footer."""
+    """A parsed export: its type, where it came from, its rows and its footer.
+
+    ``warnings`` name what was kept but a user should know about, each naming the
+    file: an unknown distinguished code (counted as its own level).
+    """
 
     report: Report
     source: str
     rows: tuple[Row, ...]
     data_month: str
     as_of: date
+    warnings: tuple[str, ...] = ()
 
 
 class RowMemo:
@@ -192,27 +240,62 @@ class RowMemo:
 
 
 def parse_export(
-    text: str, source: str, *, memo: RowMemo | None = None, rows_for: str | None = None
+    text: str,
+    source: str,
+    *,
+    memo: RowMemo | None = None,
+    requested: str | None = None,
+    rows_for: str | None = None,
+    max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
 ) -> Export:
     """Parse one CSV export; ``source`` (path or URL) is named in every error.
 
+    ``requested`` is the month (``YYYY-MM``) the export was asked for: when the
+    footer names that month, it is the data month, whatever the as-of date's year.
+    With ``rows_for`` (the requested month, so it implies ``requested``), the rows of
+    an export whose footer names another month are checked for their layout but not
+    read: its ``rows`` are empty (a check of the month needs no figures of another).
     With a ``memo``, rows of lines seen before (same header, line and text) are reused.
-    With ``rows_for`` (a data month), the rows of an export whose footer names
-    another month are checked for their layout but not read: its ``rows`` are
-    empty (a check of the month needs no figures of another).
+    A text longer than ``max_bytes`` characters (its size in bytes for the ASCII the
+    dashboard writes; setting ``source.max_export_bytes``) is refused unread.
+    A malformed ``requested`` or ``rows_for`` raises ConfigError (a caller's error).
     """
+    if len(text) > max_bytes:
+        raise ParseError(
+            source,
+            f"export of {len(text):,} characters is over the cap of {max_bytes:,} "
+            "(setting source.max_export_bytes)",
+        )
+    requested = requested if requested is not None else rows_for
+    if requested is not None:
+        validate_month(requested)
     records = _records(text, source, raw=memo is not None)
     header_line, header, _ = next(records, (0, [], None))
     if not header:
         raise ParseError(source, "empty file: no header row", line=max(header_line, 1))
     report, plan = _detect(header, source, header_line)
-    if rows_for is not None and (last := _last_line_footer(text)) and last[0] != rows_for:
+    last = _last_line_footer(text, requested) if rows_for is not None else None
+    if last is not None and last[0] != rows_for:
         _check_layout(records, header, source)
         return Export(report, source, (), *last)
+    rows, footer = _read_rows(records, header, plan, source, memo=memo, requested=requested)
+    return Export(report, source, rows, *footer, _check_rows(rows, report, source))
+
+
+def _read_rows(
+    records: Iterator[tuple[int, list[str], str | None]],
+    header: list[str],
+    plan: tuple[_Step, ...],
+    source: str,
+    *,
+    memo: RowMemo | None,
+    requested: str | None,
+) -> tuple[tuple[Row, ...], tuple[str, date]]:
+    """The data rows after the header, and the footer's data month and as-of date."""
     known = tuple(header)
     rows: list[Row] = []
     footer: tuple[str, date] | None = None
-    line = header_line
+    line = 0
     for line, cells, raw in records:
         if footer is not None:
             raise ParseError(source, "unexpected content after the footer line", line=line)
@@ -220,14 +303,65 @@ def parse_export(
         if key is not None and memo is not None and (row := memo.get(key)) is not None:
             rows.append(row)
         elif _is_footer(cells):
-            footer = _footer(cells, source, line)
+            footer = _footer(cells, source, line, requested)
         else:
             rows.append(row := _row(cells, line, header, plan, source))
             if key is not None and memo is not None:
                 memo.put(key, row)
     if footer is None:
         raise ParseError(source, "no footer line 'Month of <month>, As of MM/DD/YYYY'", line=line)
-    return Export(report, source, tuple(rows), footer[0], footer[1])
+    return tuple(rows), footer
+
+
+def _check_rows(rows: tuple[Row, ...], report: Report, source: str) -> tuple[str, ...]:
+    """Refuse a club (or district) listed twice; warn of unknown distinguished codes.
+
+    Two passes over the rows' dicts, no conversion: a few microseconds for a district.
+    """
+    key = _KEYS[report]
+    names = [row.text[key] for row in rows]
+    if len(set(names)) != len(names):
+        _refuse_repeated(rows, key, source)
+    level = _LEVEL_COLUMNS.get(report)
+    if level is None:
+        return ()
+    other = {row.text[level] for row in rows} - _KNOWN_LEVELS
+    return _level_warnings(rows, level, other, source) if other else ()
+
+
+def _refuse_repeated(rows: tuple[Row, ...], key: str, source: str) -> None:
+    first: dict[str, int] = {}
+    for row in rows:
+        name = row.text[key]
+        if name in first:
+            raise ParseError(
+                source,
+                f"{key} {name!r} is listed again (first at line {first[name]})",
+                line=row.line,
+                column=key,
+            )
+        first[name] = row.line
+
+
+def _level_warnings(
+    rows: tuple[Row, ...], level: str, codes: set[str], source: str
+) -> tuple[str, ...]:
+    """One warning per unknown distinguished code: file, code, clubs and first line."""
+    found = [row for row in rows if row.text[level] in codes]
+    warnings = []
+    for code in sorted(codes):
+        lines = [row.line for row in found if row.text[level] == code]
+        warnings.append(
+            f"{source}: unknown distinguished status {code!r} on {len(lines)} club(s) "
+            f"from line {lines[0]}; kept and counted as {other_level_metric(code)}"
+        )
+    return tuple(warnings)
+
+
+def other_level_metric(code: str) -> str:
+    """The metric counting clubs of an unknown distinguished code: ``H`` ->
+    ``distinguished_level_h_clubs``."""
+    return f"distinguished_level_{code.lower()}_clubs"
 
 
 def _check_layout(
@@ -245,20 +379,41 @@ def _check_layout(
             _check_width(cells, line, header, source)
 
 
-def _last_line_footer(text: str) -> tuple[str, date] | None:
+def _last_line_footer(text: str, requested: str | None) -> tuple[str, date] | None:
     """The footer's data month and as-of date if the last line is a valid footer, else
     None (then the full parse finds the footer or reports what is wrong)."""
     body = text.rstrip()
     last = body[body.rfind("\n") + 1 :]
     try:
         cells = next(csv.reader([last]))
-        return _footer(cells, "", 0) if "".join(cells).strip() and _is_footer(cells) else None
+        if "".join(cells).strip() and _is_footer(cells):
+            return _footer(cells, "", 0, requested)
+        return None
     except (csv.Error, StopIteration, ParseError):
         return None
 
 
+# Byte order marks, UTF-32 before UTF-16: the UTF-32-LE mark starts with UTF-16-LE's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
 def decode_export(data: bytes) -> str:
-    """Text of an export file: UTF-8 (with or without BOM), else Windows-1252."""
+    """Text of an export file: UTF-16 or UTF-32 with a byte order mark (a spreadsheet's
+    "Unicode text"), UTF-16 without one (NUL bytes beside ASCII), UTF-8 with or
+    without BOM, else Windows-1252. Never raises: what cannot be decoded becomes
+    U+FFFD and the parser names the cell."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
+    head = data[:64]
+    if b"\x00" in head:  # UTF-16 without BOM: the ASCII text's other byte is NUL
+        odd = head[1::2].count(0) > head[0::2].count(0)
+        return data.decode("utf-16-le" if odd else "utf-16-be", errors="replace")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -364,10 +519,12 @@ def _is_footer(cells: list[str]) -> bool:
     return first.strip().lower().startswith("month of")
 
 
-def _footer(cells: list[str], source: str, line: int) -> tuple[str, date]:
+def _footer(
+    cells: list[str], source: str, line: int, requested: str | None = None
+) -> tuple[str, date]:
     """Data month (``YYYY-MM``) and as-of date from a ``Month of X, As of M/D/Y`` line."""
     joined = ", ".join(c.strip() for c in cells if c.strip())
-    m = _FOOTER_RE.match(joined)
+    m = _FOOTER_RE.fullmatch(joined)
     month = _month_number(m.group(1)) if m else None
     if m is None or month is None:
         raise ParseError(source, f"malformed footer {joined[:80]!r}", line=line)
@@ -375,7 +532,7 @@ def _footer(cells: list[str], source: str, line: int) -> tuple[str, date]:
         as_of = date(int(m.group(4)), int(m.group(2)), int(m.group(3)))
     except ValueError as exc:
         raise ParseError(source, f"invalid as-of date in footer: {exc}", line=line) from exc
-    return _data_month(month, as_of), as_of
+    return _data_month(month, as_of, requested), as_of
 
 
 def _month_number(name: str) -> int | None:
@@ -385,12 +542,17 @@ def _month_number(name: str) -> int | None:
     return matches[0] if matches else None
 
 
-def _data_month(month: int, as_of: date) -> str:
-    """The year of the footer's month is the one closest to the as-of date.
+def _data_month(month: int, as_of: date, requested: str | None) -> str:
+    """The requested month if the footer names it, else the footer's month in the
+    year closest to the as-of date.
 
-    ``Month of Dec`` as of 01/03/2026 is 2025-12; ``Month of Jan`` as of
-    12/31/2025 (a month whose closing period ended on its last day) is 2026-01.
+    An archive download of June 2023 ends ``Month of Jun, As of 09/13/2025`` (the
+    download date): requested as 2023-06 it is 2023-06. ``Month of Dec`` as of
+    01/03/2026 is 2025-12; ``Month of Jan`` as of 12/31/2025 (a month whose closing
+    period ended on its last day) is 2026-01.
     """
+    if requested is not None and int(requested[5:7]) == month:
+        return requested
     years = (as_of.year - 1, as_of.year, as_of.year + 1)
     year = min(years, key=lambda y: abs((y - as_of.year) * 12 + month - as_of.month))
     return f"{year}-{month:02d}"
@@ -436,12 +598,12 @@ def _check_width(cells: list[str], line: int, header: list[str], source: str) ->
 
 def _number(value: str, *, percent: bool = False) -> float:
     """``1,234`` -> 1234.0; ``-3.5%`` -> -3.5 in percent columns; empty -> 0."""
-    if not percent and value.isdecimal() and len(value) <= 15:
+    if not percent and value.isascii() and value.isdecimal() and len(value) <= 15:
         return float(value)  # the common case, which the pattern below accepts too
     digits = value.removesuffix("%").strip() if percent else value
     if digits == "":
         return 0.0
-    if not _NUMBER_RE.match(digits):
+    if not _NUMBER_RE.fullmatch(digits):
         raise ValueError(f"expected a number, found {value[:40]!r}")
     return float(digits.replace(",", ""))
 
@@ -464,22 +626,18 @@ def _status(value: str) -> str:
 
 
 def _level(value: str) -> str:
+    """'', D, S, P or M (codes or words); another code of 1-3 letters is kept as it is."""
     code = _LEVEL_CODES.get(value)
     if code is None:
         code = _LEVEL_WORDS.get(_NOT_LETTER_RE.sub("", value.lower()))
     if code is None:
-        raise ValueError(f"unknown distinguished status {value[:40]!r}; expected '', D, S, P or M")
+        if _OTHER_CODE_RE.fullmatch(value):
+            return value.upper()
+        raise ValueError(
+            f"unknown distinguished status {value[:40]!r}; expected '', D, S, P, M "
+            "or another code of 1-3 letters"
+        )
     return code
-
-
-def normalize_district(value: str) -> str:
-    """District id as the engine writes it: ``"07"`` -> ``"7"``, ``"f"`` -> ``"F"``."""
-    district = value.strip().upper()
-    if district.isdigit():
-        district = str(int(district))
-    if not DISTRICT_RE.match(district):
-        raise ValueError(f"invalid district {value[:40]!r}")
-    return district
 
 
 _CONVERTERS: Mapping[str, Callable[[str], Any]] = MappingProxyType(
@@ -521,12 +679,18 @@ def club_metrics(export: Export) -> dict[str, float]:
         "smedley_distinguished_clubs": float(level["M"]),
         "total_distinguished_clubs": float(sum(level[code] for code in LEVELS)),
         "dcp_goals": sum(r.numbers["Goals Met"] for r in rows),
+        # Unknown codes: each its own level, outside the total (its rank is unknown).
+        **{other_level_metric(c): float(level[c]) for c in sorted(level.keys() - _KNOWN_LEVELS)},
     }
 
 
 def summary_metrics(export: Export, district: str) -> dict[str, float]:
     """Paid clubs and payments of one district from a district summary export."""
     _expect(export, Report.DISTRICT_SUMMARY)
+    try:
+        district = normalize_district(district)  # "02" is district 2, as in the rows
+    except ValueError as exc:
+        raise ParseError(export.source, str(exc), column="DISTRICT") from exc
     for row in export.rows:
         if row.text["DISTRICT"] == district:
             return {
@@ -544,11 +708,16 @@ def summary_districts(export: Export) -> list[str]:
 
 
 def build_snapshot(district: str, club: Export, summary: Export | None) -> Snapshot:
-    """One snapshot from a district's club performance and (optionally) the district summary."""
+    """One snapshot from a district's club performance and (optionally) the district summary.
+
+    The snapshot carries the club export's warnings (the summary's rows have no level).
+    """
     metrics = club_metrics(club)
     if summary is not None:
         metrics.update(summary_metrics(summary, district))
-    return Snapshot(district, club.as_of, club.data_month, metrics, source=club.source)
+    return Snapshot(
+        district, club.as_of, club.data_month, metrics, source=club.source, warnings=club.warnings
+    )
 
 
 def _expect(export: Export, report: Report) -> None:
@@ -600,12 +769,15 @@ def parse_report_param(value: str) -> ExportRequest:
     return ExportRequest(report, district, month, collection_date)
 
 
+_MDY_RE = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")
+
+
 def _mdy(d: date) -> str:
     return f"{d.month}/{d.day}/{d.year}"
 
 
 def _from_mdy(value: str) -> date:
-    m = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", value)
+    m = _MDY_RE.fullmatch(value)
     if not m:
         raise ValueError(f"expected a date M/D/YYYY, found {value[:20]!r}")
     return date(int(m.group(3)), int(m.group(1)), int(m.group(2)))

@@ -182,7 +182,8 @@ def test_blank_lines_and_multiline_fields_keep_file_line_numbers() -> None:
         ("42,A,1,2345,Lakeside,Active,18,22,seven,4,1,3,S", "Goals Met", "expected a number"),
         ("42,A,1,2345,Lakeside,Active,18,12%,7,4,1,3,S", "Active Members", "expected a number"),
         ("42,A,1,2345,Lakeside,Closed,18,22,7,4,1,3,S", "Club Status", "unknown club status"),
-        ("42,A,1,2345,Lakeside,Active,18,22,7,4,1,3,X", "Club Distinguished Status", "unknown"),
+        # An unknown code of letters is kept (see test_parse_hostile.py); "S&P" is no code.
+        ("42,A,1,2345,Lakeside,Active,18,22,7,4,1,3,S&P", "Club Distinguished Status", "unknown"),
         ("42,A,1,2345,Lakeside,Active,18,22", "Goals Met", "row has 8 cells"),
         ("42,A,1,2345,Lakeside,Active,18,22,7,4,1,3,S,extra", None, "row has 14 cells"),
     ],
