@@ -13,9 +13,10 @@ from typing import Any
 import streamlit as st
 
 from engine import settings as settings_mod
-from engine.app import views
+from engine.app import queries
 from engine.app.console import Console
 from engine.errors import EngineError
+from engine.store.urls import safe_url
 
 REFRESH_S = 2.0  # how often live parts poll the engine
 _PREFIX = "recon_"
@@ -72,13 +73,13 @@ def live() -> bool:
 
 def sidebar(console: Console) -> None:
     """Month picker, live-refresh toggle and what the engine runs on."""
-    options = views.months(console)
+    options = queries.months(console)
     key = _PREFIX + "month"
     wanted = st.session_state.pop(_PREFIX + "month_next", None)
     if wanted is not None:
         st.session_state[key] = wanted
     if key not in st.session_state or st.session_state[key] not in options:
-        chosen = st.session_state.get(key) or views.default_month(console)
+        chosen = st.session_state.get(key) or queries.default_month(console)
         options = sorted({*options, chosen}, reverse=True)
         st.session_state[key] = chosen
     st.session_state.setdefault(_PREFIX + "live", True)
@@ -87,6 +88,6 @@ def sidebar(console: Console) -> None:
         st.toggle("Live refresh", key=_PREFIX + "live", help="Pause to freeze the live parts")
         storage, source = console.settings.storage, console.settings.source
         st.caption(
-            f"Database `{views.safe_url(storage.db_url)}` · {storage.mode} mode · "
+            f"Database `{safe_url(storage.db_url)}` · {storage.mode} mode · "
             f"source `{source.source}`"
         )

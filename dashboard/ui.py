@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import runtime
 import streamlit as st
 
-from engine.app.views import BatchView
+from engine.app.queries import BatchView
 from engine.errors import (
     BatchError,
     ConfigError,

@@ -707,7 +707,7 @@ class CacheService:
 
         Replay is read-through: a get that misses loads the key; sets and
         invalidations are replayed as they happened. Returns one row per
-        combination with ``maxSize``, ``evictionPolicy``, ``ttlMs``, ``accesses``,
+        combination with ``max_size``, ``eviction_policy``, ``ttl_ms``, ``accesses``,
         ``hits`` and ``hit_rate``.
         """
         lay = self._layer(layer)
@@ -720,7 +720,7 @@ class CacheService:
         rows = []
         for size, policy, ttl in itertools.product(sizes_, policies_, ttls_):
             hits, gets = _replay(trace, size, policy, ttl / 1000)
-            row = {"maxSize": size, "evictionPolicy": policy, "ttlMs": ttl, "accesses": gets}
+            row = {"max_size": size, "eviction_policy": policy, "ttl_ms": ttl, "accesses": gets}
             rows.append(row | {"hits": hits, "hit_rate": _ratio(hits, gets)})
         return rows
 

@@ -9,7 +9,7 @@ import runtime
 import streamlit as st
 import ui
 
-from engine.app import views
+from engine.app import queries
 from engine.errors import EngineError
 
 console = runtime.get_console()
@@ -93,7 +93,7 @@ def submitted() -> None:
 
 
 def batch_live(batch_id: int) -> bool:
-    view = views.batch_view(console, batch_id)
+    view = queries.batch_view(console, batch_id)
     ui.batch_panel(view)
     if view.live and st.button("Cancel batch", icon=":material/cancel:"):
         console.batch.cancel(batch_id)
@@ -122,6 +122,24 @@ def pick() -> None:
         runtime.put("batch_id", runtime.get("history_ids")[rows[0]])
 
 
+HISTORY_COLUMNS = {
+    "batch": "Batch",
+    "name": "Name",
+    "status": "Status",
+    "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+    "finished_at": st.column_config.DatetimeColumn("Finished", format="HH:mm:ss"),
+    "total": "Items",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+    "percent": st.column_config.ProgressColumn(
+        "Done", min_value=0, max_value=100, format="%.0f %%"
+    ),
+    "concurrency": "Concurrency",
+    "throttled_s": st.column_config.NumberColumn("Throttled (s)", format="%.1f"),
+}
+
+
 def history_section(history: list[dict[str, Any]]) -> None:
     st.subheader("History")
     runtime.put("history_ids", [r["batch"] for r in history])
@@ -130,36 +148,8 @@ def history_section(history: list[dict[str, Any]]) -> None:
         key="batch_history",
         on_select=pick,
         selection_mode="single-row",
-        column_order=(
-            "batch",
-            "name",
-            "status",
-            "created_at",
-            "finished_at",
-            "total",
-            "succeeded",
-            "failed",
-            "cancelled",
-            "percent",
-            "concurrency",
-            "throttled_s",
-        ),
-        column_config={
-            "batch": "Batch",
-            "name": "Name",
-            "status": "Status",
-            "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
-            "finished_at": st.column_config.DatetimeColumn("Finished", format="HH:mm:ss"),
-            "total": "Items",
-            "succeeded": "Succeeded",
-            "failed": "Failed",
-            "cancelled": "Cancelled",
-            "percent": st.column_config.ProgressColumn(
-                "Done", min_value=0, max_value=100, format="%.0f %%"
-            ),
-            "concurrency": "Concurrency",
-            "throttled_s": st.column_config.NumberColumn("Throttled (s)", format="%.1f"),
-        },
+        column_order=tuple(HISTORY_COLUMNS),
+        column_config=HISTORY_COLUMNS,
     )
     st.caption("Select a row to show that batch above.")
 
@@ -195,7 +185,7 @@ def shown_batch(history: list[dict[str, Any]]) -> int | None:
 def batches() -> bool:
     """The shown batch and the history, both live while the batch is: its row there
     moves with it."""
-    history = views.batch_history(console)
+    history = queries.batch_history(console)
     shown = shown_batch(history)
     if shown is None:
         st.info("No batches yet.")
@@ -208,5 +198,5 @@ def batches() -> bool:
 
 with ui.guard():
     st.divider()
-    first = shown_batch(views.batch_history(console, limit=1))
-    ui.live_fragment(batches, active=first is not None and views.batch_view(console, first).live)
+    first = shown_batch(queries.batch_history(console, limit=1))
+    ui.live_fragment(batches, active=first is not None and queries.batch_view(console, first).live)

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import plotly.graph_objects as go
 import runtime
 import streamlit as st
 import ui
 
-from engine.app import views
+from engine.app import actions, queries
 
 console = runtime.get_console()
-MODES = ("naive", "optimized")
-MODE_COLORS = ("#afb8c1", "#2da44e")
-CHARTS = (
-    ("Time (s)", "{}_s"),
-    ("Database round trips", "{}_db_roundtrips"),
-    ("Peak memory (MB)", "{}_peak_rss_mb"),
-)
+MODE_COLORS = ("#afb8c1", "#2da44e")  # in queries.COMPARISON_MODES order
 
 st.title("Before / after")
 st.markdown(
@@ -30,7 +21,7 @@ st.markdown(
 
 
 def form() -> None:
-    limits = views.COMPARISON_LIMITS
+    limits = actions.COMPARISON_LIMITS
     with st.form("compare"):
         a, b, c, d = st.columns(4)
         districts = a.number_input("Districts", *limits["districts"], 20)
@@ -39,7 +30,7 @@ def form() -> None:
         concurrency = d.number_input("Concurrency (optimized)", *limits["concurrency"], 5)
         if st.form_submit_button("Run before/after", type="primary"):
             with ui.guard():
-                task_id = views.start_comparison(
+                task_id = actions.start_comparison(
                     console,
                     districts=int(districts),
                     latency_ms=float(latency),
@@ -59,36 +50,35 @@ def task() -> bool:
     if status.error:
         st.error(f"The comparison failed: {status.error}. Try fewer districts or retry.")
     else:
-        results(status.result, "This run")
+        results(queries.comparison_view(status.result), "This run")
     return False
 
 
-def results(result: Mapping[str, Any], title: str) -> None:
+def results(view: queries.ComparisonView, title: str) -> None:
     st.subheader(title)
     cols = st.columns(4)
-    cols[0].metric("Speed-up", f"{result.get('speedup', 0):.1f}×")
-    cols[1].metric("Naive", f"{result.get('naive_s', 0):.2f} s")
-    cols[2].metric("Optimized", f"{result.get('optimized_s', 0):.2f} s")
-    cols[3].metric("Checks", f"{result.get('checks', 0):,.0f}")
-    for col, (name, key) in zip(st.columns(len(CHARTS)), CHARTS, strict=True):
-        values = [result.get(key.format(mode)) for mode in MODES]
-        if any(v is None for v in values):
-            col.caption(f"{name}: not in this result")
+    cols[0].metric("Speed-up", f"{view.speedup:.1f}×")
+    cols[1].metric("Naive", f"{view.naive_s:.2f} s")
+    cols[2].metric("Optimized", f"{view.optimized_s:.2f} s")
+    cols[3].metric("Checks", f"{view.checks:,.0f}")
+    for col, chart in zip(st.columns(len(view.charts)), view.charts, strict=True):
+        if chart.values is None:
+            col.caption(f"{chart.title}: not in this result")
             continue
         fig = go.Figure(
             go.Bar(
-                x=list(MODES),
-                y=values,
+                x=list(queries.COMPARISON_MODES),
+                y=list(chart.values),
                 marker_color=list(MODE_COLORS),
-                text=[f"{v:,.4g}" for v in values],
+                text=[f"{v:,.4g}" for v in chart.values],
             )
         )
-        col.plotly_chart(ui.layout(fig, name, 300), key=f"{title}_{key}")
+        col.plotly_chart(ui.layout(fig, chart.title, 300), key=f"{title}_{chart.key}")
 
 
 def stored() -> None:
     st.subheader("Stored results")
-    rows = views.bench_history(console)
+    rows = queries.bench_history(console)
     if not rows:
         st.info("No stored results yet: run a comparison above or `recon bench`.")
         return
@@ -100,9 +90,10 @@ def stored() -> None:
             "figures": st.column_config.TextColumn("Figures", width="large"),
         },
     )
-    latest = next((r for r in rows if "speedup" in r["result"]), None)
+    latest = queries.latest_comparison(rows)
     if latest is not None and runtime.get("task_id") is None:
-        results(latest["result"], f"Latest stored comparison ({latest['suite']}, #{latest['id']})")
+        title = f"Latest stored comparison ({latest['suite']}, #{latest['id']})"
+        results(queries.comparison_view(latest["result"]), title)
 
 
 form()

@@ -8,21 +8,35 @@ import runtime
 import streamlit as st
 import ui
 
-from engine.app import views
+from engine.app import actions, queries
 from engine.cache import LAYERS, POLICIES
 
 console = runtime.get_console()
-TARGETS = {
-    "All cache layers": "layers",
-    **{f"Layer: {layer}": layer for layer in LAYERS},
-    "Storage cache": "storage",
-    "Everything (cache layers and storage cache)": "everything",
+# The what-if curves' axes and legends name the settings as the seed does.
+SEED_NAMES = {"max_size": "maxSize", "eviction_policy": "evictionPolicy", "ttl_ms": "ttlMs"}
+CACHE_COLUMNS = {
+    "layer": "Layer",
+    "hits": "Hits",
+    "misses": "Misses",
+    "evictions": "Evictions",
+    "expirations": "Expirations",
+    "prefetches": "Prefetches",
+    "prefetch_hits": "Prefetch hits",
+    "size": "Entries",
+    "hit_rate": st.column_config.ProgressColumn(
+        "Hit rate", min_value=0, max_value=1, format="percent"
+    ),
+    "hit_mean_us": st.column_config.NumberColumn("Hit µs (mean)", format="%.1f"),
+    "hit_p95_us": st.column_config.NumberColumn("Hit µs (p95)", format="%.1f"),
+    "miss_mean_us": st.column_config.NumberColumn("Miss µs (mean)", format="%.1f"),
+    "miss_p95_us": st.column_config.NumberColumn("Miss µs (p95)", format="%.1f"),
+    "max_size": "Max size",
 }
 st.title("Cache")
 
 
 def statistics() -> bool:
-    rows = views.cache_rows(console)
+    rows = queries.cache_rows(console)
     total = rows[-1]
     storage = console.storage.cache_stats()
     cols = st.columns(5)
@@ -31,28 +45,7 @@ def statistics() -> bool:
     cols[2].metric("Evictions", total["evictions"])
     cols[3].metric("Prefetches", total["prefetches"], help=f"{total['prefetch_hits']} were hit")
     cols[4].metric("Storage cache entries", storage["size"] + storage["indexSize"])
-    ui.table(
-        rows,
-        key="cache_table",
-        column_config={
-            "layer": "Layer",
-            "hits": "Hits",
-            "misses": "Misses",
-            "evictions": "Evictions",
-            "expirations": "Expirations",
-            "prefetches": "Prefetches",
-            "prefetch_hits": "Prefetch hits",
-            "size": "Entries",
-            "hit_rate": st.column_config.ProgressColumn(
-                "Hit rate", min_value=0, max_value=1, format="percent"
-            ),
-            "hit_mean_us": st.column_config.NumberColumn("Hit µs (mean)", format="%.1f"),
-            "hit_p95_us": st.column_config.NumberColumn("Hit µs (p95)", format="%.1f"),
-            "miss_mean_us": st.column_config.NumberColumn("Miss µs (mean)", format="%.1f"),
-            "miss_p95_us": st.column_config.NumberColumn("Miss µs (p95)", format="%.1f"),
-            "max_size": "Max size",
-        },
-    )
+    ui.table(rows, key="cache_table", column_config=CACHE_COLUMNS)
     left, mid, right = st.columns(3)
     with left:
         hit_rate_chart()
@@ -65,7 +58,7 @@ def statistics() -> bool:
 
 
 def hit_rate_chart() -> None:
-    history = views.cache_history(console)
+    history = queries.cache_history(console)
     if not history:
         st.info("The hit rate over time appears after the first samples (every 5 s).")
         return
@@ -114,20 +107,9 @@ def storage_cache(stats: dict[str, object]) -> None:
         st.caption("The storage cache is off (naive mode or enableInMemoryCache false).")
 
 
-def clear(target: str) -> int:
-    removed = 0
-    if target in ("layers", "everything"):
-        removed += console.cache.clear()
-    if target in ("storage", "everything"):
-        removed += console.storage.clear_cache()
-    if target in LAYERS:
-        removed += console.cache.clear(target)
-    return removed
-
-
 def clear_section() -> None:
     st.subheader("Clear caches")
-    label = st.selectbox("What to clear", list(TARGETS), key="clear_target")
+    label = st.selectbox("What to clear", list(actions.CLEAR_TARGETS), key="clear_target")
     if st.button("Clear caches", icon=":material/delete_sweep:"):
         runtime.put("confirm_clear", label)
     pending = runtime.get("confirm_clear")
@@ -136,7 +118,7 @@ def clear_section() -> None:
         yes, no = st.columns(2)
         if yes.button("Yes, clear", type="primary"):
             with ui.guard():
-                removed = clear(TARGETS[pending])
+                removed = actions.clear_caches(console, actions.CLEAR_TARGETS[pending])
                 runtime.put("cleared", f"Cleared {pending.lower()}: {removed} entries removed.")
             runtime.put("confirm_clear", None)
             st.rerun()
@@ -183,7 +165,7 @@ def what_if_section() -> None:
         if st.form_submit_button("Simulate"):
             with ui.guard():
                 runtime.put(
-                    "what_if", (layer, views.what_if(console, layer, sizes, policies, ttls))
+                    "what_if", (layer, queries.what_if(console, layer, sizes, policies, ttls))
                 )
     found = runtime.get("what_if")
     if found is None:
@@ -194,12 +176,13 @@ def what_if_section() -> None:
         return
     fig = px.line(
         rows,
-        x="maxSize",
+        x="max_size",
         y="hit_rate",
-        color="evictionPolicy",
-        line_dash="ttlMs",
+        color="eviction_policy",
+        line_dash="ttl_ms",
         markers=True,
         log_x=True,
+        labels=SEED_NAMES,
     )
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="hit rate")
     current = console.cache.config()["layers"][layer]["maxSize"]

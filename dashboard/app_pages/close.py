@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from typing import Any
 
 import plotly.graph_objects as go
 import runtime
@@ -10,12 +11,13 @@ import streamlit as st
 import ui
 from plotly.subplots import make_subplots
 
-from engine.app import views
+from engine.app import queries
+from engine.app.months import month_status
 from engine.domain.models import ALL_METRICS
 
 console = runtime.get_console()
 month = runtime.month()
-CHANGE_COLORS = ("#d0d7de", "#dafbe1", "#f2cc60", "#cf222e")  # in views.CHANGE_KINDS order
+CHANGE_COLORS = ("#d0d7de", "#dafbe1", "#f2cc60", "#cf222e")  # in queries.CHANGE_KINDS order
 
 st.title(f"Close progress · {month}")
 
@@ -34,7 +36,7 @@ def empty_state() -> None:
     st.button("Start month-end run", type="primary", on_click=start_run)
 
 
-def kpis(view: views.CloseView) -> None:
+def kpis(view: queries.CloseView) -> None:
     counts = view.counts
     top = st.columns(4)
     reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(view.by_reason.items()))
@@ -55,7 +57,7 @@ def kpis(view: views.CloseView) -> None:
         bottom[3].metric("Projected close", projected)
 
 
-def donut(view: views.CloseView) -> None:
+def donut(view: queries.CloseView) -> None:
     states = [s for s in ui.STATE_COLORS if view.counts.get(s)]
     fig = go.Figure(
         go.Pie(
@@ -73,7 +75,7 @@ def donut(view: views.CloseView) -> None:
     st.plotly_chart(fig, key="donut")
 
 
-def progress_table(view: views.CloseView) -> None:
+def progress_table(view: queries.CloseView) -> None:
     required = console.settings.recon.stability_period_days
     runtime.put("table_districts", [r["district"] for r in view.districts])
     longest = max(r["window_days"] for r in view.districts)
@@ -120,11 +122,11 @@ def select_district() -> None:
         runtime.put("district", runtime.get("table_districts")[rows[0]])
 
 
-def heatmap(matrix: views.ChangeMatrix) -> None:
+def heatmap(matrix: queries.ChangeMatrix) -> None:
     if not matrix.days:
         st.info("No checks recorded yet: the heatmap fills in as districts are checked.")
         return
-    code = {kind: n for n, kind in enumerate(views.CHANGE_KINDS)}
+    code = {kind: n for n, kind in enumerate(queries.CHANGE_KINDS)}
     z = [[code[k] if k else None for k in row] for row in matrix.kinds]
     steps = len(CHANGE_COLORS)
     scale = [
@@ -147,7 +149,7 @@ def heatmap(matrix: views.ChangeMatrix) -> None:
             hovertemplate="District %{y} · %{x}<br>%{customdata}<br>%{text}<extra></extra>",
             colorbar={
                 "tickvals": list(range(steps)),
-                "ticktext": list(views.CHANGE_KINDS),
+                "ticktext": list(queries.CHANGE_KINDS),
                 "title": "",
             },
         )
@@ -158,7 +160,7 @@ def heatmap(matrix: views.ChangeMatrix) -> None:
     st.plotly_chart(ui.layout(fig, "Changes by district and day", height), key="heatmap")
 
 
-def timeline(view: views.CloseView) -> None:
+def timeline(view: queries.CloseView) -> None:
     districts = [r["district"] for r in view.districts]
     chosen = runtime.get("district")
     st.subheader("District timeline")
@@ -167,7 +169,7 @@ def timeline(view: views.CloseView) -> None:
         "District", districts, index=districts.index(chosen) if chosen in districts else 0
     )
     job_id = next(r["job_id"] for r in view.districts if r["district"] == district)
-    detail = views.timeline_view(console, job_id)
+    detail = queries.timeline_view(console, job_id)
     metrics = right.multiselect("Metrics", ALL_METRICS, default=detail.telling_metrics[:4])
     if not detail.entries:
         st.info(f"District {district} has not been checked yet.")
@@ -193,36 +195,11 @@ def timeline(view: views.CloseView) -> None:
     )
 
 
-def timeline_chart(detail: views.TimelineView, metrics: list[str]) -> go.Figure:
+def timeline_chart(detail: queries.TimelineView, metrics: list[str]) -> go.Figure:
     fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, subplot_titles=metrics)
     for row, metric in enumerate(metrics, 1):
-        points = detail.series[metric]
-        fig.add_trace(
-            go.Scatter(
-                x=[p["as_of"] for p in points],
-                y=[p["value"] for p in points],
-                mode="lines+markers",
-                line_color=ui.STATE_COLORS["monitoring"],
-                name=metric,
-                showlegend=False,
-            ),
-            row=row,
-            col=1,
-        )
-        marked = [p for p in points if p["significant"]]
-        fig.add_trace(
-            go.Scatter(
-                x=[p["as_of"] for p in marked],
-                y=[p["value"] for p in marked],
-                mode="markers",
-                marker={"color": "#cf222e", "size": 11, "symbol": "diamond"},
-                name="significant change of this metric",
-                legendgroup="significant",
-                showlegend=row == 1,
-            ),
-            row=row,
-            col=1,
-        )
+        for trace in metric_traces(detail.series[metric], metric, first=row == 1):
+            fig.add_trace(trace, row=row, col=1)
     fig.update_layout(shapes=day_marks(detail))
     title = f"District {detail.job.district}: figures by as-of date"
     if detail.job.final_as_of:
@@ -240,7 +217,32 @@ def timeline_chart(detail: views.TimelineView, metrics: list[str]) -> go.Figure:
     return ui.layout(fig, title, 170 * len(metrics) + 100)
 
 
-def day_marks(detail: views.TimelineView) -> list[dict[str, object]]:
+def metric_traces(
+    points: list[dict[str, Any]], metric: str, *, first: bool
+) -> tuple[go.Scatter, go.Scatter]:
+    """A metric's line, and diamonds on its own significant changes (in the legend once)."""
+    marked = [p for p in points if p["significant"]]
+    line = go.Scatter(
+        x=[p["as_of"] for p in points],
+        y=[p["value"] for p in points],
+        mode="lines+markers",
+        line_color=ui.STATE_COLORS["monitoring"],
+        name=metric,
+        showlegend=False,
+    )
+    diamonds = go.Scatter(
+        x=[p["as_of"] for p in marked],
+        y=[p["value"] for p in marked],
+        mode="markers",
+        marker={"color": "#cf222e", "size": 11, "symbol": "diamond"},
+        name="significant change of this metric",
+        legendgroup="significant",
+        showlegend=first,
+    )
+    return line, diamonds
+
+
+def day_marks(detail: queries.TimelineView) -> list[dict[str, object]]:
     """Shaded days with a significant change of any metric, and the final as-of date
     dotted, across every subplot (one shape each: plotly's add_vrect costs ~70 ms)."""
     marks: list[dict[str, object]] = []
@@ -279,12 +281,12 @@ def day_marks(detail: views.TimelineView) -> list[dict[str, object]]:
 
 
 def overview() -> bool:
-    view = views.close_view(console, month)
+    view = queries.close_view(console, month)
     if view.total == 0:
         empty_state()
         return False
     if view.running_batch is not None:
-        ui.batch_panel(views.batch_view(console, view.running_batch))
+        ui.batch_panel(queries.batch_view(console, view.running_batch))
     elif view.live:
         st.warning(
             "Some districts are not final and no batch of this dashboard is working on them: "
@@ -299,10 +301,10 @@ def overview() -> bool:
         donut(view)
     with right:
         progress_table(view)
-    heatmap(views.change_matrix(console, month))
+    heatmap(queries.change_matrix(console, month))
     timeline(view)
     return view.live
 
 
 with ui.guard():
-    ui.live_fragment(overview, active=views.month_is_live(console, month))
+    ui.live_fragment(overview, active=month_status(console, month).live)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import plotly.express as px
 import runtime
 import streamlit as st
 import ui
 
-from engine.app import views
+from engine.app import queries
 
 console = runtime.get_console()
 WINDOWS = {
@@ -27,53 +25,43 @@ label = st.selectbox("Window", list(WINDOWS), index=2, help="Figures cover this 
 window_s = WINDOWS[label]
 
 
+OPERATION_COLUMNS = {
+    "operation": "Operation",
+    "calls": "Calls",
+    "calls_per_second": st.column_config.NumberColumn("Rate (/s)", format="%.2f"),
+    "failures": "Errors",
+    "success_rate": st.column_config.NumberColumn("Success", format="percent"),
+    "p50_ms": st.column_config.NumberColumn("p50 ms", format="%.2f"),
+    "p95_ms": st.column_config.NumberColumn("p95 ms", format="%.2f"),
+    "p99_ms": st.column_config.NumberColumn("p99 ms", format="%.2f"),
+    "mean_ms": st.column_config.NumberColumn("Mean ms", format="%.2f"),
+    "share_of_time": st.column_config.ProgressColumn(
+        "Share of time", min_value=0, max_value=1, format="percent"
+    ),
+    "errors": "Error types",
+}
+
+
 def operations() -> None:
-    rows = views.operation_rows(console, window_s)
-    if not rows:
+    view = queries.operations_view(console, window_s)
+    if not view.rows:
         st.info(f"No engine operations in the last {label}: start a batch to see figures.")
         return
     cols = st.columns(4)
-    cols[0].metric("Operations", len(rows))
-    cols[1].metric("Calls", f"{sum(r['calls'] for r in rows):,}")
-    cols[2].metric("Failures", f"{sum(r['failures'] for r in rows):,}")
-    slowest = max(rows, key=lambda r: r["p95_ms"])
-    cols[3].metric("Slowest p95", f"{slowest['p95_ms']:.1f} ms", help=slowest["operation"])
+    cols[0].metric("Operations", len(view.rows))
+    cols[1].metric("Calls", f"{view.calls:,}")
+    cols[2].metric("Failures", f"{view.failures:,}")
+    cols[3].metric("Slowest p95", f"{view.slowest_p95_ms:.1f} ms", help=view.slowest)
     ui.table(
-        rows,
+        view.rows,
         key="operations",
-        column_order=(
-            "operation",
-            "calls",
-            "calls_per_second",
-            "failures",
-            "success_rate",
-            "p50_ms",
-            "p95_ms",
-            "p99_ms",
-            "mean_ms",
-            "share_of_time",
-            "errors",
-        ),
-        column_config={
-            "operation": "Operation",
-            "calls": "Calls",
-            "calls_per_second": st.column_config.NumberColumn("Rate (/s)", format="%.2f"),
-            "failures": "Errors",
-            "success_rate": st.column_config.NumberColumn("Success", format="percent"),
-            "p50_ms": st.column_config.NumberColumn("p50 ms", format="%.2f"),
-            "p95_ms": st.column_config.NumberColumn("p95 ms", format="%.2f"),
-            "p99_ms": st.column_config.NumberColumn("p99 ms", format="%.2f"),
-            "mean_ms": st.column_config.NumberColumn("Mean ms", format="%.2f"),
-            "share_of_time": st.column_config.ProgressColumn(
-                "Share of time", min_value=0, max_value=1, format="percent"
-            ),
-            "errors": "Error types",
-        },
+        column_order=tuple(OPERATION_COLUMNS),
+        column_config=OPERATION_COLUMNS,
     )
 
 
 def latency() -> None:
-    rows = views.latency_series(console, window_s)
+    rows = queries.latency_series(console, window_s)
     if not rows:
         st.info("Latency over time appears once the monitor has written its first interval.")
         return
@@ -82,32 +70,20 @@ def latency() -> None:
     st.plotly_chart(ui.layout(fig, "p95 latency by interval (top operations)", 360), key="lat")
 
 
-def bottlenecks(found: list[dict[str, Any]]) -> None:
-    st.subheader("Bottlenecks")
+def advice_list(title: str, found: list[queries.AdviceItem], none: str) -> None:
+    st.subheader(title)
     if not found:
-        st.success("No bottleneck rule fires over this window.", icon=":material/check_circle:")
-    for b in found:
+        st.success(none, icon=":material/check_circle:")
+    for item in found:
         with st.container(border=True):
-            st.badge(b["severity"].upper(), color=BADGE_COLORS[b["severity"]])
-            st.markdown(f"**{b['operation']}** · `{b['rule']}` — {b['message']}")
-            figures = ", ".join(f"{k} = {v:.4g}" for k, v in b["values"].items())
-            st.caption(f"{figures}. {b['recommendation']}")
-
-
-def recommendations(found: list[dict[str, Any]]) -> None:
-    st.subheader("Recommendations")
-    if not found:
-        st.success("Nothing to recommend over this window.", icon=":material/check_circle:")
-    for r in found:
-        with st.container(border=True):
-            st.badge(
-                f"{r['priority'].upper()} · {r['category']}", color=BADGE_COLORS[r["priority"]]
-            )
-            st.markdown(r["message"])
+            st.badge(item.label, color=BADGE_COLORS[item.level])
+            st.markdown(item.message)
+            if item.detail:
+                st.caption(item.detail)
 
 
 def resources() -> None:
-    rows = views.resource_series(console, window_s)
+    rows = queries.resource_series(console, window_s)
     if not rows:
         st.info("CPU and memory appear after the first resource samples (every few seconds).")
         return
@@ -123,12 +99,14 @@ def resources() -> None:
 def page() -> bool:
     operations()
     latency()
-    report = console.monitor.report(window_s)  # one analysis for both
+    found = queries.advice(console, window_s)
     left, right = st.columns(2)
     with left:
-        bottlenecks(report["bottlenecks"])
+        advice_list("Bottlenecks", found.bottlenecks, "No bottleneck rule fires over this window.")
     with right:
-        recommendations(report["recommendations"])
+        advice_list(
+            "Recommendations", found.recommendations, "Nothing to recommend over this window."
+        )
     st.subheader("Resources")
     resources()
     return True

@@ -6,7 +6,7 @@ import runtime
 import streamlit as st
 import ui
 
-from engine.app import views
+from engine.app import actions, queries
 
 console = runtime.get_console()
 GROUPS = ("recon", "cache", "storage", "batch", "monitor", "source", "api")
@@ -26,7 +26,7 @@ st.markdown(
     "engine runs; batch settings apply to the batches you start next; the rest on restart."
 )
 
-rows = views.settings_rows(console.settings)
+rows = queries.settings_rows(console.settings)
 for tab, group in zip(st.tabs(list(GROUPS)), GROUPS, strict=True):
     with tab:
         ui.table(
@@ -47,7 +47,7 @@ with st.form("change_setting"):
     st.caption(f"Default {row['default'] or '(none)'} · range {row['range'] or 'any'}")
     if st.form_submit_button("Apply"):
         with ui.guard():
-            change = views.apply_setting(console, row["group"], row["field"], raw)
+            change = actions.apply_setting(console, row["group"], row["field"], raw)
             if row["group"] == "batch":
                 runtime.put(
                     "batch_defaults",

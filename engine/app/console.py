@@ -12,6 +12,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
+from engine.app.months import MONTH_END_BATCH, month_batch
 from engine.app.tasks import TaskRegistry
 from engine.batch.runner import BatchRunner, SubmitResult
 from engine.cache import CacheService
@@ -25,9 +26,6 @@ from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import Settings
 from engine.sources.base import Source, make_source
 from engine.store.storage import Storage
-
-MONTH_END_BATCH = "month-end {month}"
-"""Name of the batch :meth:`Console.start_batch` submits for a month."""
 
 
 class Console:
@@ -70,7 +68,6 @@ class Console:
         self._register_gauges()
         self._closed = threading.Event()
         self._start_lock = threading.Lock()
-        self._month_batches: dict[str, int] = {}  # month -> the batch last started for it
 
     # --- month-end runs ------------------------------------------------------------------
 
@@ -92,14 +89,12 @@ class Console:
         if not chosen:
             raise ConfigError("districts", districts, "no districts to reconcile")
         with self._start_lock:
-            busy = self._month_batches.get(month)
-            if busy is not None and not self.batch.progress(busy).done:
+            busy = month_batch(self, month)
+            if busy is not None:
                 raise ConflictError(
                     "month", month, f"batch {busy} is still working it: wait or cancel it first"
                 )
-            result = self._submit_month(month, chosen, priority, config)
-            self._month_batches[month] = result.batch_id
-            return result
+            return self._submit_month(month, chosen, priority, config)
 
     def _submit_month(
         self, month: str, chosen: list[str], priority: int, config: Mapping[str, Any] | None
@@ -253,4 +248,4 @@ class Console:
             raise failures[0]
 
 
-__all__ = ["MONTH_END_BATCH", "Console"]
+__all__ = ["Console"]

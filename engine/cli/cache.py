@@ -63,7 +63,9 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_clear(args: argparse.Namespace, ctx: Context) -> int:
-    removed = ctx.console().cache.clear(args.layer)
+    from engine.app.actions import clear_caches
+
+    removed = clear_caches(ctx.console(), args.layer or "layers")
     RichConsole().print(f"cleared {removed} entries from {args.layer or 'every layer'}")
     return 0
 

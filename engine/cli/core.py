@@ -113,9 +113,12 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def print_run_summary(ctx: Context, month: str, elapsed_s: float) -> None:
+    from engine.app.months import month_status
+
     progress = ctx.console().month_progress(month)
     rows = ctx.console().status_rows(month)
-    table = Table(title=f"Month-end {month}: summary")
+    state = month_status(ctx.console(), month)
+    table = Table(title=f"Month-end {month}: summary", caption=f"month {state.value}")
     table.add_column("outcome")
     table.add_column("districts", justify="right")
     for reason, n in sorted(progress.by_reason.items()):
@@ -129,14 +132,17 @@ def print_run_summary(ctx: Context, month: str, elapsed_s: float) -> None:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from engine.app.months import MonthStatus, month_status
+
     rows = ctx.console().status_rows(validate_month(args.month))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    if not rows:
+    status = month_status(ctx.console(), args.month)
+    if status is MonthStatus.NOT_STARTED:
         err.print(f"No jobs for {args.month} yet: start one with `recon run --month {args.month}`.")
         return 0
-    table = Table(title=f"Month-end {args.month}")
+    table = Table(title=f"Month-end {args.month}", caption=f"month {status.value}")
     for col in rows[0]:
         table.add_column(
             col.replace("_", " "),
@@ -213,4 +219,3 @@ def _close(ctx: Context) -> None:
     except EngineError as exc:
         note = "unfinished work resumes with the same command"
         err.print(f"[red]error:[/] {escape(str(exc))} ({note})")
-

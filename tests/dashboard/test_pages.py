@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.app.console import Console
+from engine.cancel import NEVER, CancelToken
+from engine.domain.models import Snapshot
 from engine.settings import StorageSettings
 from engine.sources.simulator import DISTRICTS as SIM_DISTRICTS
 from engine.store.schema import bench_results
@@ -123,9 +126,25 @@ def test_batch_start_shows_clamping_runs_to_completion_and_jobs_appear(app: Open
     assert month.value == MONTH, "the sidebar follows the month just started"
 
 
-def test_batch_cancel_and_resume_buttons(app: Open, db_url: str):
+def hold_fetches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fetch of the dashboard's engine waits until its batch item is cancelled, so a
+    batch started now is still running when the test looks for its Cancel button."""
+    source = engine().source
+    fetch = source.fetch
+
+    def held(
+        district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
+    ) -> Snapshot:
+        cancel.wait(60)  # raises once the item is cancelled; bounded should the test fail
+        return fetch(district, month, collection_date, cancel)
+
+    monkeypatch.setattr(source, "fetch", held)
+
+
+def test_batch_cancel_and_resume_buttons(app: Open, db_url: str, monkeypatch):
     at = app("batch")
-    at = start_batch(at, districts=[], concurrency=1)  # every district: long enough to cancel
+    hold_fetches(monkeypatch)
+    at = start_batch(at, districts=[], concurrency=1)
     assert_clean(at)
     button(at, "Cancel batch").click().run()
     assert_clean(at)

@@ -471,7 +471,7 @@ def test_simulate_replays_the_recorded_trace(make: Any, clock: FakeClock) -> Non
         clock.advance(1)
         cache.get_or_load("config", key, lambda k=key: k)
     rows = cache.simulate("config", [1, 2, 3], ["LRU", "FIFO", "LFU"], [300_000])
-    rates = {(r["maxSize"], r["evictionPolicy"]): r["hits"] for r in rows}
+    rates = {(r["max_size"], r["eviction_policy"]): r["hits"] for r in rows}
     # Hand-computed, size 2: LRU A- B- A+ C-(out B) A+ B-; FIFO A- B- A+ C-(out A) A- B-;
     # LFU A- B- A+(A2) C-(out B) A+ B-. Size 3 holds everything after the first touch.
     assert rates == {
@@ -484,7 +484,7 @@ def test_simulate_replays_the_recorded_trace(make: Any, clock: FakeClock) -> Non
 
     # TTL 2.5 s, size 3: A- B- A+ C- A-(expired, written at t1) B-(expired)
     by_ttl = cache.simulate("config", [3], ["LRU", "TTL-LRU"], [1000, 2500])
-    assert [(r["evictionPolicy"], r["ttlMs"], r["hits"]) for r in by_ttl] == [
+    assert [(r["eviction_policy"], r["ttl_ms"], r["hits"]) for r in by_ttl] == [
         ("LRU", 1000, 0),
         ("LRU", 2500, 1),
         ("TTL-LRU", 1000, 0),

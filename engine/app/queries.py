@@ -1,9 +1,10 @@
-"""Read models: what the dashboard (or any UI) shows, as plain rows.
+"""Read models: what the dashboard, the CLI or the API show, as plain rows.
 
 Each function takes the :class:`~engine.app.console.Console` and returns
 dataclasses, dicts and lists of JSON-like values, computed here so that the
-pages only lay them out. Reads go through the console (and its cache) where
-the console offers them, else through storage in bulk.
+pages only lay them out. Nothing here writes. Reads go through the console
+(and its cache) where the console offers them, else through storage in bulk.
+Changes (start, cancel, clear, apply a setting) are in :mod:`engine.app.actions`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
-from engine.app.console import MONTH_END_BATCH
-from engine.app.tasks import Report
+from engine.app.months import MonthStatus, live_progress, month_batch, status_of
 from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, ItemRecord
 from engine.bench import judged
 from engine.cache import LAYERS
@@ -34,9 +32,9 @@ from engine.domain.models import (
 )
 from engine.domain.rules import window_days
 from engine.errors import ConfigError
-from engine.settings import Settings, clamp, describe
-from engine.sources.simulator import DISTRICTS
+from engine.settings import Settings, describe
 from engine.store.schema import bench_results, perf_aggregates
+from engine.store.urls import safe_url
 
 if TYPE_CHECKING:
     from engine.app.console import Console
@@ -78,6 +76,7 @@ class CloseView:
     """A month's close: KPIs, state counts and one progress row per district."""
 
     month: str
+    status: MonthStatus
     total: int
     counts: dict[str, int]
     """Districts by state: completed, monitoring, stabilizing, finalizing, failed, ..."""
@@ -85,7 +84,6 @@ class CloseView:
     percent_finalized: float
     days_since_month_end: int
     projected_close: date | None
-    finished: bool
     final_as_of: date | None
     """The newest as-of date among the districts' final figures."""
     districts: list[dict[str, Any]]
@@ -93,32 +91,37 @@ class CloseView:
     """The batch working this month in this process, if one runs."""
 
     @property
+    def finished(self) -> bool:
+        """Every district of the latest run is final."""
+        return self.status is MonthStatus.CLOSED
+
+    @property
     def live(self) -> bool:
-        """Whether the figures may still change: a batch works the month or jobs are open."""
-        return self.running_batch is not None or (self.total > 0 and not self.finished)
+        """Whether the figures may still change (see :class:`MonthStatus`)."""
+        return self.status.live
 
 
 def close_view(console: Console, month: str) -> CloseView:
     month = validate_month(month)
     progress = console.month_progress(month)
+    batch_id = month_batch(console, month)
     jobs = console.jobs(month)
     rows = [_district_row(console, job) for job in jobs]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
-    today = console.clock.now().date()
     return CloseView(
         month=month,
+        status=status_of(progress, batch_id),
         total=progress.total,
         counts=counts,
         by_reason=dict(progress.by_reason),
         percent_finalized=progress.percent_finalized,
-        days_since_month_end=(today - month_end(month)).days,
+        days_since_month_end=(console.clock.now().date() - month_end(month)).days,
         projected_close=progress.projected_close,
-        finished=bool(jobs) and all(j.status.finished for j in jobs),
         final_as_of=max((j.final_as_of for j in jobs if j.final_as_of), default=None),
         districts=rows,
-        running_batch=running_batch(console, month),
+        running_batch=batch_id,
     )
 
 
@@ -142,22 +145,6 @@ def _district_row(console: Console, job: Job) -> dict[str, Any]:
         "significant_changes": job.significant_changes,
         "error": job.error,
     }
-
-
-def month_is_live(console: Console, month: str) -> bool:
-    """:attr:`CloseView.live` without building the view."""
-    progress = console.month_progress(validate_month(month))
-    unfinished = progress.total > 0 and progress.percent_finalized < 100
-    return unfinished or running_batch(console, month) is not None
-
-
-def running_batch(console: Console, month: str) -> int | None:
-    """The newest unfinished month-end batch of ``month`` that this process runs."""
-    for info in console.batch.list_batches(limit=20):
-        if info.name == MONTH_END_BATCH.format(month=month) and info.status == "running":
-            if _live_progress(console, info.batch_id) is not None:
-                return info.batch_id
-    return None
 
 
 @dataclass(frozen=True)
@@ -315,7 +302,7 @@ class BatchView:
 
 
 def batch_view(console: Console, batch_id: int) -> BatchView:
-    progress = _live_progress(console, batch_id)
+    progress = live_progress(console.batch, batch_id)
     detail = console.batch.batch_detail(batch_id)
     finished = [i.finished_at for i in detail.items if i.finished_at is not None]
     return BatchView(
@@ -324,13 +311,6 @@ def batch_view(console: Console, batch_id: int) -> BatchView:
         items=[_item_row(i) for i in detail.items],
         throughput=_throughput(detail.info.created_at, finished),
     )
-
-
-def _live_progress(console: Console, batch_id: int) -> BatchProgress | None:
-    try:
-        return console.batch.progress(batch_id)
-    except ConfigError:  # not a batch of this process: its stored counts are all there is
-        return None
 
 
 def _item_row(item: ItemRecord) -> dict[str, Any]:
@@ -368,27 +348,28 @@ def _throughput(start: datetime, finished: Iterable[datetime], buckets: int = 30
 
 # --- cache ---------------------------------------------------------------------------------
 
+CACHE_COLUMNS = (
+    "hit_rate",
+    "hits",
+    "misses",
+    "size",
+    "max_size",
+    "evictions",
+    "expirations",
+    "prefetches",
+    "prefetch_hits",
+    "hit_mean_us",
+    "hit_p95_us",
+    "miss_mean_us",
+    "miss_p95_us",
+)
+
 
 def cache_rows(console: Console) -> list[dict[str, Any]]:
     """One row per cache layer, then the total, columns in display order."""
     stats = console.cache.stats()
     parts = [*((name, stats["layers"][name]) for name in LAYERS), ("total", stats["total"])]
-    keep = (
-        "hit_rate",
-        "hits",
-        "misses",
-        "size",
-        "max_size",
-        "evictions",
-        "expirations",
-        "prefetches",
-        "prefetch_hits",
-        "hit_mean_us",
-        "hit_p95_us",
-        "miss_mean_us",
-        "miss_p95_us",
-    )
-    return [{"layer": name, **{k: s.get(k) for k in keep}} for name, s in parts]
+    return [{"layer": name, **{k: s.get(k) for k in CACHE_COLUMNS}} for name, s in parts]
 
 
 def cache_history(console: Console) -> list[dict[str, Any]]:
@@ -405,7 +386,10 @@ def cache_history(console: Console) -> list[dict[str, Any]]:
 def what_if(
     console: Console, layer: str, sizes: str, policies: Sequence[str], ttls: str
 ) -> list[dict[str, Any]]:
-    """The what-if tuner with sizes and TTLs typed as comma-separated whole numbers."""
+    """The what-if tuner with sizes and TTLs typed as comma-separated whole numbers.
+
+    One row per combination: ``max_size, eviction_policy, ttl_ms, accesses, hits, hit_rate``.
+    """
     return console.cache.simulate(
         layer, _whole_numbers("sizes", sizes), policies, _whole_numbers("TTLs", ttls)
     )
@@ -424,14 +408,82 @@ def _whole_numbers(name: str, text: str) -> list[int]:
 # --- performance ---------------------------------------------------------------------------
 
 
-def operation_rows(console: Console, window_s: float) -> list[dict[str, Any]]:
-    """The monitor's figures per operation over the window, slowest total first."""
+@dataclass(frozen=True)
+class OperationsView:
+    """The monitor's figures per operation over a window, with the page's headline figures."""
+
+    rows: list[dict[str, Any]]
+    """One row per operation, slowest total first; ``errors`` as text."""
+    calls: int
+    failures: int
+    slowest: str | None
+    """The operation with the highest p95 (None without operations)."""
+    slowest_p95_ms: float
+
+
+def operations_view(console: Console, window_s: float) -> OperationsView:
     rows = []
     for s in console.monitor.stats(window_s):
         row = dataclasses.asdict(s)
         row["errors"] = ", ".join(f"{k}: {v}" for k, v in s.errors.items())
         rows.append(row)
-    return rows
+    slowest = max(rows, key=lambda r: r["p95_ms"], default=None)
+    return OperationsView(
+        rows=rows,
+        calls=sum(r["calls"] for r in rows),
+        failures=sum(r["failures"] for r in rows),
+        slowest=slowest["operation"] if slowest else None,
+        slowest_p95_ms=slowest["p95_ms"] if slowest else 0.0,
+    )
+
+
+@dataclass(frozen=True)
+class AdviceItem:
+    """One bottleneck or recommendation, ready to show."""
+
+    level: str
+    """high, medium or low."""
+    label: str
+    """Severity or priority (and category), for a badge."""
+    message: str
+    """What was found (Markdown)."""
+    detail: str
+    """The figures behind it and what to do (empty when the message says it all)."""
+
+
+@dataclass(frozen=True)
+class Advice:
+    bottlenecks: list[AdviceItem]
+    """Rules that fire over the window, most severe first."""
+    recommendations: list[AdviceItem]
+
+
+def advice(console: Console, window_s: float) -> Advice:
+    """The monitor's bottlenecks and recommendations over the window (one analysis)."""
+    report = console.monitor.report(window_s)
+    return Advice(
+        bottlenecks=[_bottleneck_item(b) for b in report["bottlenecks"]],
+        recommendations=[_recommendation_item(r) for r in report["recommendations"]],
+    )
+
+
+def _bottleneck_item(found: Mapping[str, Any]) -> AdviceItem:
+    figures = ", ".join(f"{k} = {v:.4g}" for k, v in found["values"].items())
+    return AdviceItem(
+        level=found["severity"],
+        label=found["severity"].upper(),
+        message=f"**{found['operation']}** · `{found['rule']}` — {found['message']}",
+        detail=f"{figures}. {found['recommendation']}",
+    )
+
+
+def _recommendation_item(found: Mapping[str, Any]) -> AdviceItem:
+    return AdviceItem(
+        level=found["priority"],
+        label=f"{found['priority'].upper()} · {found['category']}",
+        message=found["message"],
+        detail="",
+    )
 
 
 def latency_series(console: Console, window_s: float, top: int = 8) -> list[dict[str, Any]]:
@@ -535,51 +587,55 @@ def _figures(suite: str, result: Mapping[str, Any], *, judge: bool) -> str:
     )
 
 
-COMPARISON_SUITE = "e2e-dashboard"  # results of the Before / after page, beside ``recon bench``'s
-COMPARISON_LIMITS = {
-    "districts": (1, len(DISTRICTS)),
-    "latency_ms": (0, 1000),
-    "closing_days": (0, 62),
-    "concurrency": (1, 20),
-}
+COMPARISON_MODES = ("naive", "optimized")
+COMPARISON_CHARTS = (
+    ("Time (s)", "{}_s"),
+    ("Database round trips", "{}_db_roundtrips"),
+    ("Peak memory (MB)", "{}_peak_rss_mb"),
+)
+"""Chart title and result-key template (one key per mode) of a before/after comparison."""
 
 
-def start_comparison(
-    console: Console, *, districts: int, latency_ms: float, closing_days: int, concurrency: int
-) -> int:
-    """Run the same month-end workload in naive and optimized mode as a background task.
+@dataclass(frozen=True)
+class ComparisonChart:
+    title: str
+    key: str
+    """The result-key template, unique per chart."""
+    values: tuple[float, ...] | None
+    """One value per :data:`COMPARISON_MODES`; None when the result lacks some."""
 
-    Returns the task id (see ``console.tasks``); the task's result is the
-    benchmark's figures, also stored in ``bench_results`` as :data:`COMPARISON_SUITE`.
-    """
-    params: dict[str, Any] = {
-        "districts": districts,
-        "latency_ms": latency_ms,
-        "closing_days": closing_days,
-        "concurrency": concurrency,
-    }
-    for name, (lo, hi) in COMPARISON_LIMITS.items():
-        if not lo <= params[name] <= hi:
-            raise ConfigError(name, params[name], f"expected {lo} to {hi}")
 
-    def work(report: Report) -> dict[str, float]:
-        def progress(mode: str, done: int, total: int) -> None:
-            before = total if mode == "optimized" else 0  # naive runs first
-            report(before + done, 2 * total, f"{mode} mode: {done} of {total} districts")
+@dataclass(frozen=True)
+class ComparisonView:
+    """A before/after result's headline figures and its charts."""
 
-        from engine.bench.e2e import compare  # the benchmarks load only when one runs
+    speedup: float
+    naive_s: float
+    optimized_s: float
+    checks: float
+    charts: tuple[ComparisonChart, ...]
 
-        result = compare(**params, on_progress=progress)
-        row = {
-            "created_at": console.clock.now(),
-            "suite": COMPARISON_SUITE,
-            "quick": False,
-            "result": json.dumps({**params, **result}),
-        }
-        console.storage.write(bench_results, [row])
-        return result
 
-    return console.tasks.start("before/after comparison", work)
+def comparison_view(result: Mapping[str, Any]) -> ComparisonView:
+    """A comparison's result (a task's or a stored one) as figures and charts."""
+    charts = []
+    for title, template in COMPARISON_CHARTS:
+        keys = [template.format(mode) for mode in COMPARISON_MODES]
+        found = all(result.get(key) is not None for key in keys)
+        known = tuple(result[key] for key in keys) if found else None
+        charts.append(ComparisonChart(title, template, known))
+    return ComparisonView(
+        speedup=result.get("speedup", 0),
+        naive_s=result.get("naive_s", 0),
+        optimized_s=result.get("optimized_s", 0),
+        checks=result.get("checks", 0),
+        charts=tuple(charts),
+    )
+
+
+def latest_comparison(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The newest of :func:`bench_history`'s rows that is a before/after comparison."""
+    return next((r for r in rows if "speedup" in r["result"]), None)
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -597,28 +653,25 @@ def settings_rows(settings: Settings) -> list[dict[str, str]]:
             "seed": row["seed"],
             "value": _shown(row["field"], row["value"]),
             "default": _shown(row["field"], row["default"]),
-            "range": f"{_text(row['range'][0])} – {_text(row['range'][1])}" if row["range"] else "",
+            "range": (
+                f"{setting_text(row['range'][0])} – {setting_text(row['range'][1])}"
+                if row["range"]
+                else ""
+            ),
             "doc": row["doc"],
         }
         for row in describe(settings)
     ]
 
 
-def safe_url(url: str) -> str:
-    """A database URL fit to show: the password masked."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url.split("@")[-1]
-
-
 def _shown(field: str, value: Any) -> str:
     if field == "token":
         return "(not set)" if value is None else "(set)"
-    return safe_url(value) if field == "db_url" else _text(value)
+    return safe_url(value) if field == "db_url" else setting_text(value)
 
 
-def _text(value: Any) -> str:
+def setting_text(value: Any) -> str:
+    """A setting's value as a user types it (``true``, ``30000``, ``0.5``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -626,86 +679,37 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-@dataclass(frozen=True)
-class SettingChange:
-    group: str
-    field: str
-    seed: str
-    value: Any
-    """The validated (and clamped) value."""
-    notes: tuple[str, ...]
-    """What clamping changed."""
-    applied: str
-    """How the change takes effect, for the user."""
-
-
-_LIVE_CACHE_FIELDS = ("max_size", "ttl_ms", "enable_prefetch", "prefetch_threshold")
-
-
-def apply_setting(console: Console, group: str, field: str, raw: str) -> SettingChange:
-    """Validate a typed value and apply it where the running engine allows.
-
-    Cache sizes, TTL and prefetch are tuned on every cache layer at once;
-    batch settings are for the next batches to use; the rest takes effect on
-    restart. Invalid values raise :class:`ConfigError` and change nothing.
-    """
-    rows = [r for r in describe(console.settings) if (r["group"], r["field"]) == (group, field)]
-    if not rows:
-        raise ConfigError(f"{group}.{field}", raw, "unknown setting")
-    changed = console.settings.with_values(group, **{field: raw.strip()})
-    value = getattr(getattr(changed, group), field)
-    notes = _clamp_notes(group, field, raw, rows[0]["range"])
-    if group == "cache" and field in _LIVE_CACHE_FIELDS:
-        for layer in LAYERS:
-            console.cache.tune(layer, **{field: value})
-        applied = "applied now to every cache layer"
-    elif group == "batch":
-        applied = "used by the batches you start from now on (the Batch runs form)"
-        limit = console.settings.batch.max_concurrent_jobs
-        if field == "max_concurrent_jobs" and value > limit:
-            notes += (f"this process runs at most {limit} items at once (restart to raise it)",)
-    else:
-        env = f"RECON_{group.upper()}_{field.upper()}={_text(value)}"
-        applied = f"takes effect on restart: set {env} or [{group}] {field} in the settings file"
-    return SettingChange(group, field, rows[0]["seed"], value, notes, applied)
-
-
-def _clamp_notes(group: str, field: str, raw: str, rng: Any) -> tuple[str, ...]:
-    if rng is None:
-        return ()
-    try:
-        note = clamp(group, field, float(raw))[1]
-    except ValueError:
-        return ()
-    return (note,) if note else ()
-
-
 __all__ = [
     "CHANGE_KINDS",
-    "COMPARISON_LIMITS",
+    "COMPARISON_CHARTS",
+    "COMPARISON_MODES",
+    "MONTHS_BACK",
     "TIMELINE_METRICS",
+    "Advice",
+    "AdviceItem",
     "BatchView",
     "ChangeMatrix",
     "CloseView",
-    "SettingChange",
+    "ComparisonChart",
+    "ComparisonView",
+    "OperationsView",
     "TimelineView",
-    "apply_setting",
+    "advice",
     "batch_history",
     "batch_view",
     "bench_history",
-    "start_comparison",
     "cache_history",
     "cache_rows",
     "change_matrix",
     "close_view",
+    "comparison_view",
     "default_month",
     "latency_series",
-    "month_is_live",
+    "latest_comparison",
     "months",
-    "operation_rows",
+    "operations_view",
     "resource_series",
-    "running_batch",
-    "safe_url",
+    "setting_text",
     "settings_rows",
     "timeline_view",
     "what_if",

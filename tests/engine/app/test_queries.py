@@ -1,4 +1,4 @@
-"""The dashboard's read models, on a month reconciled by the engine in a real SQLite file."""
+"""The read models, on a month reconciled by the engine in a real SQLite file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 
 from engine import settings as settings_mod
-from engine.app import views
+from engine.app import queries
 from engine.app.console import Console
+from engine.app.months import MonthStatus, month_status
 from engine.domain.models import ALL_METRICS, month_of
 from engine.errors import ConfigError
 from engine.store.schema import bench_results
@@ -22,7 +23,7 @@ DISTRICTS = ["1", "F"]
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """A console whose database holds June 2025 reconciled for two districts."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('views') / 'recon.db'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('queries') / 'recon.db'}"
     c = Console(settings_mod.load(env={}, overrides={"storage": {"db_url": url}}))
     c.start_batch(MONTH, districts=DISTRICTS)
     c.batch.run(until_idle=True)
@@ -31,22 +32,23 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 
 def test_months_offer_months_with_runs_and_recent_calendar_months(console: Console) -> None:
-    months = views.months(console)
+    months = queries.months(console)
     day = console.clock.now().date().replace(day=1)
     recent = set()
-    for _ in range(views.MONTHS_BACK):
+    for _ in range(queries.MONTHS_BACK):
         day = (day - timedelta(days=1)).replace(day=1)
         recent.add(month_of(day))
     assert set(months) == recent | {MONTH}
     assert months == sorted(months, reverse=True)
-    assert views.default_month(console) == MONTH
+    assert queries.default_month(console) == MONTH
 
 
 def test_close_view_counts_districts_and_their_progress(console: Console) -> None:
-    view = views.close_view(console, MONTH)
+    view = queries.close_view(console, MONTH)
     assert view.total == 2 and view.counts == {"completed": 2}
     assert view.finished and not view.live and view.percent_finalized == 100.0
-    assert view.running_batch is None and not views.month_is_live(console, MONTH)
+    assert view.running_batch is None and view.status is MonthStatus.CLOSED
+    assert month_status(console, MONTH) is MonthStatus.CLOSED
     assert view.final_as_of == max(r["final_as_of"] for r in view.districts)
     row = view.districts[0]
     assert row["district"] == "1" and row["reason"] == "closing-ended"
@@ -56,11 +58,11 @@ def test_close_view_counts_districts_and_their_progress(console: Console) -> Non
 
 
 def test_change_matrix_is_district_by_day(console: Console) -> None:
-    matrix = views.change_matrix(console, MONTH)
+    matrix = queries.change_matrix(console, MONTH)
     assert matrix.districts == DISTRICTS
     assert matrix.days == sorted(matrix.days)
     assert all(len(row) == len(matrix.days) for row in matrix.kinds + matrix.details)
-    assert {k for row in matrix.kinds for k in row} <= {*views.CHANGE_KINDS, None}
+    assert {k for row in matrix.kinds for k in row} <= {*queries.CHANGE_KINDS, None}
     assert [row[0] for row in matrix.kinds] == ["first snapshot", "first snapshot"]
     significant = [
         (k, d)
@@ -73,7 +75,7 @@ def test_change_matrix_is_district_by_day(console: Console) -> None:
 
 def test_timeline_view_has_every_metric_and_the_significant_days(console: Console) -> None:
     job = console.jobs(MONTH)[0]
-    view = views.timeline_view(console, job.id)
+    view = queries.timeline_view(console, job.id)
     entries = console.timeline(job.id)
     assert set(view.series) == set(ALL_METRICS)
     assert len(view.series["membership"]) == sum("membership" in e.metrics for e in entries)
@@ -85,34 +87,34 @@ def test_timeline_view_has_every_metric_and_the_significant_days(console: Consol
 
 
 def test_batch_views(console: Console) -> None:
-    history = views.batch_history(console)
+    history = queries.batch_history(console)
     assert history[0]["status"] == "finished" and history[0]["succeeded"] == 2
     assert history[0]["percent"] == 100.0
-    view = views.batch_view(console, history[0]["batch"])
+    view = queries.batch_view(console, history[0]["batch"])
     assert view.progress is not None and not view.live and view.percent == 100.0
     assert sorted(i["district"] for i in view.items) == DISTRICTS
     assert all(i["attempts"] == 1 and i["outcome"] == "closing-ended" for i in view.items)
 
 
 def test_cache_views_and_what_if(console: Console) -> None:
-    views.close_view(console, MONTH)
-    rows = views.cache_rows(console)
+    queries.close_view(console, MONTH)
+    rows = queries.cache_rows(console)
     assert [r["layer"] for r in rows][-1] == "total"
     assert rows[-1]["hits"] + rows[-1]["misses"] > 0
-    found = views.what_if(console, "status", "5, 50", ["LRU", "FIFO"], "60000")
-    assert [(r["maxSize"], r["evictionPolicy"]) for r in found] == [
+    found = queries.what_if(console, "status", "5, 50", ["LRU", "FIFO"], "60000")
+    assert [(r["max_size"], r["eviction_policy"]) for r in found] == [
         (5, "LRU"),
         (5, "FIFO"),
         (50, "LRU"),
         (50, "FIFO"),
     ]
     with pytest.raises(ConfigError, match="whole numbers"):
-        views.what_if(console, "status", "5, lots", ["LRU"], "60000")
+        queries.what_if(console, "status", "5, lots", ["LRU"], "60000")
 
 
 def test_latency_series_averages_history_per_operation(console: Console) -> None:
     console.monitor.flush()  # writes the current interval
-    rows = views.latency_series(console, 3600)
+    rows = queries.latency_series(console, 3600)
     assert rows and {"at", "operation", "p50_ms", "p95_ms", "calls"} <= set(rows[0])
     top = {s.operation for s in console.monitor.stats(3600)[:8]}
     assert {r["operation"] for r in rows} <= top
@@ -123,7 +125,7 @@ def test_bench_history_lists_stored_results(console: Console) -> None:
     result = {"naive_s": 10.0, "optimized_s": 1.0, "speedup": 10.0}
     row = {"created_at": console.clock.now(), "suite": "e2e", "quick": True}
     console.storage.write(bench_results, [{**row, "result": json.dumps(result)}])
-    found = views.bench_history(console)[0]
+    found = queries.bench_history(console)[0]
     assert found["suite"] == "e2e" and found["quick"] and found["result"] == result
     assert found["figures"] == "speedup 10, naive_s 10, optimized_s 1"  # quick: not judged
 
@@ -132,47 +134,70 @@ def test_bench_history_puts_targets_first_with_their_verdict(console: Console) -
     result = {"write_row_commit_per_s": 2000.0, "write_speedup": 54.3, "read_speedup": 9.2}
     row = {"created_at": console.clock.now(), "suite": "storage", "quick": False}
     console.storage.write(bench_results, [{**row, "result": json.dumps(result)}])
-    assert views.bench_history(console)[0]["figures"] == (
+    assert queries.bench_history(console)[0]["figures"] == (
         "write_speedup 54.3 (>= 50: met), read_speedup 9.2 (>= 10: missed), "
         "write_row_commit_per_s 2000"
     )
-
-
-def test_start_comparison_refuses_bad_sizes(console: Console) -> None:
-    with pytest.raises(ConfigError, match="districts"):
-        views.start_comparison(console, districts=0, latency_ms=0, closing_days=3, concurrency=2)
 
 
 def test_settings_rows_hide_secrets() -> None:
     settings = settings_mod.load(
         env={"RECON_DB_URL": "postgresql://recon:s3cret@db/recon", "RECON_API_TOKEN": "t0k"}
     )
-    shown = {(r["group"], r["field"]): r for r in views.settings_rows(settings)}
+    shown = {(r["group"], r["field"]): r for r in queries.settings_rows(settings)}
     assert "s3cret" not in shown["storage", "db_url"]["value"]
     assert shown["storage", "db_url"]["value"] == "postgresql://recon:***@db/recon"
     assert shown["api", "token"]["value"] == "(set)"
     assert shown["batch", "max_concurrent_jobs"]["range"] == "1 – 20"
 
 
-def test_apply_setting_validates_clamps_and_says_when_it_applies(console: Console) -> None:
-    with pytest.raises(ConfigError, match="expected int"):
-        views.apply_setting(console, "cache", "ttl_ms", "soon")
-    with pytest.raises(ConfigError, match="unknown setting"):
-        views.apply_setting(console, "cache", "nope", "1")
-
-    change = views.apply_setting(console, "cache", "ttl_ms", "999999999999")
-    assert change.value == 86_400_000 and change.notes and "clamped" in change.notes[0]
-    assert change.applied == "applied now to every cache layer"
-    layers = console.cache.config()["layers"].values()
-    assert {layer["ttlMs"] for layer in layers} == {86_400_000}
-
-    batch = views.apply_setting(console, "batch", "max_concurrent_jobs", "12")
-    assert batch.value == 12 and "at most 5" in batch.notes[-1]
-    restart = views.apply_setting(console, "recon", "stability_period_days", "4")
-    assert "RECON_RECON_STABILITY_PERIOD_DAYS=4" in restart.applied
-    assert console.settings.recon.stability_period_days == 3, "the running engine is unchanged"
-
-
-def test_views_refuse_bad_months(console: Console) -> None:
+def test_queries_refuse_bad_months(console: Console) -> None:
     with pytest.raises(ConfigError, match="YYYY-MM"):
-        views.close_view(console, "2025-6")
+        queries.close_view(console, "2025-6")
+
+
+def test_operations_view_sums_calls_and_names_the_slowest(console: Console) -> None:
+    view = queries.operations_view(console, 3600)
+    assert view.rows and view.calls == sum(r["calls"] for r in view.rows)
+    assert view.failures == sum(r["failures"] for r in view.rows)
+    slowest = max(view.rows, key=lambda r: r["p95_ms"])
+    assert (view.slowest, view.slowest_p95_ms) == (slowest["operation"], slowest["p95_ms"])
+    assert all(isinstance(r["errors"], str) for r in view.rows)
+
+
+def test_advice_turns_the_monitor_report_into_items(console: Console) -> None:
+    found = queries.advice(console, 3600)
+    for item in [*found.bottlenecks, *found.recommendations]:
+        assert item.level in ("high", "medium", "low") and item.label and item.message
+
+
+def test_advice_items_show_the_figures_behind_a_bottleneck() -> None:
+    bottleneck = {
+        "operation": "storage.write",
+        "rule": "slow_p95",
+        "severity": "high",
+        "message": "p95 is slow",
+        "values": {"p95_ms": 12.345678},
+        "recommendation": "Batch the writes.",
+    }
+    item = queries._bottleneck_item(bottleneck)
+    assert item.label == "HIGH" and "**storage.write**" in item.message
+    assert item.detail == "p95_ms = 12.35. Batch the writes."
+    advice = {"priority": "low", "category": "cache", "message": "Raise maxSize."}
+    assert queries._recommendation_item(advice).label == "LOW · cache"
+
+
+def test_comparison_view_fills_the_charts_from_the_key_templates() -> None:
+    result = {"speedup": 3.0, "naive_s": 3.0, "optimized_s": 1.0, "checks": 40}
+    result |= {"naive_db_roundtrips": 900, "optimized_db_roundtrips": 40}
+    view = queries.comparison_view(result)
+    assert (view.speedup, view.naive_s, view.optimized_s, view.checks) == (3.0, 3.0, 1.0, 40)
+    assert [c.title for c in view.charts] == [t for t, _ in queries.COMPARISON_CHARTS]
+    assert [c.values for c in view.charts] == [(3.0, 1.0), (900, 40), None]
+    assert queries.comparison_view({}).speedup == 0
+
+
+def test_latest_comparison_skips_results_of_other_benchmarks() -> None:
+    rows = [{"id": 3, "result": {"read_speedup": 9.0}}, {"id": 2, "result": {"speedup": 4.0}}]
+    assert queries.latest_comparison(rows) == rows[1]
+    assert queries.latest_comparison(rows[:1]) is None

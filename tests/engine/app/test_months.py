@@ -1,0 +1,59 @@
+"""One vocabulary for a month's close: :func:`month_status` from start to close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import settings as settings_mod
+from engine.app.console import Console
+from engine.app.months import MonthStatus, month_batch, month_status, status_of
+from engine.reconcile import MonthProgress
+
+MONTH = "2025-03"
+
+
+def progress(total: int, percent: float) -> MonthProgress:
+    return MonthProgress(MONTH, 1 if total else None, total, {}, {}, {}, percent, None)
+
+
+@pytest.mark.parametrize(
+    ("total", "percent", "batch_id", "expected"),
+    [
+        (0, 0.0, None, MonthStatus.NOT_STARTED),
+        (3, 0.0, 7, MonthStatus.RUNNING),
+        (3, 100.0, 7, MonthStatus.RUNNING),
+        (3, 66.7, None, MonthStatus.OPEN),
+        (3, 100.0, None, MonthStatus.CLOSED),
+    ],
+)
+def test_status_of(total: int, percent: float, batch_id: int | None, expected: MonthStatus) -> None:
+    assert status_of(progress(total, percent), batch_id) is expected
+
+
+def test_only_running_and_open_months_are_live() -> None:
+    assert {s for s in MonthStatus if s.live} == {MonthStatus.RUNNING, MonthStatus.OPEN}
+
+
+def test_a_month_from_no_run_to_closed(tmp_path: Path) -> None:
+    settings = settings_mod.load(
+        env={}, overrides={"storage": {"db_url": f"sqlite:///{tmp_path / 'm.db'}"}}
+    )
+    first = Console(settings)
+    try:
+        assert month_status(first, MONTH) is MonthStatus.NOT_STARTED
+        batch_id = first.start_batch(MONTH, districts=["1", "2"]).batch_id
+        assert month_batch(first, MONTH) == batch_id
+        assert month_status(first, MONTH) is MonthStatus.RUNNING
+    finally:
+        first.close()  # the batch is interrupted: its jobs stay unfinished
+    second = Console(settings)
+    try:
+        assert month_batch(second, MONTH) is None, "not a batch of this process"
+        assert month_status(second, MONTH) is MonthStatus.OPEN
+        second.start_batch(MONTH)
+        second.batch.run(until_idle=True)
+        assert month_status(second, MONTH) is MonthStatus.CLOSED
+    finally:
+        second.close()
