@@ -78,9 +78,7 @@ def test_only_the_store_writes_sql() -> None:
         f"{_where(path, node)}: {node.value.strip().splitlines()[0][:60]!r}"
         for path in _outside_store()
         for node in ast.walk(_tree(path))
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and _SQL.match(node.value)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _SQL.match(node.value)
     ]
     assert not offenders, "SQL text outside engine/store/:\n" + "\n".join(offenders)
 
