@@ -35,7 +35,7 @@ from engine.domain.models import (
 from engine.domain.rules import window_days
 from engine.errors import ConfigError
 from engine.settings import Settings, clamp, describe
-from engine.sources.simulator import DISTRICTS
+from engine.sources.sim import DISTRICTS
 from engine.store.schema import bench_results, perf_aggregates
 
 if TYPE_CHECKING:

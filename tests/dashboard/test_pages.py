@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.app.console import Console
 from engine.settings import StorageSettings
-from engine.sources.simulator import DISTRICTS as SIM_DISTRICTS
+from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
 from engine.store.schema import bench_results
 from engine.store.storage import Storage
 

@@ -11,7 +11,7 @@ import pytest
 from engine.domain.models import DISTRICT_RE, month_end, next_month
 from engine.errors import ConfigError, SourceError
 from engine.sources.parse import Report, club_metrics, parse_export, report_param
-from engine.sources.simulator import (
+from engine.sources.sim import (
     Simulator,
     export_dates,
     load_calendar,

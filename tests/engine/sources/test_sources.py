@@ -17,14 +17,17 @@ from engine.cli.core import Context
 from engine.domain.models import ALL_METRICS, Snapshot, month_end, next_month
 from engine.errors import ConfigError, ItemCancelled, ParseError, SourceError
 from engine.settings import SourceSettings
-from engine.sources.base import (
-    FolderSource,
-    HttpSource,
+from engine.sources.base import _SummaryCache
+from engine.sources.factory import make_source
+from engine.sources.folder import FolderSource
+from engine.sources.http import HttpSource
+from engine.sources.sim import (
+    Simulator,
+    SimulatorServer,
     SimulatorSource,
-    _SummaryCache,
-    make_source,
+    export_dates,
+    serve_simulator,
 )
-from engine.sources.simulator import Simulator, SimulatorServer, export_dates, serve_simulator
 
 MONTH = "2025-03"
 CLOSING = date(2025, 4, 4)
