@@ -18,7 +18,7 @@ from engine.app.tasks import Report
 from engine.cache import LAYERS
 from engine.errors import ConfigError
 from engine.settings import clamp, describe
-from engine.sources.simulator import DISTRICTS
+from engine.sources.sim import DISTRICTS
 from engine.store.schema import bench_results
 
 if TYPE_CHECKING:

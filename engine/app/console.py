@@ -24,7 +24,8 @@ from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import Settings
-from engine.sources.base import Source, make_source
+from engine.sources.base import Source
+from engine.sources.factory import make_source
 from engine.store.storage import Storage
 
 

@@ -42,8 +42,7 @@ from engine.batch.runner import FINISHED
 from engine.domain.models import month_end, next_month
 from engine.errors import ConfigError, EngineError
 from engine.settings import Settings
-from engine.sources.base import SimulatorSource
-from engine.sources.simulator import DISTRICTS, Simulator
+from engine.sources.sim import DISTRICTS, Simulator, SimulatorSource
 
 MONTH = "2025-05"  # not June: its 30-day window would outlast any short closing period
 SEED = 42

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from engine.domain.models import validate_district, validate_month
 from engine.errors import ConfigError
 from engine.settings import SourceSettings, clamp
-from engine.sources.simulator import (
+from engine.sources.sim import (
     Simulator,
     export_dates,
     export_folder,

@@ -1,4 +1,9 @@
-"""Where district figures come from: the simulator, a folder of CSV exports, or HTTP.
+"""The :class:`Source` protocol, and :class:`ExportSource`, the base of the CSV export sources.
+
+Sources: the simulator (:mod:`engine.sources.sim`), a folder of CSV exports
+(:mod:`engine.sources.folder`), HTTP (:mod:`engine.sources.http`), and the
+scripted source of tests (:mod:`engine.sources.scripted`);
+:func:`engine.sources.factory.make_source` picks one from the settings.
 
 A check of one district builds one :class:`~engine.domain.models.Snapshot` from two
 exports: the district's club performance export and the district summary
@@ -26,27 +31,19 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date
-from pathlib import Path
 from typing import Protocol
-
-import httpx
 
 from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot, validate_district, validate_month
-from engine.errors import ConfigError, SourceError
+from engine.errors import SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
-from engine.settings import SourceSettings
 from engine.sources.parse import (
     Export,
-    Report,
     RowMemo,
     build_snapshot,
-    decode_export,
     parse_export,
-    report_param,
     summary_districts,
 )
-from engine.sources.simulator import Simulator, load_calendar
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +144,7 @@ class _Entry:
         self.value: Export | None = None
 
 
-class _ExportSource(ABC):
+class ExportSource(ABC):
     """Builds snapshots from a club performance export and the district summary."""
 
     name = ""
@@ -226,183 +223,3 @@ class _ExportSource(ABC):
 
 def _published(export: Export) -> tuple[str, date]:
     return export.data_month, export.as_of
-
-
-class SimulatorSource(_ExportSource):
-    """The in-process simulator: renders the CSV exports and parses them."""
-
-    name = "sim"
-
-    def __init__(
-        self, sim: Simulator, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
-    ) -> None:
-        super().__init__(share_summary=share_summary, instrument=instrument)
-        self.sim = sim
-
-    def _club(
-        self, district: str, month: str, collection_date: date, cancel: CancelToken
-    ) -> tuple[str, str]:
-        text = self.sim.club_performance_csv(district, month, collection_date, cancel)
-        where = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
-        return text, f"sim:{where}"
-
-    def _summary_export(
-        self, month: str, collection_date: date, cancel: CancelToken
-    ) -> tuple[str, str]:
-        text = self.sim.district_summary_csv(month, collection_date, cancel)
-        return text, f"sim:{report_param(Report.DISTRICT_SUMMARY, '', month, collection_date)}"
-
-
-class FolderSource(_ExportSource):
-    """A folder of CSV exports, one sub-folder per collection date.
-
-    ``<path>/<YYYY-MM-DD>/clubperformance_<district>.csv`` for each district and
-    ``<path>/<YYYY-MM-DD>/districtsummary.csv`` (optional: without it snapshots
-    lack the summary metrics). ``recon sim export`` writes this layout.
-    """
-
-    def __init__(
-        self, path: str | Path, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
-    ) -> None:
-        super().__init__(share_summary=share_summary, instrument=instrument)
-        self.path = Path(path)
-        self.name = str(self.path)
-
-    def districts(self, month: str, collection_date: date) -> list[str]:
-        """From the summary, else from the club files of that date."""
-        if (self._folder(collection_date) / "districtsummary.csv").exists():
-            return super().districts(month, collection_date)
-        files = sorted(self._folder(collection_date).glob("clubperformance_*.csv"))
-        return [f.stem.removeprefix("clubperformance_") for f in files]
-
-    def _folder(self, collection_date: date) -> Path:
-        return self.path / collection_date.isoformat()
-
-    def _club(
-        self, district: str, month: str, collection_date: date, cancel: CancelToken
-    ) -> tuple[str, str]:
-        path = self._folder(collection_date) / f"clubperformance_{district}.csv"
-        if not path.is_file():
-            raise SourceError(f"no export {path}", district=district, month=month)
-        return self._read(path, district, month), str(path)
-
-    def _summary_export(
-        self, month: str, collection_date: date, cancel: CancelToken
-    ) -> tuple[str, str] | None:
-        path = self._folder(collection_date) / "districtsummary.csv"
-        if not path.is_file():
-            return None
-        return self._read(path, None, month), str(path)
-
-    @staticmethod
-    def _read(path: Path, district: str | None, month: str) -> str:
-        try:
-            return decode_export(path.read_bytes())
-        except OSError as exc:
-            raise SourceError(
-                f"cannot read {path}: {exc.strerror}",
-                district=district,
-                month=month,
-                transient=True,
-            ) from exc
-
-
-class HttpSource(_ExportSource):
-    """The dashboard (or ``recon sim serve``) over HTTP, with one reused httpx client.
-
-    Fetches ``{base_url}/export.aspx?type=CSV&report=...`` (see
-    :func:`engine.sources.parse.report_param`). Timeouts, connection errors and 5xx
-    are transient; other 4xx are permanent; a bad CSV is a ParseError naming the URL.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_s: float = 30.0,
-        share_summary: bool,
-        instrument: Instrument = NO_INSTRUMENT,
-    ) -> None:
-        super().__init__(share_summary=share_summary, instrument=instrument)
-        self.name = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self._client = httpx.Client(base_url=self.name, timeout=httpx.Timeout(timeout_s))
-
-    def close(self) -> None:
-        super().close()
-        self._client.close()
-
-    def _club(
-        self, district: str, month: str, collection_date: date, cancel: CancelToken
-    ) -> tuple[str, str]:
-        param = report_param(Report.CLUB_PERFORMANCE, district, month, collection_date)
-        return self._get(param, district, month, cancel)
-
-    def _summary_export(
-        self, month: str, collection_date: date, cancel: CancelToken
-    ) -> tuple[str, str]:
-        param = report_param(Report.DISTRICT_SUMMARY, "", month, collection_date)
-        return self._get(param, None, month, cancel)
-
-    def _get(
-        self, param: str, district: str | None, month: str, cancel: CancelToken
-    ) -> tuple[str, str]:
-        """The export's text and URL."""
-        cancel.check()
-        request = self._client.build_request(
-            "GET", "/export.aspx", params={"type": "CSV", "report": param}
-        )
-        url = str(request.url)
-        try:
-            response = self._client.send(request)
-        except httpx.TransportError as exc:  # timeouts included: all worth a retry
-            timed_out = isinstance(exc, httpx.TimeoutException)
-            message = (
-                f"timed out after {self.timeout_s:g} s"
-                if timed_out
-                else f"connection failed: {exc!r}"
-            )
-            raise SourceError(
-                message, district=district, month=month, url=url, transient=True
-            ) from exc
-        cancel.check()
-        if response.status_code != 200:
-            transient = response.status_code >= 500 or response.status_code == 429
-            raise SourceError(
-                f"HTTP {response.status_code}",
-                district=district,
-                month=month,
-                url=url,
-                transient=transient,
-            )
-        return decode_export(response.content), url
-
-
-def make_source(
-    settings: SourceSettings, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
-) -> Source:
-    """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path."""
-    where = settings.source
-    if where == "sim":
-        calendar = load_calendar(settings.calendar_file) if settings.calendar_file else None
-        sim = Simulator(
-            seed=settings.seed,
-            latency_ms=settings.latency_ms,
-            failure_rate=settings.failure_rate,
-            calendar=calendar,
-        )
-        return SimulatorSource(sim, share_summary=share_summary, instrument=instrument)
-    if where.startswith(("http://", "https://")):
-        return HttpSource(
-            where,
-            timeout_s=settings.http_timeout_s,
-            share_summary=share_summary,
-            instrument=instrument,
-        )
-    if not Path(where).is_dir():
-        raise ConfigError(
-            "source",
-            where,
-            "no such folder; expected 'sim', an http(s) URL or a folder of CSV exports",
-        )
-    return FolderSource(where, share_summary=share_summary, instrument=instrument)

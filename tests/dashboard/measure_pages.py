@@ -25,7 +25,7 @@ from sqlalchemy import insert
 
 from engine.domain.models import ALL_METRICS, month_end, next_month
 from engine.settings import StorageSettings
-from engine.sources.simulator import DISTRICTS
+from engine.sources.sim import DISTRICTS
 from engine.store.schema import jobs, perf_aggregates, perf_resources, runs, timeline
 from engine.store.storage import Storage
 

@@ -14,7 +14,7 @@ from engine.app.console import Console
 from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot
 from engine.settings import StorageSettings
-from engine.sources.simulator import DISTRICTS as SIM_DISTRICTS
+from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
 from engine.store.schema import bench_results
 from engine.store.storage import Storage
 

@@ -18,7 +18,7 @@ from engine.domain.models import validate_district
 from engine.errors import ConfigError, ParseError
 from engine.settings import StorageSettings
 from engine.sources.parse import build_snapshot, parse_export
-from engine.sources.simulator import Simulator
+from engine.sources.sim import Simulator
 from engine.store.storage import Storage
 
 from .conftest import soak

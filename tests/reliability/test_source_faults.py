@@ -10,7 +10,7 @@ import pytest
 
 from engine.app.console import Console
 from engine.settings import Settings
-from engine.sources.simulator import Simulator, SimulatorServer, serve_simulator
+from engine.sources.sim import Simulator, SimulatorServer, serve_simulator
 
 from .conftest import soak
 

@@ -1,21 +1,14 @@
 from __future__ import annotations
 
-import json
-import statistics
 from datetime import date, timedelta
-from pathlib import Path
 
-import httpx
 import pytest
 
 from engine.domain.models import DISTRICT_RE, month_end, next_month
-from engine.errors import ConfigError, SourceError
-from engine.sources.parse import Report, club_metrics, parse_export, report_param
-from engine.sources.simulator import (
+from engine.errors import SourceError
+from engine.sources.parse import Report, club_metrics, parse_export
+from engine.sources.sim import (
     Simulator,
-    export_dates,
-    load_calendar,
-    serve_simulator,
 )
 
 
@@ -53,18 +46,6 @@ def test_districts_have_realistic_clubs(sim: Simulator) -> None:
         assert {s.status for s in states} <= {"Active", "Suspended", "Ineligible", "Low"}
         assert all(0 <= s.goals <= 10 and s.active >= 0 for s in states)
         assert len({s.club.division for s in states}) >= 2
-
-
-def test_closing_calendar_follows_the_real_distribution(sim: Simulator) -> None:
-    months = [f"{y}-{m:02d}" for y in range(2000, 2100) for m in range(1, 13)]
-    days = {m: (sim.closing_end(m) - month_end(m)).days for m in months}
-    june = [d for m, d in days.items() if m.endswith("-06")]
-    other = [d for m, d in days.items() if not m.endswith("-06")]
-    assert min(june) >= 12 and max(june) <= 29
-    assert min(other) >= 0 and max(other) <= 18
-    assert {17, 18} & set(other)
-    assert 7 <= statistics.median(days.values()) <= 9
-    assert 8.0 <= statistics.mean(days.values()) <= 10.5
 
 
 def test_revisions_land_after_month_end_mostly_early_and_by_the_closing_date(
@@ -133,46 +114,6 @@ def test_district_summary_lists_every_district_with_consistent_figures(sim: Simu
     assert row.numbers["Active Clubs"] == sum(s.status == "Active" for s in states)
 
 
-def test_calendar_sets_the_closing_date(tmp_path: Path) -> None:
-    path = tmp_path / "calendar.json"
-    path.write_text(json.dumps({"2025-06": "2025-07-20", "2025-12": "2026-01-02"}))
-    sim = Simulator(seed=1, calendar=load_calendar(path))
-    assert sim.closing_end("2025-06") == date(2025, 7, 20)
-    assert sim.published_month("2025-06", date(2025, 7, 20)) == "2025-06"
-    assert sim.published_month("2025-06", date(2025, 7, 21)) == "2025-07"
-    assert sim.published_month("2025-12", date(2026, 1, 3)) == "2026-01"
-    assert export_dates(sim, "2025-12") == [date(2026, 1, d) for d in range(1, 6)]
-
-
-@pytest.mark.parametrize(
-    ("content", "key"),
-    [
-        ('{"2025-06": "2025-07-20", "2025-13": "2026-01-20"}', "2025-13"),
-        ('{"2025-06": "20 July"}', "2025-06"),
-        ('{"2025-06": 20}', "2025-06"),
-        ('{"2025-06": "2025-06-20"}', "2025-06"),
-        ('{"2025-06": "2025-10-20"}', "2025-06"),
-        ('["2025-06"]', None),
-        ("{not json", None),
-    ],
-)
-def test_bad_calendar_file_names_file_and_key(
-    tmp_path: Path, content: str, key: str | None
-) -> None:
-    path = tmp_path / "calendar.json"
-    path.write_text(content)
-    with pytest.raises(ConfigError) as info:
-        load_calendar(path)
-    assert str(path) in str(info.value)
-    if key is not None:
-        assert key in str(info.value)
-
-
-def test_missing_calendar_file() -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_calendar("/nonexistent/calendar.json")
-
-
 def test_injected_failures_are_transient_and_retries_can_succeed() -> None:
     sim = Simulator(seed=3, failure_rate=0.5)
     outcomes = []
@@ -192,27 +133,3 @@ def test_unknown_district_and_month_not_started(sim: Simulator) -> None:
     assert not info.value.transient
     with pytest.raises(SourceError, match="before the month starts"):
         sim.club_performance_csv("42", "2025-06", date(2025, 5, 20))
-
-
-def test_server_answers_bad_requests_and_refuses_other_hosts(sim: Simulator) -> None:
-    with pytest.raises(ConfigError):
-        serve_simulator(sim, "0.0.0.0")
-    with serve_simulator(sim, missing={"9"}) as server, httpx.Client(base_url=server.url) as c:
-        good = report_param(Report.CLUB_PERFORMANCE, "42", "2025-06", date(2025, 7, 3))
-
-        def get(report: str, kind: str = "CSV", path: str = "/export.aspx") -> httpx.Response:
-            return c.get(path, params={"type": kind, "report": report})
-
-        ok = get(good)
-        assert ok.status_code == 200 and ok.text.rstrip().endswith("As of 07/02/2025")
-        assert get(good.replace("~42~", "~9~")).status_code == 404
-        assert get(good.replace("~42~", "~131~")).status_code == 404
-        assert get(good.replace("clubperformance", "areaperformance")).status_code == 404
-        assert get(good, path="/other").status_code == 404
-        assert get(good.replace("6/30/2025", "6/31/2025")).status_code == 400
-        assert get("clubperformance~42").status_code == 400
-        assert get(good, kind="XLS").status_code == 400
-        assert get(good.replace("7/3/2025", "7/3/9999")).status_code == 400
-        perf = get(report_param(Report.DISTRICT_PERFORMANCE, "42", "2025-06", date(2025, 7, 3)))
-        assert parse_export(perf.text, "perf").report == Report.DISTRICT_PERFORMANCE
-        assert server.requests("clubperformance") == 8

@@ -1,0 +1,43 @@
+"""The source the settings name: the simulator, an HTTP dashboard or a folder of exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.errors import ConfigError
+from engine.instrument import NO_INSTRUMENT, Instrument
+from engine.settings import SourceSettings
+from engine.sources.base import Source
+from engine.sources.folder import FolderSource
+from engine.sources.http import HttpSource
+from engine.sources.sim import Simulator, SimulatorSource, load_calendar
+
+
+def make_source(
+    settings: SourceSettings, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
+) -> Source:
+    """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path."""
+    where = settings.source
+    if where == "sim":
+        calendar = load_calendar(settings.calendar_file) if settings.calendar_file else None
+        sim = Simulator(
+            seed=settings.seed,
+            latency_ms=settings.latency_ms,
+            failure_rate=settings.failure_rate,
+            calendar=calendar,
+        )
+        return SimulatorSource(sim, share_summary=share_summary, instrument=instrument)
+    if where.startswith(("http://", "https://")):
+        return HttpSource(
+            where,
+            timeout_s=settings.http_timeout_s,
+            share_summary=share_summary,
+            instrument=instrument,
+        )
+    if not Path(where).is_dir():
+        raise ConfigError(
+            "source",
+            where,
+            "no such folder; expected 'sim', an http(s) URL or a folder of CSV exports",
+        )
+    return FolderSource(where, share_summary=share_summary, instrument=instrument)

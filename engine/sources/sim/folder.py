@@ -1,0 +1,44 @@
+"""The exports written to a folder, in the layout a folder source reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+
+from engine.domain.models import month_end
+from engine.sources.sim.simulator import Simulator
+
+
+def export_dates(sim: Simulator, month: str, *, extra_days: int = 3) -> list[date]:
+    """Collection dates from the day after month end to ``extra_days`` past the closing date."""
+    end = month_end(month)
+    days = (sim.closing_end(month) - end).days + extra_days
+    return [end + timedelta(days=i) for i in range(1, days + 1)]
+
+
+def export_folder(
+    sim: Simulator,
+    month: str,
+    out: str | Path,
+    *,
+    districts: Sequence[str] | None = None,
+    extra_days: int = 3,
+) -> Iterator[Path]:
+    """Write the exports a folder source reads; yield each file written.
+
+    Layout: ``<out>/<YYYY-MM-DD>/districtsummary.csv`` and
+    ``<out>/<YYYY-MM-DD>/clubperformance_<district>.csv`` per collection date.
+    """
+    for day in export_dates(sim, month, extra_days=extra_days):
+        folder = Path(out) / day.isoformat()
+        folder.mkdir(parents=True, exist_ok=True)
+        yield _write(folder / "districtsummary.csv", sim.district_summary_csv(month, day))
+        for district in districts or sim.districts():
+            text = sim.club_performance_csv(district, month, day)
+            yield _write(folder / f"clubperformance_{district}.csv", text)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8", newline="")
+    return path

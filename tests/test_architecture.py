@@ -1,0 +1,157 @@
+"""The layout's rules, checked on the source (ARCHITECTURE.md, issue #15).
+
+- Only ``engine/store/`` talks to the database: no other module of ``engine/``
+  or ``dashboard/`` imports SQLAlchemy, sqlite3 or psycopg, or holds SQL text.
+- ``engine/`` never imports streamlit: the dashboard depends on the engine,
+  never the other way round.
+- No class longer than :data:`MAX_CLASS_LINES` lines and no function whose body
+  is longer than :data:`MAX_FUNCTION_LINES` lines in ``engine/`` or ``dashboard/``.
+
+Each check parses the files (``ast``), so a name in a comment or docstring
+does not count, and lists every offender in its failure message.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("engine", "dashboard")
+STORE = ROOT / "engine" / "store"
+DATABASE_MODULES = frozenset({"sqlalchemy", "sqlite3", "psycopg", "psycopg2"})
+MAX_CLASS_LINES = 300
+MAX_FUNCTION_LINES = 40
+# A string that starts like a statement is SQL text, wherever it is built.
+_SQL = re.compile(
+    r"^\s*(SELECT\s.+\sFROM\s|INSERT\s+(OR\s+\w+\s+)?INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s"
+    r"|CREATE\s+(UNIQUE\s+)?(TABLE|INDEX)\s|ALTER\s+TABLE\s|DROP\s+(TABLE|INDEX)\s|PRAGMA\s)",
+    re.DOTALL,
+)
+
+
+def _sources(*packages: str) -> Iterator[Path]:
+    for package in packages:
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
+@cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _where(path: Path, node: ast.AST) -> str:
+    return f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+
+
+def _imports(path: Path) -> Iterator[tuple[str, ast.AST]]:
+    """Top-level package of every absolute import in ``path``, with its node."""
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name.partition(".")[0], node
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module.partition(".")[0], node
+
+
+def _outside_store() -> Iterator[Path]:
+    return (p for p in _sources(*PACKAGES) if not p.is_relative_to(STORE))
+
+
+def test_only_the_store_imports_a_database_driver() -> None:
+    offenders = [
+        f"{_where(path, node)} imports {name}"
+        for path in _outside_store()
+        for name, node in _imports(path)
+        if name in DATABASE_MODULES
+    ]
+    assert not offenders, "database access outside engine/store/:\n" + "\n".join(offenders)
+
+
+def test_only_the_store_writes_sql() -> None:
+    offenders = [
+        f"{_where(path, node)}: {node.value.strip().splitlines()[0][:60]!r}"
+        for path in _outside_store()
+        for node in ast.walk(_tree(path))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _SQL.match(node.value)
+    ]
+    assert not offenders, "SQL text outside engine/store/:\n" + "\n".join(offenders)
+
+
+def test_the_engine_never_imports_streamlit() -> None:
+    offenders = [
+        _where(path, node)
+        for path in _sources("engine")
+        for name, node in _imports(path)
+        if name == "streamlit"
+    ]
+    assert not offenders, "engine/ imports streamlit:\n" + "\n".join(offenders)
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of the body after the docstring (a signature or docstring is not logic)."""
+    body = node.body
+    if (
+        len(body) > 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        body = body[1:]
+    end = node.end_lineno or node.lineno
+    return end - body[0].lineno + 1
+
+
+def _too_long() -> Iterator[str]:
+    for path in _sources(*PACKAGES):
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.ClassDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    yield f"{_where(path, node)} class {node.name}: {lines} lines"
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = _body_lines(node)
+                if lines > MAX_FUNCTION_LINES:
+                    yield f"{_where(path, node)} def {node.name}: body of {lines} lines"
+
+
+def test_classes_and_functions_stay_small() -> None:
+    offenders = list(_too_long())
+    assert not offenders, (
+        f"classes over {MAX_CLASS_LINES} lines or function bodies over "
+        f"{MAX_FUNCTION_LINES} lines (split them by reason to change):\n" + "\n".join(offenders)
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "lines"),
+    [
+        ('def f():\n    """Doc."""\n    a = 1\n    return a\n', 2),
+        ("def f():\n    return 1\n", 1),
+        ('def f():\n    """Only a docstring."""\n', 1),
+    ],
+)
+def test_a_function_body_is_counted_without_its_docstring(source: str, lines: int) -> None:
+    node = ast.parse(source).body[0]
+    assert isinstance(node, ast.FunctionDef)
+    assert _body_lines(node) == lines
+
+
+@pytest.mark.parametrize(
+    ("text", "sql"),
+    [
+        ("SELECT id FROM jobs WHERE month = ?", True),
+        ("  INSERT OR REPLACE INTO t (a) VALUES (1)", True),
+        ("PRAGMA user_version", True),
+        ("Select a month from the list", False),
+        ("update the settings", False),
+        ("jobs", False),
+    ],
+)
+def test_sql_text_is_recognised(text: str, sql: bool) -> None:
+    assert bool(_SQL.match(text)) is sql
