@@ -24,6 +24,7 @@ from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import Settings
 from engine.sources.base import Source, make_source
+from engine.store.perf import SqlPerfStore
 from engine.store.storage import Storage
 
 MONTH_END_BATCH = "month-end {month}"
@@ -41,7 +42,10 @@ class Console:
         self.recorder = Recorder(clock=self.clock)
         self.storage = Storage(settings.storage, clock=self.clock, instrument=self.recorder)
         self.monitor = Monitor(
-            settings.monitor, clock=self.clock, storage=self.storage, recorder=self.recorder
+            settings.monitor,
+            clock=self.clock,
+            store=SqlPerfStore(self.storage),
+            recorder=self.recorder,
         )
         self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
         self.cache.set_prefetcher(self._prefetch)
