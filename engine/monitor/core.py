@@ -156,7 +156,8 @@ class Monitor:
 
     def timed(self, operation: str, **labels: object) -> Timer:
         """A timer for one call (see :meth:`Recorder.timed`)."""
-        return self.recorder.timed(operation, **labels)
+        # Built here rather than through recorder.timed: one call and one labels dict fewer.
+        return Timer(self.recorder, operation, labels or None)
 
     def record(
         self,
