@@ -954,7 +954,8 @@ def _performance_routes(app: FastAPI) -> None:
         console: ConsoleDep, time_window: TimeWindow = DEFAULT_WINDOW_MS
     ) -> RecommendationsOut:
         """Advice from the monitor's findings, most urgent first."""
-        found = [_advice_out(a) for a in console.monitor.recommendations(time_window / 1000)]
+        advice = console.monitor.recommendations(time_window / 1000)
+        found = [_advice_out(dataclasses.asdict(a)) for a in advice]
         priorities = [a.priority for a in found]
         return RecommendationsOut(
             recommendations=found,

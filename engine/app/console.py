@@ -26,6 +26,7 @@ from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import Settings
 from engine.sources.base import Source
 from engine.sources.factory import make_source
+from engine.store.perf import SqlPerfStore
 from engine.store.storage import Storage
 
 
@@ -40,7 +41,10 @@ class Console:
         self.recorder = Recorder(clock=self.clock)
         self.storage = Storage(settings.storage, clock=self.clock, instrument=self.recorder)
         self.monitor = Monitor(
-            settings.monitor, clock=self.clock, storage=self.storage, recorder=self.recorder
+            settings.monitor,
+            clock=self.clock,
+            store=SqlPerfStore(self.storage),
+            recorder=self.recorder,
         )
         self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
         self.cache.set_prefetcher(self._prefetch)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from engine.app.months import MonthStatus, live_progress, month_batch, status_of
 from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, ItemRecord
@@ -33,7 +33,7 @@ from engine.domain.models import (
 from engine.domain.rules import window_days
 from engine.errors import ConfigError
 from engine.settings import Settings, describe
-from engine.store.schema import bench_results, perf_aggregates
+from engine.store.schema import bench_results
 from engine.store.urls import safe_url
 
 if TYPE_CHECKING:
@@ -492,30 +492,8 @@ def latency_series(console: Console, window_s: float, top: int = 8) -> list[dict
     A long window is averaged in the database into at most :data:`MAX_POINTS`
     points per operation (intervals grouped by row id, which grows with time).
     """
-    ops = [s.operation for s in console.monitor.stats(window_s)[:top]]
-    t = perf_aggregates
-    where = (
-        t.c.interval_end > console.clock.now() - timedelta(seconds=window_s),
-        t.c.operation.in_(ops),
-    )
-    with console.storage.reading("latency_series") as conn:
-        lo, hi = conn.execute(select(func.min(t.c.id), func.max(t.c.id)).where(*where)).one()
-        if lo is None:
-            return []
-        step = -(-(hi - lo + 1) // MAX_POINTS)
-        query = (
-            select(
-                func.max(t.c.interval_end).label("at"),
-                t.c.operation,
-                func.avg(t.c.p50_ms).label("p50_ms"),
-                func.avg(t.c.p95_ms).label("p95_ms"),
-                func.sum(t.c.calls).label("calls"),
-            )
-            .where(*where)
-            .group_by(t.c.operation, (t.c.id - lo) // step)
-            .order_by("at")
-        )
-        return [dict(row._mapping) for row in conn.execute(query)]
+    points = console.monitor.latency_series(window_s, top=top, max_points=MAX_POINTS)
+    return [dataclasses.asdict(p) for p in points]
 
 
 def resource_series(console: Console, window_s: float) -> list[dict[str, Any]]:
