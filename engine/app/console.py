@@ -24,6 +24,7 @@ from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import Settings
 from engine.sources.base import Source, make_source
+from engine.store.batches import SqlBatchStore
 from engine.store.storage import Storage
 
 MONTH_END_BATCH = "month-end {month}"
@@ -59,7 +60,7 @@ class Console:
         )
         self.batch = BatchRunner(
             settings.batch,
-            storage=self.storage,
+            store=SqlBatchStore(self.storage),
             execute=self._execute,
             should_skip=self._should_skip,
             clock=self.clock,

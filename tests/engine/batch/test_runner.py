@@ -20,20 +20,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from engine.batch.runner import (
-    MAX_RETRY_DELAY_S,
-    BatchProgress,
-    BatchRunner,
-    ItemSpec,
-    is_transient,
-    retry_delay,
-)
+from engine.batch.policy import MAX_RETRY_DELAY_S, is_transient, retry_delay
+from engine.batch.runner import BatchProgress, BatchRunner, ItemSpec
 from engine.cancel import CancelToken
 from engine.clock import FakeClock
 from engine.errors import BatchError, ConfigError, ItemTimeout, ParseError, SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
 from engine.settings import BatchSettings, MonitorSettings, StorageSettings
+from engine.store.batches import SqlBatchStore
 from engine.store.schema import batch_items
 from engine.store.storage import Storage
 from tests.engine.batch import batch_child
@@ -79,7 +74,7 @@ def make_runner(storage: Storage, clock: FakeClock) -> Iterator[Callable[..., Ba
         values = {"enable_resource_throttling": False, "timeout_ms": 1_800_000, **settings}
         runner = BatchRunner(
             BatchSettings(**values),
-            storage=storage,
+            store=SqlBatchStore(storage),
             execute=execute,
             should_skip=should_skip,
             clock=clock,
@@ -634,11 +629,15 @@ def test_cli_lists_shows_cancels_and_resumes(
 ) -> None:
     from engine.cli.core import main
 
-    done = BatchRunner(BatchSettings(), storage=storage, execute=noop, memory_reader=lambda: 0.0)
+    done = BatchRunner(
+        BatchSettings(), store=SqlBatchStore(storage), execute=noop, memory_reader=lambda: 0.0
+    )
     finished = done.submit(items(2), name="done").batch_id
     done.run()
     done.close()
-    left = BatchRunner(BatchSettings(), storage=storage, execute=noop, memory_reader=lambda: 0.0)
+    left = BatchRunner(
+        BatchSettings(), store=SqlBatchStore(storage), execute=noop, memory_reader=lambda: 0.0
+    )
     unfinished = left.submit(items(3), name="left").batch_id
     left.close()  # never ran: its items stay queued
     capsys.readouterr()
@@ -738,10 +737,10 @@ def test_a_batch_cancelled_after_close_is_cancelled_in_the_database(
 
 
 def test_non_finite_durations_and_unstorable_priorities(make_runner: Any) -> None:
-    from engine.batch.runner import _attempt_json
+    from engine.batch.records import attempt_json
 
     record = json.loads(
-        _attempt_json(1, datetime(2025, 7, 1, tzinfo=UTC), math.nan, "x", None, False)
+        attempt_json(1, datetime(2025, 7, 1, tzinfo=UTC), math.nan, "x", None, False)
     )
     assert math.isnan(record["duration_s"])
     with pytest.raises(ConfigError, match="not JSON-serializable"):
