@@ -113,7 +113,10 @@ class BatchRunner:
         self._gate = MemoryGate(
             memory_reader or process_memory_reader(), clock=self._clock, poll_s=POLL_S
         )
-        self._scheduler = Scheduler(clock=self._clock, gate=self._gate, rng=rng or random.Random())
+        self._scheduler = Scheduler(
+            limit=settings.max_concurrent_jobs, clock=self._clock, gate=self._gate,
+            rng=rng or random.Random(),
+        )  # fmt: skip
         self._listeners = Listeners()
         self._history = History(store, _LiveView(self._scheduler, self._lock))
         self._writer = Writer(

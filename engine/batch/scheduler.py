@@ -144,12 +144,17 @@ class Scheduler:
     the runner holds its lock around every call.
 
     Args:
+        limit: items of every batch together that may hold a worker at once.
         clock: monotonic time for deadlines, throughput and throttling; wall time for rows.
         gate: the memory reading that throttles batches.
         rng: source of retry jitter.
     """
 
-    def __init__(self, *, clock: Clock, gate: MemoryGate, rng: random.Random) -> None:
+    def __init__(
+        self, *, limit: int, clock: Clock, gate: MemoryGate, rng: random.Random
+    ) -> None:
+        self._limit = limit
+        self._active = 0  # items holding a worker, over every batch
         self._clock = clock
         self._gate = gate
         self._rng = rng
@@ -207,10 +212,11 @@ class Scheduler:
                 best is None or (-head.priority, head.seq) < (-best.priority, best.seq)
             ):
                 best = head
-        if best is None or self._halted:
+        if best is None or self._halted or self._active >= self._limit:
             return None
         best.batch.queue.popleft()
         best.batch.active += 1
+        self._active += 1
         best.batch.move(best, RUNNING)
         self._arm(best, token)
         return best
@@ -257,6 +263,7 @@ class Scheduler:
         batch = item.batch
         if row["status"] == QUEUED:  # interrupted by close(): resume runs it again
             batch.active -= 1
+            self._active -= 1
             batch.move(item, QUEUED)
             batch.pending.append(row)
             return False
@@ -266,6 +273,7 @@ class Scheduler:
         batch = item.batch
         if item.status != QUEUED:
             batch.active -= 1
+            self._active -= 1
         batch.move(item, row["status"])
         del batch.live[item.item_id]
         batch.pending.append(row)

@@ -20,11 +20,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from engine.batch.policy import MAX_RETRY_DELAY_S, is_transient, retry_delay
 from engine.batch.runner import BatchProgress, BatchRunner, ItemSpec
 from engine.cancel import CancelToken
 from engine.clock import FakeClock
-from engine.errors import BatchError, ConfigError, ItemTimeout, ParseError, SourceError
+from engine.errors import BatchError, ConfigError, ParseError, SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
 from engine.settings import BatchSettings, MonitorSettings, StorageSettings
@@ -210,55 +209,6 @@ def test_user_config_is_clamped_and_the_clamping_reported(make_runner: Any) -> N
 
 
 # --- retries and timeouts -------------------------------------------------------------------
-
-
-def test_retry_delay_is_exponential_capped_with_full_jitter() -> None:
-    rng = random.Random(3)
-    for retry, ceiling in [(1, 5.0), (2, 10.0), (3, 20.0), (4, 40.0), (5, 60.0), (10, 60.0)]:
-        delays = [retry_delay(retry, 5.0, rng) for _ in range(400)]
-        assert all(0.0 <= d <= ceiling for d in delays)
-        assert (
-            max(delays) > 0.9 * ceiling and min(delays) < 0.1 * ceiling
-        )  # the whole range is used
-    assert MAX_RETRY_DELAY_S == 60.0
-    assert retry_delay(3, 1.0, random.Random(9)) == random.Random(9).uniform(0, 4.0)
-
-
-@pytest.mark.parametrize(
-    ("exc", "transient"),
-    [
-        (SourceError("busy", transient=True), True),
-        (SourceError("404", transient=False), False),
-        (ParseError("x.csv", "bad row"), False),
-        (ConfigError("month", "x", "bad"), False),
-        (ItemTimeout("slow"), True),
-        (httpx.ConnectError("refused"), True),
-        (httpx.ReadTimeout("slow"), True),
-        (TimeoutError(), True),
-        (ConnectionResetError(), True),
-        (
-            httpx.HTTPStatusError(
-                "", request=httpx.Request("GET", "http://x"), response=httpx.Response(503)
-            ),
-            True,
-        ),
-        (
-            httpx.HTTPStatusError(
-                "", request=httpx.Request("GET", "http://x"), response=httpx.Response(429)
-            ),
-            True,
-        ),
-        (
-            httpx.HTTPStatusError(
-                "", request=httpx.Request("GET", "http://x"), response=httpx.Response(404)
-            ),
-            False,
-        ),
-        (ValueError("bug"), False),
-    ],
-)
-def test_error_classification(exc: Exception, transient: bool) -> None:
-    assert is_transient(exc) is transient
 
 
 def test_retry_schedule_follows_the_seeded_backoff_on_the_fake_clock(
