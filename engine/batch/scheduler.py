@@ -150,9 +150,7 @@ class Scheduler:
         rng: source of retry jitter.
     """
 
-    def __init__(
-        self, *, limit: int, clock: Clock, gate: MemoryGate, rng: random.Random
-    ) -> None:
+    def __init__(self, *, limit: int, clock: Clock, gate: MemoryGate, rng: random.Random) -> None:
         self._limit = limit
         self._active = 0  # items holding a worker, over every batch
         self._clock = clock
