@@ -26,6 +26,7 @@ from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import Settings
 from engine.sources.base import Source
 from engine.sources.factory import make_source
+from engine.store.batches import SqlBatchStore
 from engine.store.perf import SqlPerfStore
 from engine.store.storage import Storage
 
@@ -62,7 +63,7 @@ class Console:
         )
         self.batch = BatchRunner(
             settings.batch,
-            storage=self.storage,
+            store=SqlBatchStore(self.storage),
             execute=self._execute,
             should_skip=self._should_skip,
             clock=self.clock,

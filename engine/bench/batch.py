@@ -25,6 +25,7 @@ from engine.batch.runner import BatchRunner
 from engine.bench import alternate, paired_ratio, seconds, summary
 from engine.cancel import CancelToken
 from engine.settings import BatchSettings, StorageSettings
+from engine.store.batches import SqlBatchStore
 from engine.store.storage import Storage
 
 LATENCY_S = 0.02
@@ -93,7 +94,9 @@ def _runner(
 ) -> Iterator[Callable[[int], None]]:
     """A started runner, as a function that submits ``size`` items and drains them."""
     runner = BatchRunner(
-        BatchSettings(max_concurrent_jobs=concurrency), storage=storage, execute=execute
+        BatchSettings(max_concurrent_jobs=concurrency),
+        store=SqlBatchStore(storage),
+        execute=execute,
     )
     runner.start()
 

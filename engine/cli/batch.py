@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, BatchRunner
+from engine.batch.records import FINISHED, BatchInfo, BatchProgress
+from engine.batch.runner import BatchRunner
 from engine.domain.models import validate_district, validate_month
 
 out = RichConsole()

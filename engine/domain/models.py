@@ -55,6 +55,41 @@ class JobStatus(StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class BatchStatus(StrEnum):
+    """A stored batch: ``running`` until every item finished and was recorded."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """No item of the batch will run again (finished or cancelled)."""
+        return self is not BatchStatus.RUNNING
+
+
+class ItemState(StrEnum):
+    """An item of a batch; the counters of a batch always add up to its total."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """The item will not run again."""
+        return self in _FINISHED_ITEMS
+
+
+_FINISHED_ITEMS = frozenset(
+    {ItemState.SUCCEEDED, ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED}
+)
+
+
 class Phase(StrEnum):
     MONITORING = "monitoring"
     STABILIZING = "stabilizing"

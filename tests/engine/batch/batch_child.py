@@ -16,6 +16,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select
 from engine.batch.runner import BatchRunner
 from engine.cancel import CancelToken
 from engine.settings import BatchSettings, StorageSettings
+from engine.store.batches import SqlBatchStore
 from engine.store.storage import Storage
 
 ITEMS = 40
@@ -56,7 +57,9 @@ def build(
     settings = BatchSettings(
         max_concurrent_jobs=CONCURRENCY, batch_size=BATCH_SIZE, enable_resource_throttling=False
     )
-    return BatchRunner(settings, storage=storage, execute=execute, should_skip=should_skip)
+    return BatchRunner(
+        settings, store=SqlBatchStore(storage), execute=execute, should_skip=should_skip
+    )
 
 
 def main(url: str) -> None:

@@ -20,20 +20,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from engine.batch.runner import (
-    MAX_RETRY_DELAY_S,
-    BatchProgress,
-    BatchRunner,
-    ItemSpec,
-    is_transient,
-    retry_delay,
-)
+from engine.batch.runner import BatchProgress, BatchRunner, ItemSpec
 from engine.cancel import CancelToken
 from engine.clock import FakeClock
-from engine.errors import BatchError, ConfigError, ItemTimeout, ParseError, SourceError
+from engine.errors import BatchError, ConfigError, ParseError, SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
 from engine.settings import BatchSettings, MonitorSettings, StorageSettings
+from engine.store.batches import SqlBatchStore
 from engine.store.schema import batch_items
 from engine.store.storage import Storage
 from tests.engine.batch import batch_child
@@ -79,7 +73,7 @@ def make_runner(storage: Storage, clock: FakeClock) -> Iterator[Callable[..., Ba
         values = {"enable_resource_throttling": False, "timeout_ms": 1_800_000, **settings}
         runner = BatchRunner(
             BatchSettings(**values),
-            storage=storage,
+            store=SqlBatchStore(storage),
             execute=execute,
             should_skip=should_skip,
             clock=clock,
@@ -215,55 +209,6 @@ def test_user_config_is_clamped_and_the_clamping_reported(make_runner: Any) -> N
 
 
 # --- retries and timeouts -------------------------------------------------------------------
-
-
-def test_retry_delay_is_exponential_capped_with_full_jitter() -> None:
-    rng = random.Random(3)
-    for retry, ceiling in [(1, 5.0), (2, 10.0), (3, 20.0), (4, 40.0), (5, 60.0), (10, 60.0)]:
-        delays = [retry_delay(retry, 5.0, rng) for _ in range(400)]
-        assert all(0.0 <= d <= ceiling for d in delays)
-        assert (
-            max(delays) > 0.9 * ceiling and min(delays) < 0.1 * ceiling
-        )  # the whole range is used
-    assert MAX_RETRY_DELAY_S == 60.0
-    assert retry_delay(3, 1.0, random.Random(9)) == random.Random(9).uniform(0, 4.0)
-
-
-@pytest.mark.parametrize(
-    ("exc", "transient"),
-    [
-        (SourceError("busy", transient=True), True),
-        (SourceError("404", transient=False), False),
-        (ParseError("x.csv", "bad row"), False),
-        (ConfigError("month", "x", "bad"), False),
-        (ItemTimeout("slow"), True),
-        (httpx.ConnectError("refused"), True),
-        (httpx.ReadTimeout("slow"), True),
-        (TimeoutError(), True),
-        (ConnectionResetError(), True),
-        (
-            httpx.HTTPStatusError(
-                "", request=httpx.Request("GET", "http://x"), response=httpx.Response(503)
-            ),
-            True,
-        ),
-        (
-            httpx.HTTPStatusError(
-                "", request=httpx.Request("GET", "http://x"), response=httpx.Response(429)
-            ),
-            True,
-        ),
-        (
-            httpx.HTTPStatusError(
-                "", request=httpx.Request("GET", "http://x"), response=httpx.Response(404)
-            ),
-            False,
-        ),
-        (ValueError("bug"), False),
-    ],
-)
-def test_error_classification(exc: Exception, transient: bool) -> None:
-    assert is_transient(exc) is transient
 
 
 def test_retry_schedule_follows_the_seeded_backoff_on_the_fake_clock(
@@ -634,11 +579,15 @@ def test_cli_lists_shows_cancels_and_resumes(
 ) -> None:
     from engine.cli.core import main
 
-    done = BatchRunner(BatchSettings(), storage=storage, execute=noop, memory_reader=lambda: 0.0)
+    done = BatchRunner(
+        BatchSettings(), store=SqlBatchStore(storage), execute=noop, memory_reader=lambda: 0.0
+    )
     finished = done.submit(items(2), name="done").batch_id
     done.run()
     done.close()
-    left = BatchRunner(BatchSettings(), storage=storage, execute=noop, memory_reader=lambda: 0.0)
+    left = BatchRunner(
+        BatchSettings(), store=SqlBatchStore(storage), execute=noop, memory_reader=lambda: 0.0
+    )
     unfinished = left.submit(items(3), name="left").batch_id
     left.close()  # never ran: its items stay queued
     capsys.readouterr()
@@ -738,10 +687,10 @@ def test_a_batch_cancelled_after_close_is_cancelled_in_the_database(
 
 
 def test_non_finite_durations_and_unstorable_priorities(make_runner: Any) -> None:
-    from engine.batch.runner import _attempt_json
+    from engine.batch.records import attempt_json
 
     record = json.loads(
-        _attempt_json(1, datetime(2025, 7, 1, tzinfo=UTC), math.nan, "x", None, False)
+        attempt_json(1, datetime(2025, 7, 1, tzinfo=UTC), math.nan, "x", None, False)
     )
     assert math.isnan(record["duration_s"])
     with pytest.raises(ConfigError, match="not JSON-serializable"):

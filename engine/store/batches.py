@@ -1,0 +1,265 @@
+"""Where the batch runner records batches, items and attempts.
+
+The runner talks to :class:`BatchStore`; :class:`SqlBatchStore` is the
+implementation over the ``batches`` and ``batch_items`` tables. A batch row
+holds the manifest (every item's spec and priority, as one JSON list); an item
+gets a row when it finishes, or when it is interrupted (status ``queued``, kept
+for its attempts). An item without a row is queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypedDict, cast
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+
+from engine.domain.models import BatchStatus, ItemState
+from engine.errors import NotFoundError
+from engine.store.bulk import Prepared, dialect_insert
+from engine.store.schema import batch_items, batches
+
+__all__ = [
+    "BatchEnd",
+    "BatchStore",
+    "Database",
+    "ItemRow",
+    "NewBatch",
+    "SqlBatchStore",
+    "StoredBatch",
+]
+
+
+class ItemRow(TypedDict):
+    """An item's columns as stored; ``history`` is the JSON list of its attempts."""
+
+    batch_id: int
+    item_id: int
+    status: str
+    attempts: int
+    history: str
+    result: str | None
+    error: str | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    name: str
+    config: str
+    """The batch's settings as a JSON object."""
+    total: int
+    manifest: str
+    """Every item as one JSON list of ``[spec, priority]``, item ids counting from 1."""
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    id: int
+    name: str
+    status: BatchStatus
+    config: str
+    total: int
+    manifest: str
+    created_at: datetime
+    finished_at: datetime | None
+    throttled_s: float
+
+
+@dataclass(frozen=True)
+class BatchEnd:
+    """The last write of a batch: every item is recorded."""
+
+    batch_id: int
+    status: BatchStatus
+    finished_at: datetime
+    throttled_s: float
+
+
+CancelledRows = Callable[[StoredBatch, Mapping[int, ItemRow]], Sequence[ItemRow]]
+
+
+class BatchStore(Protocol):
+    """What the batch runner records and reads back."""
+
+    def create(self, batch: NewBatch) -> int:
+        """Record a new running batch; return its id."""
+        ...
+
+    def save(self, rows: Sequence[ItemRow], ends: Sequence[BatchEnd]) -> None:
+        """Insert or replace item rows and end batches, in one transaction."""
+        ...
+
+    def mark_cancelled(self, batch_id: int) -> None:
+        """Mark a running batch cancelled (its items are recorded as they finish)."""
+        ...
+
+    def cancel(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
+        """Cancel a running batch nobody runs, with the item rows ``rows`` makes of the
+        stored batch and its stored item rows, in one transaction; return those rows.
+        Raises NotFoundError when no running batch has this id."""
+        ...
+
+    def unfinished(self, skip: set[int]) -> list[tuple[StoredBatch, dict[int, ItemRow]]]:
+        """The running batches (but ``skip``), oldest first, each with its item rows."""
+        ...
+
+    def latest(self, limit: int) -> list[tuple[StoredBatch, dict[str, int]]]:
+        """The latest batches, newest first, each with its finished items' counts by state."""
+        ...
+
+    def batch(self, batch_id: int) -> tuple[StoredBatch, dict[int, ItemRow]]:
+        """A batch and its item rows by item id; NotFoundError if there is none."""
+        ...
+
+
+class Database(Protocol):
+    """The storage methods this store uses (:class:`engine.store.storage.Storage` has them)."""
+
+    def transaction(self, operation: str = ...) -> AbstractContextManager[Connection]: ...
+
+    def reading(self, operation: str = ...) -> AbstractContextManager[Connection]: ...
+
+
+_ITEM_NAMES = tuple(c.name for c in batch_items.c)
+_FINISHED = [state.value for state in ItemState if state.finished]
+
+
+def _items_upsert(dialect: str) -> Any:
+    """Insert item rows, replacing those of interrupted items."""
+    stmt = dialect_insert(dialect, batch_items).values({n: bindparam(n) for n in _ITEM_NAMES})
+    return stmt.on_conflict_do_update(
+        index_elements=["batch_id", "item_id"],
+        set_={c.name: stmt.excluded[c.name] for c in batch_items.c if not c.primary_key},
+    )
+
+
+_UPSERT_ITEMS = Prepared(_items_upsert, _ITEM_NAMES)
+
+
+class SqlBatchStore:
+    """:class:`BatchStore` on the engine's database (SQLite or PostgreSQL)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def create(self, batch: NewBatch) -> int:
+        header = {
+            "name": batch.name,
+            "status": BatchStatus.RUNNING.value,
+            "config": batch.config,
+            "total": batch.total,
+            "items": batch.manifest,
+            "created_at": batch.created_at,
+            "throttled_s": 0.0,
+        }
+        with self._db.transaction("batch_submit") as conn:
+            batch_id: int = conn.execute(
+                insert(batches).values(header).returning(batches.c.id)
+            ).scalar_one()
+        return batch_id
+
+    def save(self, rows: Sequence[ItemRow], ends: Sequence[BatchEnd]) -> None:
+        with self._db.transaction("batch_flush") as conn:
+            if rows:
+                _write_items(conn, rows)
+            for end in ends:
+                conn.execute(
+                    update(batches)
+                    .where(batches.c.id == end.batch_id)
+                    .values(
+                        status=end.status.value,
+                        finished_at=end.finished_at,
+                        throttled_s=end.throttled_s,
+                    )
+                )
+
+    def mark_cancelled(self, batch_id: int) -> None:
+        with self._db.transaction("batch_cancel") as conn:
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.status == BatchStatus.RUNNING.value)
+                .values(status=BatchStatus.CANCELLED.value)
+            )
+
+    def cancel(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
+        with self._db.transaction("batch_cancel") as conn:
+            done = conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.status == BatchStatus.RUNNING.value)
+                .values(status=BatchStatus.CANCELLED.value, finished_at=finished_at)
+            ).rowcount
+            if not done:
+                raise NotFoundError("batch", batch_id, "no unfinished batch with this id")
+            cancelled = list(rows(_batch_row(conn, batch_id), _item_rows(conn, batch_id)))
+            _write_items(conn, cancelled)
+        return cancelled
+
+    def unfinished(self, skip: set[int]) -> list[tuple[StoredBatch, dict[int, ItemRow]]]:
+        query = (
+            select(batches)
+            .where(batches.c.status == BatchStatus.RUNNING.value)
+            .order_by(batches.c.id)
+        )
+        with self._db.reading("batch_resume") as conn:
+            found = [_stored(row) for row in conn.execute(query) if row.id not in skip]
+            return [(batch, _item_rows(conn, batch.id)) for batch in found]
+
+    def latest(self, limit: int) -> list[tuple[StoredBatch, dict[str, int]]]:
+        query = select(batches).order_by(batches.c.id.desc()).limit(limit)
+        with self._db.reading("batch_list") as conn:
+            found = [_stored(row) for row in conn.execute(query)]
+            counts = _finished_counts(conn, [b.id for b in found])
+        return [(batch, counts[batch.id]) for batch in found]
+
+    def batch(self, batch_id: int) -> tuple[StoredBatch, dict[int, ItemRow]]:
+        with self._db.reading("batch_detail") as conn:
+            return _batch_row(conn, batch_id), _item_rows(conn, batch_id)
+
+
+def _write_items(conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:
+    _UPSERT_ITEMS.execute(conn, [tuple(row[n] for n in _ITEM_NAMES) for row in rows])
+
+
+def _stored(row: Any) -> StoredBatch:
+    return StoredBatch(
+        id=row.id,
+        name=row.name,
+        status=BatchStatus(row.status),
+        config=row.config,
+        total=row.total,
+        manifest=row.items,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        throttled_s=float(row.throttled_s),
+    )
+
+
+def _batch_row(conn: Connection, batch_id: int) -> StoredBatch:
+    row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+    if row is None:
+        raise NotFoundError("batch", batch_id)
+    return _stored(row)
+
+
+def _item_rows(conn: Connection, batch_id: int) -> dict[int, ItemRow]:
+    """The written item rows of a batch, by item id."""
+    query = select(batch_items).where(batch_items.c.batch_id == batch_id)
+    return {r.item_id: cast(ItemRow, r._asdict()) for r in conn.execute(query)}
+
+
+def _finished_counts(conn: Connection, batch_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Finished items by state of each batch (the others are queued)."""
+    out: dict[int, dict[str, int]] = {batch_id: {} for batch_id in batch_ids}
+    query = (
+        select(batch_items.c.batch_id, batch_items.c.status, func.count())
+        .where(batch_items.c.batch_id.in_(batch_ids), batch_items.c.status.in_(_FINISHED))
+        .group_by(batch_items.c.batch_id, batch_items.c.status)
+    )
+    for batch_id, status, n in conn.execute(query):
+        out[batch_id][status] = n
+    return out
