@@ -313,6 +313,7 @@ BatchItemOut = derive(
     name="BatchItemOut",
     omit=("spec",),
     types={
+        "status": str,  # the seed's plain string, whatever type the engine gives it
         "result": Annotated[
             dict[str, Any] | None, BeforeValidator(lambda r: r if isinstance(r, dict) else None)
         ],
@@ -336,7 +337,7 @@ BatchOut = derive(
     name="BatchOut",
     omit=("throttled_s",),
     types={
-        "status": (str, Field(description="running, finished or cancelled")),
+        "status": (str, Field(description="running, finished or cancelled")),  # as for items
         "config": CamelValues,
     },
     add={
