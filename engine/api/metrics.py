@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from engine.api.schemas import StorageCacheOut
 from engine.app.console import Console
 
 
@@ -66,16 +67,18 @@ class EngineCollector:
         yield from (hits, misses, evictions, rate, size)
 
     def _storage(self) -> Iterator[Metric]:
-        storage = self._console.storage.cache_stats()
-        # MERGE (issue #15): the store branch renames the keys to snake_case; then
-        # "pendingWrites" below becomes "pending_writes".
-        figures = (
-            (CounterMetricFamily, "recon_storage_cache_hits", "Storage cache hits", "hits"),
-            (CounterMetricFamily, "recon_storage_cache_misses", "Storage misses", "misses"),
-            (GaugeMetricFamily, "recon_storage_pending_writes", "Deferred writes", "pendingWrites"),
+        # Read through the response model: it takes the engine's figures under either
+        # spelling (camelCase keys, snake_case keys or attributes).
+        storage = StorageCacheOut.model_validate(self._console.storage.cache_stats())
+        yield CounterMetricFamily(
+            "recon_storage_cache_hits", "Storage cache hits", value=storage.hits
         )
-        for kind, name, doc, key in figures:
-            yield kind(name, doc, value=storage[key])
+        yield CounterMetricFamily(
+            "recon_storage_cache_misses", "Storage misses", value=storage.misses
+        )
+        yield GaugeMetricFamily(
+            "recon_storage_pending_writes", "Deferred writes", value=storage.pending_writes
+        )
 
     def _batch(self) -> Iterator[Metric]:
         batch = self._console.batch

@@ -11,7 +11,16 @@ from typing import Annotated
 import pytest
 from pydantic import Field, ValidationError
 
-from engine.api.schemas import As, Out, camel, camel_keys, derive, patch_of, view
+from engine.api.schemas import (
+    As,
+    Out,
+    StorageCacheOut,
+    camel,
+    camel_keys,
+    derive,
+    patch_of,
+    view,
+)
 
 API = Path(__file__).resolve().parents[3] / "engine" / "api"
 
@@ -114,3 +123,20 @@ def test_the_api_package_speaks_to_the_database_only_through_the_storage() -> No
     pattern = re.compile(r"^\s*(from|import)\s+(sqlalchemy|sqlite3|psycopg)\b", re.M)
     offenders = [p.name for p in API.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_storage_figures_validate_under_either_spelling() -> None:
+    snake = {
+        "enable_in_memory_cache": True,
+        "size": 1,
+        "index_size": 2,
+        "cache_max_size": 3,
+        "hits": 4,
+        "misses": 5,
+        "hit_rate": 0.5,
+        "pending_writes": 6,
+        "roundtrips": 7,
+    }
+    from_snake = StorageCacheOut.model_validate(snake)
+    assert StorageCacheOut.model_validate(camel_keys(snake)) == from_snake
+    assert from_snake.model_dump(by_alias=True)["pendingWrites"] == 6
