@@ -541,10 +541,4 @@ class HealthOut(Out):
     database: str
 
 
-__all__ = [
-    "SEED_NAMES",
-    "camel",
-    "camel_keys",
-    "derive",
-    "view",
-]
+__all__ = ["SEED_NAMES", "As", "In", "Out", "camel", "camel_keys", "derive", "patch_of", "view"]
