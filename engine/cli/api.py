@@ -45,7 +45,7 @@ def is_loopback(host: str) -> bool:
 def cmd_api(args: argparse.Namespace, ctx: Context) -> int:
     import uvicorn
 
-    from engine.api.app import create_app
+    from engine.api import create_app
 
     api = ctx.settings.with_values("api", host=args.host, port=args.port, token=args.token).api
     if not api.token and not is_loopback(api.host):

@@ -1,0 +1,118 @@
+"""Engine values to response models, where the API shows more than one engine value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from engine.api.schemas import (
+    MAX_SAMPLES,
+    BatchItemOut,
+    BatchOut,
+    BottleneckOut,
+    CacheStatsOut,
+    FigureOut,
+    JobOut,
+    ResourceSampleOut,
+    ResourcesOut,
+    ResourceSummaryOut,
+    camel,
+    camel_keys,
+    view,
+)
+from engine.app.console import Console
+from engine.batch.runner import BatchDetail, BatchProgress, ItemRecord
+from engine.domain.models import Job
+from engine.errors import ConfigError
+from engine.monitor.core import Bottleneck, OperationStats
+
+
+def job_out(console: Console, job: Job) -> Any:
+    """A job with its progress and ETA."""
+    return view(JobOut, job, progress=console.reconciler.job_progress(job))
+
+
+def bottleneck_out(
+    bottleneck: Bottleneck | Mapping[str, Any], stats: Mapping[str, OperationStats]
+) -> Any:
+    """A bottleneck with the figures of its operation (``None`` once they left the window)."""
+    name = bottleneck["operation"] if isinstance(bottleneck, Mapping) else bottleneck.operation
+    return view(BottleneckOut, bottleneck, stats=stats.get(name))
+
+
+def resources_out(found: Mapping[str, Any], time_window_ms: int) -> ResourcesOut:
+    """The monitor's samples (the latest :data:`MAX_SAMPLES`) and their summary."""
+    return ResourcesOut(
+        metrics=[sample_out(s) for s in found["samples"][-MAX_SAMPLES:]],
+        summary=resource_summary(found["summary"], found["count"]),
+        time_window_ms=time_window_ms,
+        data_points=found["count"],
+        source=found["source"],
+    )
+
+
+def resource_summary(summary: Mapping[str, Mapping[str, float]], count: int) -> ResourceSummaryOut:
+    """Memory and CPU under the seed's names, and every figure's average and peak."""
+
+    def figure(name: str, key: str) -> float | None:
+        found = summary.get(name)
+        return None if found is None else found[key]
+
+    return ResourceSummaryOut(
+        average_memory_mb=figure("rss_mb", "avg"),
+        peak_memory_mb=figure("rss_mb", "peak"),
+        average_cpu_percent=figure("cpu_percent", "avg"),
+        peak_cpu_percent=figure("cpu_percent", "peak"),
+        data_points=count,
+        figures={camel(k): FigureOut.model_validate(v) for k, v in summary.items()},
+    )
+
+
+def sample_out(sample: Mapping[str, Any]) -> ResourceSampleOut:
+    """One resource sample: the seed's three figures and every figure by name."""
+    figures = {k: float(v) for k, v in sample.items() if k not in ("at", "process")}
+    at: datetime = sample["at"]
+    return ResourceSampleOut(
+        timestamp=round(at.timestamp() * 1000),
+        process=sample["process"],
+        memory_usage_mb=figures.get("rss_mb", 0.0),
+        cpu_usage_percent=figures.get("cpu_percent", 0.0),
+        cache_hit_rate=figures.get("cache_hit_rate"),
+        figures=camel_keys(figures),
+    )
+
+
+def cache_out(stats: Mapping[str, Any]) -> CacheStatsOut:
+    """The cache service's totals with its layers."""
+    return CacheStatsOut.model_validate({**stats["total"], "layers": stats["layers"]})
+
+
+def batch_out(console: Console, detail: BatchDetail) -> Any:
+    """A batch with its items, their attempts and (batches of this process) live progress."""
+    info = detail.info
+    return view(
+        BatchOut,
+        info,
+        done=info.status != "running",
+        progress=_progress(console, info.batch_id),
+        items=[_item_out(item) for item in detail.items],
+    )
+
+
+def _progress(console: Console, batch_id: int) -> BatchProgress | None:
+    try:
+        return console.batch.progress(batch_id)
+    except ConfigError:
+        return None  # a batch of another process: its stored counts are all there is
+
+
+def _item_out(item: ItemRecord) -> Any:
+    spec = item.spec
+    return view(
+        BatchItemOut,
+        item,
+        job_id=spec.get("job_id"),
+        district_id=spec.get("district"),
+        target_month=spec.get("month"),
+    )

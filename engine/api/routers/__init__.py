@@ -1,0 +1,1 @@
+"""One APIRouter per area: performance (and caches), batches, jobs, operations."""
