@@ -52,8 +52,6 @@ from fastapi.types import DecoratedCallable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -1076,9 +1074,8 @@ def _ops_routes(app: FastAPI, registry: CollectorRegistry) -> None:
     def healthz(console: ConsoleDep) -> Any:
         """Whether the database answers a trivial query."""
         try:
-            with console.storage.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
+            console.storage.ping()
+        except StorageError as exc:
             detail = str(exc).splitlines()[0]
             return JSONResponse({"status": "fail", "database": detail}, status_code=503)
         return HealthOut(status="ok", database="ok")
@@ -1155,10 +1152,15 @@ class EngineCollector:
         figures = (
             (CounterMetricFamily, "recon_storage_cache_hits", "Storage cache hits", "hits"),
             (CounterMetricFamily, "recon_storage_cache_misses", "Storage misses", "misses"),
-            (GaugeMetricFamily, "recon_storage_pending_writes", "Deferred writes", "pendingWrites"),
+            (
+                GaugeMetricFamily,
+                "recon_storage_pending_writes",
+                "Deferred writes",
+                "pending_writes",
+            ),
         )
         for kind, name, doc, key in figures:
-            yield kind(name, doc, value=storage[key])
+            yield kind(name, doc, value=getattr(storage, key))
         batch = self._console.batch
         yield GaugeMetricFamily(
             "recon_batch_queue_depth", "Items waiting to start", value=batch.queue_depth()

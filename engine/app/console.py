@@ -19,15 +19,51 @@ from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
 from engine.domain.models import Job, TimelineEntry, month_end, validate_district, validate_month
 from engine.errors import ConfigError, ConflictError, EngineError
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
-from engine.settings import Settings
+from engine.settings import Settings, StorageSettings
 from engine.sources.base import Source, make_source
+from engine.store.cached import CachedJobStore, ReadCache
+from engine.store.database import Database
+from engine.store.jobs import JobStore, SqlJobStore
 from engine.store.storage import Storage
+from engine.store.writes import Deferred, Immediate, WritePolicy
 
 MONTH_END_BATCH = "month-end {month}"
 """Name of the batch :meth:`Console.start_batch` submits for a month."""
+
+
+def open_storage(
+    settings: StorageSettings, *, clock: Clock | None = None, instrument: Instrument = NO_INSTRUMENT
+) -> Storage:
+    """The store for ``settings``: the one place that turns the storage mode into parts.
+
+    ``naive`` (the "before"): every write commits at once, every read queries.
+    ``optimized``: deferred, batched writes and a job store behind in-memory caches.
+    """
+    clock = clock or SystemClock()
+    database = Database(settings.db_url, instrument=instrument, labels={"mode": settings.mode})
+    optimized = settings.mode == "optimized"
+    cache = ReadCache(
+        enabled=optimized and settings.enable_in_memory_cache,
+        max_size=settings.cache_max_size,
+        index_timeout_ms=settings.index_cache_timeout_ms,
+        clock=clock,
+    )
+    writes: WritePolicy = Immediate(database)
+    if optimized:
+        writes = Deferred(
+            database,
+            batch_size=settings.batch_size,
+            max_delay_ms=settings.max_write_delay_ms,
+            clock=clock,
+        )
+    jobs: JobStore = SqlJobStore(database, writes, clock=clock)
+    if optimized:
+        jobs = CachedJobStore(SqlJobStore(database, writes, clock=clock), writes, cache)
+    return Storage(database=database, writes=writes, jobs=jobs, cache=cache)
 
 
 class Console:
@@ -39,7 +75,7 @@ class Console:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.recorder = Recorder(clock=self.clock)
-        self.storage = Storage(settings.storage, clock=self.clock, instrument=self.recorder)
+        self.storage = open_storage(settings.storage, clock=self.clock, instrument=self.recorder)
         self.monitor = Monitor(
             settings.monitor, clock=self.clock, storage=self.storage, recorder=self.recorder
         )
@@ -56,6 +92,7 @@ class Console:
             clock=self.clock,
             instrument=self.recorder,
             on_write=self._invalidate,
+            keep_last_entry=optimized,
         )
         self.batch = BatchRunner(
             settings.batch,
@@ -253,4 +290,4 @@ class Console:
             raise failures[0]
 
 
-__all__ = ["MONTH_END_BATCH", "Console"]
+__all__ = ["MONTH_END_BATCH", "Console", "open_storage"]

@@ -9,7 +9,6 @@ the console offers them, else through storage in bulk.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -36,7 +35,8 @@ from engine.domain.rules import window_days
 from engine.errors import ConfigError
 from engine.settings import Settings, clamp, describe
 from engine.sources.simulator import DISTRICTS
-from engine.store.schema import bench_results, perf_aggregates
+from engine.store.bench import BenchStore
+from engine.store.schema import perf_aggregates
 
 if TYPE_CHECKING:
     from engine.app.console import Console
@@ -502,13 +502,9 @@ def _thin(rows: list[dict[str, Any]], key: str, values: Sequence[str]) -> list[d
 
 def bench_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
     """Stored benchmark results (``recon bench`` and the dashboard), newest first."""
-    t = bench_results
-    query = select(t).order_by(t.c.id.desc()).limit(limit)
-    with console.storage.reading("bench_results") as conn:
-        rows = conn.execute(query).all()
     out = []
-    for row in rows:
-        result = json.loads(row.result)
+    for row in BenchStore(console.storage).recent(limit):
+        result = row.result
         out.append(
             {
                 "id": row.id,
@@ -570,13 +566,9 @@ def start_comparison(
         from engine.bench.e2e import compare  # the benchmarks load only when one runs
 
         result = compare(**params, on_progress=progress)
-        row = {
-            "created_at": console.clock.now(),
-            "suite": COMPARISON_SUITE,
-            "quick": False,
-            "result": json.dumps({**params, **result}),
-        }
-        console.storage.write(bench_results, [row])
+        BenchStore(console.storage).add(
+            COMPARISON_SUITE, {**params, **result}, quick=False, when=console.clock.now()
+        )
         return result
 
     return console.tasks.start("before/after comparison", work)

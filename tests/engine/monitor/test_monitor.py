@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from engine.app.console import open_storage
 from engine.cli.core import main
 from engine.clock import FakeClock
 from engine.errors import ConfigError
@@ -65,7 +66,8 @@ def make_storage(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[[], Stor
     made: list[Storage] = []
 
     def make() -> Storage:
-        storage = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'perf.db'}"), clock=clock)
+        url = f"sqlite:///{tmp_path / 'perf.db'}"
+        storage = open_storage(StorageSettings(db_url=url), clock=clock)
         made.append(storage)
         return storage
 
@@ -540,7 +542,7 @@ def test_perf_commands_read_history_of_another_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'perf.db'}"
-    storage = Storage(StorageSettings(db_url=url))
+    storage = open_storage(StorageSettings(db_url=url))
     writer = Monitor(MonitorSettings(), storage=storage, resource_reader=Reader(rss_mb=64))
     record_ms(writer, "source.fetch", [20] * 11, failures=2)
     writer.sample_now()
