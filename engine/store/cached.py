@@ -168,13 +168,12 @@ class CachedJobStore:
     def jobs(
         self, *, run_id: int | None = None, month: str | None = None, status: str | None = None
     ) -> list[Job]:
-        if run_id is None and month is not None:
-            latest = self.latest_run(month)
-            if latest is None:
-                return []
-            run_id = latest["id"]
-        found = self._cache.indexed(("jobs", run_id), lambda: self._inner.stored_jobs(run_id))
-        return self._inner.queued_jobs(found, status)
+        return self._inner.jobs_through(
+            self.latest_run, self._stored_jobs, run_id=run_id, month=month, status=status
+        )
+
+    def _stored_jobs(self, run_id: int | None) -> list[Job]:
+        return self._cache.indexed(("jobs", run_id), lambda: self._inner.stored_jobs(run_id))
 
     def recent_jobs(self, district: str, limit: int = 12) -> list[Job]:
         return self._inner.recent_jobs(district, limit)

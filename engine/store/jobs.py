@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -89,9 +89,7 @@ def _newer_month_end(old: dict[str, Any], new: dict[str, Any]) -> bool:
 # The keyed writes of a check, in the order a flush writes them.
 ENTRIES = Kind("write_entry", order=0, write=rows.upsert_entries)
 JOBS = Kind("save_job", order=1, write=rows.update_jobs)
-MONTH_ENDS = Kind(
-    "month_end", order=2, write=rows.upsert_month_end, replaces=_newer_month_end
-)
+MONTH_ENDS = Kind("month_end", order=2, write=rows.upsert_month_end, replaces=_newer_month_end)
 
 
 class SqlJobStore:
@@ -143,12 +141,27 @@ class SqlJobStore:
     def jobs(
         self, *, run_id: int | None = None, month: str | None = None, status: str | None = None
     ) -> list[Job]:
+        return self.jobs_through(
+            self.latest_run, self.stored_jobs, run_id=run_id, month=month, status=status
+        )
+
+    def jobs_through(
+        self,
+        latest_run: Callable[[str], Run | None],
+        stored_jobs: Callable[[int | None], list[Job]],
+        *,
+        run_id: int | None,
+        month: str | None,
+        status: str | None,
+    ) -> list[Job]:
+        """:meth:`jobs`, reading the latest run and the stored jobs with these (a
+        cache's), the queued changes on top."""
         if run_id is None and month is not None:
-            latest = self.latest_run(month)
+            latest = latest_run(month)
             if latest is None:
                 return []
             run_id = latest["id"]
-        return self.queued_jobs(self.stored_jobs(run_id), status)
+        return self._queued_jobs(stored_jobs(run_id), status)
 
     def stored_jobs(self, run_id: int | None) -> list[Job]:
         """The stored jobs of a run (of every run: None), without queued changes."""
@@ -158,7 +171,7 @@ class SqlJobStore:
         with self._database.reading("load_jobs") as conn:
             return list(map(rows.job_from_row, raw_rows(conn, query)))
 
-    def queued_jobs(self, found: list[Job], status: str | None) -> list[Job]:
+    def _queued_jobs(self, found: list[Job], status: str | None) -> list[Job]:
         """``found`` with queued changes on top, optionally by status."""
         queued = self._writes.queued(JOBS)
         overlaid = [queued.get(j.id, j) for j in found] if queued else found

@@ -49,7 +49,6 @@ _JOB_PROGRESS_COLUMNS = (
 )
 
 
-
 def new_job_row(run_id: int, district: str, month: str, now: datetime) -> dict[str, Any]:
     return {
         "run_id": run_id,
@@ -275,10 +274,6 @@ def _month_end_upsert(dialect: str) -> Any:
         set_={c: stmt.excluded[c] for c in cols},
         where=stmt.excluded.as_of > month_end_snapshots.c.as_of,
     )
-
-
-# --- engine set-up ------------------------------------------------------------------------------
-
 
 
 def overlay(

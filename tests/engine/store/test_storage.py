@@ -4,7 +4,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -353,20 +352,6 @@ def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
             return False
         time.sleep(0.005)
     return True
-
-
-def test_a_database_of_an_older_version_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with closing(sqlite3.connect(path)) as conn:  # batches as an older version made it
-        conn.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, name TEXT, status TEXT)")
-        conn.execute("INSERT INTO batches VALUES (1, 'kept', 'finished')")
-        conn.commit()
-    with pytest.raises(StorageError, match="older version.*batches has no column config.*delete"):
-        open_storage(StorageSettings(db_url=f"sqlite:///{path}"))
-    with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("SELECT name FROM batches").fetchall() == [("kept",)]
-        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        assert tables == [("batches",)]  # untouched: nothing was added either
 
 
 def _deferred(url: str, *, batch_size: int, max_delay_ms: int) -> tuple[Storage, Deferred]:
