@@ -148,6 +148,10 @@ class CachedJobStore:
     def __init__(self, inner: SqlJobStore, writes: WritePolicy, cache: ReadCache) -> None:
         self._inner = inner
         self._cache = cache
+        # Nothing cached is dropped by a check's writes: reads see the queued writes on
+        # top of it, and the flush that commits them drops it (_forget_flushed). So the
+        # hot per-check write is the inner store's own, called straight.
+        self.save_progress = inner.save_progress
         writes.listen(self._forget_flushed)
 
     # --- runs and jobs ------------------------------------------------------------------------
@@ -188,13 +192,6 @@ class CachedJobStore:
         self._inner.transition(job)
         self._cache.drop({job.id}, {job.run_id})  # a new status alters the run's listing
         return job
-
-    def save_progress(
-        self, job: Job, entry: TimelineEntry | None, month_end: Snapshot | None
-    ) -> None:
-        # Nothing cached is dropped here: reads see the queued writes on top of it,
-        # and the flush that commits them drops it (_forget_flushed).
-        self._inner.save_progress(job, entry, month_end)
 
     # --- timelines and month-end snapshots ----------------------------------------------
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select
@@ -209,17 +208,14 @@ class SqlJobStore:
     ) -> None:
         """Record one check (see :class:`JobStore`). An immediate policy commits the
         entry, the job and the snapshot one by one; a deferred one queues them."""
-        writes: list[Write] = []
-        if entry is not None:
-            writes.append((ENTRIES, (entry.job_id, entry.as_of), entry))
-        writes.append((JOBS, job.id, job))
+        if entry is None:
+            writes: tuple[Write, ...] = ((JOBS, job.id, job),)
+        else:  # the usual check: a tuple built at once (this runs at every check)
+            writes = ((ENTRIES, (entry.job_id, entry.as_of), entry), (JOBS, job.id, job))
         if month_end is not None:
-            row = rows.month_end_row(month_end, job.id, self._now())
-            writes.append((MONTH_ENDS, (row["district"], row["month"]), row))
+            row = rows.month_end_row(month_end, job.id, self._clock.now())
+            writes = (*writes, (MONTH_ENDS, (row["district"], row["month"]), row))
         self._writes.put(writes)
-
-    def _now(self) -> datetime:
-        return self._clock.now()
 
     # --- timelines and month-end snapshots ----------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Table, insert
@@ -119,15 +119,15 @@ class Queue:
     def values(self, kind: Kind) -> dict[Hashable, Any]:
         return self.keyed.get(kind, {})
 
-    def put(self, kind: Kind, key: Hashable, value: Any) -> None:
-        values = self.keyed.get(kind)
-        if values is None:
-            values = self.keyed[kind] = {}
-        if kind.replaces is not None:
-            old = values.get(key)
-            if old is not None and not kind.replaces(old, value):
-                return
-        values[key] = value
+    def put(self, writes: Iterable[Write]) -> None:
+        keyed = self.keyed
+        for kind, key, value in writes:
+            values = keyed.get(kind)
+            if values is None:
+                values = keyed[kind] = {}
+            replaces = kind.replaces
+            if replaces is None or (old := values.get(key)) is None or replaces(old, value):
+                values[key] = value
 
     def write(self, conn: Connection) -> None:
         for kind in sorted(self.keyed, key=lambda k: k.order):
@@ -142,8 +142,7 @@ class Queue:
     def merged_with(self, newer: Queue) -> Queue:
         """This (failed) batch with ``newer`` writes on top."""
         for kind, values in newer.keyed.items():
-            for key, value in values.items():
-                self.put(kind, key, value)
+            self.put((kind, key, value) for key, value in values.items())
         self.inserts.extend(newer.inserts)
         return self
 
@@ -226,8 +225,7 @@ class Deferred:
 
     def put(self, writes: Sequence[Write]) -> None:
         with self._pending_lock:
-            for kind, key, value in writes:
-                self._pending.put(kind, key, value)
+            self._pending.put(writes)
             pending = self._note_pending()
         self._size_trigger(pending)
 
