@@ -8,6 +8,8 @@ the cache is cleared. Session state holds only one tab's UI choices, under
 
 from __future__ import annotations
 
+import atexit
+import logging
 from typing import Any
 
 import streamlit as st
@@ -18,18 +20,29 @@ from engine.app.console import Console
 from engine.errors import EngineError
 from engine.store.urls import safe_url
 
+log = logging.getLogger(__name__)
 REFRESH_S = 2.0  # how often live parts poll the engine
 _PREFIX = "recon_"
 
 
 def _close(console: Console) -> None:
+    atexit.unregister(_close_at_exit)  # one console per process: the only hook
     console.close()
+
+
+def _close_at_exit(console: Console) -> None:
+    try:
+        console.close()
+    except EngineError as exc:
+        log.error("%s: queued writes were not saved; re-running the work rebuilds them", exc)
 
 
 @st.cache_resource(show_spinner="Starting the engine…", on_release=_close)
 def get_console() -> Console:
     """The process's engine: settings from the environment, background threads started."""
     console = Console(settings_mod.load())
+    # Streamlit does not release cached resources when the server stops: flush then.
+    atexit.register(_close_at_exit, console)
     console.start_background()
     return console
 

@@ -22,7 +22,7 @@ from engine.domain import rules
 from engine.domain.models import Job, JobStatus, Phase, Reason, Snapshot, TimelineEntry, month_end
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import ReconSettings
-from engine.store.storage import Storage
+from engine.store.jobs import JobStore
 
 if TYPE_CHECKING:
     from engine.sources.base import Source
@@ -41,17 +41,23 @@ class MonthProgress:
 
 
 class Reconciler:
-    """Drives jobs to completion. Thread-safe: each job is worked by one thread at a time."""
+    """Drives jobs to completion. Thread-safe: each job is worked by one thread at a time.
+
+    ``keep_last_entry``: a replay keeps the job's last entry in memory from one check
+    to the next; False reads it back from the store at every check (naive mode, the
+    "before" of the before/after comparison).
+    """
 
     def __init__(
         self,
         *,
-        storage: Storage,
+        storage: JobStore,
         source: Source,
         settings: ReconSettings,
         clock: Clock,
         instrument: Instrument = NO_INSTRUMENT,
         on_write: Callable[[Job], None] | None = None,
+        keep_last_entry: bool = True,
     ) -> None:
         self.storage = storage
         self.source = source
@@ -59,6 +65,7 @@ class Reconciler:
         self.clock = clock
         self._instrument = instrument
         self._on_write = on_write
+        self._keep_last = keep_last_entry
 
     # --- months ---------------------------------------------------------------------------
 
@@ -111,8 +118,8 @@ class Reconciler:
                 attempts=job.attempts + 1,
             )
         )
-        # Optimized mode keeps the last entry in memory; naive mode reads it back every check.
-        keep = self.storage.optimized
+        # Kept in memory between checks, or read back at every check (naive, the "before").
+        keep = self._keep_last
         last = self.storage.last_entry(job.id, job.month) if keep else None
         day = (job.last_check_date or month_end(job.month)) + timedelta(days=1)
         limit = rules.window_end(job, self.settings) + timedelta(

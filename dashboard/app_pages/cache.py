@@ -10,6 +10,7 @@ import ui
 
 from engine.app import actions, queries
 from engine.cache import LAYERS, POLICIES
+from engine.store.storage import StorageCacheStats
 
 console = runtime.get_console()
 # The what-if curves' axes and legends name the settings as the seed does.
@@ -44,7 +45,7 @@ def statistics() -> bool:
     cols[1].metric("Entries", f"{total['size']} / {total['max_size']}")
     cols[2].metric("Evictions", total["evictions"])
     cols[3].metric("Prefetches", total["prefetches"], help=f"{total['prefetch_hits']} were hit")
-    cols[4].metric("Storage cache entries", storage["size"] + storage["indexSize"])
+    cols[4].metric("Storage cache entries", storage.size + storage.index_size)
     ui.table(rows, key="cache_table", column_config=CACHE_COLUMNS)
     left, mid, right = st.columns(3)
     with left:
@@ -94,16 +95,16 @@ def latency_chart(rows: list[dict[str, object]]) -> None:
     st.plotly_chart(ui.layout(fig, "Hit and miss latency"), key="latency")
 
 
-def storage_cache(stats: dict[str, object]) -> None:
+def storage_cache(stats: StorageCacheStats) -> None:
     st.subheader("Storage cache")
     cols = st.columns(6)
-    cols[0].metric("Jobs cached", stats["size"], help=f"of cacheMaxSize {stats['cacheMaxSize']}")
-    cols[1].metric("Index entries", stats["indexSize"])
-    cols[2].metric("Storage hit rate", ui.percent(stats["hitRate"]))
-    cols[3].metric("Hits / misses", f"{stats['hits']} / {stats['misses']}")
-    cols[4].metric("Pending writes", stats["pendingWrites"])
-    cols[5].metric("DB round trips", stats["roundtrips"])
-    if not stats["enableInMemoryCache"]:
+    cols[0].metric("Jobs cached", stats.size, help=f"of cacheMaxSize {stats.cache_max_size}")
+    cols[1].metric("Index entries", stats.index_size)
+    cols[2].metric("Storage hit rate", ui.percent(stats.hit_rate))
+    cols[3].metric("Hits / misses", f"{stats.hits} / {stats.misses}")
+    cols[4].metric("Pending writes", stats.pending_writes)
+    cols[5].metric("DB round trips", stats.roundtrips)
+    if not stats.enable_in_memory_cache:
         st.caption("The storage cache is off (naive mode or enableInMemoryCache false).")
 
 

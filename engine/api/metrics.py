@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from engine.api.schemas import StorageCacheOut
 from engine.app.console import Console
 
 
@@ -67,9 +66,7 @@ class EngineCollector:
         yield from (hits, misses, evictions, rate, size)
 
     def _storage(self) -> Iterator[Metric]:
-        # Read through the response model: it takes the engine's figures under either
-        # spelling (camelCase keys, snake_case keys or attributes).
-        storage = StorageCacheOut.model_validate(self._console.storage.cache_stats())
+        storage = self._console.storage.cache_stats()
         yield CounterMetricFamily(
             "recon_storage_cache_hits", "Storage cache hits", value=storage.hits
         )

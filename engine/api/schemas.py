@@ -50,6 +50,7 @@ from engine.errors import ConfigError
 from engine.monitor.core import Bottleneck, OperationStats
 from engine.reconcile import MonthProgress
 from engine.settings import BatchSettings
+from engine.store.storage import StorageCacheStats
 
 MAX_JOBS = 1_000
 """Jobs (districts) one request may start."""
@@ -425,16 +426,7 @@ class CacheStatsOut(CacheFiguresOut):
     layers: dict[str, CacheLayerOut]
 
 
-class StorageCacheOut(Out):
-    enable_in_memory_cache: bool
-    size: int
-    index_size: int
-    cache_max_size: int
-    hits: int
-    misses: int
-    hit_rate: float
-    pending_writes: int
-    roundtrips: int
+StorageCacheOut = derive(StorageCacheStats, name="StorageCacheOut")
 
 
 # --- envelopes ---------------------------------------------------------------------------------
@@ -499,7 +491,7 @@ class ReportOut(Out):
 
 class CacheOut(Out):
     cache: CacheStatsOut
-    storage: StorageCacheOut
+    storage: Annotated[StorageCacheStats, As(StorageCacheOut)]
     timestamp: Timestamp
 
 

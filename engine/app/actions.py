@@ -9,7 +9,6 @@ batches on one month); reads are in :mod:`engine.app.queries`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from engine.cache import LAYERS
 from engine.errors import ConfigError
 from engine.settings import clamp, describe
 from engine.sources.sim import DISTRICTS
-from engine.store.schema import bench_results
+from engine.store.bench import BenchStore
 
 if TYPE_CHECKING:
     from engine.app.console import Console
@@ -80,13 +79,9 @@ def start_comparison(
 
     def work(report: Report) -> dict[str, float]:
         result = _compare(params, report)
-        row = {
-            "created_at": console.clock.now(),
-            "suite": COMPARISON_SUITE,
-            "quick": False,
-            "result": json.dumps({**params, **result}),
-        }
-        console.storage.write(bench_results, [row])
+        BenchStore(console.storage).add(
+            COMPARISON_SUITE, {**params, **result}, quick=False, when=console.clock.now()
+        )
         return result
 
     return console.tasks.start("before/after comparison", work)

@@ -20,15 +20,50 @@ from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
 from engine.domain.models import Job, TimelineEntry, month_end, validate_district, validate_month
 from engine.errors import ConfigError, ConflictError, EngineError
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
-from engine.settings import Settings
+from engine.settings import Settings, StorageSettings
 from engine.sources.base import Source
 from engine.sources.factory import make_source
 from engine.store.batches import SqlBatchStore
+from engine.store.cached import CachedJobStore, ReadCache
+from engine.store.database import Database
+from engine.store.jobs import JobStore, SqlJobStore
 from engine.store.perf import SqlPerfStore
 from engine.store.storage import Storage
+from engine.store.writes import Deferred, Immediate, WritePolicy
+
+
+def open_storage(
+    settings: StorageSettings, *, clock: Clock | None = None, instrument: Instrument = NO_INSTRUMENT
+) -> Storage:
+    """The store for ``settings``: the one place that turns the storage mode into parts.
+
+    ``naive`` (the "before"): every write commits at once, every read queries.
+    ``optimized``: deferred, batched writes and a job store behind in-memory caches.
+    """
+    clock = clock or SystemClock()
+    database = Database(settings.db_url, instrument=instrument, labels={"mode": settings.mode})
+    optimized = settings.mode == "optimized"
+    cache = ReadCache(
+        enabled=optimized and settings.enable_in_memory_cache,
+        max_size=settings.cache_max_size,
+        index_timeout_ms=settings.index_cache_timeout_ms,
+        clock=clock,
+    )
+    writes: WritePolicy = Immediate(database)
+    if optimized:
+        writes = Deferred(
+            database,
+            batch_size=settings.batch_size,
+            max_delay_ms=settings.max_write_delay_ms,
+            clock=clock,
+        )
+    sql = SqlJobStore(database, writes, clock=clock)
+    jobs: JobStore = CachedJobStore(sql, writes, cache) if optimized else sql
+    return Storage(database=database, writes=writes, jobs=jobs, cache=cache)
 
 
 class Console:
@@ -40,7 +75,7 @@ class Console:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.recorder = Recorder(clock=self.clock)
-        self.storage = Storage(settings.storage, clock=self.clock, instrument=self.recorder)
+        self.storage = open_storage(settings.storage, clock=self.clock, instrument=self.recorder)
         self.monitor = Monitor(
             settings.monitor,
             clock=self.clock,
@@ -60,6 +95,7 @@ class Console:
             clock=self.clock,
             instrument=self.recorder,
             on_write=self._invalidate,
+            keep_last_entry=optimized,
         )
         self.batch = BatchRunner(
             settings.batch,
@@ -254,4 +290,4 @@ class Console:
             raise failures[0]
 
 
-__all__ = ["Console"]
+__all__ = ["Console", "open_storage"]

@@ -10,13 +10,10 @@ Changes (start, cancel, clear, apply a setting) are in :mod:`engine.app.actions`
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
 
 from engine.app.months import MonthStatus, live_progress, month_batch, status_of
 from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, ItemRecord
@@ -33,7 +30,7 @@ from engine.domain.models import (
 from engine.domain.rules import window_days
 from engine.errors import ConfigError
 from engine.settings import Settings, describe
-from engine.store.schema import bench_results
+from engine.store.bench import BenchStore
 from engine.store.urls import safe_url
 
 if TYPE_CHECKING:
@@ -532,13 +529,9 @@ def _thin(rows: list[dict[str, Any]], key: str, values: Sequence[str]) -> list[d
 
 def bench_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
     """Stored benchmark results (``recon bench`` and the dashboard), newest first."""
-    t = bench_results
-    query = select(t).order_by(t.c.id.desc()).limit(limit)
-    with console.storage.reading("bench_results") as conn:
-        rows = conn.execute(query).all()
     out = []
-    for row in rows:
-        result = json.loads(row.result)
+    for row in BenchStore(console.storage).recent(limit):
+        result = row.result
         out.append(
             {
                 "id": row.id,

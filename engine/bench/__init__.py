@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import json
 import operator
 import os
 import platform
@@ -24,12 +23,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.store.schema import bench_results
-
-if TYPE_CHECKING:
-    from engine.store.storage import Storage
+from engine.store.bench import BenchStore, Transactions
 
 SUITES = ("e2e", "storage", "cache", "batch", "monitor")
 
@@ -151,16 +147,15 @@ def run_suite(name: str, *, quick: bool) -> dict[str, float]:
 
 
 def store(
-    storage: Storage, suite: str, result: Mapping[str, float], *, quick: bool, when: datetime
+    storage: Transactions,
+    suite: str,
+    result: Mapping[str, float],
+    *,
+    quick: bool,
+    when: datetime,
 ) -> None:
     """Record one suite's result (with the machine) in ``bench_results``."""
-    row = {
-        "created_at": when,
-        "suite": suite,
-        "quick": quick,
-        "result": json.dumps({**result, "machine": machine()}),
-    }
-    storage.write(bench_results, [row])
+    BenchStore(storage).add(suite, {**result, "machine": machine()}, quick=quick, when=when)
 
 
 __all__ = [

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from engine.app.console import open_storage
 from engine.batch.runner import BatchRunner
 from engine.bench import alternate, paired_ratio, seconds, summary
 from engine.cancel import CancelToken
@@ -36,7 +37,7 @@ Execute = Callable[[Mapping[str, Any], CancelToken], Any]
 def run(*, quick: bool) -> dict[str, float]:
     noop_items, io_items, repeats = (2_000, 40, 2) if quick else (10_000, 100, 5)
     with tempfile.TemporaryDirectory() as tmp:
-        storage = Storage(StorageSettings(db_url=f"sqlite:///{Path(tmp) / 'bench.db'}"))
+        storage = open_storage(StorageSettings(db_url=f"sqlite:///{Path(tmp) / 'bench.db'}"))
         try:
             ours_t, pool_t = _overhead(storage, noop_items, repeats)
             io = {c: _io_seconds(storage, io_items, c, repeats) for c in (1, 5, 10, 20)}

@@ -23,10 +23,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from engine.app.console import open_storage
 from engine.bench import alternate, paired_ratio, summary
 from engine.domain.models import Job, TimelineEntry
 from engine.settings import StorageSettings
-from engine.store.storage import Storage
 
 NOW = datetime(2025, 7, 1, tzinfo=UTC)
 
@@ -72,7 +72,7 @@ def _write_rates(
 
 def _write_seconds(path: Path, mode: str, n: int, jobs_n: int) -> float:
     """Seconds to write ``n`` entries of ``jobs_n`` jobs to a new file and flush them."""
-    storage = Storage(StorageSettings(db_url=f"sqlite:///{path}", mode=mode, batch_size=1000))
+    storage = open_storage(StorageSettings(db_url=f"sqlite:///{path}", mode=mode, batch_size=1000))
     try:
         jobs = storage.create_run(
             "2025-06", [str(i) for i in range(jobs_n)], mode=mode, source="bench"
@@ -93,14 +93,15 @@ def _read_times(
 ) -> tuple[list[float], list[float]]:
     """Seconds of the single and of the bulk reads in each round."""
     url = f"sqlite:///{folder / 'reads.db'}"
-    writer = Storage(StorageSettings(db_url=url, mode="optimized", batch_size=5000))
+    writer = open_storage(StorageSettings(db_url=url, mode="optimized", batch_size=5000))
     jobs = writer.create_run(
         "2025-06", [str(i) for i in range(jobs_n)], mode="optimized", source="bench"
     )
     for job, entry in _entries(jobs, jobs_n * 10):
         writer.save_progress(job, entry, None)
     writer.close()
-    reader = Storage(StorageSettings(db_url=url, mode="naive"))  # no cache: measure the queries
+    # Naive: no cache, to measure the queries.
+    reader = open_storage(StorageSettings(db_url=url, mode="naive"))
     try:
         run_id = jobs[0].run_id
 

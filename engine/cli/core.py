@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 the engine failed (database, source), 2 bad input.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
 import sys
@@ -46,11 +47,22 @@ class Context:
             from engine.app.console import Console
 
             self._console = Console(self.settings)
+            # Deferred writes reach the database even when the process ends another way
+            # than through main()'s finally (close is idempotent).
+            atexit.register(self._close_at_exit)
         return self._console
 
     def close(self) -> None:
         if self._console is not None:
+            atexit.unregister(self._close_at_exit)
             self._console.close()
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except EngineError as exc:
+            note = "queued writes were not saved; re-running the work rebuilds them"
+            err.print(f"[red]error:[/] {escape(str(exc))} ({note})")
 
 
 def build_parser() -> argparse.ArgumentParser:

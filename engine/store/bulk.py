@@ -42,12 +42,21 @@ def _null(value: None) -> None:
     return value
 
 
-# sqlite3 binds a None only after looking it up in its adapter registry, then asking
-# PrepareProtocol for ``__adapt__`` (an AttributeError raised and cleared), then None
-# for ``__conform__``: about 1,000 instructions for each NULL, and a job's progress row
-# has seven. An adapter for None that returns it as it is is found at the first step;
-# what is bound does not change.
-sqlite3.register_adapter(type(None), _null)
+def bind_nulls_fast() -> None:
+    """Let sqlite3 bind a None at the first step of its adapter lookup.
+
+    sqlite3 binds a None only after looking it up in its adapter registry, then asking
+    PrepareProtocol for ``__adapt__`` (an AttributeError raised and cleared), then None
+    for ``__conform__``: about 1,000 instructions for each NULL, and a job's progress
+    row has seven. An adapter for None that returns it as it is is found at the first
+    step; what is bound does not change.
+
+    The registry is process-wide and sqlite3 has no per-connection one, and no
+    conversion before the bind can help (a NULL must reach sqlite3 as None). So this
+    stays process-wide, but it is done when a SQLite database is opened (not at
+    import), and it changes nothing another user of sqlite3 could see. Idempotent.
+    """
+    sqlite3.register_adapter(type(None), _null)
 
 
 class Prepared:
@@ -193,4 +202,4 @@ def dialect_insert(dialect: str, table: Table) -> Any:
     return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
-__all__ = ["Prepared", "dialect_insert", "raw_columns", "raw_rows"]
+__all__ = ["Prepared", "bind_nulls_fast", "dialect_insert", "raw_columns", "raw_rows"]

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
+from engine.app.console import open_storage
 from engine.domain.models import ALL_METRICS, month_end, next_month
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS
 from engine.store.schema import jobs, perf_aggregates, perf_resources, runs, timeline
-from engine.store.storage import Storage
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ("close", "batch", "cache", "performance", "before_after", "settings")
@@ -52,7 +52,7 @@ OPERATIONS = (
 
 
 def build(url: str) -> None:
-    storage = Storage(StorageSettings(db_url=url, mode="naive"))
+    storage = open_storage(StorageSettings(db_url=url, mode="naive"))
     rng = random.Random(1)
     now = datetime.now(UTC)
     month = "2018-07"

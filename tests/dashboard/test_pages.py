@@ -10,13 +10,12 @@ from datetime import UTC, date, datetime
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.app.console import Console
+from engine.app.console import Console, open_storage
 from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
 from engine.store.schema import bench_results
-from engine.store.storage import Storage
 
 from .conftest import DISTRICTS, MONTH
 
@@ -227,7 +226,7 @@ def test_performance_page_shows_operations_and_advice(app: Open, populated: str)
 
 
 def test_before_after_lists_stored_results_with_their_charts(app: Open, db_url: str):
-    storage = Storage(StorageSettings(db_url=db_url, mode="naive"))
+    storage = open_storage(StorageSettings(db_url=db_url, mode="naive"))
     result = {
         "naive_s": 12.0,
         "optimized_s": 1.0,

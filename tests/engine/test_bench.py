@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from engine.app.console import open_storage
 from engine.bench import TARGETS, Target, e2e
 from engine.cli.core import main
 from engine.errors import ConfigError
 from engine.settings import StorageSettings
 from engine.store.schema import bench_results
-from engine.store.storage import Storage
 
 # The fields the benchmarks issue names for each suite.
 FIELDS = {
@@ -87,7 +87,7 @@ def test_quick_run_of_every_suite_writes_json_markdown_and_the_database(tmp_path
     table = md.read_text()
     assert "| e2e | speedup |" in table and "| >= 10 |" in table
 
-    storage = Storage(StorageSettings(db_url=url))
+    storage = open_storage(StorageSettings(db_url=url))
     try:
         with storage.reading() as conn:
             rows = conn.execute(select(bench_results)).all()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from engine.app.console import open_storage
 from engine.cancel import NEVER, CancelToken
 from engine.clock import FakeClock
 from engine.domain.models import JobStatus, Reason, Snapshot, month_end
@@ -38,25 +39,37 @@ def snaps(
 
 
 @pytest.fixture(params=["naive", "optimized"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    s = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode=request.param))
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def storage(mode: str, tmp_path: Path) -> Iterator[Storage]:
+    s = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode=mode))
     yield s
     s.close()
 
 
-def reconciler(storage: Storage, script: dict[date, Snapshot], **recon: object) -> Reconciler:
+def reconciler(
+    storage: Storage, script: dict[date, Snapshot], mode: str, **recon: object
+) -> Reconciler:
+    """A reconciler as the console builds it for ``mode``."""
     settings = ReconSettings(**recon)  # type: ignore[arg-type]
     return Reconciler(
-        storage=storage, source=ScriptedSource({"42": script}), settings=settings, clock=FakeClock()
+        storage=storage,
+        source=ScriptedSource({"42": script}),
+        settings=settings,
+        clock=FakeClock(),
+        keep_last_entry=mode == "optimized",
     )
 
 
-def test_closing_ended_keeps_last_target_month_snapshot(storage: Storage) -> None:
+def test_closing_ended_keeps_last_target_month_snapshot(storage: Storage, mode: str) -> None:
     script = snaps(
         [1000, 1050, 1060, 1060, 1060, 1060, 1061, 900], data_month="2025-03", next_from=8
     )
-    r = reconciler(storage, script)
-    (job,) = r.start_month("2025-03", ["42"], mode=storage.settings.mode)
+    r = reconciler(storage, script, mode)
+    (job,) = r.start_month("2025-03", ["42"], mode=mode)
     done = r.replay(job.id)
     assert done.status == JobStatus.COMPLETED and done.reason == Reason.CLOSING_ENDED
     assert done.final_as_of == day(6)  # the last target-month as-of date
@@ -67,9 +80,9 @@ def test_closing_ended_keeps_last_target_month_snapshot(storage: Storage) -> Non
     assert done.significant_changes == 1  # 1000 -> 1050 only; 1050 -> 1060 is under 1 %
 
 
-def test_source_without_data_month_falls_back_to_stable(storage: Storage) -> None:
+def test_source_without_data_month_falls_back_to_stable(storage: Storage, mode: str) -> None:
     script = snaps([1000, 1100, 1100, 1101, 1101, 1101, 1101, 1101], data_month=None)
-    done = (r := reconciler(storage, script)).replay(
+    done = (r := reconciler(storage, script, mode)).replay(
         r.start_month("2025-03", ["42"], mode="x")[0].id
     )
     assert done.reason == Reason.STABLE
@@ -77,17 +90,19 @@ def test_source_without_data_month_falls_back_to_stable(storage: Storage) -> Non
     assert storage.month_end_snapshots("2025-03")["42"].metrics["membership"] == 1101
 
 
-def test_window_reached_after_extensions_while_changes_continue(storage: Storage) -> None:
+def test_window_reached_after_extensions_while_changes_continue(
+    storage: Storage, mode: str
+) -> None:
     growing = [1000 * 1.05**i for i in range(40)]  # significant change every day
-    r = reconciler(storage, snaps(growing, data_month=None))
+    r = reconciler(storage, snaps(growing, data_month=None), mode)
     done = r.replay(r.start_month("2025-03", ["42"], mode="x")[0].id)
     assert done.reason == Reason.WINDOW_REACHED
     assert done.extension_days == 5 and done.last_check_date == day(20)
 
 
-def test_no_finalization_while_closing_data_is_still_published(storage: Storage) -> None:
+def test_no_finalization_while_closing_data_is_still_published(storage: Storage, mode: str) -> None:
     flat = [1000.0] * 18 + [1000.0]  # quiet for 17 days, closing ends on day 19
-    r = reconciler(storage, snaps(flat, data_month="2025-03", next_from=19))
+    r = reconciler(storage, snaps(flat, data_month="2025-03", next_from=19), mode)
     done = r.replay(r.start_month("2025-03", ["42"], mode="x")[0].id)
     assert done.reason == Reason.CLOSING_ENDED and done.last_check_date == day(19)
 
@@ -118,7 +133,7 @@ def _final_state(storage: Storage, r: Reconciler, job_id: int) -> tuple[object, 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> None:
     members = [1000, 1050, 1100, 1100, 1120, 1120, 1120, 1120, 1130, 1130, 800]
     script = snaps(members, data_month="2025-03", next_from=11)
-    straight = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'a.db'}"))
+    straight = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'a.db'}"))
     r = Reconciler(
         storage=straight,
         source=ScriptedSource({"42": script}),
@@ -128,7 +143,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> 
     expected = _final_state(straight, r, r.start_month("2025-03", ["42"], mode="optimized")[0].id)
     straight.close()
 
-    resumed = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'b.db'}"))
+    resumed = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'b.db'}"))
     token = CancelToken()
     r = Reconciler(
         storage=resumed,

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.app.console import open_storage
 from engine.cli.core import main
 from engine.domain.models import validate_district
 from engine.errors import ConfigError, ParseError
 from engine.settings import StorageSettings
 from engine.sources.parse import build_snapshot, parse_export
 from engine.sources.sim import Simulator
-from engine.store.storage import Storage
 
 from .conftest import soak
 
@@ -160,7 +160,7 @@ HOSTILE = "1'; DROP TABLE jobs;--"
 def test_hostile_district_id_refused_and_stored_harmlessly(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="district"):
         validate_district(HOSTILE)
-    storage = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    storage = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'x.db'}"))
     try:
         # past validation (as a bug might let it), it is only ever a bound parameter
         (job,) = storage.create_run("2025-06", [HOSTILE], mode="optimized", source="test")

@@ -11,19 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from engine.api.deps import ConsoleDep
 from engine.api.schemas import HealthOut
 from engine.errors import StorageError
-from engine.store.storage import Storage
 
 router = APIRouter()
-
-
-def _ping(storage: Storage) -> None:
-    """Reach the database or raise :class:`StorageError`.
-
-    MERGE (issue #15): the store branch adds ``Storage.ping()``; replace this
-    function's one use below with ``console.storage.ping()`` and delete it.
-    """
-    with storage.reading("ping"):
-        pass  # opening a connection reaches the database
 
 
 @router.get(
@@ -34,7 +23,7 @@ def _ping(storage: Storage) -> None:
 def healthz(console: ConsoleDep) -> Any:
     """Whether the database answers a trivial query."""
     try:
-        _ping(console.storage)
+        console.storage.ping()
     except StorageError as exc:
         detail = str(exc).splitlines()[0]
         return JSONResponse({"status": "fail", "database": detail}, status_code=503)

@@ -29,7 +29,6 @@ from engine.api.schemas import (
     ReportSummaryOut,
     ResourcesOut,
     StatsOut,
-    StorageCacheOut,
 )
 
 router = APIRouter(prefix=f"{PREFIX}/performance")
@@ -127,7 +126,7 @@ def cache(console: ConsoleDep) -> CacheOut:
     """The cache service's statistics (total and per layer) and the storage cache's."""
     return CacheOut(
         cache=cache_out(console.cache.stats()),
-        storage=StorageCacheOut.model_validate(console.storage.cache_stats()),
+        storage=console.storage.cache_stats(),
         timestamp=console.clock.now(),
     )
 

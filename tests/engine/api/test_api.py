@@ -190,7 +190,7 @@ def test_cache_statistics_and_clearing(worked: tuple[Console, httpx.Client]) -> 
     assert console.cache.stats()["total"]["size"] == 0
     both = ok(client.post(f"{PERF}/cache/clear", json={"clearCache": False, "clearStorage": True}))
     assert both["clearedItems"] == 1 and both["cacheEntriesCleared"] == 0
-    assert console.storage.cache_stats()["size"] == 0
+    assert console.storage.cache_stats().size == 0
 
 
 # --- batches and jobs -------------------------------------------------------------------------

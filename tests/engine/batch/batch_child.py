@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select
 
+from engine.app.console import open_storage
 from engine.batch.runner import BatchRunner
 from engine.cancel import CancelToken
 from engine.settings import BatchSettings, StorageSettings
@@ -63,7 +64,7 @@ def build(
 
 
 def main(url: str) -> None:
-    storage = Storage(StorageSettings(db_url=url))
+    storage = open_storage(StorageSettings(db_url=url))
     runner = build(storage, hang=True)
     runner.submit([{"n": n} for n in range(1, ITEMS + 1)], name="killed mid-way")
     runner.run()

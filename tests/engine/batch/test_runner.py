@@ -20,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from engine.app.console import open_storage
 from engine.batch.runner import BatchProgress, BatchRunner, ItemSpec
 from engine.cancel import CancelToken
 from engine.clock import FakeClock
@@ -47,7 +48,7 @@ def url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def storage(url: str) -> Iterator[Storage]:
-    s = Storage(StorageSettings(db_url=url))
+    s = open_storage(StorageSettings(db_url=url))
     yield s
     s.close()
 
@@ -526,7 +527,7 @@ def test_resume_after_sigkill_runs_every_item_exactly_once(url: str, tmp_path: P
             n for (n,) in conn.execute("SELECT item_id FROM batch_items WHERE status = 'succeeded'")
         }
     calls: list[tuple[str, int]] = []
-    storage = Storage(StorageSettings(db_url=url))
+    storage = open_storage(StorageSettings(db_url=url))
     try:
         runner = batch_child.build(storage, hang=False, calls=calls)
         (batch_id,) = runner.resume()

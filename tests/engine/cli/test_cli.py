@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine.app.console import open_storage
 from engine.cli.core import main
 from engine.settings import Settings
-from engine.store.storage import Storage
 from tests.engine.api.test_api import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -26,7 +26,7 @@ FIELDS = ["district", "status", "phase", "reason", "final_as_of", "checks", "sig
 
 
 def finals(db: Path) -> dict[str, tuple[object, ...]]:
-    storage = Storage(Settings().with_values("storage", db_url=f"sqlite:///{db}").storage)
+    storage = open_storage(Settings().with_values("storage", db_url=f"sqlite:///{db}").storage)
     try:
         snaps = storage.month_end_snapshots(MONTH)
         return {d: (s.as_of, dict(s.metrics)) for d, s in snaps.items()}

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from engine.app.console import open_storage
 from engine.clock import FakeClock
 from engine.monitor.core import Monitor
 from engine.settings import MonitorSettings, StorageSettings
@@ -30,7 +31,8 @@ def make_store(tmp_path: Path, clock: FakeClock) -> Iterator[MakeStore]:
     made: list[Storage] = []
 
     def make() -> SqlPerfStore:
-        storage = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'perf.db'}"), clock=clock)
+        url = f"sqlite:///{tmp_path / 'perf.db'}"
+        storage = open_storage(StorageSettings(db_url=url), clock=clock)
         made.append(storage)
         return SqlPerfStore(storage)
 

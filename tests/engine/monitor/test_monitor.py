@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.app.console import open_storage
 from engine.cli.core import main
 from engine.clock import FakeClock
 from engine.monitor.core import Monitor
 from engine.settings import MonitorSettings, StorageSettings
 from engine.store.perf import SqlPerfStore
-from engine.store.storage import Storage
 from tests.engine.monitor.support import Reader, record_ms
 
 
@@ -44,7 +44,7 @@ def test_perf_commands_read_history_of_another_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'perf.db'}"
-    storage = Storage(StorageSettings(db_url=url))
+    storage = open_storage(StorageSettings(db_url=url))
     writer = Monitor(
         MonitorSettings(), store=SqlPerfStore(storage), resource_reader=Reader(rss_mb=64)
     )

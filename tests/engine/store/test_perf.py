@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.app.console import open_storage
 from engine.errors import StorageError
 from engine.monitor.resources import RESOURCE_FIELDS
 from engine.settings import StorageSettings
@@ -47,7 +48,8 @@ def sample(seconds: float, **gauges: float) -> ResourceSample:
 
 @pytest.fixture(params=["naive", "optimized"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    s = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'perf.db'}", mode=request.param))
+    url = f"sqlite:///{tmp_path / 'perf.db'}"
+    s = open_storage(StorageSettings(db_url=url, mode=request.param))
     yield s
     s.close()
 

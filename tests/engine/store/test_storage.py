@@ -4,7 +4,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,11 +14,17 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.dialects import sqlite
 
+from engine.app.console import open_storage
 from engine.domain.models import Job, JobStatus, MetricChange, Phase, Snapshot, TimelineEntry
 from engine.errors import StorageError
 from engine.settings import StorageSettings
+from engine.store.cached import CachedJobStore, ReadCache
+from engine.store.database import Database
+from engine.store.jobs import SqlJobStore
+from engine.store.rows import to_json
 from engine.store.schema import ISODate, UTCDateTime, timeline
-from engine.store.storage import _INLINE_FLUSH_FACTOR, Storage, _to_json
+from engine.store.storage import Storage
+from engine.store.writes import INLINE_FLUSH_FACTOR, Deferred
 
 NOW = datetime(2025, 7, 3, tzinfo=UTC)
 
@@ -46,7 +51,7 @@ class StorageContract:
 
     @pytest.fixture
     def storage(self, url: str) -> Iterator[Storage]:
-        s = Storage(StorageSettings(db_url=url, mode=self.mode))
+        s = open_storage(StorageSettings(db_url=url, mode=self.mode))
         yield s
         s.close()
 
@@ -62,7 +67,7 @@ class StorageContract:
     def test_transition_is_committed_before_it_returns(self, storage: Storage, url: str) -> None:
         (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
         storage.transition(replace(job, status=JobStatus.ACTIVE, phase=Phase.MONITORING))
-        other = Storage(StorageSettings(db_url=url, mode="naive"))
+        other = open_storage(StorageSettings(db_url=url, mode="naive"))
         try:
             assert other.get_job(job.id).status == JobStatus.ACTIVE
         finally:
@@ -88,7 +93,7 @@ class StorageContract:
         assert storage.pending_writes() == 0
         storage.save_progress(replace(job, checks=2), entry(job.id, 3, 101), snap(3, 101))
         storage.close()
-        reopened = Storage(StorageSettings(db_url=url, mode="naive"))
+        reopened = open_storage(StorageSettings(db_url=url, mode="naive"))
         try:
             assert reopened.get_job(job.id).checks == 2
             assert [e.as_of.day for e in reopened.timeline(job.id)] == [2, 3]
@@ -162,7 +167,7 @@ class StorageContract:
         checked = datetime(2025, 7, 3, 12, 0, tzinfo=UTC)  # no microseconds
         storage.save_progress(job, replace(entry(job.id, 2, 100), checked_at=checked), None)
         storage.flush()
-        other = Storage(StorageSettings(db_url=url, mode="naive"))
+        other = open_storage(StorageSettings(db_url=url, mode="naive"))
         try:
             got = other.get_job(job.id)
             (stored,) = other.timeline(job.id)
@@ -186,7 +191,7 @@ class StorageContract:
         significant = (date(2025, 7, 2), date(2025, 7, 4))
         storage.save_progress(replace(job, significant_dates=significant), written, None)
         storage.flush()
-        other = Storage(StorageSettings(db_url=url, mode="naive"))
+        other = open_storage(StorageSettings(db_url=url, mode="naive"))
         try:
             assert other.timeline(job.id) == (written,)
             assert other.timelines([job.id]) == {job.id: (written,)}
@@ -208,7 +213,7 @@ class TestOptimizedStorage(StorageContract):
     mode = "optimized"
 
     def test_writes_wait_for_the_size_trigger(self, url: str) -> None:
-        s = Storage(
+        s = open_storage(
             StorageSettings(db_url=url, mode="optimized", batch_size=3, max_write_delay_ms=60_000)
         )
         try:
@@ -217,7 +222,7 @@ class TestOptimizedStorage(StorageContract):
             assert s.pending_writes() == 2
             s.save_progress(job, entry(job.id, 3, 101), None)  # 3 pending: the flusher writes
             assert _eventually(lambda: s.pending_writes() == 0)
-            reader = Storage(StorageSettings(db_url=url, mode="naive"))
+            reader = open_storage(StorageSettings(db_url=url, mode="naive"))
             assert len(reader.timeline(job.id)) == 2
             reader.close()
         finally:
@@ -226,7 +231,7 @@ class TestOptimizedStorage(StorageContract):
     def test_a_writer_far_ahead_of_a_failing_flusher_flushes_itself_and_sees_the_error(
         self, url: str
     ) -> None:
-        s = Storage(
+        s = open_storage(
             StorageSettings(db_url=url, mode="optimized", batch_size=2, max_write_delay_ms=60_000)
         )
         try:
@@ -235,7 +240,7 @@ class TestOptimizedStorage(StorageContract):
                 conn.exec_driver_sql("ALTER TABLE timeline RENAME TO timeline_away")
                 conn.commit()
             days: list[date] = []
-            inline = _INLINE_FLUSH_FACTOR * 2  # pending writes: the entries and the job
+            inline = INLINE_FLUSH_FACTOR * 2  # pending writes: the entries and the job
             with pytest.raises(StorageError, match="storage flush"):
                 for n in range(2 * inline):
                     days.append(date(2025, 7, 1) + timedelta(days=n))
@@ -253,7 +258,7 @@ class TestOptimizedStorage(StorageContract):
             s.close()
 
     def test_failed_flush_keeps_writes_queued(self, url: str, tmp_path: Path) -> None:
-        s = Storage(StorageSettings(db_url=url, mode="optimized", batch_size=1000))
+        s = open_storage(StorageSettings(db_url=url, mode="optimized", batch_size=1000))
         (job,) = s.create_run("2025-06", ["42"], mode="optimized", source="sim")
         s.save_progress(job, entry(job.id, 2, 100), None)
         with s.engine.connect() as conn:  # make the flush fail: the table is gone
@@ -271,7 +276,7 @@ class TestOptimizedStorage(StorageContract):
 
 
 def test_sqlite_stores_iso_text_in_utc(tmp_path: Path) -> None:
-    s = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode="naive"))
+    s = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode="naive"))
     try:
         (job,) = s.create_run("2025-06", ["42"], mode="naive", source="sim")
         local = datetime(2025, 7, 3, 14, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
@@ -286,7 +291,7 @@ def test_sqlite_stores_iso_text_in_utc(tmp_path: Path) -> None:
 
 
 def test_unreadable_stored_metrics_are_an_error_that_names_the_job(tmp_path: Path) -> None:
-    s = Storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode="naive"))
+    s = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'r.db'}", mode="naive"))
     try:
         (job,) = s.create_run("2025-06", ["42"], mode="naive", source="sim")
         s.save_progress(job, entry(job.id, 2, 100), None)
@@ -333,10 +338,10 @@ _METRICS = st.dictionaries(
 def test_metrics_and_changes_are_written_as_json_dumps_writes_them(
     metrics: dict[str, float], changes: list[tuple[str, float, float, bool]]
 ) -> None:
-    assert _to_json(metrics) == json.dumps(metrics, sort_keys=True)
-    assert _to_json([list(c) for c in changes]) == json.dumps([list(c) for c in changes])
+    assert to_json(metrics) == json.dumps(metrics, sort_keys=True)
+    assert to_json([list(c) for c in changes]) == json.dumps([list(c) for c in changes])
     with pytest.raises(TypeError, match="not JSON serializable"):
-        _to_json({"membership": object()})
+        to_json({"membership": object()})
 
 
 def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
@@ -349,27 +354,20 @@ def _eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
     return True
 
 
-def test_a_database_of_an_older_version_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with closing(sqlite3.connect(path)) as conn:  # batches as an older version made it
-        conn.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, name TEXT, status TEXT)")
-        conn.execute("INSERT INTO batches VALUES (1, 'kept', 'finished')")
-        conn.commit()
-    with pytest.raises(StorageError, match="older version.*batches has no column config.*delete"):
-        Storage(StorageSettings(db_url=f"sqlite:///{path}"))
-    with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("SELECT name FROM batches").fetchall() == [("kept",)]
-        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        assert tables == [("batches",)]  # untouched: nothing was added either
+def _deferred(url: str, *, batch_size: int, max_delay_ms: int) -> tuple[Storage, Deferred]:
+    """Optimized storage built from its parts, with its write policy at hand."""
+    database = Database(url)
+    writes = Deferred(database, batch_size=batch_size, max_delay_ms=max_delay_ms)
+    cache = ReadCache(enabled=True, max_size=1000, index_timeout_ms=30_000)
+    jobs = CachedJobStore(SqlJobStore(database, writes), writes, cache)
+    return Storage(database=database, writes=writes, jobs=jobs, cache=cache), writes
 
 
 def test_reads_during_a_background_flush_see_its_writes_and_cache_nothing_stale(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'recon.db'}"
-    s = Storage(
-        StorageSettings(db_url=url, mode="optimized", batch_size=2, max_write_delay_ms=60_000)
-    )
+    s, writes = _deferred(url, batch_size=2, max_delay_ms=60_000)
     try:
         (job,) = s.create_run("2025-06", ["42"], mode="optimized", source="sim")
         assert s.get_job(job.id).checks == 0 and s.timeline(job.id) == ()  # cached as they are
@@ -378,7 +376,7 @@ def test_reads_during_a_background_flush_see_its_writes_and_cache_nothing_stale(
         blocker.execute("BEGIN IMMEDIATE")  # the flusher's commit waits for this writer
         try:
             s.save_progress(replace(job, checks=1), entry(job.id, 2, 100), None)  # 2: flush
-            assert _eventually(s._flush_lock.locked)  # the flush is under way, waiting
+            assert _eventually(writes.flushing)  # the flush is under way, waiting
             assert s.get_job(job.id).checks == 1
             assert [e.as_of.day for e in s.timeline(job.id)] == [2]
             assert [j.checks for j in s.jobs(run_id=job.run_id)] == [1]
@@ -396,7 +394,7 @@ def test_reads_during_a_background_flush_see_its_writes_and_cache_nothing_stale(
 @pytest.mark.parametrize("cached", [2, 10])  # fewer / more cache entries than written jobs
 def test_a_flush_drops_from_the_cache_only_the_jobs_it_wrote(tmp_path: Path, cached: int) -> None:
     url = f"sqlite:///{tmp_path / 'recon.db'}"
-    s = Storage(StorageSettings(db_url=url, mode="optimized", max_write_delay_ms=60_000))
+    s = open_storage(StorageSettings(db_url=url, mode="optimized", max_write_delay_ms=60_000))
     try:
         run = s.create_run("2025-06", [str(d) for d in range(10)], mode="optimized", source="sim")
         for job in run[-cached:]:
@@ -405,11 +403,11 @@ def test_a_flush_drops_from_the_cache_only_the_jobs_it_wrote(tmp_path: Path, cac
         for job in written:
             s.save_progress(replace(job, checks=1), entry(job.id, 2, 100), None)
         s.flush()
-        hits = s.cache_hits
+        hits = s.cache_stats().hits
         for job in run[-cached:]:
             s.get_job(job.id), s.timeline(job.id)
         kept = [j for j in run[-cached:] if j not in written]
-        assert s.cache_hits - hits == 2 * len(kept)  # the written jobs were loaded again
+        assert s.cache_stats().hits - hits == 2 * len(kept)  # the written jobs were loaded again
         assert all(s.get_job(j.id).checks == 1 and len(s.timeline(j.id)) == 1 for j in written)
     finally:
         s.close()

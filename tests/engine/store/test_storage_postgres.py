@@ -10,7 +10,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from engine.app.console import Console
+from engine.errors import StorageError
 from engine.settings import Settings
+from engine.store.database import Database
+from engine.store.migrate import SCHEMA_VERSION, stamp_version, stored_version
 from tests.engine.store.test_storage import StorageContract
 from tests.postgres import postgres_server
 
@@ -66,3 +69,17 @@ def test_month_end_run_on_postgres(pg_url: str) -> None:
     ]  # fmt: skip
     assert sorted(finals) == ["1", "2", "F"]
     assert all(s.metrics["membership"] > 0 for s in finals.values())
+
+
+def test_the_schema_version_row_on_postgres(pg_url: str) -> None:
+    database = Database(pg_url)
+    try:
+        with database.engine.connect() as conn:
+            assert stored_version(conn) == SCHEMA_VERSION
+        Database(pg_url).close()  # the same version: opened as it is
+        with database.transaction("stamp") as conn:
+            stamp_version(conn, SCHEMA_VERSION + 1)
+    finally:
+        database.close()
+    with pytest.raises(StorageError, match=f"newer version \\(schema {SCHEMA_VERSION + 1}; "):
+        Database(pg_url)

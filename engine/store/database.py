@@ -1,0 +1,162 @@
+"""The database: a SQLAlchemy engine (SQLite file by default, WAL; PostgreSQL by
+URL), its transactions and reads, timed and with errors as :class:`StorageError`.
+
+One :class:`Database` per process and URL. It opens the schema on creation
+(checked, migrated or refused: see :mod:`engine.store.migrate`). Writers take
+one process-wide write lock (SQLite allows one writer anyway) and, on SQLite,
+the database's write lock up front (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from threading import Lock
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.errors import StorageError
+from engine.instrument import NO_INSTRUMENT, Instrument
+from engine.store.bulk import bind_nulls_fast
+from engine.store.migrate import open_schema
+
+
+class Database:
+    """Transactions and reads on one database. Thread-safe.
+
+    Args:
+        url: a SQLAlchemy URL; a SQLite file's folder is made if missing.
+        instrument: times every transaction and read as ``storage.<operation>``.
+        labels: added to every timing (e.g. the storage mode, for the monitor).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instrument: Instrument = NO_INSTRUMENT,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.roundtrips = 0  # statements sent; approximate under threads: a statistic
+        self._instrument = instrument
+        self._labels = dict(labels or {})
+        self._write_lock = Lock()
+        self.engine = _make_engine(url, self._count)
+        try:
+            open_schema(self.engine, url)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise StorageError("open", f"{url}: {exc}") from exc
+        except StorageError:
+            self.engine.dispose()
+            raise
+
+    def _count(self, *_: object) -> None:
+        self.roundtrips += 1
+
+    @contextlib.contextmanager
+    def transaction(self, operation: str = "transaction") -> Iterator[Connection]:
+        """A connection inside one transaction, committed on exit (write lock held)."""
+        with self.timed(operation), self._write_lock:
+            try:
+                with self.engine.connect() as conn:
+                    conn = conn.execution_options(immediate=True)
+                    with conn.begin():
+                        yield conn
+            except SQLAlchemyError as exc:
+                raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
+
+    @contextlib.contextmanager
+    def reading(self, operation: str = "read") -> Iterator[Connection]:
+        """A connection for reads (one transaction: one snapshot)."""
+        with self.timed(operation):
+            try:
+                with self.engine.connect() as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
+
+    def write(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows and commit before returning."""
+        if rows:
+            with self.transaction("write") as conn:
+                conn.execute(insert(table), [dict(r) for r in rows])
+
+    def ping(self) -> None:
+        """Raise :class:`StorageError` unless the database answers a trivial query.
+
+        Not timed: health probes are not engine work."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise StorageError("ping", _brief(exc), transient=_is_locked(exc)) from exc
+
+    def timed(self, operation: str) -> contextlib.AbstractContextManager[object]:
+        return self._instrument.timed(f"storage.{operation}", **self._labels)
+
+    def close(self) -> None:
+        """Close the connections (the engine's pool)."""
+        self.engine.dispose()
+
+
+# --- engine set-up ------------------------------------------------------------------------------
+
+
+def _make_engine(url: str, on_statement: Any) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url, connect_args=_connect_args(parsed.get_backend_name()))
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StorageError("open", f"cannot use database URL {url!r}: {exc}") from exc
+    event.listen(engine, "before_cursor_execute", on_statement)
+    if engine.dialect.name == "sqlite":
+        bind_nulls_fast()
+        _sqlite_pragmas(engine)
+    return engine
+
+
+def _connect_args(backend: str) -> dict[str, Any]:
+    return {"timeout": 30, "check_same_thread": False} if backend == "sqlite" else {}
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        # WAL: readers never block the writer. FULL: a commit reaches the disk before it
+        # returns, so "committed before reported" holds through a power loss too.
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "foreign_keys=ON",
+            "busy_timeout=30000",
+        ):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the lock up front so concurrent writers wait (busy_timeout)
+        # instead of failing when a read transaction tries to upgrade.
+        immediate = conn.get_execution_options().get("immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _brief(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+
+def _is_locked(exc: SQLAlchemyError) -> bool:
+    return "locked" in _brief(exc).lower() or "busy" in _brief(exc).lower()
+
+
+__all__ = ["Database"]

@@ -1,0 +1,129 @@
+"""The schema version on real SQLite files: stamped, migrated when additive, refused
+otherwise (PostgreSQL's version row: see test_storage_postgres)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from engine.errors import StorageError
+from engine.store.database import Database
+from engine.store.migrate import SCHEMA_VERSION, plan_migration
+from engine.store.schema import metadata
+
+NOW = datetime(2025, 7, 1, tzinfo=UTC).isoformat()
+
+
+def _version(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+def _unversioned(path: Path) -> None:
+    """A database as the code before schema versions made it: every table, version 0,
+    a run with one job."""
+    engine = create_engine(f"sqlite:///{path}")
+    metadata.create_all(engine)
+    engine.dispose()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("INSERT INTO runs VALUES (1, '2025-06', ?, 'naive', 'sim')", (NOW,))
+        conn.execute(
+            "INSERT INTO jobs (id, run_id, district, month, status, created_at, checks, "
+            "significant_changes, stable_days, extension_days, attempts, significant_dates) "
+            "VALUES (1, 1, '42', '2025-06', 'pending', ?, 0, 0, 0, 0, 0, '')",
+            (NOW,),
+        )
+        conn.commit()
+
+
+def test_a_new_database_is_stamped_with_the_current_version(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    Database(f"sqlite:///{path}").close()
+    assert _version(path) == SCHEMA_VERSION
+    assert {t.name for t in metadata.sorted_tables} <= _tables(path)
+
+
+def test_an_unversioned_database_of_the_same_schema_is_stamped_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _unversioned(path)
+    assert _version(path) == 0
+    Database(f"sqlite:///{path}").close()
+    assert _version(path) == SCHEMA_VERSION
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT district, status FROM jobs").fetchall() == [("42", "pending")]
+
+
+def test_an_older_database_is_migrated_when_the_change_is_additive(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _unversioned(path)
+    with closing(sqlite3.connect(path)) as conn:  # older: no bench table, no job error
+        conn.execute("DROP TABLE bench_results")
+        conn.execute("ALTER TABLE jobs DROP COLUMN error")
+        conn.commit()
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        plan = plan_migration(conn)
+    engine.dispose()
+    assert [t.name for t in plan.tables] == ["bench_results"]
+    assert [f"{c.table.name}.{c.name}" for c in plan.columns] == ["jobs.error"]
+    assert plan.refused is None
+
+    Database(f"sqlite:///{path}").close()
+    assert _version(path) == SCHEMA_VERSION
+    assert "bench_results" in _tables(path)
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT district, error FROM jobs").fetchall() == [("42", None)]
+
+
+def test_an_older_database_that_needs_more_than_additions_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    _unversioned(path)
+    with closing(sqlite3.connect(path)) as conn:  # a required column is missing
+        conn.execute("DROP TABLE bench_results")
+        conn.execute("ALTER TABLE jobs DROP COLUMN significant_dates")
+        conn.commit()
+    with pytest.raises(StorageError) as refused:
+        Database(f"sqlite:///{path}")
+    message = str(refused.value)
+    assert f"schema 0; this code uses schema {SCHEMA_VERSION}" in message
+    assert "jobs has no column significant_dates" in message and "delete it" in message
+    assert _version(path) == 0 and "bench_results" not in _tables(path)  # nothing changed
+
+
+def test_a_database_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    Database(f"sqlite:///{path}").close()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        conn.execute("DROP TABLE bench_results")
+        conn.commit()
+    with pytest.raises(StorageError, match=f"newer version \\(schema {SCHEMA_VERSION + 1}; "):
+        Database(f"sqlite:///{path}")
+    assert _version(path) == SCHEMA_VERSION + 1 and "bench_results" not in _tables(path)
+
+
+def test_a_database_of_an_older_version_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as conn:  # batches as an older version made it
+        conn.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, name TEXT, status TEXT)")
+        conn.execute("INSERT INTO batches VALUES (1, 'kept', 'finished')")
+        conn.commit()
+    with pytest.raises(StorageError, match="older version.*batches has no column config.*delete"):
+        Database(f"sqlite:///{path}")
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT name FROM batches").fetchall() == [("kept",)]
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        assert tables == [("batches",)]  # untouched: nothing was added either
