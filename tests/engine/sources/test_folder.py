@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tracemalloc
 from datetime import date, timedelta
 from pathlib import Path
@@ -12,15 +13,18 @@ import pytest
 
 from engine import settings as settings_mod
 from engine.cli import sim as sim_command
-from engine.cli.core import Context
-from engine.domain.models import month_end
+from engine.cli.core import Context, main
+from engine.domain.models import Job, JobStatus, Reason, Snapshot, month_end
 from engine.errors import GapError, ParseError, SourceError
+from engine.settings import Settings
 from engine.sources.folder import FolderSource
 from engine.sources.sim import (
     Simulator,
     SimulatorSource,
     export_dates,
+    export_folder,
 )
+from engine.store.storage import Storage
 from tests.engine.sources.common import CLOSING, DISTRICTS, MONTH, same
 
 
@@ -168,3 +172,95 @@ def test_an_export_over_the_cap_is_refused_unread(tmp_path: Path) -> None:
     assert info.value.source == "2025-04-02/clubperformance_42.csv"
     assert "export of 200,000,000 bytes is over the cap of 20,000,000 bytes" in str(info.value)
     assert "(setting source.max_export_bytes)" in str(info.value)
+
+
+# --- whole runs (`recon run --source FOLDER`) on folders with missing days and files ---
+
+
+def recon_run(folder: Path, db: Path, *extra: str) -> int:
+    argv = ["run", "--month", MONTH, "--source", str(folder), "--db", f"sqlite:///{db}"]
+    return main([*argv, *extra])
+
+
+def results(db: Path) -> tuple[dict[str, Job], dict[str, Snapshot]]:
+    """The month's jobs and month-end snapshots, by district."""
+    storage = Storage(Settings().with_values("storage", db_url=f"sqlite:///{db}").storage)
+    try:
+        return {j.district: j for j in storage.jobs(month=MONTH)}, storage.month_end_snapshots(
+            MONTH
+        )
+    finally:
+        storage.close()
+
+
+@pytest.fixture(scope="module")
+def exported(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``sim``'s exports of :data:`DISTRICTS` for the month, every day of its closing period."""
+    out = tmp_path_factory.mktemp("exports")
+    for _ in export_folder(sim, MONTH, out, districts=DISTRICTS):
+        pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def complete(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Snapshot]:
+    """The month-end snapshots of a run on the whole folder."""
+    db = tmp_path_factory.mktemp("complete") / "recon.db"
+    assert recon_run(exported, db, "--districts", ",".join(DISTRICTS)) == 0
+    return results(db)[1]
+
+
+def test_a_folder_with_a_missing_middle_day_reconciles(
+    sim: Simulator, exported: Path, complete: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    folder = shutil.copytree(exported, tmp_path / "exports")
+    shutil.rmtree(folder / (CLOSING - timedelta(days=2)).isoformat())
+    assert recon_run(folder, tmp_path / "recon.db", "--districts", ",".join(DISTRICTS)) == 0
+    jobs, finals = results(tmp_path / "recon.db")
+    assert {(j.status, j.reason) for j in jobs.values()} == {
+        (JobStatus.COMPLETED, Reason.CLOSING_ENDED)
+    }
+    assert {d: (s.as_of, dict(s.metrics)) for d, s in finals.items()} == {
+        d: (s.as_of, dict(s.metrics)) for d, s in complete.items()
+    }
+    assert all(j.final_as_of == CLOSING - timedelta(days=1) for j in jobs.values())
+
+
+def test_a_folder_without_summaries_reconciles_the_club_figures(
+    exported: Path, complete: dict[str, Snapshot], tmp_path: Path
+) -> None:
+    folder = shutil.copytree(exported, tmp_path / "exports")
+    for summary in folder.glob("*/districtsummary.csv"):
+        summary.unlink()
+    assert recon_run(folder, tmp_path / "recon.db") == 0  # districts from the club files
+    jobs, finals = results(tmp_path / "recon.db")
+    assert sorted(jobs) == sorted(DISTRICTS)
+    assert {j.reason for j in jobs.values()} == {Reason.CLOSING_ENDED}
+    summary_only = {"paid_clubs", "total_payments", "payment_base"}
+    for district, snap in complete.items():
+        club_level = {m: v for m, v in snap.metrics.items() if m not in summary_only}
+        assert summary_only <= snap.metrics.keys()
+        assert (finals[district].as_of, dict(finals[district].metrics)) == (snap.as_of, club_level)
+
+
+def test_trailing_missed_days_end_at_the_window_with_the_last_snapshot(
+    exported: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(exported, tmp_path / "exports")
+    kept = [month_end(MONTH) + timedelta(days=d) for d in (1, 2, 3)]
+    for day in folder.iterdir():
+        if date.fromisoformat(day.name) not in kept:
+            shutil.rmtree(day)
+    db = tmp_path / "recon.db"
+    assert recon_run(folder, db, "--districts", ",".join(DISTRICTS), "--mode", "naive") == 0
+    jobs, finals = results(db)
+    for district, job in jobs.items():
+        assert (job.status, job.reason, job.checks) == (
+            JobStatus.COMPLETED,
+            Reason.WINDOW_REACHED,
+            3,
+        )
+        assert job.final_as_of == finals[district].as_of == kept[-1] - timedelta(days=1)
+    recon = Settings().recon  # the window, every extension taken: the month still published
+    window = recon.max_reconciliation_days + recon.max_extension_days
+    assert {j.last_check_date for j in jobs.values()} == {month_end(MONTH) + timedelta(window)}
