@@ -13,8 +13,8 @@ import pytest
 
 from engine import settings as settings_mod
 from engine.cli import sim as sim_command
-from engine.cli.core import Context, main
-from engine.domain.models import Job, JobStatus, Reason, Snapshot, month_end
+from engine.cli.core import Context
+from engine.domain.models import JobStatus, Reason, Snapshot, month_end
 from engine.errors import GapError, ParseError, SourceError
 from engine.settings import Settings
 from engine.sources.folder import FolderSource
@@ -24,8 +24,7 @@ from engine.sources.sim import (
     export_dates,
     export_folder,
 )
-from engine.store.storage import Storage
-from tests.engine.sources.common import CLOSING, DISTRICTS, MONTH, same
+from tests.engine.sources.common import CLOSING, DISTRICTS, MONTH, recon_run, results, same
 
 
 def run_export(tmp_path: Path, *argv: str) -> int:
@@ -177,22 +176,6 @@ def test_an_export_over_the_cap_is_refused_unread(tmp_path: Path) -> None:
 # --- whole runs (`recon run --source FOLDER`) on folders with missing days and files ---
 
 
-def recon_run(folder: Path, db: Path, *extra: str) -> int:
-    argv = ["run", "--month", MONTH, "--source", str(folder), "--db", f"sqlite:///{db}"]
-    return main([*argv, *extra])
-
-
-def results(db: Path) -> tuple[dict[str, Job], dict[str, Snapshot]]:
-    """The month's jobs and month-end snapshots, by district."""
-    storage = Storage(Settings().with_values("storage", db_url=f"sqlite:///{db}").storage)
-    try:
-        return {j.district: j for j in storage.jobs(month=MONTH)}, storage.month_end_snapshots(
-            MONTH
-        )
-    finally:
-        storage.close()
-
-
 @pytest.fixture(scope="module")
 def exported(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``sim``'s exports of :data:`DISTRICTS` for the month, every day of its closing period."""
@@ -206,17 +189,17 @@ def exported(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def complete(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Snapshot]:
     """The month-end snapshots of a run on the whole folder."""
     db = tmp_path_factory.mktemp("complete") / "recon.db"
-    assert recon_run(exported, db, "--districts", ",".join(DISTRICTS)) == 0
-    return results(db)[1]
+    assert recon_run(exported, db, MONTH, "--districts", ",".join(DISTRICTS)) == 0
+    return results(db, MONTH)[1]
 
 
 def test_a_folder_with_a_missing_middle_day_reconciles(
-    sim: Simulator, exported: Path, complete: dict[str, Snapshot], tmp_path: Path
+    exported: Path, complete: dict[str, Snapshot], tmp_path: Path
 ) -> None:
     folder = shutil.copytree(exported, tmp_path / "exports")
     shutil.rmtree(folder / (CLOSING - timedelta(days=2)).isoformat())
-    assert recon_run(folder, tmp_path / "recon.db", "--districts", ",".join(DISTRICTS)) == 0
-    jobs, finals = results(tmp_path / "recon.db")
+    assert recon_run(folder, tmp_path / "recon.db", MONTH, "--districts", ",".join(DISTRICTS)) == 0
+    jobs, finals = results(tmp_path / "recon.db", MONTH)
     assert {(j.status, j.reason) for j in jobs.values()} == {
         (JobStatus.COMPLETED, Reason.CLOSING_ENDED)
     }
@@ -232,8 +215,8 @@ def test_a_folder_without_summaries_reconciles_the_club_figures(
     folder = shutil.copytree(exported, tmp_path / "exports")
     for summary in folder.glob("*/districtsummary.csv"):
         summary.unlink()
-    assert recon_run(folder, tmp_path / "recon.db") == 0  # districts from the club files
-    jobs, finals = results(tmp_path / "recon.db")
+    assert recon_run(folder, tmp_path / "recon.db", MONTH) == 0  # districts from the club files
+    jobs, finals = results(tmp_path / "recon.db", MONTH)
     assert sorted(jobs) == sorted(DISTRICTS)
     assert {j.reason for j in jobs.values()} == {Reason.CLOSING_ENDED}
     summary_only = {"paid_clubs", "total_payments", "payment_base"}
@@ -252,8 +235,8 @@ def test_trailing_missed_days_end_at_the_window_with_the_last_snapshot(
         if date.fromisoformat(day.name) not in kept:
             shutil.rmtree(day)
     db = tmp_path / "recon.db"
-    assert recon_run(folder, db, "--districts", ",".join(DISTRICTS), "--mode", "naive") == 0
-    jobs, finals = results(db)
+    assert recon_run(folder, db, MONTH, "--districts", ",".join(DISTRICTS), "--mode", "naive") == 0
+    jobs, finals = results(db, MONTH)
     for district, job in jobs.items():
         assert (job.status, job.reason, job.checks) == (
             JobStatus.COMPLETED,

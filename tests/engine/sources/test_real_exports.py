@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli.core import main
-from engine.domain.models import Job, JobStatus, Reason, Snapshot
-from engine.settings import Settings
+from engine.domain.models import JobStatus, Reason
 from engine.sources.parse import (
     Export,
     Report,
@@ -31,7 +29,7 @@ from engine.sources.parse import (
     summary_districts,
     summary_metrics,
 )
-from engine.store.storage import Storage
+from tests.engine.sources.common import recon_run, results
 
 SHUBHWIP = "shubhwip__toastmasters-program-quality-leaderboard/testdata"
 TM_DCP = "adrianwongstudio__tm-dcp/tests/fixtures"
@@ -244,21 +242,6 @@ def source_folder(real: Path, root: Path, files: dict[str, str]) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(real / path, root / name)
     return root
-
-
-def recon_run(folder: Path, db: Path, month: str, *extra: str) -> int:
-    argv = ["run", "--month", month, "--source", str(folder), "--db", f"sqlite:///{db}"]
-    return main([*argv, *extra])
-
-
-def results(db: Path, month: str) -> tuple[dict[str, Job], dict[str, Snapshot]]:
-    """The month's jobs and month-end snapshots, by district."""
-    storage = Storage(Settings().with_values("storage", db_url=f"sqlite:///{db}").storage)
-    try:
-        jobs = {j.district: j for j in storage.jobs(month=month)}
-        return jobs, storage.month_end_snapshots(month)
-    finally:
-        storage.close()
 
 
 def test_an_archive_export_after_month_end_is_the_final_snapshot(
