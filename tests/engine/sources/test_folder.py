@@ -247,3 +247,13 @@ def test_trailing_missed_days_end_at_the_window_with_the_last_snapshot(
     recon = Settings().recon  # the window, every extension taken: the month still published
     window = recon.max_reconciliation_days + recon.max_extension_days
     assert {j.last_check_date for j in jobs.values()} == {month_end(MONTH) + timedelta(window)}
+
+
+def test_a_month_the_folder_has_no_exports_for_is_refused(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert recon_run(exported, tmp_path / "recon.db", "2025-05") == 1
+    message = " ".join(capsys.readouterr().err.split())
+    assert f"no exports for 2025-05 in source folder {exported.name!r}" in message
+    assert str(exported.parent) not in message
+    assert results(tmp_path / "recon.db", "2025-05") == ({}, {})
