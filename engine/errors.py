@@ -9,6 +9,7 @@ callers (CLI, dashboard, API) can catch one type and show its message::
     │   └── ConflictError    refused in the current state (a month already being worked)
     ├── ParseError       an export could not be read        (source, line, column)
     ├── SourceError      a fetch failed                     (district, month, url, transient)
+    │   └── GapError         no export for that day: a gap, not a failure
     ├── StorageError     the database refused a read/write  (operation)
     └── BatchError       the batch runner refused or gave up (batch_id, item)
         ├── ItemTimeout      an attempt ran past its timeout
@@ -84,6 +85,12 @@ class SourceError(EngineError):
             p for p in (f"district {district}" if district else "", month or "", url or "") if p
         ]
         super().__init__(f"{' '.join(parts)}: {message}" if parts else message)
+
+
+class GapError(SourceError):
+    """The source has no export for the collection date asked (a collector missed a
+    day) but has exports of the month: a gap to record and pass, not a failure.
+    Never transient: asking again for that day gives the same answer."""
 
 
 class StorageError(EngineError):

@@ -10,6 +10,7 @@ the simulated "today" of each check.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -20,12 +21,15 @@ from engine.cancel import NEVER, CancelToken
 from engine.clock import Clock
 from engine.domain import rules
 from engine.domain.models import Job, JobStatus, Phase, Reason, Snapshot, TimelineEntry, month_end
+from engine.errors import GapError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import ReconSettings
 from engine.store.jobs import JobStore
 
 if TYPE_CHECKING:
     from engine.sources.base import Source
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,8 @@ class Reconciler:
         """
         with self._timed("job.check", district=job.district):
             snap = self._fetch(job, collection_date, token)
+            if snap is None:
+                return self._gap(job, collection_date, last), last
             if last is None:
                 last = self.storage.last_entry(job.id, job.month)
             if snap.data_month is not None and snap.data_month > job.month:
@@ -155,11 +161,54 @@ class Reconciler:
             if snap.data_month is not None and snap.data_month < job.month:
                 self._save(replace(job, last_check_date=collection_date), None, None)
                 return replace(job, last_check_date=collection_date), last
-            return self._record(job, collection_date, snap, last)
+            job, entry = self._record(job, collection_date, snap, last)
+            return self._settle_archive(job, collection_date, entry), entry
 
-    def _fetch(self, job: Job, collection_date: date, token: CancelToken) -> Snapshot:
+    def _fetch(self, job: Job, collection_date: date, token: CancelToken) -> Snapshot | None:
+        """The district's snapshot, or None when the source has no export that day (a gap)."""
         with self._timed("source.fetch", district=job.district):
-            return self.source.fetch(job.district, job.month, collection_date, token)
+            try:
+                return self.source.fetch(job.district, job.month, collection_date, token)
+            except GapError as gap:
+                log.info("gap: %s", gap)
+                return None
+
+    # --- gaps and archives -----------------------------------------------------------------
+
+    def _gap(self, job: Job, today: date, last: TimelineEntry | None) -> Job:
+        """A collection date the source has no export for (a collector missed it).
+
+        Not a failure: the day counts as checked (a resumed replay goes on after
+        it), nothing is recorded on the timeline, and the window runs on, so a
+        job whose later days are all gaps still finalizes at its window's end
+        with the last snapshot it has.
+        """
+        job, reason = rules.decide(
+            replace(job, last_check_date=today),
+            today,
+            data_month_known=True,  # gaps come from export sources, which name the month
+            settings=self.settings,
+        )
+        self._save(job, None, None)
+        if reason is None:
+            return job
+        if last is None:
+            last = self.storage.last_entry(job.id, job.month)
+        return self._finish(job, today, reason, last, None)
+
+    def _settle_archive(self, job: Job, today: date, entry: TimelineEntry) -> Job:
+        """Finalize on target-month data as of a day after the job's longest window.
+
+        An archive download (a closed program year's data as of the download day)
+        cannot be revised within the closing period any more: it is final, and the
+        closing period is over.
+        """
+        if job.status.finished or entry.data_month != job.month:
+            return job
+        longest = rules.window_days(job.month, self.settings) + self.settings.max_extension_days
+        if entry.as_of <= month_end(job.month) + timedelta(days=longest):
+            return job
+        return self._finish(job, today, Reason.CLOSING_ENDED, entry, None)
 
     def _record(
         self, job: Job, today: date, snap: Snapshot, last: TimelineEntry | None

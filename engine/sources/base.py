@@ -19,7 +19,11 @@ mode) each check fetches the summary again and parses every line.
 
 Errors: a failed fetch raises :class:`~engine.errors.SourceError`
 (``transient=True`` when a retry can help: timeouts, connection errors, HTTP
-5xx), a bad file :class:`~engine.errors.ParseError` naming the file or URL.
+5xx), a day the source has no export for while it has others of the month
+:class:`~engine.errors.GapError` (a gap, not a failure), a bad file
+:class:`~engine.errors.ParseError` naming the file or URL, an export over
+``max_bytes`` (setting ``source.max_export_bytes``) a ParseError before it is
+read whole (:func:`export_too_large`).
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from typing import Protocol
 
 from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot, validate_district, validate_month
-from engine.errors import SourceError
+from engine.errors import ParseError, SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
+from engine.settings import DEFAULT_MAX_EXPORT_BYTES
 from engine.sources.parse import (
     Export,
     RowMemo,
@@ -145,18 +150,40 @@ class _Entry:
 
 
 class ExportSource(ABC):
-    """Builds snapshots from a club performance export and the district summary."""
+    """Builds snapshots from a club performance export and the district summary.
+
+    :param share_summary: keep parsed summaries and rows between checks (optimized mode).
+    :param max_bytes: larger exports are refused (setting ``source.max_export_bytes``);
+        subclasses check the size before reading a file or body whole.
+    :param instrument: receives the parse timings.
+    """
 
     name = ""
 
-    def __init__(self, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT) -> None:
+    def __init__(
+        self,
+        *,
+        share_summary: bool,
+        max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
+        instrument: Instrument = NO_INSTRUMENT,
+    ) -> None:
         self._summaries = _SummaryCache() if share_summary else None
         self._rows = RowMemo() if share_summary else None
+        self._max_bytes = max_bytes
         self._instrument = instrument
 
-    def _parse(self, text: str, where: str, *, rows_for: str | None = None) -> Export:
+    def _parse(
+        self, text: str, where: str, *, requested: str | None = None, rows_for: str | None = None
+    ) -> Export:
         with self._instrument.timed("parse"):
-            return parse_export(text, where, memo=self._rows, rows_for=rows_for)
+            return parse_export(
+                text,
+                where,
+                memo=self._rows,
+                requested=requested,
+                rows_for=rows_for,
+                max_bytes=self._max_bytes,
+            )
 
     def fetch(
         self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
@@ -205,7 +232,8 @@ class ExportSource(ABC):
         self, month: str, collection_date: date, cancel: CancelToken
     ) -> Export | None:
         found = self._summary_export(month, collection_date, cancel)
-        return None if found is None else self._parse(*found)
+        # The requested month decides the year, as for the club export (archive downloads).
+        return None if found is None else self._parse(*found, requested=month)
 
     @abstractmethod
     def _club(
@@ -223,3 +251,14 @@ class ExportSource(ABC):
 
 def _published(export: Export) -> tuple[str, date]:
     return export.data_month, export.as_of
+
+
+def export_too_large(where: str, size: int | None, max_bytes: int) -> ParseError:
+    """The error for an export over the cap, refused before it is read whole;
+    ``size`` None when only "more than the cap" is known (a body cut off while read)."""
+    found = f"{size:,} bytes" if size is not None else f"more than {max_bytes:,} bytes"
+    return ParseError(
+        where,
+        f"export of {found} is over the cap of {max_bytes:,} bytes "
+        "(setting source.max_export_bytes)",
+    )

@@ -16,8 +16,12 @@ from engine.sources.sim import Simulator, SimulatorSource, load_calendar
 def make_source(
     settings: SourceSettings, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
 ) -> Source:
-    """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path."""
+    """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path.
+
+    Every source refuses exports over ``settings.max_export_bytes``.
+    """
     where = settings.source
+    max_bytes = settings.max_export_bytes
     if where == "sim":
         calendar = load_calendar(settings.calendar_file) if settings.calendar_file else None
         sim = Simulator(
@@ -26,12 +30,15 @@ def make_source(
             failure_rate=settings.failure_rate,
             calendar=calendar,
         )
-        return SimulatorSource(sim, share_summary=share_summary, instrument=instrument)
+        return SimulatorSource(
+            sim, share_summary=share_summary, max_bytes=max_bytes, instrument=instrument
+        )
     if where.startswith(("http://", "https://")):
         return HttpSource(
             where,
             timeout_s=settings.http_timeout_s,
             share_summary=share_summary,
+            max_bytes=max_bytes,
             instrument=instrument,
         )
     if not Path(where).is_dir():
@@ -40,4 +47,6 @@ def make_source(
             where,
             "no such folder; expected 'sim', an http(s) URL or a folder of CSV exports",
         )
-    return FolderSource(where, share_summary=share_summary, instrument=instrument)
+    return FolderSource(
+        where, share_summary=share_summary, max_bytes=max_bytes, instrument=instrument
+    )

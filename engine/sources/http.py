@@ -9,7 +9,8 @@ import httpx
 from engine.cancel import CancelToken
 from engine.errors import SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
-from engine.sources.base import ExportSource
+from engine.settings import DEFAULT_MAX_EXPORT_BYTES
+from engine.sources.base import ExportSource, export_too_large
 from engine.sources.parse import Report, decode_export, report_param
 
 
@@ -17,8 +18,11 @@ class HttpSource(ExportSource):
     """The dashboard (or ``recon sim serve``) over HTTP, with one reused httpx client.
 
     Fetches ``{base_url}/export.aspx?type=CSV&report=...`` (see
-    :func:`engine.sources.parse.report_param`). Timeouts, connection errors and 5xx
-    are transient; other 4xx are permanent; a bad CSV is a ParseError naming the URL.
+    :func:`engine.sources.parse.report_param`; the district as the one spelling of
+    :func:`~engine.domain.models.normalize_district`). Timeouts, connection errors
+    and 5xx are transient; other 4xx are permanent; a bad CSV is a ParseError naming
+    the URL, and so is a body over ``max_bytes``: refused from its Content-Length, or
+    while it streams in, never read whole.
     """
 
     def __init__(
@@ -27,9 +31,10 @@ class HttpSource(ExportSource):
         *,
         timeout_s: float = 30.0,
         share_summary: bool,
+        max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
         instrument: Instrument = NO_INSTRUMENT,
     ) -> None:
-        super().__init__(share_summary=share_summary, instrument=instrument)
+        super().__init__(share_summary=share_summary, max_bytes=max_bytes, instrument=instrument)
         self.name = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._client = httpx.Client(base_url=self.name, timeout=httpx.Timeout(timeout_s))
@@ -60,7 +65,12 @@ class HttpSource(ExportSource):
         )
         url = str(request.url)
         try:
-            response = self._client.send(request)
+            response = self._client.send(request, stream=True)
+            try:
+                _check_status(response, district, month, url)
+                body = self._body(response, url, cancel)
+            finally:
+                response.close()
         except httpx.TransportError as exc:  # timeouts included: all worth a retry
             timed_out = isinstance(exc, httpx.TimeoutException)
             message = (
@@ -71,14 +81,31 @@ class HttpSource(ExportSource):
             raise SourceError(
                 message, district=district, month=month, url=url, transient=True
             ) from exc
+        except httpx.RequestError as exc:  # a body that cannot be decoded, redirect loops
+            raise SourceError(repr(exc), district=district, month=month, url=url) from exc
+        return decode_export(body), url
+
+    def _body(self, response: httpx.Response, url: str, cancel: CancelToken) -> bytes:
+        """The body, refused as soon as it is known to be over the cap."""
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._max_bytes:
+            raise export_too_large(url, int(length), self._max_bytes)
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > self._max_bytes:
+                raise export_too_large(url, None, self._max_bytes)
         cancel.check()
-        if response.status_code != 200:
-            transient = response.status_code >= 500 or response.status_code == 429
-            raise SourceError(
-                f"HTTP {response.status_code}",
-                district=district,
-                month=month,
-                url=url,
-                transient=transient,
-            )
-        return decode_export(response.content), url
+        return bytes(body)
+
+
+def _check_status(response: httpx.Response, district: str | None, month: str, url: str) -> None:
+    if response.status_code != 200:
+        transient = response.status_code >= 500 or response.status_code == 429
+        raise SourceError(
+            f"HTTP {response.status_code}",
+            district=district,
+            month=month,
+            url=url,
+            transient=transient,
+        )

@@ -6,6 +6,7 @@ from datetime import date
 
 from engine.cancel import CancelToken
 from engine.instrument import NO_INSTRUMENT, Instrument
+from engine.settings import DEFAULT_MAX_EXPORT_BYTES
 from engine.sources.base import ExportSource
 from engine.sources.parse import Report, report_param
 from engine.sources.sim.simulator import Simulator
@@ -17,9 +18,14 @@ class SimulatorSource(ExportSource):
     name = "sim"
 
     def __init__(
-        self, sim: Simulator, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
+        self,
+        sim: Simulator,
+        *,
+        share_summary: bool,
+        max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
+        instrument: Instrument = NO_INSTRUMENT,
     ) -> None:
-        super().__init__(share_summary=share_summary, instrument=instrument)
+        super().__init__(share_summary=share_summary, max_bytes=max_bytes, instrument=instrument)
         self.sim = sim
 
     def _club(

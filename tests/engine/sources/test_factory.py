@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ParseError
 from engine.settings import SourceSettings
+from engine.sources.base import ExportSource
 from engine.sources.factory import make_source
 from engine.sources.folder import FolderSource
 from engine.sources.http import HttpSource
@@ -42,3 +44,21 @@ def test_make_source_chooses_by_setting(tmp_path: Path) -> None:
             SourceSettings(source="sim", calendar_file=str(tmp_path / "missing.json")),
             share_summary=False,
         )
+
+
+def test_every_source_gets_the_export_size_cap(tmp_path: Path) -> None:
+    day = tmp_path / "2025-04-02"
+    day.mkdir()
+    (day / "clubperformance_42.csv").write_bytes(b"x" * 150_000)
+    capped = SourceSettings(source=str(tmp_path), max_export_bytes=100_000)
+    folder = make_source(capped, share_summary=False)
+    with pytest.raises(ParseError, match="export of 150,000 bytes is over the cap of 100,000"):
+        folder.fetch("42", "2025-03", date(2025, 4, 2))
+    # The simulator's exports are smaller than the smallest cap: its parse gets the cap.
+    sim = make_source(replace(capped, source="sim"), share_summary=False)
+    http = make_source(replace(capped, source="http://127.0.0.1:1"), share_summary=False)
+    try:
+        for source in (sim, http):
+            assert isinstance(source, ExportSource) and source._max_bytes == 100_000
+    finally:
+        http.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -83,3 +86,54 @@ def test_half_the_requests_fail_when_asked(sim: Simulator) -> None:
         finally:
             http.close()
     assert outcomes == ["ok", "transient", "ok", "transient"]
+
+
+def oversized(reports: list[str]) -> type[BaseHTTPRequestHandler]:
+    """Club exports too large to read: district 1's says so in its Content-Length,
+    district 2's never ends (chunked). Each request's ``report=`` goes to ``reports``."""
+
+    class Oversized(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            report = parse_qs(urlsplit(self.path).query)["report"][0]
+            reports.append(report)
+            self.send_response(200)
+            try:
+                if report.startswith("clubperformance~1~"):
+                    self.send_header("Content-Length", "200000000")
+                    self.end_headers()
+                    self.wfile.write(b'"Club Number"\r\n' * 1000)
+                    return
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunk = b'"00000038","A club","1"\r\n' * 2000
+                while True:  # until the client hangs up
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                return
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    return Oversized
+
+
+def test_an_export_over_the_cap_is_refused_while_it_streams_in() -> None:
+    reports: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), oversized(reports))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    http = HttpSource(url, timeout_s=10, share_summary=False, max_bytes=1_000_000)
+    try:
+        for district, size in (("01", "200,000,000 bytes"), ("2", "more than 1,000,000 bytes")):
+            with pytest.raises(ParseError) as info:
+                http.fetch(district, MONTH, date(2025, 4, 2))
+            assert info.value.source.startswith(f"{url}/export.aspx?type=CSV&report=")
+            message = str(info.value)
+            assert f"export of {size} is over the cap of 1,000,000 bytes" in message
+            assert "(setting source.max_export_bytes)" in message
+    finally:
+        http.close()
+        server.shutdown()
+        server.server_close()
+    # The district as the server expects it: the one spelling, "01" is "1".
+    assert [r.split("~")[1] for r in reports] == ["1", "2"]

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from collections import Counter
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from engine.domain.models import JobStatus, Reason
 from engine.sources.parse import (
     Export,
     Report,
@@ -27,6 +29,7 @@ from engine.sources.parse import (
     summary_districts,
     summary_metrics,
 )
+from tests.engine.sources.common import recon_run, results
 
 SHUBHWIP = "shubhwip__toastmasters-program-quality-leaderboard/testdata"
 TM_DCP = "adrianwongstudio__tm-dcp/tests/fixtures"
@@ -225,3 +228,72 @@ def test_the_district_summary_of_2025_26_parses() -> None:
     assert first.numbers["Total Distinguished Clubs"] == 45.0
     assert first.numbers["% Payment Growth"] == 2.10
     assert first.numbers["Presidents Distinguished Clubs"] == 9.0
+
+
+# --- whole runs (`recon run --source FOLDER`) on folders of real exports ----------------
+
+ARCHIVE_2023 = f"{SHUBHWIP}/clubperformance/(2022-2023)/06.csv"
+
+
+def source_folder(real: Path, root: Path, files: dict[str, str]) -> Path:
+    """A folder source built at test time: each ``<date>/<file name>`` a copy of a real
+    file (a copy, not a link: a link out of a source folder is refused)."""
+    for name, path in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(real / path, root / name)
+    return root
+
+
+def test_an_archive_export_after_month_end_is_the_final_snapshot(
+    real: Path, tmp_path: Path
+) -> None:
+    folder = source_folder(real, tmp_path / "exports", {
+        "2023-07-01/clubperformance_91.csv": ARCHIVE_2023,
+    })  # fmt: skip
+    assert recon_run(folder, tmp_path / "recon.db", "2023-06") == 0
+    jobs, finals = results(tmp_path / "recon.db", "2023-06")
+    job, final = jobs["91"], finals["91"]
+    assert (job.status, job.reason, job.checks) == (JobStatus.COMPLETED, Reason.CLOSING_ENDED, 1)
+    assert job.final_as_of == final.as_of == ARCHIVE_AS_OF and final.data_month == "2023-06"
+    table = _table(real, ARCHIVE_2023)
+    assert final.metrics["clubs"] == len(table) == 175
+    assert final.metrics["membership"] == sum(int(row["Active Members"]) for row in table)
+    assert dict(final.metrics) == club_metrics(_parse(real, ARCHIVE_2023, requested="2023-06"))
+
+
+def test_missed_days_and_zero_padded_file_names_without_a_summary(
+    real: Path, tmp_path: Path
+) -> None:
+    folder = source_folder(real, tmp_path / "exports", {  # July 1 missed, 21 also July 2-3
+        "2024-07-02/clubperformance_91.csv": f"{SHUBHWIP}/clubperformance/(2023-2024)/06.csv",
+        "2024-07-04/clubperformance_021.csv": f"{TM_DCP}/cp_closed.csv",
+    })  # fmt: skip
+    assert recon_run(folder, tmp_path / "recon.db", "2024-06") == 0  # districts from the files
+    jobs, finals = results(tmp_path / "recon.db", "2024-06")
+    assert sorted(jobs) == ["21", "91"]
+    expected = {"21": (date(2024, 7, 4), date(2026, 9, 22), 109),
+                "91": (date(2024, 7, 2), ARCHIVE_AS_OF, 179)}  # fmt: skip
+    for district, (checked, as_of, clubs) in expected.items():
+        job = jobs[district]
+        assert (job.status, job.reason, job.checks) == (
+            JobStatus.COMPLETED,
+            Reason.CLOSING_ENDED,
+            1,
+        )
+        assert (job.last_check_date, job.final_as_of) == (checked, as_of)
+        assert finals[district].metrics["clubs"] == clubs
+        assert "paid_clubs" not in finals[district].metrics  # no summary beside them
+
+
+def test_a_summary_beside_an_archive_export_is_read_as_the_requested_month(
+    real: Path, tmp_path: Path
+) -> None:
+    folder = source_folder(real, tmp_path / "exports", {
+        "2023-07-01/clubperformance_91.csv": ARCHIVE_2023,
+    })  # fmt: skip
+    summary = summary_2025_26(*SUMMARY_ROWS).replace("07/01/2026", "09/13/2025")
+    (folder / "2023-07-01" / "districtsummary.csv").write_text(summary, newline="")
+    assert recon_run(folder, tmp_path / "recon.db", "2023-06", "--districts", "091") == 0
+    jobs, finals = results(tmp_path / "recon.db", "2023-06")
+    assert (jobs["91"].reason, jobs["91"].final_as_of) == (Reason.CLOSING_ENDED, ARCHIVE_AS_OF)
+    assert finals["91"].metrics["paid_clubs"] == 179 and finals["91"].metrics["clubs"] == 175
