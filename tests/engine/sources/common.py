@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+from engine.app.console import open_storage
 from engine.cli.core import main
 from engine.domain.models import Job, Snapshot
 from engine.settings import Settings
-from engine.store.storage import Storage
 
 MONTH = "2025-03"
 CLOSING = date(2025, 4, 4)
@@ -29,7 +29,7 @@ def recon_run(folder: Path, db: Path, month: str, *extra: str) -> int:
 
 def results(db: Path, month: str) -> tuple[dict[str, Job], dict[str, Snapshot]]:
     """The month's jobs and month-end snapshots in ``db``, by district."""
-    storage = Storage(Settings().with_values("storage", db_url=f"sqlite:///{db}").storage)
+    storage = open_storage(Settings().with_values("storage", db_url=f"sqlite:///{db}").storage)
     try:
         jobs = {j.district: j for j in storage.jobs(month=month)}
         return jobs, storage.month_end_snapshots(month)
