@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
-from engine.api.deps import ConsoleDep
+from engine.api.deps import ConsoleDep, RedactDep
 from engine.api.schemas import HealthOut
 from engine.errors import StorageError
 from engine.store.storage import Storage
@@ -31,12 +31,12 @@ def _ping(storage: Storage) -> None:
     response_model=HealthOut,
     responses={503: {"model": HealthOut, "description": "the database is unreachable"}},
 )
-def healthz(console: ConsoleDep) -> Any:
-    """Whether the database answers a trivial query."""
+def healthz(console: ConsoleDep, redact: RedactDep) -> Any:
+    """Whether the database answers a trivial query (why not, without local paths)."""
     try:
         _ping(console.storage)
     except StorageError as exc:
-        detail = str(exc).splitlines()[0]
+        detail = redact(str(exc).splitlines()[0])
         return JSONResponse({"status": "fail", "database": detail}, status_code=503)
     return HealthOut(status="ok", database="ok")
 

@@ -396,6 +396,7 @@ def test_healthz(serve: Serve, tmp_path: Path) -> None:
         response = client.get("/healthz")
         assert response.status_code == 503
         assert response.json()["status"] == "fail" and response.json()["database"]
+        assert str(tmp_path) not in response.text  # no local paths in what anyone may read
     finally:
         moved.rename(tmp_path)
     assert ok(client.get("/healthz"))["status"] == "ok"
