@@ -36,7 +36,7 @@ from engine.errors import (
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
-def safe(value: Any) -> Any:
+def safe(value: object) -> object:
     """``value`` (decoded JSON) with what JSON cannot encode replaced by text.
 
     Non-finite floats become ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``; a
