@@ -28,37 +28,28 @@ Endpoints (JSON field names in camelCase, as in the seed; routers in
 
 Rules: ``timeWindow`` is milliseconds (default 300000, at most 30 days). When a
 token is configured, every POST needs ``Authorization: Bearer <token>``
-(401 otherwise). Bodies above ``max_body_bytes`` get 413. Invalid input gets
+(401 otherwise); without one, a POST from another site's page gets 403 and a
+Host header other than the listening address or localhost gets 421
+(:mod:`engine.api.guard`). Bodies above ``max_body_bytes`` get 413. Invalid input gets
 422 (schema) or 400 (refused by the engine), unknown ids 404, a request that
 conflicts with the current state (cancelling a finished job, starting a month
 that a batch of this process is still working) 409; every error body is
 ``{"error": message, "field": name}``, and 422 bodies keep FastAPI's
-``detail`` list as well.
+``detail`` list as well (:mod:`engine.api.errors`: always valid JSON, without
+local file paths).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.api.deps import ApiError
+from engine.api import errors
+from engine.api.guard import SameOrigin
 from engine.api.metrics import registry_for
+from engine.api.paths import redactor_for
 from engine.api.routers import batches, jobs, ops, performance
 from engine.app.console import Console
-from engine.errors import (
-    BatchError,
-    ConfigError,
-    ConflictError,
-    EngineError,
-    NotFoundError,
-    StorageError,
-)
 
 
 def create_app(
@@ -68,7 +59,9 @@ def create_app(
 
     Args:
         console: the engine the routes read and drive (not closed by the app).
-        token: when set, every POST needs ``Authorization: Bearer <token>``.
+        token: when set, every POST needs ``Authorization: Bearer <token>``; without
+            one, cross-site POSTs and foreign Host headers are refused
+            (:mod:`engine.api.guard`).
         max_body_bytes: larger request bodies get 413.
     """
     app = FastAPI(
@@ -79,59 +72,14 @@ def create_app(
     app.state.console = console
     app.state.token = token or None
     app.state.registry = registry_for(console)
-    app.add_exception_handler(ApiError, _on_api_error)
-    app.add_exception_handler(EngineError, _on_engine_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.state.redact = redactor_for(console.settings.source)
+    errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if app.state.token is None:  # the outermost layer: refused before the body is read
+        app.add_middleware(SameOrigin)
     for router in (performance.router, batches.router, jobs.router, ops.router):
         app.include_router(router)
     return app
-
-
-# --- errors ----------------------------------------------------------------------------------
-
-
-def _error(status: int, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field, **extra}, status_code=status)
-
-
-def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    response = _error(exc.status, str(exc), exc.field)
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    return response
-
-
-def _on_engine_error(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, NotFoundError):
-        return _error(404, str(exc), "id")
-    if isinstance(exc, ConflictError):
-        return _error(409, str(exc), "id")
-    if isinstance(exc, ConfigError):
-        return _error(400, str(exc), exc.field)
-    # The database or the runner is unavailable: the server's problem, not the request's.
-    status = 503 if isinstance(exc, StorageError | BatchError) else 500
-    return _error(status, str(exc))
-
-
-def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own refusals (a body that is not UTF-8 JSON, an unknown path) in our shape."""
-    assert isinstance(exc, StarletteHTTPException)
-    field = "body" if exc.status_code == 400 else None
-    response = _error(exc.status_code, str(exc.detail), field)
-    response.headers.update(exc.headers or {})
-    return response
-
-
-def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = jsonable_encoder(exc.errors())
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    names = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "header")]
-    field = ".".join(names) or "body"
-    return _error(422, f"{field}: {first['msg']}", field, detail=errors)
 
 
 # --- request body limit ----------------------------------------------------------------------
@@ -171,9 +119,9 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, too_large: bool) -> None:
         if too_large:
-            response = _error(413, f"request body larger than {self.max_bytes} bytes", "body")
+            response = errors.error(413, f"request body larger than {self.max_bytes} bytes", "body")
         else:
-            response = _error(400, "invalid Content-Length header", "Content-Length")
+            response = errors.error(400, "invalid Content-Length header", "Content-Length")
         await response(scope, receive, send)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from engine.api.paths import PathRedactor
 from engine.api.schemas import (
     MAX_SAMPLES,
     BatchItemOut,
@@ -28,9 +30,10 @@ from engine.errors import ConfigError
 from engine.monitor.core import Bottleneck, OperationStats
 
 
-def job_out(console: Console, job: Job) -> Any:
-    """A job with its progress and ETA."""
-    return view(JobOut, job, progress=console.reconciler.job_progress(job))
+def job_out(console: Console, job: Job, redact: PathRedactor) -> Any:
+    """A job with its progress and ETA; its error without local paths."""
+    progress = console.reconciler.job_progress(job)
+    return view(JobOut, job, progress=progress, error=redact.optional(job.error))
 
 
 def bottleneck_out(
@@ -88,15 +91,16 @@ def cache_out(stats: Mapping[str, Any]) -> CacheStatsOut:
     return CacheStatsOut.model_validate({**stats["total"], "layers": stats["layers"]})
 
 
-def batch_out(console: Console, detail: BatchDetail) -> Any:
-    """A batch with its items, their attempts and (batches of this process) live progress."""
+def batch_out(console: Console, detail: BatchDetail, redact: PathRedactor) -> Any:
+    """A batch with its items, their attempts and (batches of this process) live progress;
+    errors without local paths."""
     info = detail.info
     return view(
         BatchOut,
         info,
         done=info.status != "running",
         progress=_progress(console, info.batch_id),
-        items=[_item_out(item) for item in detail.items],
+        items=[_item_out(item, redact) for item in detail.items],
     )
 
 
@@ -107,11 +111,13 @@ def _progress(console: Console, batch_id: int) -> BatchProgress | None:
         return None  # a batch of another process: its stored counts are all there is
 
 
-def _item_out(item: ItemRecord) -> Any:
+def _item_out(item: ItemRecord, redact: PathRedactor) -> Any:
     spec = item.spec
     return view(
         BatchItemOut,
         item,
+        error=redact.optional(item.error),
+        attempts=[replace(a, error=redact.optional(a.error)) for a in item.attempts],
         job_id=spec.get("job_id"),
         district_id=spec.get("district"),
         target_month=spec.get("month"),

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.types import DecoratedCallable
 
+from engine.api.paths import PathRedactor
 from engine.api.schemas import ErrorOut
 from engine.app.console import Console
 
@@ -34,7 +35,14 @@ def get_console(request: Request) -> Console:
     return console
 
 
+def get_redactor(request: Request) -> PathRedactor:
+    """What takes local file paths out of the error texts the app serves."""
+    redactor: PathRedactor = request.app.state.redact
+    return redactor
+
+
 ConsoleDep = Annotated[Console, Depends(get_console)]
+RedactDep = Annotated[PathRedactor, Depends(get_redactor)]
 TimeWindow = Annotated[
     int,
     Query(
@@ -71,6 +79,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "conflicts with the current state"},
     401: {"model": ErrorOut, "description": "missing or wrong bearer token"},
     413: {"model": ErrorOut, "description": "request body too large"},
+    403: {"model": ErrorOut, "description": "cross-site request (no token configured)"},
 }
 
 
@@ -82,7 +91,11 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 def post(
     router: APIRouter, path: str, *codes: int, **options: Any
 ) -> Callable[[DecoratedCallable], DecoratedCallable]:
-    """A POST route: it needs the token (when set), its body is limited, ``codes`` documented."""
+    """A POST route: it needs the token (when set) or the same origin, its body is limited,
+    ``codes`` documented."""
     return router.post(
-        path, dependencies=[Depends(authorize)], responses=responses(401, 413, *codes), **options
+        path,
+        dependencies=[Depends(authorize)],
+        responses=responses(401, 403, 413, *codes),
+        **options,
     )

@@ -5,7 +5,9 @@ dashboard, and runs its background work (batch runner, cache cleanup, monitor
 sampler) until stopped with Ctrl-C or SIGTERM; deferred writes are flushed then.
 Listening beyond the loopback interface needs a token (``--token``,
 ``RECON_API_TOKEN`` or ``[api] token``): POST requests must then carry
-``Authorization: Bearer <token>``.
+``Authorization: Bearer <token>``. Without a token, cross-site POSTs (403) and
+Host headers other than the listening address or localhost (421) are refused
+(:mod:`engine.api.guard`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from engine.api.convert import job_out
-from engine.api.deps import PREFIX, ConsoleDep, Id, post, responses
+from engine.api.deps import PREFIX, ConsoleDep, Id, RedactDep, post, responses
 from engine.api.schemas import JobOut, JobsOut, Month, StartedOut, StartJobsIn, TimelineOut
 from engine.api.starts import start
 from engine.domain.models import JobStatus
@@ -25,6 +25,7 @@ def start_jobs(console: ConsoleDep, body: StartJobsIn) -> StartedOut:
 @router.get("")
 def list_jobs(
     console: ConsoleDep,
+    redact: RedactDep,
     month: Annotated[Month, Query(description="target month YYYY-MM")],
     status: JobStatus | None = None,
 ) -> JobsOut:
@@ -32,16 +33,16 @@ def list_jobs(
     found = console.jobs(month, status.value if status else None)
     return JobsOut(
         target_month=month,
-        jobs=[job_out(console, j) for j in found],
+        jobs=[job_out(console, j, redact) for j in found],
         total=len(found),
         progress=console.month_progress(month),
     )
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=responses(404))
-def get_job(console: ConsoleDep, job_id: Id) -> Any:
+def get_job(console: ConsoleDep, redact: RedactDep, job_id: Id) -> Any:
     """One job with its progress and ETA."""
-    return job_out(console, console.job(job_id))
+    return job_out(console, console.job(job_id), redact)
 
 
 @router.get("/{job_id}/timeline", responses=responses(404))
@@ -53,6 +54,6 @@ def timeline(console: ConsoleDep, job_id: Id) -> TimelineOut:
 
 
 @post(router, "/{job_id}/cancel", 404, 409, response_model=JobOut)
-def cancel_job(console: ConsoleDep, job_id: Id) -> Any:
+def cancel_job(console: ConsoleDep, redact: RedactDep, job_id: Id) -> Any:
     """Cancel an unfinished job and stop the batch item working it."""
-    return job_out(console, console.cancel_job(job_id))  # finished: ConflictError -> 409
+    return job_out(console, console.cancel_job(job_id), redact)  # finished: ConflictError -> 409

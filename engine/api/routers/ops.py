@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
-from engine.api.deps import ConsoleDep
+from engine.api.deps import ConsoleDep, RedactDep
 from engine.api.schemas import HealthOut
 from engine.errors import StorageError
 
@@ -20,12 +20,12 @@ router = APIRouter()
     response_model=HealthOut,
     responses={503: {"model": HealthOut, "description": "the database is unreachable"}},
 )
-def healthz(console: ConsoleDep) -> Any:
-    """Whether the database answers a trivial query."""
+def healthz(console: ConsoleDep, redact: RedactDep) -> Any:
+    """Whether the database answers a trivial query (why not, without local paths)."""
     try:
         console.storage.ping()
     except StorageError as exc:
-        detail = str(exc).splitlines()[0]
+        detail = redact(str(exc).splitlines()[0])
         return JSONResponse({"status": "fail", "database": detail}, status_code=503)
     return HealthOut(status="ok", database="ok")
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +20,14 @@ from engine.app.console import Console
 from engine.cli.api import is_loopback
 from engine.cli.core import main
 from engine.settings import Settings
+from tests.engine.api.procs import DEADLINE_S, recon_api
+from tests.engine.api.procs import free_port as free_port  # used here by other tests' modules
+from tests.engine.api.procs import wait_until_up as wait_until_up
 
-ROOT = Path(__file__).resolve().parents[3]
 PERF = "/api/reconciliation/performance"
 JOBS = "/api/reconciliation/jobs"
 MONTH = "2025-06"
 TOKEN = "s3cret-token"
-DEADLINE_S = 120.0  # generous: the machine is shared; a small month takes about a second
 
 Serve = Callable[..., tuple[Console, httpx.Client]]
 
@@ -399,6 +396,7 @@ def test_healthz(serve: Serve, tmp_path: Path) -> None:
         response = client.get("/healthz")
         assert response.status_code == 503
         assert response.json()["status"] == "fail" and response.json()["database"]
+        assert str(tmp_path) not in response.text  # no local paths in what anyone may read
     finally:
         moved.rename(tmp_path)
     assert ok(client.get("/healthz"))["status"] == "ok"
@@ -457,54 +455,18 @@ def test_openapi_documents_every_endpoint(serve: Serve) -> None:
 # --- `recon api` as a real process ------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_recon_api_serves_over_real_http(tmp_path: Path) -> None:
-    port = free_port()
-    db = f"sqlite:///{tmp_path / 'served.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECON_")}
-    log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "api", "--port", str(port), "--db", db],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            wait_until_up(client, proc, log)
-            jobs = {"jobs": [{"districtId": "2", "targetMonth": "2025-03"}]}
-            started = ok(client.post(f"{PERF}/batch/process", json=jobs))
-            batch = wait_until_done(client, started["batchId"])
-            assert batch["counts"] == {"succeeded": 1}
-            done = ok(client.get(JOBS, params={"month": "2025-03"}))
-            assert [j["status"] for j in done["jobs"]] == ["completed"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-    assert code == 0, log.read_text()  # a graceful stop
+    with recon_api(tmp_path) as (url, _), httpx.Client(base_url=url, timeout=30) as client:
+        jobs = {"jobs": [{"districtId": "2", "targetMonth": "2025-03"}]}
+        started = ok(client.post(f"{PERF}/batch/process", json=jobs))
+        batch = wait_until_done(client, started["batchId"])
+        assert batch["counts"] == {"succeeded": 1}
+        done = ok(client.get(JOBS, params={"month": "2025-03"}))
+        assert [j["status"] for j in done["jobs"]] == ["completed"]
     # What the server did is on disk for the next process.
+    db = f"sqlite:///{tmp_path / 'served.db'}"
     console = Console(Settings().with_values("storage", db_url=db))
     try:
         assert [j.status for j in console.storage.jobs(month="2025-03")] == ["completed"]
     finally:
         console.close()
-
-
-def wait_until_up(client: httpx.Client, proc: subprocess.Popen[bytes], log: Path) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while time.monotonic() < end:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if client.get("/healthz").json()["status"] == "ok":
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(f"recon api did not come up: {log.read_text()}")
