@@ -136,11 +136,12 @@ def tune_section() -> None:
     current = console.cache.config()["layers"][layer]
     with st.form("tune"):
         a, b = st.columns(2)
-        size = a.number_input("maxSize", value=current["maxSize"], step=50)
-        ttl = b.number_input("ttlMs", value=current["ttlMs"], step=10_000)
-        policy = a.selectbox("Eviction policy", POLICIES, POLICIES.index(current["evictionPolicy"]))
-        threshold = b.number_input("prefetchThreshold", value=current["prefetchThreshold"])
-        prefetch = st.checkbox("enablePrefetch", value=current["enablePrefetch"])
+        size = a.number_input("maxSize", value=current["max_size"], step=50)
+        ttl = b.number_input("ttlMs", value=current["ttl_ms"], step=10_000)
+        chosen = POLICIES.index(current["eviction_policy"])
+        policy = a.selectbox("Eviction policy", POLICIES, chosen)
+        threshold = b.number_input("prefetchThreshold", value=current["prefetch_threshold"])
+        prefetch = st.checkbox("enablePrefetch", value=current["enable_prefetch"])
         if st.form_submit_button("Apply"):
             with ui.guard():
                 notes = console.cache.tune(
@@ -186,7 +187,7 @@ def what_if_section() -> None:
         labels=SEED_NAMES,
     )
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="hit rate")
-    current = console.cache.config()["layers"][layer]["maxSize"]
+    current = console.cache.config()["layers"][layer]["max_size"]
     fig.add_vline(x=current, line_dash="dot", annotation_text="current maxSize")
     st.plotly_chart(ui.layout(fig, f"Hit rate by size: layer {layer}", 380), key="what_if_chart")
 

@@ -222,11 +222,11 @@ class Layer:
 
     def config(self) -> dict[str, Any]:
         return {
-            "maxSize": self.max_size,
-            "ttlMs": round(self.ttl_s * 1000),
-            "evictionPolicy": self.policy,
-            "enablePrefetch": self.prefetch,
-            "prefetchThreshold": self.threshold,
+            "max_size": self.max_size,
+            "ttl_ms": round(self.ttl_s * 1000),
+            "eviction_policy": self.policy,
+            "enable_prefetch": self.prefetch,
+            "prefetch_threshold": self.threshold,
         }
 
 

@@ -224,12 +224,12 @@ class CacheService:
     # --- tuning --------------------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
-        """Current settings, per layer, with the seed's names."""
+        """Current settings, per layer (the settings' field names)."""
         layers = {}
         for name, lay in self._layers.items():
             with lay.lock:
                 layers[name] = lay.config()
-        return {"cleanupIntervalMs": self._settings.cleanup_interval_ms, "layers": layers}
+        return {"cleanup_interval_ms": self._settings.cleanup_interval_ms, "layers": layers}
 
     def tune(
         self,

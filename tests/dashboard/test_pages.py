@@ -196,7 +196,7 @@ def test_cache_page_tunes_a_layer_and_simulates(app: Open, populated: str):
     button(at, "Apply").click().run()
     assert_clean(at)
     assert any("clamped" in w.value for w in at.warning)
-    assert engine().cache.config()["layers"]["jobs"]["maxSize"] == 1_000_000
+    assert engine().cache.config()["layers"]["jobs"]["max_size"] == 1_000_000
 
     next(s for s in at.selectbox if s.label == "Layer" and s.value == "jobs").select("status")
     button(at, "Simulate").click().run()
@@ -284,7 +284,7 @@ def test_settings_page_applies_cache_settings_to_the_running_engine(app: Open, d
     assert_clean(at)
     assert any("applied now to every cache layer" in s.value for s in at.success)
     layers = engine().cache.config()["layers"]
-    assert {layer["ttlMs"] for layer in layers.values()} == {60000}
+    assert {layer["ttl_ms"] for layer in layers.values()} == {60000}
 
     at = choose_setting(at, "storage.mode (mode)", "turbo")
     assert "expected 'naive' or 'optimized'" in at.error[0].value

@@ -337,7 +337,7 @@ def test_prefetch_off_for_a_layer(make: Any) -> None:
     cache.get("jobs", 1)
     cache.close()  # joins the worker: anything submitted has run
     assert requested == []
-    assert cache.config()["layers"]["jobs"]["enablePrefetch"] is False
+    assert cache.config()["layers"]["jobs"]["enable_prefetch"] is False
 
 
 # --- live tuning ---------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_shrinking_keeps_the_most_recently_used_entries(make: Any) -> None:
     cache.tune("jobs", max_size=50)
     assert layer_stats(cache)["size"] == 5
     assert cache.invalidate_district("1") == 2  # tags survive the rebuild: 1 and 9
-    assert cache.config()["layers"]["jobs"]["maxSize"] == 50
+    assert cache.config()["layers"]["jobs"]["max_size"] == 50
 
 
 def test_shorter_ttl_counts_from_the_original_write(make: Any, clock: FakeClock) -> None:
@@ -389,7 +389,7 @@ def test_policy_change_keeps_entries_and_changes_eviction(
     cache.set("jobs", "e", "e")  # LRU: out c, a; LFU: out c, d; FIFO: out a, b
     assert cache.get("jobs", survivor) == survivor
     assert layer_stats(cache)["size"] == 3
-    assert cache.config()["layers"]["jobs"]["evictionPolicy"] == policy
+    assert cache.config()["layers"]["jobs"]["eviction_policy"] == policy
 
 
 def test_policy_switch_on_a_full_layer_keeps_every_entry(make: Any) -> None:
@@ -423,7 +423,7 @@ def test_tune_clamps_out_of_range_values_with_a_note(make: Any) -> None:
     assert "maxSize" in notes[0] and "1000000" in notes[0]
     assert "ttlMs" in notes[1]
     config = cache.config()["layers"]["status"]
-    assert (config["maxSize"], config["ttlMs"]) == (1_000_000, 1000)
+    assert (config["max_size"], config["ttl_ms"]) == (1_000_000, 1000)
 
 
 @pytest.mark.parametrize(
@@ -449,16 +449,16 @@ def test_tune_refuses_invalid_values_and_changes_nothing(
     assert cache.config() == before
 
 
-def test_config_uses_seed_names(make: Any) -> None:
+def test_config_uses_the_settings_field_names(make: Any) -> None:
     config = make().config()
-    assert config["cleanupIntervalMs"] == 60_000
+    assert config["cleanup_interval_ms"] == 60_000
     assert set(config["layers"]) == set(LAYERS)
     assert config["layers"]["timelines"] == {
-        "maxSize": 500,
-        "ttlMs": 300_000,
-        "evictionPolicy": "LRU",
-        "enablePrefetch": True,
-        "prefetchThreshold": 10,
+        "max_size": 500,
+        "ttl_ms": 300_000,
+        "eviction_policy": "LRU",
+        "enable_prefetch": True,
+        "prefetch_threshold": 10,
     }
 
 
