@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-random lint bench reliability soak clean
+.PHONY: run test test-random system-packages lint bench reliability soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,15 +13,30 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/streamlit run dashboard/app.py
 
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(PY) -m pytest -q
 
 # The suite in a random order (pytest-randomly), so that no test leans on another's
 # leftovers. SEED=1234 repeats the order a run printed (SEED=last: the previous run's);
 # the default draws a new one.
 SEED ?= default
-test-random: $(STAMP)
+test-random: $(STAMP) system-packages
 	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED)
+
+# Debian packages the tests use: Chromium for the end-to-end browser test (never a
+# downloaded browser), PostgreSQL for the shared-database tests. Installed when missing.
+system-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "the tests need Debian's$$missing: sudo apt-get install$$missing"; exit 1; \
+	  fi; \
+	  echo "installing Debian's$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine dashboard tests
