@@ -15,6 +15,7 @@ import streamlit as st
 from engine import settings as settings_mod
 from engine.app import queries
 from engine.app.console import Console
+from engine.clock import clock_from_env
 from engine.errors import EngineError
 from engine.store.urls import safe_url
 
@@ -29,7 +30,7 @@ def _close(console: Console) -> None:
 @st.cache_resource(show_spinner="Starting the engine…", on_release=_close)
 def get_console() -> Console:
     """The process's engine: settings from the environment, background threads started."""
-    console = Console(settings_mod.load())
+    console = Console(settings_mod.load(), clock=clock_from_env())  # RECON_TODAY moves today
     console.start_background()
     return console
 

@@ -57,6 +57,21 @@ def kpis(view: queries.CloseView) -> None:
         bottom[3].metric("Projected close", projected)
 
 
+def download(view: queries.CloseView) -> None:
+    """The month's final figures as CSV, made when clicked (the same as `recon export`)."""
+    note = "final" if view.finished else "final so far: districts not final have no figures"
+    st.download_button(
+        "Download final figures (CSV)",
+        data=lambda: queries.final_csv(console, month),
+        file_name=f"final-figures-{month}.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        help=f"One row per district: status, reason, final as-of and every metric ({note}).",
+        key="download_final",
+    )
+
+
 def donut(view: queries.CloseView) -> None:
     states = [s for s in ui.STATE_COLORS if view.counts.get(s)]
     fig = go.Figure(
@@ -296,6 +311,7 @@ def overview() -> bool:
         )
         st.button("Continue month-end run", on_click=start_run)
     kpis(view)
+    download(view)
     left, right = st.columns([1, 3])
     with left:
         donut(view)

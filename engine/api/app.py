@@ -21,6 +21,7 @@ Endpoints (JSON field names in camelCase, as in the seed)::
     GET  /api/reconciliation/jobs?month=YYYY-MM&status=S
     GET  /api/reconciliation/jobs/{id}
     GET  /api/reconciliation/jobs/{id}/timeline
+    GET  /api/reconciliation/months/{month}/final.csv           (the month's final figures)
     POST /api/reconciliation/jobs/{id}/cancel
     GET  /healthz
     GET  /metrics                                              (Prometheus text format)
@@ -57,6 +58,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.app import queries
 from engine.app.console import Console
 from engine.batch.runner import BatchDetail, ItemRecord, SubmitResult
 from engine.clock import as_utc
@@ -1045,6 +1047,19 @@ def _job_routes(app: FastAPI) -> None:
             jobs=[_job_out(console, j) for j in found],
             total=len(found),
             progress=MonthProgressOut.model_validate(progress),
+        )
+
+    @app.get(
+        f"{PREFIX}/months/{{month}}/final.csv",
+        response_class=PlainTextResponse,
+        responses={**_responses(404), 200: {"content": {"text/csv": {}}}},
+    )
+    def final_csv(console: ConsoleDep, month: Month) -> PlainTextResponse:
+        """The month's final figures as CSV, one row per district (as ``recon export``)."""
+        return PlainTextResponse(
+            queries.final_csv(console, month),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="final-figures-{month}.csv"'},
         )
 
     @app.get(f"{base}/{{job_id}}", responses=_responses(404))

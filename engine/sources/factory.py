@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.clock import Clock
 from engine.errors import ConfigError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import SourceSettings
@@ -14,9 +15,16 @@ from engine.sources.sim import Simulator, SimulatorSource, load_calendar
 
 
 def make_source(
-    settings: SourceSettings, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
+    settings: SourceSettings,
+    *,
+    share_summary: bool,
+    instrument: Instrument = NO_INSTRUMENT,
+    clock: Clock | None = None,
 ) -> Source:
-    """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path."""
+    """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path.
+
+    ``clock`` is the simulator's: it publishes nothing for a collection date after its today.
+    """
     where = settings.source
     if where == "sim":
         calendar = load_calendar(settings.calendar_file) if settings.calendar_file else None
@@ -25,6 +33,7 @@ def make_source(
             latency_ms=settings.latency_ms,
             failure_rate=settings.failure_rate,
             calendar=calendar,
+            clock=clock,
         )
         return SimulatorSource(sim, share_summary=share_summary, instrument=instrument)
     if where.startswith(("http://", "https://")):

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from engine.cli.core import main
+from engine.domain.models import ALL_METRICS
 from engine.settings import Settings
 from engine.store.storage import Storage
 from tests.engine.api.test_api import free_port
@@ -22,7 +23,8 @@ from tests.engine.api.test_api import free_port
 ROOT = Path(__file__).resolve().parents[3]
 MONTH = "2025-03"
 DISTRICTS = "1,2,3,4,5,6,7,8,F,U"
-FIELDS = ["district", "status", "phase", "reason", "final_as_of", "checks", "significant_changes"]
+FIELDS = ["district", "status", "phase", "reason", "final_as_of", "checks", "significant_changes",
+          "error", "final_metrics"]  # fmt: skip
 
 
 def finals(db: Path) -> dict[str, tuple[object, ...]]:
@@ -58,6 +60,8 @@ def test_run_then_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert {r["status"] for r in rows} == {"completed"}
     assert {r["reason"] for r in rows} == {"closing-ended"}
     assert all(r["checks"] > 1 and r["final_as_of"] for r in rows)
+    assert {r["error"] for r in rows} == {None}
+    assert all(set(r["final_metrics"]) == set(ALL_METRICS) for r in rows)
 
 
 def test_http_source_from_recon_sim_serve_gives_identical_finals(
