@@ -305,8 +305,10 @@ def overview() -> bool:
     elif view.live:
         st.warning(
             "Some districts are not final and no batch of this dashboard is working on them: "
-            "the run was stopped, or another process (e.g. `recon run`) works it. Continue it "
-            "here, or resume its batch on the Batch runs page.",
+            f"their closing period was still open on the last day checked (today is "
+            f"{console.today()}), the run was stopped, or another process (e.g. `recon run`) "
+            "works it. Continue it here (checks up to today), or resume its batch on the "
+            "Batch runs page.",
             icon=":material/warning:",
         )
         st.button("Continue month-end run", on_click=start_run)

@@ -151,11 +151,14 @@ def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -
     table.add_row("checks made", str(sum(r["checks"] for r in rows)))
     table.add_row("elapsed", f"{elapsed_s:.1f} s")
     out.print(table)
+    # Unwrapped: an error names a file or URL that must stay whole to be copied.
     for line in failure_lines(rows):
-        out.print(escape(line) if line.startswith(" ") else f"[red]failed:[/] {escape(line)}")
+        text = escape(line) if line.startswith(" ") else f"[red]failed:[/] {escape(line)}"
+        out.print(text, soft_wrap=True)
     still_open = [r for r in rows if r["status"] in ("active", "pending")]
     if still_open:
-        out.print(escape(open_note(month, until, len(still_open), ctx.console().today())))
+        note = open_note(month, until, len(still_open), ctx.console().today())
+        out.print(escape(note), soft_wrap=True)
 
 
 # Where an error happened (a file path or URL, a district): left out to group errors.
