@@ -17,6 +17,7 @@ import streamlit as st
 from engine import settings as settings_mod
 from engine.app import queries
 from engine.app.console import Console
+from engine.clock import clock_from_env
 from engine.errors import EngineError
 from engine.store.urls import safe_url
 
@@ -40,7 +41,7 @@ def _close_at_exit(console: Console) -> None:
 @st.cache_resource(show_spinner="Starting the engine…", on_release=_close)
 def get_console() -> Console:
     """The process's engine: settings from the environment, background threads started."""
-    console = Console(settings_mod.load())
+    console = Console(settings_mod.load(), clock=clock_from_env())  # RECON_TODAY moves today
     # Streamlit does not release cached resources when the server stops: flush then.
     atexit.register(_close_at_exit, console)
     console.start_background()

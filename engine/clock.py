@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
+
+from engine.errors import ConfigError
+
+TODAY_VARIABLE = "RECON_TODAY"
+"""Environment variable that sets the date the engine takes for today (demos, audits, tests)."""
 
 
 def as_utc(value: datetime) -> datetime:
@@ -44,6 +51,31 @@ class SystemClock:
 
     def today(self) -> date:
         return self.now().date()
+
+
+class ShiftedClock(SystemClock):
+    """The real clock moved by whole days: the date is ``today`` when it is made.
+
+    Time flows as usual from there (the date changes at midnight UTC); only
+    :meth:`now` moves, durations and waits are the real ones.
+    """
+
+    def __init__(self, today: date) -> None:
+        self._shift = timedelta(days=(today - datetime.now(UTC).date()).days)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._shift
+
+
+def clock_from_env(env: Mapping[str, str] | None = None) -> SystemClock:
+    """The real clock, or with ``RECON_TODAY=YYYY-MM-DD`` one whose today is that date."""
+    value = (os.environ if env is None else env).get(TODAY_VARIABLE, "").strip()
+    if not value:
+        return SystemClock()
+    try:
+        return ShiftedClock(date.fromisoformat(value))
+    except ValueError as exc:
+        raise ConfigError(TODAY_VARIABLE, value, "expected a date YYYY-MM-DD") from exc
 
 
 class FakeClock:

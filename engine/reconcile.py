@@ -109,8 +109,9 @@ class Reconciler:
 
     # --- one job ----------------------------------------------------------------------------
 
-    def replay(self, job_id: int, token: CancelToken = NEVER) -> Job:
-        """Check ``job_id`` day after day until it finalizes."""
+    def replay(self, job_id: int, token: CancelToken = NEVER, *, until: date | None = None) -> Job:
+        """Check ``job_id`` day after day until it finalizes, or until the collection
+        date ``until`` (today, for a month still closing): the job then stays active."""
         job = self.storage.get_job(job_id)
         if job.status.finished:
             return job
@@ -129,6 +130,8 @@ class Reconciler:
         limit = rules.window_end(job, self.settings) + timedelta(
             days=self.settings.max_extension_days
         )
+        if until is not None:
+            limit = min(limit, until)
         while not job.status.finished and day <= limit:
             token.check()
             job, kept = self.check(job, day, token, last=last)

@@ -245,7 +245,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             group, name = shortcuts[key]
             out.setdefault(group, {})[name] = value
             continue
-        if not key.startswith("RECON_") or key == "RECON_SETTINGS":
+        if not key.startswith("RECON_") or key in ("RECON_SETTINGS", "RECON_TODAY"):
             continue
         rest = key[len("RECON_") :].lower()
         found = next((g for g in GROUPS if rest.startswith(g + "_")), None)

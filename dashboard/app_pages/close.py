@@ -57,6 +57,21 @@ def kpis(view: queries.CloseView) -> None:
         bottom[3].metric("Projected close", projected)
 
 
+def download(view: queries.CloseView) -> None:
+    """The month's final figures as CSV, made when clicked (the same as `recon export`)."""
+    note = "final" if view.finished else "final so far: districts not final have no figures"
+    st.download_button(
+        "Download final figures (CSV)",
+        data=lambda: queries.final_csv(console, month),
+        file_name=f"final-figures-{month}.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        help=f"One row per district: status, reason, final as-of and every metric ({note}).",
+        key="download_final",
+    )
+
+
 def donut(view: queries.CloseView) -> None:
     states = [s for s in ui.STATE_COLORS if view.counts.get(s)]
     fig = go.Figure(
@@ -290,12 +305,15 @@ def overview() -> bool:
     elif view.live:
         st.warning(
             "Some districts are not final and no batch of this dashboard is working on them: "
-            "the run was stopped, or another process (e.g. `recon run`) works it. Continue it "
-            "here, or resume its batch on the Batch runs page.",
+            f"their closing period was still open on the last day checked (today is "
+            f"{console.today()}), the run was stopped, or another process (e.g. `recon run`) "
+            "works it. Continue it here (checks up to today), or resume its batch on the "
+            "Batch runs page.",
             icon=":material/warning:",
         )
         st.button("Continue month-end run", on_click=start_run)
     kpis(view)
+    download(view)
     left, right = st.columns([1, 3])
     with left:
         donut(view)

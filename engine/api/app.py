@@ -48,7 +48,7 @@ from engine.api import errors
 from engine.api.guard import SameOrigin
 from engine.api.metrics import registry_for
 from engine.api.paths import redactor_for
-from engine.api.routers import batches, jobs, ops, performance
+from engine.api.routers import batches, jobs, months, ops, performance
 from engine.app.console import Console
 
 
@@ -77,7 +77,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if app.state.token is None:  # the outermost layer: refused before the body is read
         app.add_middleware(SameOrigin)
-    for router in (performance.router, batches.router, jobs.router, ops.router):
+    for router in (performance.router, batches.router, jobs.router, months.router, ops.router):
         app.include_router(router)
     return app
 

@@ -9,16 +9,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
-from engine.app.months import MONTH_END_BATCH, month_batch
+from engine.app.months import MONTH_END_BATCH, month_batch, replay_bound
 from engine.app.tasks import TaskRegistry
 from engine.batch.runner import BatchRunner, SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
-from engine.domain.models import Job, TimelineEntry, month_end, validate_district, validate_month
+from engine.domain.models import (
+    Job,
+    JobStatus,
+    TimelineEntry,
+    month_end,
+    validate_district,
+    validate_month,
+)
 from engine.errors import ConfigError, ConflictError, EngineError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
@@ -86,7 +93,7 @@ class Console:
         self.cache.set_prefetcher(self._prefetch)
         optimized = settings.storage.mode == "optimized"
         self.source = source or make_source(
-            settings.source, share_summary=optimized, instrument=self.recorder
+            settings.source, share_summary=optimized, instrument=self.recorder, clock=self.clock
         )
         self.reconciler = Reconciler(
             storage=self.storage,
@@ -120,13 +127,20 @@ class Console:
         districts: Sequence[str] | None = None,
         priority: int = 0,
         config: Mapping[str, Any] | None = None,
+        until: date | None = None,
     ) -> SubmitResult:
         """Start (or resume) ``month`` for ``districts`` as one batch of district replays.
 
-        A month that a batch of this process is still working is refused
-        (ConflictError): two replays of one job must never run at once.
+        Collection dates are replayed up to ``until`` (default: today by the
+        clock), never later; a month that has not ended by then, or an
+        ``until`` after today, is refused (ConfigError, see
+        :func:`~engine.app.months.replay_bound`). Jobs whose closing period is
+        still open on that day stay active. A month that a batch of this
+        process is still working is refused (ConflictError): two replays of
+        one job must never run at once.
         """
         month = validate_month(month)
+        bound = replay_bound(month, until=until, today=self.today())
         chosen = [validate_district(d) for d in districts] if districts else self.districts(month)
         if not chosen:
             raise ConfigError("districts", districts, "no districts to reconcile")
@@ -136,18 +150,25 @@ class Console:
                 raise ConflictError(
                     "month", month, f"batch {busy} is still working it: wait or cancel it first"
                 )
-            return self._submit_month(month, chosen, priority, config)
+            return self._submit_month(month, chosen, priority, config, bound)
+
+    def today(self) -> date:
+        """Today by the engine's clock: the last collection date anything may ask for."""
+        return self.clock.now().date()
 
     def _submit_month(
-        self, month: str, chosen: list[str], priority: int, config: Mapping[str, Any] | None
+        self,
+        month: str,
+        chosen: list[str],
+        priority: int,
+        config: Mapping[str, Any] | None,
+        until: date,
     ) -> SubmitResult:
         jobs = self.reconciler.start_month(month, chosen, mode=self.settings.storage.mode)
         self._invalidate_month(month)
+        spec = {"kind": "reconcile", "month": month, "until": until.isoformat()}
         items = [
-            (
-                {"kind": "reconcile", "job_id": j.id, "district": j.district, "month": month},
-                priority,
-            )
+            ({**spec, "job_id": j.id, "district": j.district}, priority)
             for j in jobs
             if not j.status.finished
         ]
@@ -163,7 +184,9 @@ class Console:
     def _execute(self, spec: Mapping[str, Any], token: CancelToken) -> Any:
         if spec.get("kind") != "reconcile":
             raise ConfigError("kind", spec.get("kind"), "unknown batch item kind")
-        job = self.reconciler.replay(int(spec["job_id"]), token)
+        # Items of batches stored before the bound existed replay up to today.
+        until = date.fromisoformat(spec["until"]) if "until" in spec else self.today()
+        job = self.reconciler.replay(int(spec["job_id"]), token, until=until)
         return {"status": job.status.value, "reason": job.reason.value if job.reason else None}
 
     def _should_skip(self, spec: Mapping[str, Any]) -> bool:
@@ -175,6 +198,17 @@ class Console:
             self.reconciler.fail(int(event["spec"]["job_id"]), str(event.get("error", "")))
         if event.get("type") == "cancelled" and "job_id" in event.get("spec", {}):
             self.reconciler.cancel(int(event["spec"]["job_id"]))
+
+    def settle(self, batch_id: int) -> None:
+        """Make the jobs of a finished batch agree with its failed and cancelled items.
+
+        The runner tells listeners of an item after counting it, so a batch can
+        end before its last events reach the jobs; a summary taken after this
+        call counts every job's outcome. Applying an outcome twice changes nothing.
+        """
+        for item in self.batch.batch_detail(batch_id).items:
+            if item.status in ("failed", "cancelled"):
+                self._on_batch_event({"type": item.status, "spec": item.spec, "error": item.error})
 
     # --- reads (through the cache) -----------------------------------------------------------
 
@@ -216,9 +250,28 @@ class Console:
                 "final_as_of": j.final_as_of.isoformat() if j.final_as_of else None,
                 "checks": j.checks,
                 "significant_changes": j.significant_changes,
+                "error": j.error,
+                "final_metrics": self.final_metrics(j),
             }
             for j in self.jobs(month)
         ]
+
+    def final_metrics(self, job: Job) -> dict[str, float] | None:
+        """The metrics of ``job``'s final snapshot (names as on the timeline), or None
+        while it has none (not completed, or completed without target-month data)."""
+        if job.status != JobStatus.COMPLETED or job.final_as_of is None:
+            return None
+        snap = self.month_end(job.month).get(job.district)
+        if snap is not None and snap.as_of == job.final_as_of:
+            return dict(snap.metrics)
+        # The month-end snapshot moved on (a later run saw newer data): the job's own entry.
+        own = (
+            e
+            for e in self.timeline(job.id)
+            if e.as_of == job.final_as_of and e.data_month in (None, job.month)
+        )
+        entry = next(own, None)
+        return dict(entry.metrics) if entry is not None else None
 
     def month_end(self, month: str) -> dict[str, Any]:
         return self.cache.get_or_load(  # type: ignore[no-any-return]

@@ -4,16 +4,22 @@
 ``recon`` CLI, the dashboard and the console's start guard all ask it. A month
 is live while a batch of this process works it (:data:`MonthStatus.RUNNING`)
 or while some of its jobs are unfinished with no batch here working them
-(:data:`MonthStatus.OPEN`: the run was stopped, or another process works it).
+(:data:`MonthStatus.OPEN`: the run was stopped, its closing period was still
+open on the day replayed up to, or another process works it).
+
+:func:`replay_bound` is the one place that answers "up to which collection
+date may a run of this month go": never after today (a collection on day D
+sees data as of D-1), and not at all for a month that has not ended.
 """
 
 from __future__ import annotations
 
 import enum
+from datetime import date, timedelta
 from typing import Protocol
 
 from engine.batch.runner import BatchInfo, BatchProgress
-from engine.domain.models import validate_month
+from engine.domain.models import month_end, month_of, validate_month
 from engine.errors import ConfigError
 from engine.reconcile import MonthProgress
 
@@ -56,6 +62,34 @@ class MonthReader(Protocol):
     def batch(self) -> BatchReader: ...
 
     def month_progress(self, month: str) -> MonthProgress: ...
+
+
+def latest_ended_month(day: date) -> str:
+    """The newest month a collection on ``day`` can see data of: the one before ``day``'s."""
+    return month_of(day.replace(day=1) - timedelta(days=1))
+
+
+def replay_bound(month: str, *, until: date | None, today: date) -> date:
+    """The last collection date a run of ``month`` may replay: ``until``, else ``today``.
+
+    Raises ConfigError for an ``until`` after ``today`` (nothing is published
+    for a later day) and for a month that has not ended by the bound (its first
+    collection, the day after its end, has not happened).
+    """
+    month = validate_month(month)
+    if until is not None and until > today:
+        raise ConfigError(
+            "until", until.isoformat(), f"is after today ({today}): no data is published yet"
+        )
+    bound = until or today
+    if month_end(month) >= bound:
+        raise ConfigError(
+            "month",
+            month,
+            f"has not ended by {bound} (a collection on day D sees data as of D-1): "
+            f"the first month that can be reconciled is {latest_ended_month(bound)}",
+        )
+    return bound
 
 
 def live_progress(batches: BatchReader, batch_id: int) -> BatchProgress | None:
@@ -101,8 +135,10 @@ __all__ = [
     "BatchReader",
     "MonthReader",
     "MonthStatus",
+    "latest_ended_month",
     "live_progress",
     "month_batch",
     "month_status",
+    "replay_bound",
     "status_of",
 ]

@@ -9,13 +9,21 @@ Changes (start, cancel, clear, apply a setting) are in :mod:`engine.app.actions`
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from engine.app.months import MonthStatus, live_progress, month_batch, status_of
+from engine.app.months import (
+    MonthStatus,
+    latest_ended_month,
+    live_progress,
+    month_batch,
+    status_of,
+)
 from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, ItemRecord
 from engine.bench import judged
 from engine.cache import LAYERS
@@ -28,7 +36,7 @@ from engine.domain.models import (
     validate_month,
 )
 from engine.domain.rules import window_days
-from engine.errors import ConfigError
+from engine.errors import ConfigError, NotFoundError
 from engine.settings import Settings, describe
 from engine.store.bench import BenchStore
 from engine.store.urls import safe_url
@@ -56,9 +64,10 @@ def months(console: Console) -> list[str]:
 
 
 def default_month(console: Console) -> str:
-    """The latest month with jobs, else the previous calendar month."""
-    with_runs = [r["month"] for r in console.storage.runs()]
-    return max(with_runs) if with_runs else _previous_month(month_of(console.clock.now().date()))
+    """The latest month that has ended and has jobs, else the latest month that has ended."""
+    ended = latest_ended_month(console.today())
+    with_runs = [r["month"] for r in console.storage.runs() if r["month"] <= ended]
+    return max(with_runs, default=ended)
 
 
 def _previous_month(month: str) -> str:
@@ -142,6 +151,65 @@ def _district_row(console: Console, job: Job) -> dict[str, Any]:
         "significant_changes": job.significant_changes,
         "error": job.error,
     }
+
+
+FINAL_COLUMNS = ("district", "status", "reason", "final_as_of")
+"""The first columns of :func:`final_figures`; every metric follows."""
+
+
+@dataclass(frozen=True)
+class FinalFigures:
+    """A month's final figures: one row per district of its latest run."""
+
+    month: str
+    columns: tuple[str, ...]
+    """:data:`FINAL_COLUMNS`, then the metrics: those of the timeline in their
+    order, then any other a source gave, by name."""
+    rows: list[dict[str, Any]]
+    """One per district; a district without final figures has empty metrics."""
+
+
+def final_figures(console: Console, month: str) -> FinalFigures:
+    """What finance takes away: status, reason, final as-of and every final metric.
+
+    Raises NotFoundError for a month without jobs.
+    """
+    jobs = console.jobs(validate_month(month))
+    if not jobs:
+        raise NotFoundError("month", month, "no jobs yet: start a month-end run first")
+    finals = {j.id: console.final_metrics(j) or {} for j in jobs}
+    extra = sorted({m for metrics in finals.values() for m in metrics} - set(ALL_METRICS))
+    columns = (*FINAL_COLUMNS, *ALL_METRICS, *extra)
+    rows = [
+        {
+            "district": j.district,
+            "status": j.status.value,
+            "reason": j.reason.value if j.reason else None,
+            "final_as_of": j.final_as_of,
+            **{m: finals[j.id].get(m) for m in (*ALL_METRICS, *extra)},
+        }
+        for j in jobs
+    ]
+    return FinalFigures(month, columns, rows)
+
+
+def final_csv(console: Console, month: str) -> str:
+    """:func:`final_figures` as CSV text: what ``recon export``, the dashboard's download
+    and ``GET /api/reconciliation/months/{month}/final.csv`` give."""
+    figures = final_figures(console, month)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, figures.columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in figures.rows)
+    return out.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # counts read as 1234, not 1234.0
+    return value
 
 
 @dataclass(frozen=True)
@@ -663,6 +731,8 @@ __all__ = [
     "CloseView",
     "ComparisonChart",
     "ComparisonView",
+    "FINAL_COLUMNS",
+    "FinalFigures",
     "OperationsView",
     "TimelineView",
     "advice",
@@ -675,6 +745,8 @@ __all__ = [
     "close_view",
     "comparison_view",
     "default_month",
+    "final_csv",
+    "final_figures",
     "latency_series",
     "latest_comparison",
     "months",

@@ -13,9 +13,11 @@ import argparse
 import atexit
 import importlib
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console as RichConsole
@@ -23,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine import settings as settings_mod
+from engine.clock import clock_from_env
 from engine.domain.models import validate_month
 from engine.errors import ConfigError, EngineError
 from engine.settings import Settings
@@ -30,7 +33,7 @@ from engine.settings import Settings
 if TYPE_CHECKING:
     from engine.app.console import Console
 
-COMMAND_MODULES = ("sim", "batch", "cache", "perf", "bench", "api")
+COMMAND_MODULES = ("export", "sim", "batch", "cache", "perf", "bench", "api")
 out = RichConsole()
 err = RichConsole(stderr=True)
 
@@ -46,7 +49,8 @@ class Context:
         if self._console is None:
             from engine.app.console import Console
 
-            self._console = Console(self.settings)
+            # The system clock; RECON_TODAY=YYYY-MM-DD moves its date (demos, audits).
+            self._console = Console(self.settings, clock=clock_from_env())
             # Deferred writes reach the database even when the process ends another way
             # than through main()'s finally (close is idempotent).
             atexit.register(self._close_at_exit)
@@ -97,7 +101,21 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--calendar", metavar="FILE", help="JSON: data month -> last closing date")
     p.add_argument("--source", help="'sim' (default), a folder of CSV exports, or an http(s) URL")
     p.add_argument("--latency-ms", type=float, help="simulated latency per fetch")
+    p.add_argument(
+        "--until",
+        type=iso_date,
+        metavar="DATE",
+        help="replay collection dates up to DATE (default: today): the close as it stood then",
+    )
     p.set_defaults(handler=cmd_run)
+
+
+def iso_date(value: str) -> date:
+    """A ``YYYY-MM-DD`` command-line value."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from exc
 
 
 def _add_status(sub: Any) -> None:
@@ -112,19 +130,23 @@ def split_districts(value: str | None) -> list[str] | None:
 
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    from engine.app.months import replay_bound
     from engine.cli.batch import drain
 
+    console = ctx.console()
+    until = replay_bound(args.month, until=args.until, today=console.today())
     started = time.monotonic()
-    ctx.console().monitor.start()  # resource samples of this run go to the shared history
-    result = ctx.console().start_batch(args.month, districts=split_districts(args.districts))
+    console.monitor.start()  # resource samples of this run go to the shared history
+    result = console.start_batch(args.month, districts=split_districts(args.districts), until=until)
     for note in result.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")
-    code = drain(ctx.console().batch, [result.batch_id], summary=False)  # the month's, below
-    print_run_summary(ctx, args.month, time.monotonic() - started)
+    code = drain(console.batch, [result.batch_id], summary=False)  # the month's, below
+    console.settle(result.batch_id)  # every job's outcome in before counting them
+    print_run_summary(ctx, args.month, until, time.monotonic() - started)
     return code
 
 
-def print_run_summary(ctx: Context, month: str, elapsed_s: float) -> None:
+def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -> None:
     from engine.app.months import month_status
 
     progress = ctx.console().month_progress(month)
@@ -141,6 +163,46 @@ def print_run_summary(ctx: Context, month: str, elapsed_s: float) -> None:
     table.add_row("checks made", str(sum(r["checks"] for r in rows)))
     table.add_row("elapsed", f"{elapsed_s:.1f} s")
     out.print(table)
+    # Unwrapped: an error names a file or URL that must stay whole to be copied.
+    for line in failure_lines(rows):
+        text = escape(line) if line.startswith(" ") else f"[red]failed:[/] {escape(line)}"
+        out.print(text, soft_wrap=True)
+    still_open = [r for r in rows if r["status"] in ("active", "pending")]
+    if still_open:
+        note = open_note(month, until, len(still_open), ctx.console().today())
+        out.print(escape(note), soft_wrap=True)
+
+
+# Where an error happened (a file path or URL, a district): left out to group errors.
+_WHERE = re.compile(r"[^\s,]*/[^\s,]*|\bdistrict [A-Za-z0-9]{1,4}\b")
+
+
+def failure_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per distinct error of the failed districts (the file or URL and the
+    district left out), most frequent first, with the first district's own error."""
+    by_error: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["status"] == "failed":
+            error = r["error"] or "no error recorded"
+            by_error.setdefault(_WHERE.sub("…", error), []).append(r)
+    lines = []
+    for error, failed in sorted(by_error.items(), key=lambda kv: -len(kv[1])):
+        districts = ", ".join(r["district"] for r in failed)
+        plural = "s" if len(failed) > 1 else ""
+        lines.append(f"{len(failed)} district{plural} ({districts}): {error}")
+        if error != failed[0]["error"]:
+            lines.append(f"  e.g. district {failed[0]['district']}: {failed[0]['error']}")
+    return lines
+
+
+def open_note(month: str, until: date, count: int, today: date) -> str:
+    """What a run that stopped at ``until`` with open districts says, and how to go on."""
+    later = "again later" if until >= today else f"with a later --until (up to {today})"
+    return (
+        f"{count} district{'s' if count > 1 else ''} still open: their closing period had not "
+        f"ended by {until}, the last collection date replayed. To continue, run "
+        f"`recon run --month {month}` {later}."
+    )
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
@@ -155,13 +217,14 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         err.print(f"No jobs for {args.month} yet: start one with `recon run --month {args.month}`.")
         return 0
     table = Table(title=f"Month-end {args.month}", caption=f"month {status.value}")
-    for col in rows[0]:
+    shown = [col for col in rows[0] if col != "final_metrics"]  # `recon export` has them
+    for col in shown:
         table.add_column(
             col.replace("_", " "),
             justify="right" if col in ("checks", "significant_changes") else "left",
         )
     for r in rows:
-        table.add_row(*("" if v is None else str(v) for v in r.values()))
+        table.add_row(*("" if r[col] is None else str(r[col]) for col in shown))
     out.print(table)
     return 0
 

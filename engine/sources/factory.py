@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.clock import Clock
 from engine.errors import ConfigError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import SourceSettings
@@ -14,11 +15,16 @@ from engine.sources.sim import Simulator, SimulatorSource, load_calendar
 
 
 def make_source(
-    settings: SourceSettings, *, share_summary: bool, instrument: Instrument = NO_INSTRUMENT
+    settings: SourceSettings,
+    *,
+    share_summary: bool,
+    instrument: Instrument = NO_INSTRUMENT,
+    clock: Clock | None = None,
 ) -> Source:
     """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path.
 
     Every source refuses exports over ``settings.max_export_bytes``.
+    ``clock`` is the simulator's: it publishes nothing for a collection date after its today.
     """
     where = settings.source
     max_bytes = settings.max_export_bytes
@@ -29,6 +35,7 @@ def make_source(
             latency_ms=settings.latency_ms,
             failure_rate=settings.failure_rate,
             calendar=calendar,
+            clock=clock,
         )
         return SimulatorSource(
             sim, share_summary=share_summary, max_bytes=max_bytes, instrument=instrument

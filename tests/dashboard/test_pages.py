@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine.app import queries
 from engine.app.console import Console, open_storage
 from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot
@@ -322,3 +323,30 @@ def test_invalid_settings_show_what_to_fix_instead_of_a_traceback(app: Open, mon
     assert not at.exception
     assert "The engine could not start" in at.error[0].value
     assert "RECON_* environment variables" in at.error[0].value
+
+
+def test_close_progress_offers_the_final_figures_as_csv(app: Open, populated: str):
+    at = app("close")
+    assert_clean(at)
+    (download,) = [e for e in at.get("download_button") if "final figures" in e.proto.label]
+    assert download.proto.label == "Download final figures (CSV)"
+    rows = queries.final_csv(engine(), MONTH).splitlines()
+    assert len(rows) == 1 + len(DISTRICTS)  # header, then one row per district
+
+
+def test_the_default_month_has_ended_and_a_run_stops_at_today(
+    app: Open, db_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("RECON_TODAY", "2025-07-03")  # June 2025 is closing
+    at = app("close")
+    assert_clean(at)
+    assert at.title[0].value == "Close progress · 2025-06"
+    button(at, "Start month-end run").click().run()
+    assert_clean(at)
+    engine().batch.run(until_idle=True)
+    at.run()
+    assert_clean(at)
+    jobs = engine().jobs("2025-06")
+    assert len(jobs) == len(SIM_DISTRICTS)
+    assert {j.last_check_date for j in jobs} == {date(2025, 7, 3)}, "nothing after today"
+    assert any("still open on the last day checked" in w.value for w in at.warning)

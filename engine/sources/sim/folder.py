@@ -11,10 +11,11 @@ from engine.sources.sim.simulator import Simulator
 
 
 def export_dates(sim: Simulator, month: str, *, extra_days: int = 3) -> list[date]:
-    """Collection dates from the day after month end to ``extra_days`` past the closing date."""
+    """Collection dates from the day after month end to ``extra_days`` past the closing
+    date, or to the simulator's today if that comes first."""
     end = month_end(month)
-    days = (sim.closing_end(month) - end).days + extra_days
-    return [end + timedelta(days=i) for i in range(1, days + 1)]
+    last = min(sim.closing_end(month) + timedelta(days=extra_days), sim.today())
+    return [end + timedelta(days=i) for i in range(1, (last - end).days + 1)]
 
 
 def export_folder(

@@ -3,7 +3,9 @@
 *Publication*: on collection date ``c`` the dashboard shows data as of
 ``c - 1``: the requested month while ``c <= closing_end(month)``, afterwards
 the next month's data, and the footer names that month. From the closing date
-on, the month's figures are final.
+on, the month's figures are final. The simulator publishes by its clock: a
+collection date after its today has no data yet (a non-transient
+:class:`~engine.errors.SourceError`).
 
 *Injection* (both default to 0): ``latency_ms``: each export request waits
 this long on the caller's :class:`~engine.cancel.CancelToken`, so a cancelled
@@ -25,6 +27,7 @@ from datetime import date
 from typing import Generic, TypeVar
 
 from engine.cancel import NEVER, CancelToken
+from engine.clock import Clock, SystemClock
 from engine.domain.models import month_end, next_month, validate_district, validate_month
 from engine.errors import SourceError
 from engine.sources.sim.calendar import check_closing, drawn_closing_end
@@ -99,6 +102,7 @@ class Simulator:
     :param failure_rate: share of export requests failing with a transient SourceError.
     :param calendar: closing date per data month (``{"2025-06": date(2025, 7, 20)}``);
         other months are drawn from the real distribution.
+    :param clock: decides today, the last collection date with data (default: the system's).
     """
 
     def __init__(
@@ -108,8 +112,10 @@ class Simulator:
         latency_ms: float = 0.0,
         failure_rate: float = 0.0,
         calendar: Mapping[str, date] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.seed = seed
+        self._clock = clock or SystemClock()
         self.latency_ms = latency_ms
         self.failure_rate = failure_rate
         self._calendar = {m: check_closing(m, d) for m, d in (calendar or {}).items()}
@@ -122,6 +128,10 @@ class Simulator:
 
     def districts(self) -> list[str]:
         return list(DISTRICTS)
+
+    def today(self) -> date:
+        """The last collection date the simulator publishes data for."""
+        return self._clock.now().date()
 
     def requests(self) -> int:
         """Export requests answered or failed so far (each waited ``latency_ms``)."""
@@ -247,7 +257,15 @@ class Simulator:
             raise SourceError(
                 "simulated transient failure", district=district, month=month, transient=True
             )
-        return district, self.published_month(month, collection_date)
+        data_month = self.published_month(month, collection_date)
+        if collection_date > self.today():
+            raise SourceError(
+                f"no data published yet for collection date {collection_date} "
+                f"(today is {self.today()})",
+                district=district,
+                month=month,
+            )
+        return district, data_month
 
     def _district_id(self, district: str) -> str:
         district = validate_district(district)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from engine import settings as settings_mod
 from engine.app.console import Console
-from engine.app.months import MonthStatus, month_batch, month_status, status_of
+from engine.app.months import (
+    MonthStatus,
+    latest_ended_month,
+    month_batch,
+    month_status,
+    replay_bound,
+    status_of,
+)
+from engine.errors import ConfigError
 from engine.reconcile import MonthProgress
 
 MONTH = "2025-03"
@@ -57,3 +67,38 @@ def test_a_month_from_no_run_to_closed(tmp_path: Path) -> None:
         assert month_status(second, MONTH) is MonthStatus.CLOSED
     finally:
         second.close()
+
+
+# --- today: how far a run may replay ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("day", "expected"),
+    [(date(2025, 7, 1), "2025-06"), (date(2025, 7, 31), "2025-06"), (date(2026, 1, 1), "2025-12")],
+)
+def test_latest_ended_month(day: date, expected: str) -> None:
+    assert latest_ended_month(day) == expected
+
+
+def test_replay_bound_is_until_else_today() -> None:
+    today = date(2025, 7, 10)
+    assert replay_bound("2025-06", until=None, today=today) == today
+    assert replay_bound("2025-06", until=date(2025, 7, 1), today=today) == date(2025, 7, 1)
+    assert replay_bound("2025-05", until=date(2025, 6, 1), today=today) == date(2025, 6, 1)
+
+
+@pytest.mark.parametrize(
+    ("month", "until", "field", "named"),
+    [
+        ("2025-07", None, "month", "the first month that can be reconciled is 2025-06"),
+        ("2027-03", None, "month", "the first month that can be reconciled is 2025-06"),
+        ("2025-06", date(2025, 6, 30), "month", "can be reconciled is 2025-05"),
+        ("2025-06", date(2025, 7, 11), "until", "is after today (2025-07-10)"),
+    ],
+)
+def test_replay_bound_refuses_a_month_not_ended_and_a_future_until(
+    month: str, until: date | None, field: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)) as caught:
+        replay_bound(month, until=until, today=date(2025, 7, 10))
+    assert caught.value.field == field

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +15,9 @@ from engine import settings as settings_mod
 from engine.app import queries
 from engine.app.console import Console
 from engine.app.months import MonthStatus, month_status
+from engine.clock import FakeClock
 from engine.domain.models import ALL_METRICS, month_of
-from engine.errors import ConfigError
+from engine.errors import ConfigError, NotFoundError
 from engine.store.schema import bench_results
 
 MONTH = "2025-06"
@@ -41,6 +45,43 @@ def test_months_offer_months_with_runs_and_recent_calendar_months(console: Conso
     assert set(months) == recent | {MONTH}
     assert months == sorted(months, reverse=True)
     assert queries.default_month(console) == MONTH
+
+
+def test_default_month_is_a_month_that_has_ended(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'recon.db'}"
+    clock = FakeClock(datetime(2025, 7, 10, tzinfo=UTC))
+    c = Console(settings_mod.load(env={}, overrides={"storage": {"db_url": url}}), clock=clock)
+    try:
+        assert queries.default_month(c) == "2025-06"  # no runs: the month that just ended
+        c.storage.create_run("2025-03", ["1"], mode="optimized", source="sim")
+        assert queries.default_month(c) == "2025-03"
+        c.storage.create_run("2025-07", ["1"], mode="optimized", source="sim")  # an old bug's
+        assert queries.default_month(c) == "2025-03"
+    finally:
+        c.close()
+
+
+def test_final_figures_have_one_row_per_district_and_every_metric(console: Console) -> None:
+    figures = queries.final_figures(console, MONTH)
+    assert figures.columns == (*queries.FINAL_COLUMNS, *ALL_METRICS)
+    assert [r["district"] for r in figures.rows] == DISTRICTS
+    snaps = console.month_end(MONTH)
+    for row in figures.rows:
+        assert row["status"] == "completed" and row["reason"]
+        assert row["final_as_of"] == snaps[row["district"]].as_of
+        assert {m: row[m] for m in ALL_METRICS} == dict(snaps[row["district"]].metrics)
+
+
+def test_final_csv_is_the_figures_as_text(console: Console) -> None:
+    rows = list(csv.DictReader(io.StringIO(queries.final_csv(console, MONTH))))
+    figures = queries.final_figures(console, MONTH)
+    assert list(rows[0]) == list(figures.columns)
+    for text, row in zip(rows, figures.rows, strict=True):
+        assert text["final_as_of"] == row["final_as_of"].isoformat()
+        assert float(text["membership"]) == row["membership"]
+        assert "." not in text["clubs"]  # counts as whole numbers
+    with pytest.raises(NotFoundError, match="no jobs yet"):
+        queries.final_csv(console, "2024-01")
 
 
 def test_close_view_counts_districts_and_their_progress(console: Console) -> None:
