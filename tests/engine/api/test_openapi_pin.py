@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,18 @@ def api_shape(document: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_paths_fields_and_types_are_the_seeds(tmp_path: Path) -> None:
-    settings = Settings().with_values("storage", db_url=f"sqlite:///{tmp_path / 'pin.db'}")
+def current_document(folder: Path) -> Any:
+    """The OpenAPI document of today's app (on a throwaway database in ``folder``)."""
+    settings = Settings().with_values("storage", db_url=f"sqlite:///{folder / 'pin.db'}")
     console = Console(settings)
     try:
-        document = create_app(console).openapi()
+        return create_app(console).openapi()
     finally:
         console.close()
+
+
+def test_paths_fields_and_types_are_the_seeds(tmp_path: Path) -> None:
+    document = current_document(tmp_path)
     expected = json.loads(FIXTURE.read_text())
     found = json.loads(json.dumps(api_shape(document)))  # tuples as lists, like the fixture
     assert sorted(found) == sorted(expected)
@@ -100,9 +106,11 @@ def test_paths_fields_and_types_are_the_seeds(tmp_path: Path) -> None:
         assert found[operation] == want, operation
 
 
-if __name__ == "__main__":  # regenerate from a document: python -m ... [openapi.json]
-    source = json.loads(Path(sys.argv[1]).read_text()) if len(sys.argv) > 1 else None
-    if source is None:
-        raise SystemExit("usage: python -m tests.engine.api.test_openapi_pin OPENAPI.json")
+if __name__ == "__main__":  # regenerate: python -m ... [openapi.json], default today's app
+    if len(sys.argv) > 1:
+        source = json.loads(Path(sys.argv[1]).read_text())
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            source = current_document(Path(folder))
     json.dump(api_shape(source), sys.stdout, indent=1, sort_keys=True)
     print()
