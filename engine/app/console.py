@@ -12,6 +12,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
+from engine.app.month_lease import MonthLeases
 from engine.app.months import MONTH_END_BATCH, month_batch
 from engine.app.tasks import TaskRegistry
 from engine.batch.runner import BatchRunner, SubmitResult
@@ -27,6 +28,7 @@ from engine.settings import Settings
 from engine.sources.base import Source
 from engine.sources.factory import make_source
 from engine.store.batches import SqlBatchStore
+from engine.store.leases import SqlLeases
 from engine.store.perf import SqlPerfStore
 from engine.store.storage import Storage
 
@@ -70,6 +72,9 @@ class Console:
             instrument=self.recorder,
         )
         self.batch.listen(self._on_batch_event)
+        leases = SqlLeases(self.storage, clock=self.clock)
+        ttl_s = settings.storage.lease_ttl_s
+        self.leases = MonthLeases(leases, runner=self.batch, ttl_s=ttl_s, flush=self.storage.flush)
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
         self._register_gauges()
         self._closed = threading.Event()
@@ -88,8 +93,30 @@ class Console:
         """Start (or resume) ``month`` for ``districts`` as one batch of district replays.
 
         A month that a batch of this process is still working is refused
-        (ConflictError): two replays of one job must never run at once.
+        (ConflictError), and so is a month another process works (LeaseHeld, a
+        ConflictError naming it): two replays of one job must never run at once.
+        The month's lease is held until the batch ends (see :mod:`engine.app.month_lease`).
         """
+        result = self._start(month, districts, priority, config, again=True)
+        assert result is not None  # a finished month gets a new run
+        return result
+
+    def continue_month(
+        self, month: str, *, districts: Sequence[str] | None = None
+    ) -> SubmitResult | None:
+        """Like :meth:`start_batch`, but a month whose latest run is finished gets no new
+        run (None): for a start that waited while another process worked the month."""
+        return self._start(month, districts, 0, None, again=False)
+
+    def _start(
+        self,
+        month: str,
+        districts: Sequence[str] | None,
+        priority: int,
+        config: Mapping[str, Any] | None,
+        *,
+        again: bool,
+    ) -> SubmitResult | None:
         month = validate_month(month)
         chosen = [validate_district(d) for d in districts] if districts else self.districts(month)
         if not chosen:
@@ -100,11 +127,30 @@ class Console:
                 raise ConflictError(
                     "month", month, f"batch {busy} is still working it: wait or cancel it first"
                 )
-            return self._submit_month(month, chosen, priority, config)
+            if self.leases.take(month):
+                self.storage.clear_cache()  # another process may have worked it meanwhile
+            try:
+                result = self._submit_month(month, chosen, priority, config, again=again)
+            except BaseException:
+                self.leases.give_up(month)
+                raise
+            if result is None:
+                self.leases.give_up(month)
+            else:
+                self.leases.bind(month, result.batch_id)
+            return result
 
     def _submit_month(
-        self, month: str, chosen: list[str], priority: int, config: Mapping[str, Any] | None
-    ) -> SubmitResult:
+        self,
+        month: str,
+        chosen: list[str],
+        priority: int,
+        config: Mapping[str, Any] | None,
+        *,
+        again: bool,
+    ) -> SubmitResult | None:
+        if not again and self._closed_meanwhile(month):
+            return None
         jobs = self.reconciler.start_month(month, chosen, mode=self.settings.storage.mode)
         self._invalidate_month(month)
         items = [
@@ -120,6 +166,10 @@ class Console:
             config["maxConcurrentJobs"] = 1  # the "before": sequential
         return self.batch.submit(items, config=config, name=MONTH_END_BATCH.format(month=month))
 
+    def _closed_meanwhile(self, month: str) -> bool:
+        latest = self.storage.jobs(month=month)
+        return bool(latest) and all(j.status.finished for j in latest)
+
     def districts(self, month: str) -> list[str]:
         """Every district the source publishes for ``month``."""
         return self.source.districts(month, month_end(month) + timedelta(days=1))
@@ -134,6 +184,8 @@ class Console:
         return self.storage.get_job(int(spec["job_id"])).status.finished
 
     def _on_batch_event(self, event: Mapping[str, Any]) -> None:
+        if self.leases.lost(str((event.get("spec") or {}).get("month"))):
+            return  # the month's jobs are another process's now: leave them to it
         # A job fails only when the runner has given up on its item (retries exhausted).
         if event.get("type") == "failed" and "job_id" in event.get("spec", {}):
             self.reconciler.fail(int(event["spec"]["job_id"]), str(event.get("error", "")))
@@ -245,7 +297,10 @@ class Console:
             return
         self._closed.set()
         failures: list[EngineError] = []
-        for part in (self.batch, self.cache, self.monitor, self.source, self.storage):
+        # The leases go after the batch runner (its items have stopped) and before the
+        # storage (they commit its last writes, then free the months).
+        parts = (self.batch, self.leases, self.cache, self.monitor, self.source, self.storage)
+        for part in parts:
             try:
                 part.close()
             except EngineError as exc:  # close the rest; report the first failure
