@@ -19,8 +19,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from engine.app.lease import Lease, OnLost
+from engine.app.lease import Lease, LeaseHeld, OnLost, wait_until_free
 from engine.batch.events import Listener
+from engine.clock import Clock
 from engine.store.leases import Holder, LeaseRecord, Leases
 
 MONTH_LEASE = "month:{month}"
@@ -82,7 +83,10 @@ class MonthLeases:
                     holder=self.holder,
                     on_lost=self._lost_handler(month),
                 )
-                lease.acquire()
+                try:
+                    lease.acquire()
+                except LeaseHeld as held:  # say which month, not which lease
+                    raise LeaseHeld("month", month, held.record) from None
                 lease.start()
                 self._held[month] = lease
                 self._users[month] = 0
@@ -123,6 +127,12 @@ class MonthLeases:
     def held_by(self, month: str) -> LeaseRecord | None:
         """Who works ``month`` now, in any process (None: nobody)."""
         return self._store.holder(MONTH_LEASE.format(month=month))
+
+    def wait(self, month: str, *, clock: Clock, on_wait: Callable[[LeaseRecord], None]) -> None:
+        """Return once no process holds ``month``; ``on_wait`` hears of each holder seen."""
+        poll_s = min(1.0, self.ttl_s / 3)
+        name = MONTH_LEASE.format(month=month)
+        wait_until_free(self._store, name, clock=clock, poll_s=poll_s, on_wait=on_wait)
 
     def close(self) -> None:
         """Give every month up (the console closes; its batches were interrupted).

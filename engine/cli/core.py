@@ -28,6 +28,8 @@ from engine.settings import Settings
 
 if TYPE_CHECKING:
     from engine.app.console import Console
+    from engine.batch.runner import SubmitResult
+    from engine.store.leases import LeaseRecord
 
 COMMAND_MODULES = ("sim", "batch", "cache", "perf", "bench", "api")
 out = RichConsole()
@@ -85,6 +87,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--calendar", metavar="FILE", help="JSON: data month -> last closing date")
     p.add_argument("--source", help="'sim' (default), a folder of CSV exports, or an http(s) URL")
     p.add_argument("--latency-ms", type=float, help="simulated latency per fetch")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process works the month, wait for it, then continue what is left "
+        "(default: exit 2 naming it)",
+    )
     p.set_defaults(handler=cmd_run)
 
 
@@ -104,12 +112,44 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 
     started = time.monotonic()
     ctx.console().monitor.start()  # resource samples of this run go to the shared history
-    result = ctx.console().start_batch(args.month, districts=split_districts(args.districts))
-    for note in result.notes:
-        err.print(f"[yellow]note:[/] {escape(note)}")
-    code = drain(ctx.console().batch, [result.batch_id], summary=False)  # the month's, below
+    result = _start_run(ctx.console(), args.month, split_districts(args.districts), args.wait)
+    code = 0
+    if result is None:
+        err.print(f"{escape(args.month)} was closed while this run waited: nothing left to do.")
+    else:
+        for note in result.notes:
+            err.print(f"[yellow]note:[/] {escape(note)}")
+        code = drain(ctx.console().batch, [result.batch_id], summary=False)  # the month's, below
     print_run_summary(ctx, args.month, time.monotonic() - started)
     return code
+
+
+def _start_run(
+    console: Console, month: str, districts: list[str] | None, wait: bool
+) -> SubmitResult | None:
+    """Start the month; another process working it: exit 2 naming it, or wait for it
+    and continue what it left (None: it closed the month)."""
+    from engine.app.lease import LeaseHeld
+
+    waited = False
+    while True:
+        try:
+            if waited:
+                return console.continue_month(month, districts=districts)
+            return console.start_batch(month, districts=districts)
+        except LeaseHeld:
+            if not wait:
+                raise  # "month='2025-06': worked by HOST pid N since ...": exit 2
+            waited = True
+            _wait_for_month(console, month)
+
+
+def _wait_for_month(console: Console, month: str) -> None:
+    def say(record: LeaseRecord) -> None:
+        err.print(f"waiting: {escape(month)} is worked by {escape(record.describe())}")
+
+    with err.status(f"waiting for {escape(month)} to be free"):
+        console.leases.wait(month, clock=console.clock, on_wait=say)
 
 
 def print_run_summary(ctx: Context, month: str, elapsed_s: float) -> None:
@@ -199,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args, ctx)
         return code
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, any width
         return 2
     except EngineError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
