@@ -128,6 +128,13 @@ class MonthLeases:
         """Who works ``month`` now, in any process (None: nobody)."""
         return self._store.holder(MONTH_LEASE.format(month=month))
 
+    def tick(self) -> None:
+        """One heartbeat of every held month now (the threads beat every ttl/3)."""
+        with self._lock:
+            held = list(self._held.values())
+        for lease in held:
+            lease.tick()
+
     def wait(self, month: str, *, clock: Clock, on_wait: Callable[[LeaseRecord], None]) -> None:
         """Return once no process holds ``month``; ``on_wait`` hears of each holder seen."""
         poll_s = min(1.0, self.ttl_s / 3)
