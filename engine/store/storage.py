@@ -127,7 +127,7 @@ class Storage:
         try:
             missing = _missing_columns(self.engine)
             if missing is None:
-                metadata.create_all(self.engine)
+                _create_tables(self.engine)
         except SQLAlchemyError as exc:
             raise StorageError("open", f"{settings.db_url}: {exc}") from exc
         if missing is not None:
@@ -869,6 +869,14 @@ def _sqlite_pragmas(engine: Engine) -> None:
         # instead of failing when a read transaction tries to upgrade.
         immediate = conn.get_execution_options().get("immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the missing tables; on SQLite under the write lock, so that processes
+    opening a new file at once do not both create them (the second waits, then finds them)."""
+    with engine.connect() as conn:
+        with conn.execution_options(immediate=True).begin():
+            metadata.create_all(conn)
 
 
 def _missing_columns(engine: Engine) -> str | None:
