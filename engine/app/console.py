@@ -184,13 +184,16 @@ class Console:
         return self.storage.get_job(int(spec["job_id"])).status.finished
 
     def _on_batch_event(self, event: Mapping[str, Any]) -> None:
-        if self.leases.lost(str((event.get("spec") or {}).get("month"))):
+        kind, spec = event.get("type"), event.get("spec") or {}
+        if kind not in ("failed", "cancelled") or "job_id" not in spec:
+            return
+        if self.leases.lost(str(spec.get("month"))):
             return  # the month's jobs are another process's now: leave them to it
         # A job fails only when the runner has given up on its item (retries exhausted).
-        if event.get("type") == "failed" and "job_id" in event.get("spec", {}):
-            self.reconciler.fail(int(event["spec"]["job_id"]), str(event.get("error", "")))
-        if event.get("type") == "cancelled" and "job_id" in event.get("spec", {}):
-            self.reconciler.cancel(int(event["spec"]["job_id"]))
+        if kind == "failed":
+            self.reconciler.fail(int(spec["job_id"]), str(event.get("error", "")))
+        else:
+            self.reconciler.cancel(int(spec["job_id"]))
 
     # --- reads (through the cache) -----------------------------------------------------------
 
