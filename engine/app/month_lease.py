@@ -75,7 +75,7 @@ class MonthLeases:
         with self._lock:
             lease = self._held.get(month)
             fresh = lease is None or lease.lost
-            if lease is None or lease.lost:
+            if fresh:
                 lease = Lease(
                     self._store,
                     MONTH_LEASE.format(month=month),
@@ -89,8 +89,8 @@ class MonthLeases:
                     raise LeaseHeld("month", month, held.record) from None
                 lease.start()
                 self._held[month] = lease
-                self._users[month] = 0
-            self._users[month] += 1
+            # A lost lease's batch may still be stopping: it counts until it has ended.
+            self._users[month] = self._users.get(month, 0) + 1
             return fresh
 
     def bind(self, month: str, batch_id: int) -> None:
