@@ -45,6 +45,9 @@ class StorageSettings:
         500, "maxWriteDelayMs", 10, 60_000, "deferred writes wait at most this long"
     )
     index_cache_timeout_ms: int = _f(30_000, "indexCacheTimeout", 100, 3_600_000)
+    lease_ttl_s: float = _f(
+        30.0, "leaseTtlS", 1, 3600, "a month whose process died can be worked again after this"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

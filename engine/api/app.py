@@ -33,7 +33,7 @@ Host header other than the listening address or localhost gets 421
 (:mod:`engine.api.guard`). Bodies above ``max_body_bytes`` get 413. Invalid input gets
 422 (schema) or 400 (refused by the engine), unknown ids 404, a request that
 conflicts with the current state (cancelling a finished job, starting a month
-that a batch of this process is still working) 409; every error body is
+that a batch of this or another process is still working) 409; every error body is
 ``{"error": message, "field": name}``, and 422 bodies keep FastAPI's
 ``detail`` list as well (:mod:`engine.api.errors`: always valid JSON, without
 local file paths).

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from datetime import date, timedelta
 from typing import Any
 
+from engine.app.month_lease import MonthLeases
 from engine.app.months import MONTH_END_BATCH, month_batch, replay_bound
 from engine.app.tasks import TaskRegistry
 from engine.batch.runner import BatchRunner, SubmitResult
@@ -20,7 +20,6 @@ from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
 from engine.domain.models import (
     Job,
-    JobStatus,
     TimelineEntry,
     month_end,
     validate_district,
@@ -38,6 +37,7 @@ from engine.store.batches import SqlBatchStore
 from engine.store.cached import CachedJobStore, ReadCache
 from engine.store.database import Database
 from engine.store.jobs import JobStore, SqlJobStore
+from engine.store.leases import SqlLeases
 from engine.store.perf import SqlPerfStore
 from engine.store.storage import Storage
 from engine.store.writes import Deferred, Immediate, WritePolicy
@@ -113,6 +113,7 @@ class Console:
             instrument=self.recorder,
         )
         self.batch.listen(self._on_batch_event)
+        self.leases = self._month_leases()
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
         self._register_gauges()
         self._closed = threading.Event()
@@ -135,10 +136,34 @@ class Console:
         clock), never later; a month that has not ended by then, or an
         ``until`` after today, is refused (ConfigError, see
         :func:`~engine.app.months.replay_bound`). Jobs whose closing period is
-        still open on that day stay active. A month that a batch of this
-        process is still working is refused (ConflictError): two replays of
-        one job must never run at once.
+        still open on that day stay active.
+
+        A month that a batch of this process is still working is refused
+        (ConflictError), and so is a month another process works (LeaseHeld, a
+        ConflictError naming it): two replays of one job must never run at once.
+        The month's lease is held until the batch ends (see :mod:`engine.app.month_lease`).
         """
+        result = self._start(month, districts, priority, config, until, again=True)
+        assert result is not None  # a finished month gets a new run
+        return result
+
+    def continue_month(
+        self, month: str, *, districts: Sequence[str] | None = None, until: date | None = None
+    ) -> SubmitResult | None:
+        """Like :meth:`start_batch`, but a month whose latest run is finished gets no new
+        run (None): for a start that waited while another process worked the month."""
+        return self._start(month, districts, 0, None, until, again=False)
+
+    def _start(
+        self,
+        month: str,
+        districts: Sequence[str] | None,
+        priority: int,
+        config: Mapping[str, Any] | None,
+        until: date | None,
+        *,
+        again: bool,
+    ) -> SubmitResult | None:
         month = validate_month(month)
         bound = replay_bound(month, until=until, today=self.today())
         chosen = [validate_district(d) for d in districts] if districts else self.districts(month)
@@ -150,7 +175,18 @@ class Console:
                 raise ConflictError(
                     "month", month, f"batch {busy} is still working it: wait or cancel it first"
                 )
-            return self._submit_month(month, chosen, priority, config, bound)
+            if self.leases.take(month):
+                self.storage.clear_cache()  # another process may have worked it meanwhile
+            try:
+                result = self._submit_month(month, chosen, priority, config, bound, again=again)
+            except BaseException:
+                self.leases.give_up(month)
+                raise
+            if result is None:
+                self.leases.give_up(month)
+            else:
+                self.leases.bind(month, result.batch_id)
+            return result
 
     def today(self) -> date:
         """Today by the engine's clock: the last collection date anything may ask for."""
@@ -163,7 +199,11 @@ class Console:
         priority: int,
         config: Mapping[str, Any] | None,
         until: date,
-    ) -> SubmitResult:
+        *,
+        again: bool,
+    ) -> SubmitResult | None:
+        if not again and self._closed_meanwhile(month):
+            return None
         jobs = self.reconciler.start_month(month, chosen, mode=self.settings.storage.mode)
         self._invalidate_month(month)
         spec = {"kind": "reconcile", "month": month, "until": until.isoformat()}
@@ -176,6 +216,10 @@ class Console:
         if self.settings.storage.mode == "naive":
             config["maxConcurrentJobs"] = 1  # the "before": sequential
         return self.batch.submit(items, config=config, name=MONTH_END_BATCH.format(month=month))
+
+    def _closed_meanwhile(self, month: str) -> bool:
+        latest = self.storage.jobs(month=month)
+        return bool(latest) and all(j.status.finished for j in latest)
 
     def districts(self, month: str) -> list[str]:
         """Every district the source publishes for ``month``."""
@@ -193,11 +237,16 @@ class Console:
         return self.storage.get_job(int(spec["job_id"])).status.finished
 
     def _on_batch_event(self, event: Mapping[str, Any]) -> None:
+        kind, spec = event.get("type"), event.get("spec") or {}
+        if kind not in ("failed", "cancelled") or "job_id" not in spec:
+            return
+        if self.leases.lost(str(spec.get("month"))):
+            return  # the month's jobs are another process's now: leave them to it
         # A job fails only when the runner has given up on its item (retries exhausted).
-        if event.get("type") == "failed" and "job_id" in event.get("spec", {}):
-            self.reconciler.fail(int(event["spec"]["job_id"]), str(event.get("error", "")))
-        if event.get("type") == "cancelled" and "job_id" in event.get("spec", {}):
-            self.reconciler.cancel(int(event["spec"]["job_id"]))
+        if kind == "failed":
+            self.reconciler.fail(int(spec["job_id"]), str(event.get("error", "")))
+        else:
+            self.reconciler.cancel(int(spec["job_id"]))
 
     def settle(self, batch_id: int) -> None:
         """Make the jobs of a finished batch agree with its failed and cancelled items.
@@ -239,40 +288,6 @@ class Console:
             tags=(("month", month),),
         )
 
-    def status_rows(self, month: str) -> list[dict[str, Any]]:
-        """One row per district of the month's latest run (the ``recon status`` table)."""
-        return [
-            {
-                "district": j.district,
-                "status": j.status.value,
-                "phase": j.phase.value if j.phase else None,
-                "reason": j.reason.value if j.reason else None,
-                "final_as_of": j.final_as_of.isoformat() if j.final_as_of else None,
-                "checks": j.checks,
-                "significant_changes": j.significant_changes,
-                "error": j.error,
-                "final_metrics": self.final_metrics(j),
-            }
-            for j in self.jobs(month)
-        ]
-
-    def final_metrics(self, job: Job) -> dict[str, float] | None:
-        """The metrics of ``job``'s final snapshot (names as on the timeline), or None
-        while it has none (not completed, or completed without target-month data)."""
-        if job.status != JobStatus.COMPLETED or job.final_as_of is None:
-            return None
-        snap = self.month_end(job.month).get(job.district)
-        if snap is not None and snap.as_of == job.final_as_of:
-            return dict(snap.metrics)
-        # The month-end snapshot moved on (a later run saw newer data): the job's own entry.
-        own = (
-            e
-            for e in self.timeline(job.id)
-            if e.as_of == job.final_as_of and e.data_month in (None, job.month)
-        )
-        entry = next(own, None)
-        return dict(entry.metrics) if entry is not None else None
-
     def month_end(self, month: str) -> dict[str, Any]:
         return self.cache.get_or_load(  # type: ignore[no-any-return]
             "snapshots",
@@ -289,9 +304,6 @@ class Console:
         job = self.reconciler.cancel(job_id)
         self._invalidate(job)
         return job
-
-    def settings_dict(self) -> dict[str, Any]:
-        return asdict(self.settings)
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -312,6 +324,11 @@ class Console:
         for other in self.storage.recent_jobs(job.district):
             if other.id != job_id:
                 self.cache.set("jobs", other.id, other, tags=(("job", other.id),), prefetched=True)
+
+    def _month_leases(self) -> MonthLeases:
+        leases = SqlLeases(self.storage, clock=self.clock)
+        ttl_s = self.settings.storage.lease_ttl_s
+        return MonthLeases(leases, runner=self.batch, ttl_s=ttl_s, flush=self.storage.flush)
 
     def _register_gauges(self) -> None:
         self.monitor.register_gauge(
@@ -334,7 +351,10 @@ class Console:
             return
         self._closed.set()
         failures: list[EngineError] = []
-        for part in (self.batch, self.cache, self.monitor, self.source, self.storage):
+        # The leases go after the batch runner (its items have stopped) and before the
+        # storage (they commit its last writes, then free the months).
+        parts = (self.batch, self.leases, self.cache, self.monitor, self.source, self.storage)
+        for part in parts:
             try:
                 part.close()
             except EngineError as exc:  # close the rest; report the first failure

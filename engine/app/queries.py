@@ -30,6 +30,7 @@ from engine.cache import LAYERS
 from engine.domain.models import (
     ALL_METRICS,
     Job,
+    JobStatus,
     TimelineEntry,
     month_end,
     month_of,
@@ -177,7 +178,7 @@ def final_figures(console: Console, month: str) -> FinalFigures:
     jobs = console.jobs(validate_month(month))
     if not jobs:
         raise NotFoundError("month", month, "no jobs yet: start a month-end run first")
-    finals = {j.id: console.final_metrics(j) or {} for j in jobs}
+    finals = {j.id: final_metrics(console, j) or {} for j in jobs}
     extra = sorted({m for metrics in finals.values() for m in metrics} - set(ALL_METRICS))
     columns = (*FINAL_COLUMNS, *ALL_METRICS, *extra)
     rows = [
@@ -717,6 +718,41 @@ def setting_text(value: Any) -> str:
         return f"{value:.0f}"
     return "" if value is None else str(value)
 
+
+
+def status_rows(console: Console, month: str) -> list[dict[str, Any]]:
+    """One row per district of the month's latest run (the ``recon status`` table)."""
+    return [
+        {
+            "district": j.district,
+            "status": j.status.value,
+            "phase": j.phase.value if j.phase else None,
+            "reason": j.reason.value if j.reason else None,
+            "final_as_of": j.final_as_of.isoformat() if j.final_as_of else None,
+            "checks": j.checks,
+            "significant_changes": j.significant_changes,
+            "error": j.error,
+            "final_metrics": final_metrics(console, j),
+        }
+        for j in console.jobs(month)
+    ]
+
+def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
+    """The metrics of ``job``'s final snapshot (names as on the timeline), or None
+    while it has none (not completed, or completed without target-month data)."""
+    if job.status != JobStatus.COMPLETED or job.final_as_of is None:
+        return None
+    snap = console.month_end(job.month).get(job.district)
+    if snap is not None and snap.as_of == job.final_as_of:
+        return dict(snap.metrics)
+    # The month-end snapshot moved on (a later run saw newer data): the job's own entry.
+    own = (
+        e
+        for e in console.timeline(job.id)
+        if e.as_of == job.final_as_of and e.data_month in (None, job.month)
+    )
+    entry = next(own, None)
+    return dict(entry.metrics) if entry is not None else None
 
 __all__ = [
     "CHANGE_KINDS",

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine import settings as settings_mod
+from engine.app import queries
 from engine.clock import clock_from_env
 from engine.domain.models import validate_month
 from engine.errors import ConfigError, EngineError
@@ -32,6 +33,8 @@ from engine.settings import Settings
 
 if TYPE_CHECKING:
     from engine.app.console import Console
+    from engine.batch.runner import SubmitResult
+    from engine.store.leases import LeaseRecord
 
 COMMAND_MODULES = ("export", "sim", "batch", "cache", "perf", "bench", "api")
 out = RichConsole()
@@ -107,6 +110,12 @@ def _add_run(sub: Any) -> None:
         metavar="DATE",
         help="replay collection dates up to DATE (default: today): the close as it stood then",
     )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process works the month, wait for it, then continue what is left "
+        "(default: exit 2 naming it)",
+    )
     p.set_defaults(handler=cmd_run)
 
 
@@ -137,20 +146,52 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     until = replay_bound(args.month, until=args.until, today=console.today())
     started = time.monotonic()
     console.monitor.start()  # resource samples of this run go to the shared history
-    result = console.start_batch(args.month, districts=split_districts(args.districts), until=until)
-    for note in result.notes:
-        err.print(f"[yellow]note:[/] {escape(note)}")
-    code = drain(console.batch, [result.batch_id], summary=False)  # the month's, below
-    console.settle(result.batch_id)  # every job's outcome in before counting them
+    result = _start_run(console, args.month, split_districts(args.districts), until, args.wait)
+    code = 0
+    if result is None:
+        err.print(f"{escape(args.month)} was closed while this run waited: nothing left to do.")
+    else:
+        for note in result.notes:
+            err.print(f"[yellow]note:[/] {escape(note)}")
+        code = drain(console.batch, [result.batch_id], summary=False)  # the month's, below
+        console.settle(result.batch_id)  # every job's outcome in before counting them
     print_run_summary(ctx, args.month, until, time.monotonic() - started)
     return code
+
+
+def _start_run(
+    console: Console, month: str, districts: list[str] | None, until: date, wait: bool
+) -> SubmitResult | None:
+    """Start the month; another process working it: exit 2 naming it, or wait for it
+    and continue what it left (None: it closed the month)."""
+    from engine.app.lease import LeaseHeld
+
+    waited = False
+    while True:
+        try:
+            if waited:
+                return console.continue_month(month, districts=districts, until=until)
+            return console.start_batch(month, districts=districts, until=until)
+        except LeaseHeld:
+            if not wait:
+                raise  # "month='2025-06': worked by HOST pid N since ...": exit 2
+            waited = True
+            _wait_for_month(console, month)
+
+
+def _wait_for_month(console: Console, month: str) -> None:
+    def say(record: LeaseRecord) -> None:
+        err.print(f"waiting: {escape(month)} is worked by {escape(record.describe())}")
+
+    with err.status(f"waiting for {escape(month)} to be free"):
+        console.leases.wait(month, clock=console.clock, on_wait=say)
 
 
 def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -> None:
     from engine.app.months import month_status
 
     progress = ctx.console().month_progress(month)
-    rows = ctx.console().status_rows(month)
+    rows = queries.status_rows(ctx.console(), month)
     state = month_status(ctx.console(), month)
     table = Table(title=f"Month-end {month}: summary", caption=f"month {state.value}")
     table.add_column("outcome")
@@ -208,7 +249,7 @@ def open_note(month: str, until: date, count: int, today: date) -> str:
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     from engine.app.months import MonthStatus, month_status
 
-    rows = ctx.console().status_rows(validate_month(args.month))
+    rows = queries.status_rows(ctx.console(), validate_month(args.month))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -274,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args, ctx)
         return code
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, any width
         return 2
     except EngineError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")

@@ -266,3 +266,19 @@ bench_results = Table(
     Column("quick", Boolean, nullable=False),
     Column("result", Text, nullable=False),
 )
+
+# --- leases (issue 18) -----------------------------------------------------------
+
+# A named lease (e.g. ``month:2025-06``) held by one process until ``expires_at``;
+# the holder's heartbeat moves ``expires_at`` on, and an expired lease may be taken.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)

@@ -4,6 +4,7 @@ with the same final figures as an uninterrupted run and nothing duplicated."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -28,7 +29,9 @@ def districts() -> str:
 
 
 def run_args(db: Path) -> list[str]:
-    return ["run", "--month", MONTH, "--districts", districts(), "--db", f"sqlite:///{db}"]
+    # --wait: the killed run's month lease stays taken until its ttl has passed
+    return ["run", "--month", MONTH, "--districts", districts(), "--db", f"sqlite:///{db}",
+            "--wait"]  # fmt: skip
 
 
 def entries(db: Path) -> int:
@@ -47,6 +50,7 @@ def kill_after(db: Path, threshold: int) -> bool:
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", *run_args(db)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=os.environ | {"RECON_STORAGE_LEASE_TTL_S": "2"},  # the next run waits 2 s at most
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while proc.poll() is None and entries(db) < threshold and time.monotonic() < deadline:

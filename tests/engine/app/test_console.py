@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.app import queries
 from engine.app.console import Console
 from engine.app.months import MonthStatus, month_status
 from engine.clock import FakeClock
@@ -76,7 +77,7 @@ def dated_console(tmp_path: Path, name: str, clock: FakeClock) -> Console:
 
 def finals(console: Console) -> dict[str, tuple[object, ...]]:
     return {
-        j.district: (j.status.value, j.final_as_of, console.final_metrics(j))
+        j.district: (j.status.value, j.final_as_of, queries.final_metrics(console, j))
         for j in console.jobs(JUNE)
     }
 
@@ -106,7 +107,7 @@ def test_until_before_the_close_shows_it_as_it_stood_and_a_later_run_completes_i
         assert {j.status for j in jobs} == {JobStatus.ACTIVE}
         assert {j.last_check_date for j in jobs} == {date(2025, 7, 3)}
         assert max(e.as_of for j in jobs for e in console.timeline(j.id)) == date(2025, 7, 2)
-        assert all(console.final_metrics(j) is None for j in jobs)
+        assert all(queries.final_metrics(console, j) is None for j in jobs)
         assert month_status(console, JUNE) is MonthStatus.OPEN
 
         console.start_batch(JUNE)  # up to today: the close is over by then

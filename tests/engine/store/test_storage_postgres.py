@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
+from engine.app import queries
 from engine.app.console import Console
 from engine.errors import StorageError
 from engine.settings import Settings
@@ -60,7 +61,7 @@ def test_month_end_run_on_postgres(pg_url: str) -> None:
     try:
         console.start_batch("2025-03", districts=["1", "2", "F"])
         console.batch.run(until_idle=True)
-        rows = console.status_rows("2025-03")
+        rows = queries.status_rows(console, "2025-03")
         finals = console.storage.month_end_snapshots("2025-03")
     finally:
         console.close()

@@ -1,0 +1,224 @@
+"""A lease's holder side (heartbeat, loss, release) on a real SQLite file with a fake
+clock, and the console's month leases between two consoles on one database."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import settings as settings_mod
+from engine.app.console import Console, open_storage
+from engine.app.lease import Lease, LeaseHeld, wait_until_free
+from engine.app.month_lease import MONTH_LEASE
+from engine.clock import FakeClock
+from engine.domain.models import JobStatus
+from engine.errors import ConflictError, StorageError
+from engine.settings import Settings, StorageSettings
+from engine.store.leases import Holder, LeaseRecord, SqlLeases
+from engine.store.storage import Storage
+
+NAME = "month:2025-06"
+TTL = 30.0
+MONTH = "2025-03"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Storage]:
+    s = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'lease.db'}", mode="naive"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def store(storage: Storage, clock: FakeClock) -> SqlLeases:
+    return SqlLeases(storage, clock=clock)
+
+
+def test_heartbeats_keep_the_lease_and_others_are_told_who_holds_it(
+    store: SqlLeases, clock: FakeClock
+) -> None:
+    lease = Lease(store, NAME, ttl_s=TTL)
+    assert lease.interval_s == TTL / 3
+    since = lease.acquire().acquired_at
+    other = Lease(store, NAME, ttl_s=TTL)
+    for _ in range(6):  # two ttls, one beat every ttl/3
+        clock.advance(lease.interval_s)
+        assert lease.tick()
+        with pytest.raises(LeaseHeld) as refused:
+            other.acquire()
+    assert refused.value.record.holder == lease.holder
+    assert isinstance(refused.value, ConflictError)  # API 409, CLI exit 2
+    host, pid = lease.holder.host, lease.holder.pid
+    assert f"worked by {host} pid {pid} since {since:%Y-%m-%d %H:%M:%S} UTC" in str(refused.value)
+
+
+def test_missed_heartbeats_lose_the_lease_and_report_it_once(
+    store: SqlLeases, clock: FakeClock
+) -> None:
+    reports: list[LeaseRecord | None] = []
+    lease = Lease(store, NAME, ttl_s=TTL, on_lost=reports.append)
+    lease.acquire()
+    clock.advance(TTL)  # the process stalled: no beat for a whole ttl
+    taker = Lease(store, NAME, ttl_s=TTL)
+    taken = taker.acquire()
+    assert not lease.tick() and lease.lost
+    assert not lease.tick(), "lost stays lost"
+    assert reports == [taken]
+    lease.release()  # stops the heartbeat, leaves the new holder alone
+    assert store.holder(NAME) == taken
+
+
+def test_release_frees_the_lease_at_once(store: SqlLeases) -> None:
+    lease = Lease(store, NAME, ttl_s=TTL)
+    lease.acquire()
+    lease.release()
+    assert store.holder(NAME) is None
+    assert Lease(store, NAME, ttl_s=TTL).acquire()
+
+
+def test_a_failing_database_is_retried_at_the_next_beat(store: SqlLeases, clock: FakeClock) -> None:
+    class Flaky:
+        """The store, with its next renewal refused."""
+
+        failures = 1
+
+        def acquire(self, name: str, holder: Holder, ttl_s: float) -> LeaseRecord:
+            return store.acquire(name, holder, ttl_s)
+
+        def renew(self, name: str, holder: Holder, ttl_s: float) -> bool:
+            if self.failures:
+                self.failures -= 1
+                raise StorageError("lease_renew", "database is locked", transient=True)
+            return store.renew(name, holder, ttl_s)
+
+        def release(self, name: str, holder: Holder) -> bool:
+            return store.release(name, holder)
+
+        def holder(self, name: str) -> LeaseRecord | None:
+            return store.holder(name)
+
+    lease = Lease(Flaky(), NAME, ttl_s=TTL)
+    lease.acquire()
+    clock.advance(lease.interval_s)
+    assert lease.tick() and not lease.lost  # refused: try again
+    clock.advance(lease.interval_s)
+    assert lease.tick()
+    held = store.holder(NAME)
+    assert held is not None and held.heartbeat_at == clock.now()
+
+
+def test_the_heartbeat_thread_renews_and_stops_cleanly(storage: Storage) -> None:
+    renewed = threading.Event()
+
+    class Watched(SqlLeases):
+        def renew(self, name: str, holder: Holder, ttl_s: float) -> bool:
+            done = super().renew(name, holder, ttl_s)
+            renewed.set()
+            return done
+
+    store = Watched(storage)  # the real clock: the thread beats every ttl/3 of real time
+    lease = Lease(store, NAME, ttl_s=0.3)
+    first = lease.acquire()
+    lease.start()
+    assert renewed.wait(30)
+    held = store.holder(NAME)
+    assert held is not None and held.heartbeat_at > first.heartbeat_at
+    lease.release()
+    assert not any(t.name == f"lease {NAME}" for t in threading.enumerate())
+    assert store.holder(NAME) is None
+
+
+def test_wait_until_free_waits_out_a_dead_holder(store: SqlLeases, clock: FakeClock) -> None:
+    dead = Lease(store, NAME, ttl_s=TTL)
+    dead.acquire()  # and never beats again
+    seen: list[LeaseRecord] = []
+    wait_until_free(store, NAME, clock=clock, poll_s=1.0, on_wait=seen.append)
+    assert [r.holder for r in seen] == [dead.holder], "one line per holder"
+    assert clock.now() >= seen[0].expires_at
+    assert Lease(store, NAME, ttl_s=TTL).acquire()
+
+
+# --- the console's month leases ------------------------------------------------------------
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return settings_mod.load(
+        env={}, overrides={"storage": {"db_url": f"sqlite:///{tmp_path / 'm.db'}"}}
+    )
+
+
+def test_a_month_is_worked_by_one_console_at_a_time(tmp_path: Path) -> None:
+    first, second = Console(_settings(tmp_path)), Console(_settings(tmp_path))
+    try:
+        first.start_batch(MONTH, districts=["1", "2"])
+        with pytest.raises(LeaseHeld) as refused:
+            second.start_batch(MONTH, districts=["1", "2"])
+        assert refused.value.record.holder == first.leases.holder
+        assert str(refused.value).startswith(f"month='{MONTH}': worked by ")
+        assert second.storage.jobs(month=MONTH) == first.storage.jobs(month=MONTH)
+        first.batch.run(until_idle=True)  # the batch ends: the month is free
+        assert second.leases.held_by(MONTH) is None
+        assert second.continue_month(MONTH) is None, "closed meanwhile: nothing left"
+        second.start_batch(MONTH, districts=["1"])  # a new run, as before
+        assert first.leases.held_by(MONTH) is not None
+        assert len(second.storage.runs(MONTH)) == 2
+    finally:
+        first.close()
+        second.close()
+
+
+def test_closing_a_console_frees_its_months(tmp_path: Path) -> None:
+    first = Console(_settings(tmp_path))
+    try:
+        first.start_batch(MONTH, districts=["1", "2"])
+        first.start_batch("2025-04", districts=["1"])
+    finally:
+        first.close()  # interrupted: the jobs stay unfinished and the months free
+    second = Console(_settings(tmp_path))
+    try:
+        assert second.leases.held_by(MONTH) is None
+        result = second.continue_month(MONTH)
+        assert result is not None
+        second.batch.run(until_idle=True)
+        assert {j.status for j in second.storage.jobs(month=MONTH)} == {JobStatus.COMPLETED}
+        assert len(second.storage.runs(MONTH)) == 1, "the interrupted run continued"
+    finally:
+        second.close()
+
+
+def test_a_console_that_lost_its_month_stops_and_leaves_the_jobs_alone(tmp_path: Path) -> None:
+    clock = FakeClock()
+    stalled = Console(_settings(tmp_path), clock=clock)
+    taker = Console(_settings(tmp_path), clock=clock)
+    try:
+        batch_id = stalled.start_batch(MONTH, districts=["1", "2"]).batch_id
+        clock.advance(stalled.leases.ttl_s)  # no heartbeat for a whole ttl
+        taken = taker.start_batch(MONTH, districts=["1", "2"])
+        stalled.leases.tick()  # its next beat finds the month taken
+        assert stalled.leases.lost(MONTH)
+        stalled.batch.run(until_idle=True)
+        assert stalled.batch.progress(batch_id).cancelled == 2
+        taker.batch.run(until_idle=True)
+        jobs = taker.storage.jobs(month=MONTH)
+        assert {j.status for j in jobs} == {JobStatus.COMPLETED}, "not cancelled by the loser"
+        assert taker.batch.progress(taken.batch_id).succeeded == 2
+    finally:
+        stalled.close()
+        taker.close()
+    after = open_storage(_settings(tmp_path).storage)
+    try:
+        assert after.jobs(month=MONTH) == jobs, "closing the loser wrote nothing over them"
+    finally:
+        after.close()
+
+
+def test_the_lease_of_a_month_is_named_after_it() -> None:
+    assert MONTH_LEASE.format(month=MONTH) == "month:2025-03"
