@@ -56,6 +56,7 @@ def test_read_endpoints_under_load_while_a_batch_runs(tmp_path: Path, figures: F
         requests=result["requests"], errors=result["errors"],
         p50_ms=round(result["p50_ms"], 1), p99_ms=round(result["p99_ms"], 1),
         post_without_token_status=refused.status_code, batch_read_status=batch.status_code,
+        tracebacks_in_api_log=log.read_text(errors="replace").count("Traceback"),
     )  # fmt: skip
     assert refused.status_code == 401
     assert batch.status_code == 200

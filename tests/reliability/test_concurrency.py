@@ -50,7 +50,8 @@ def test_two_recon_runs_at_once_on_one_month_work_it_once(
     codes = [p.returncode for p in procs]
     diff = compare(uninterrupted(run_args()), dump(db))
     figures.config(processes=2, districts=len(districts().split(",")), latency_ms=LATENCY_MS)
-    figures.measure(exit_codes=sorted(codes), **diff.figures())
+    tracebacks = sum(err.count("Traceback") for _, err in outputs)
+    figures.measure(exit_codes=sorted(codes), tracebacks=tracebacks, **diff.figures())
 
     assert sorted(codes) == [0, 2], f"exit codes {codes}; {diff.describe(3)}"
     winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
@@ -85,8 +86,9 @@ def test_api_batch_and_recon_run_on_one_month_work_it_once(
         api.wait(timeout=60)
     diff = compare(uninterrupted(run_args()), dump(db))
     figures.config(districts=len(listed), latency_ms=LATENCY_MS)
+    tracebacks = cli_err.count("Traceback") + log.read_text(errors="replace").count("Traceback")
     figures.measure(cli_exit_code=cli.returncode, api_status_code=posted.status_code,
-                    api_batch=api_batch, **diff.figures())  # fmt: skip
+                    api_batch=api_batch, tracebacks=tracebacks, **diff.figures())  # fmt: skip
 
     assert cli_running_at_post, "the run ended before the POST: raise the latency"
     assert cli.returncode == 0, cli_err[-2000:]

@@ -3,6 +3,7 @@ memory throttling with the real process figures, and a bounded-memory run."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,10 @@ def adds_up(p: BatchProgress) -> bool:
     return sum(parts) == p.total
 
 
-def test_eight_reader_threads_while_a_batch_runs(console: Console, figures: Figures) -> None:
+def test_eight_reader_threads_while_a_batch_runs(
+    console: Console, figures: Figures, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
     districts = [str(i) for i in range(1, (60 if soak() else 16) + 1)]
     batch = console.start_batch(MONTH, districts=districts).batch_id
     console.start_background()
@@ -69,10 +73,13 @@ def test_eight_reader_threads_while_a_batch_runs(console: Console, figures: Figu
     statuses = [j.status.value for j in console.jobs(MONTH)]
     stats = console.cache.stats()["total"]
     figures.config(reader_threads=READERS, districts=len(districts))
+    logged = [r.levelno for r in caplog.records]
     figures.measure(read_rounds=sum(reads), readers_that_read=sum(r > 0 for r in reads),
                     exceptions=len(errors), inconsistent_progress=len(bad_progress),
                     jobs_completed=statuses.count("completed"),
-                    cache_lookups=stats["hits"] + stats["misses"])  # fmt: skip
+                    cache_lookups=stats["hits"] + stats["misses"],
+                    error_log_records=sum(level >= logging.ERROR for level in logged),
+                    warning_log_records=logged.count(logging.WARNING))  # fmt: skip
     assert not errors and not bad_progress, (errors[:3], bad_progress[:3])
     assert all(r > 0 for r in reads)
     assert set(statuses) == {"completed"}
