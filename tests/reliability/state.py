@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Table, create_engine, select
+from sqlalchemy import RowMapping, Table, create_engine, select
 
 from engine.store.schema import jobs, month_end_snapshots, runs, timeline
 
@@ -103,7 +103,7 @@ def dump(db: Path) -> dict[Key, Row]:
     return state
 
 
-def _values(table: Table, row: Mapping[str, object]) -> dict[str, object]:
+def _values(table: Table, row: RowMapping) -> dict[str, object]:
     return {name: row[name] for name in _kept(table)}
 
 

@@ -39,7 +39,10 @@ def server(request: pytest.FixtureRequest) -> Iterator[SimulatorServer]:
         yield srv
 
 
-def run_month(db: Path, url: str, districts: Sequence[str], retries: int = 3) -> dict[str, object]:
+Attempts = dict[str, list[tuple[str, str | None]]]
+
+
+def run_month(db: Path, url: str, districts: Sequence[str], retries: int = 3) -> Attempts:
     """Work ``districts`` of the month from ``url``; each district's attempts (outcome, error)."""
     console = console_for(db, url, retries)
     try:
