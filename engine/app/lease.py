@@ -9,7 +9,9 @@ The database keeps who holds a named lease until when (:mod:`engine.store.leases
     ...
     lease.release()    # stop the heartbeat and free it for the others
 
-A process that dies without releasing frees its leases once their ttl has passed.
+A process that dies without releasing frees its leases once their ttl has passed,
+or at once for a claimant on the same host, which can see that the holder's
+process is gone.
 A heartbeat that finds the lease gone (the process stalled past its ttl and
 another took it) stops and calls ``on_lost`` once, with the new holder: the
 owner must then stop the work the lease guarded. :meth:`Lease.tick` is one
@@ -21,6 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+
+import psutil
 
 from engine.clock import Clock, SystemClock
 from engine.errors import ConflictError, StorageError
@@ -82,6 +86,12 @@ class Lease:
     def acquire(self) -> LeaseRecord:
         """Take the lease (or renew it, when already ours); LeaseHeld when another has it."""
         record = self._store.acquire(self.name, self.holder, self.ttl_s)
+        if record.holder != self.holder and _gone(record.holder, self.holder):
+            # A process of this host that died holding it (killed, or a database that
+            # refused its last writes): no need to wait out its ttl.
+            log.warning("lease %s: taking it from %s, which has exited", self.name, record.holder)
+            self._store.release(self.name, record.holder)
+            record = self._store.acquire(self.name, self.holder, self.ttl_s)
         if record.holder != self.holder:
             raise LeaseHeld("lease", self.name, record)
         return record
@@ -127,6 +137,11 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval_s) and self.tick():
             pass
+
+
+def _gone(holder: Holder, me: Holder) -> bool:
+    """Whether ``holder`` ran on this host in a process that no longer exists."""
+    return holder.host == me.host and holder.pid != me.pid and not psutil.pid_exists(holder.pid)
 
 
 def wait_until_free(

@@ -5,7 +5,6 @@ district id is refused by validation and stored harmlessly if it got that far.""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from engine.settings import StorageSettings
 from engine.sources.parse import build_snapshot, parse_export
 from engine.sources.sim import Simulator
 
-from .conftest import soak
+from .conftest import Figures, soak
 
 SIM = Simulator(seed=3)
 CLUB = SIM.club_performance_csv("12", "2025-03", date(2025, 4, 4))
@@ -29,15 +28,17 @@ SUMMARY = SIM.district_summary_csv("2025-03", date(2025, 4, 4))
 EXAMPLES = 1500 if soak() else 200
 
 
-def parse_or_parse_error(text: str) -> bool:
-    """Parse ``text``; return whether it raised a ParseError (nothing else may escape)."""
+def parse_or_parse_error(text: str) -> str:
+    """Parse ``text``: "parsed", "parse error", or the name of anything else that escaped."""
     try:
         export = parse_export(text, "fuzz.csv")
         build_snapshot("12", export, None)
     except ParseError as exc:
         assert exc.source == "fuzz.csv" and str(exc).startswith("fuzz.csv")
-        return True
-    return False
+        return "parse error"
+    except Exception as exc:  # noqa: BLE001 - counted, and the test fails on it
+        return type(exc).__name__
+    return "parsed"
 
 
 @st.composite
@@ -66,14 +67,23 @@ RANDOM_TEXT = st.text(max_size=2000)
 MUTATED_EXPORTS = st.one_of(mutated(CLUB), mutated(SUMMARY))
 
 
-def fuzz(strategy: st.SearchStrategy[str]) -> Counter[bool]:
-    """Parse every example hypothesis draws; count them by whether a ParseError came."""
-    outcomes: Counter[bool] = Counter()
+EXPECTED = ("parsed", "parse error")
+
+
+def fuzz(strategy: st.SearchStrategy[str], *, count_others: bool = False) -> Counter[str]:
+    """Parse every example hypothesis draws; count them by outcome.
+
+    Anything but data or a ParseError fails at once (hypothesis then shrinks the
+    input), unless ``count_others``: then it is counted too.
+    """
+    outcomes: Counter[str] = Counter()
 
     @FUZZ
     @given(strategy)
     def parse(text: str) -> None:
-        outcomes[parse_or_parse_error(text)] += 1
+        outcome = parse_or_parse_error(text)
+        assert count_others or outcome in EXPECTED, f"{outcome} escaped on {text!r}"
+        outcomes[outcome] += 1
 
     parse()
     return outcomes
@@ -87,11 +97,18 @@ def test_mutated_real_exports() -> None:
     fuzz(MUTATED_EXPORTS)
 
 
-def test_fuzz_figures(figures: Callable[..., None]) -> None:
-    outcomes = fuzz(RANDOM_TEXT) + fuzz(MUTATED_EXPORTS)
+def test_fuzz_figures(figures: Figures) -> None:
+    outcomes = fuzz(RANDOM_TEXT, count_others=True) + fuzz(MUTATED_EXPORTS, count_others=True)
     inputs = outcomes.total()
+    others = Counter({k: n for k, n in outcomes.items() if k not in EXPECTED})
+    figures.config(examples_per_strategy=EXAMPLES, strategies=2)
+    figures.measure(inputs_tried=inputs, parsed=outcomes["parsed"],
+                    parse_errors=outcomes["parse error"], other_errors=others.total())  # fmt: skip
     assert inputs >= 2 * EXAMPLES * 0.5
-    figures(inputs_tried=inputs, parse_errors=outcomes[True], other_errors=0)
+    assert not others, others
+
+
+ARGPARSE_ERRORS = ("invalid choice", "required", "invalid int")
 
 
 @pytest.mark.parametrize(
@@ -111,23 +128,15 @@ def test_fuzz_figures(figures: Callable[..., None]) -> None:
 def test_invalid_arguments_exit_2_with_a_clear_message(
     argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with (
-        pytest.raises(SystemExit)
-        if says in ("invalid choice", "required", "invalid int")
-        else (_no_raise()) as raised
-    ):
-        code = main([*argv, "--db", f"sqlite:///{tmp_path / 'x.db'}"])
-    code = raised.value.code if raised is not None and hasattr(raised, "value") else code
+    line = [*argv, "--db", f"sqlite:///{tmp_path / 'x.db'}"]
+    if says in ARGPARSE_ERRORS:  # argparse's own refusals exit from inside main()
+        with pytest.raises(SystemExit) as raised:
+            main(line)
+        code = raised.value.code
+    else:
+        code = main(line)
     assert code == 2
     assert says in capsys.readouterr().err.replace("\n", " ")
-
-
-class _no_raise:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return False
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,9 @@ memory throttling with the real process figures, and a bounded-memory run."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -14,9 +15,10 @@ from engine.app.console import Console
 from engine.batch.runner import BatchProgress
 from engine.settings import Settings
 
-from .conftest import soak
+from .conftest import MONTH, Figures, soak
 
-MONTH = "2025-03"
+READERS = 8
+BALLAST_MB = 300
 
 
 def make_console(tmp_path: Path, **batch: object) -> Console:
@@ -37,13 +39,14 @@ def adds_up(p: BatchProgress) -> bool:
 
 
 def test_eight_reader_threads_while_a_batch_runs(
-    console: Console, figures: Callable[..., None]
+    console: Console, figures: Figures, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING)
     districts = [str(i) for i in range(1, (60 if soak() else 16) + 1)]
     batch = console.start_batch(MONTH, districts=districts).batch_id
     console.start_background()
     errors: list[BaseException] = []
-    reads = [0] * 8
+    reads = [0] * READERS
     bad_progress: list[BatchProgress] = []
 
     def reader(n: int) -> None:
@@ -51,7 +54,7 @@ def test_eight_reader_threads_while_a_batch_runs(
             while not console.batch.progress(batch).done:
                 jobs = console.jobs(MONTH)
                 console.month_progress(MONTH)
-                for job in jobs[n::8][:3]:
+                for job in jobs[n::READERS][:3]:
                     console.job(job.id)
                     console.timeline(job.id)
                 console.cache.stats()
@@ -62,27 +65,33 @@ def test_eight_reader_threads_while_a_batch_runs(
         except BaseException as exc:  # noqa: BLE001 - any exception fails the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(READERS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert not errors and not bad_progress
-    assert all(r > 0 for r in reads)
-    assert {j.status.value for j in console.jobs(MONTH)} == {"completed"}
+    statuses = [j.status.value for j in console.jobs(MONTH)]
     stats = console.cache.stats()["total"]
+    figures.config(reader_threads=READERS, districts=len(districts))
+    logged = [r.levelno for r in caplog.records]
+    figures.measure(read_rounds=sum(reads), readers_that_read=sum(r > 0 for r in reads),
+                    exceptions=len(errors), inconsistent_progress=len(bad_progress),
+                    jobs_completed=statuses.count("completed"),
+                    cache_lookups=stats["hits"] + stats["misses"],
+                    error_log_records=sum(level >= logging.ERROR for level in logged),
+                    warning_log_records=logged.count(logging.WARNING))  # fmt: skip
+    assert not errors and not bad_progress, (errors[:3], bad_progress[:3])
+    assert all(r > 0 for r in reads)
+    assert set(statuses) == {"completed"}
     assert stats["hits"] + stats["misses"] >= sum(reads) * 2
-    figures(reader_threads=8, read_rounds=sum(reads), exceptions=0, inconsistent_progress=0)
 
 
-def test_low_memory_threshold_throttles_then_completes(
-    console: Console, figures: Callable[..., None]
-) -> None:
+def test_low_memory_threshold_throttles_then_completes(console: Console, figures: Figures) -> None:
     districts = ["1", "2", "3", "4"]
     console.districts(MONTH)  # warm the engine up before measuring its memory
     threshold = int(psutil.Process().memory_info().rss / 2**20) + 150
-    ballast = [bytearray(b"x" * (300 * 2**20))]  # resident and above the threshold
-    config = {"memoryThresholdMB": threshold, "maxConcurrentJobs": 2}
+    ballast = [bytearray(b"x" * (BALLAST_MB * 2**20))]  # resident and above the threshold
+    config = {"memoryThresholdMB": threshold, "maxConcurrentJobs": 2}  # figures.config below
     batch = console.start_batch(MONTH, districts=districts, config=config).batch_id
     released = threading.Event()
 
@@ -98,12 +107,15 @@ def test_low_memory_threshold_throttles_then_completes(
     console.batch.run(until_idle=True)
     watcher.join(timeout=60)
     progress = console.batch.progress(batch)
+    figures.config(threshold_mb=threshold, ballast_mb=BALLAST_MB, districts=len(districts),
+                   max_concurrent_jobs=2)  # fmt: skip
+    figures.measure(throttled_s=round(progress.throttled_s, 2), ballast_released=released.is_set(),
+                    succeeded=progress.succeeded, failed=progress.failed)  # fmt: skip
     assert released.is_set() and progress.throttled_s > 0.2
     assert progress.succeeded == len(districts)
-    figures(threshold_mb=threshold, throttled_s=round(progress.throttled_s, 2), completed=4)
 
 
-def test_memory_of_a_large_run_stays_bounded(tmp_path: Path, figures: Callable[..., None]) -> None:
+def test_memory_of_a_large_run_stays_bounded(tmp_path: Path, figures: Figures) -> None:
     months = ["2024-08", "2024-09", "2024-10", "2024-11", "2024-12", "2025-01", "2025-02",
               "2025-03", "2025-04"] if soak() else ["2025-02", "2025-03"]  # fmt: skip
     console = make_console(tmp_path)
@@ -127,6 +139,7 @@ def test_memory_of_a_large_run_stays_bounded(tmp_path: Path, figures: Callable[.
         sampler.join()
         console.close()
     peak_mb = peak[0] / 2**20
+    figures.config(months=len(months), rss_limit_mb=1024)
+    figures.measure(jobs=jobs, peak_rss_mb=round(peak_mb, 1))
     assert jobs >= 100 * len(months)
     assert peak_mb < 1024  # the default memoryThresholdMB
-    figures(jobs=jobs, peak_rss_mb=round(peak_mb, 1))

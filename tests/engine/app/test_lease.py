@@ -3,6 +3,8 @@ clock, and the console's month leases between two consoles on one database."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +60,20 @@ def test_heartbeats_keep_the_lease_and_others_are_told_who_holds_it(
     assert isinstance(refused.value, ConflictError)  # API 409, CLI exit 2
     host, pid = lease.holder.host, lease.holder.pid
     assert f"worked by {host} pid {pid} since {since:%Y-%m-%d %H:%M:%S} UTC" in str(refused.value)
+
+
+def test_a_lease_of_an_exited_process_on_this_host_is_taken_at_once(store: SqlLeases) -> None:
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    me = Holder.this_process()
+    dead = Holder(f"{me.host}:dead", me.host, int(exited.stdout))
+    assert store.acquire(NAME, dead, TTL).holder == dead  # as if it was killed holding it
+    elsewhere = Holder("other-host:1", "other-host", int(exited.stdout))
+    assert store.acquire(f"{NAME}-2", elsewhere, TTL).holder == elsewhere
+
+    assert Lease(store, NAME, ttl_s=TTL).acquire().holder != dead  # no wait for the ttl
+    with pytest.raises(LeaseHeld):  # another host's process: only its ttl frees it
+        Lease(store, f"{NAME}-2", ttl_s=TTL).acquire()
 
 
 def test_missed_heartbeats_lose_the_lease_and_report_it_once(
