@@ -40,7 +40,7 @@ def _close_at_exit(console: Console) -> None:
 @st.cache_resource(show_spinner="Starting the engine…", on_release=_close)
 def get_console() -> Console:
     """The process's engine: settings from the environment, background threads started."""
-    console = Console(settings_mod.load())
+    console = Console(settings_mod.load_traced())  # with where each value came from
     # Streamlit does not release cached resources when the server stops: flush then.
     atexit.register(_close_at_exit, console)
     console.start_background()

@@ -24,7 +24,7 @@ from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
-from engine.settings import Settings, StorageSettings
+from engine.settings import LiveSettings, Loaded, Settings, StorageSettings
 from engine.sources.base import Source
 from engine.sources.factory import make_source
 from engine.store.batches import SqlBatchStore
@@ -70,9 +70,17 @@ class Console:
     """Builds and owns the engine's parts. Thread-safe; share one per process."""
 
     def __init__(
-        self, settings: Settings, *, clock: Clock | None = None, source: Source | None = None
+        self,
+        settings: Settings | Loaded,
+        *,
+        clock: Clock | None = None,
+        source: Source | None = None,
     ) -> None:
-        self.settings = settings
+        """``settings``: as :func:`engine.settings.load_traced` gives them, the Settings
+        page then says where each value came from (plain Settings: "default" or not)."""
+        loaded = settings if isinstance(settings, Loaded) else Loaded(settings, {}, None)
+        settings = loaded.settings
+        self.live_settings = LiveSettings(loaded)
         self.clock = clock or SystemClock()
         self.recorder = Recorder(clock=self.clock)
         self.storage = open_storage(settings.storage, clock=self.clock, instrument=self.recorder)
@@ -110,6 +118,11 @@ class Console:
         self._register_gauges()
         self._closed = threading.Event()
         self._start_lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        """The process's settings now, with the changes applied while it runs."""
+        return self.live_settings.current
 
     # --- month-end runs ------------------------------------------------------------------
 
@@ -264,11 +277,16 @@ class Console:
         self.monitor.register_gauge(
             "cache_hit_rate", lambda: self.cache.stats()["total"]["hit_rate"]
         )
+        self.monitor.register_gauge("cache_reads", self._cache_reads)
         self.monitor.register_gauge(
             "storage_pending_writes", lambda: float(self.storage.pending_writes())
         )
         self.monitor.register_gauge("batch_queue_depth", lambda: float(self.batch.queue_depth()))
         self.monitor.register_gauge("batch_running", lambda: float(self.batch.running_count()))
+
+    def _cache_reads(self) -> float:
+        total = self.cache.stats()["total"]
+        return float(total["hits"] + total["misses"])
 
     def start_background(self) -> None:
         """Start the background threads a long-lived process wants (dashboard, API)."""

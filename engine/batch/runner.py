@@ -103,7 +103,7 @@ class BatchRunner:
         instrument: Instrument = NO_INSTRUMENT,
         rng: random.Random | None = None,
     ) -> None:
-        self.settings = settings
+        self._settings = settings
         self._store = store
         self._clock = clock or SystemClock()
         self._instrument = instrument
@@ -144,8 +144,9 @@ class BatchRunner:
         name: str = "",
     ) -> SubmitResult:
         """Record a batch and queue its items; ``config`` (seed or field names) is clamped."""
-        settings, notes = batch_config(self.settings, config)
-        settings, limited = within_runner(settings, self.settings)
+        runner = self.settings
+        settings, notes = batch_config(runner, config)
+        settings, limited = within_runner(settings, runner)
         entries = [_entry(item) for item in items]
         if not entries:
             raise ConfigError("items", [], "a batch needs at least one item")
@@ -158,6 +159,22 @@ class BatchRunner:
             rows = [(n, spec, prio, list[str]()) for n, (spec, prio) in enumerate(entries, 1)]
             self._add(batch_id, name, settings, {}, rows)
         return SubmitResult(batch_id, settings, notes + limited)
+
+    @property
+    def settings(self) -> BatchSettings:
+        """The defaults of new batches; ``max_concurrent_jobs`` is the process's limit."""
+        with self._lock:
+            return self._settings
+
+    def reconfigure(self, settings: BatchSettings) -> None:
+        """New defaults and limit for this process, from now on: a higher
+        ``max_concurrent_jobs`` adds workers; batches already submitted keep theirs."""
+        with self._lock:
+            self._check_open_locked()
+            self._settings = settings
+            self._scheduler.limit = settings.max_concurrent_jobs
+            if self._threads:
+                self._spawn_workers(len(self._threads), settings.max_concurrent_jobs)
 
     def cancel(self, batch_id: int) -> None:
         """Cancel a batch: queued items are dropped at once, running ones are stopped.
@@ -306,12 +323,16 @@ class BatchRunner:
 
     def _start_workers(self) -> None:
         if not self._threads:
-            self._threads = [
-                threading.Thread(target=self._workers.loop, name=f"batch-worker-{n}", daemon=True)
-                for n in range(self.settings.max_concurrent_jobs)
-            ]
-            for thread in self._threads:
-                thread.start()
+            self._spawn_workers(0, self._settings.max_concurrent_jobs)
+
+    def _spawn_workers(self, first: int, count: int) -> None:
+        """Start workers ``first`` to ``count - 1`` (the lock held)."""
+        for n in range(first, count):
+            thread = threading.Thread(
+                target=self._workers.loop, name=f"batch-worker-{n}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def _spawn_dispatcher(self) -> None:
         self._dispatcher = threading.Thread(

@@ -43,6 +43,7 @@ from engine.errors import ParseError, SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import DEFAULT_MAX_EXPORT_BYTES
 from engine.sources.parse import (
+    CacheCounts,
     Export,
     RowMemo,
     build_snapshot,
@@ -89,6 +90,8 @@ class _SummaryCache:
         self._entries: OrderedDict[tuple[str, date], _Entry] = OrderedDict()
         self._maxsize = maxsize
         self._lock = threading.Lock()
+        self._hits = 0  # under _lock
+        self._misses = 0
 
     def get(
         self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
@@ -97,11 +100,27 @@ class _SummaryCache:
         while not entry.lock.acquire(timeout=0.05):
             cancel.check()
         try:
-            if not entry.loaded:
+            hit = entry.loaded
+            if not hit:
                 entry.value, entry.loaded = load(), True
             return entry.value
         finally:
             entry.lock.release()
+            self._count(hit=hit)
+
+    def _count(self, *, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self._hits += 1
+            else:
+                self._misses += 1
+
+    def stats(self) -> CacheCounts:
+        """Summary reads served from here (hits) or fetched (misses), size and limit."""
+        with self._lock:
+            return CacheCounts(
+                hits=self._hits, misses=self._misses, size=len(self._entries), limit=self._maxsize
+            )
 
     def start(
         self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
@@ -214,6 +233,15 @@ class ExportSource(ABC):
         if summary is None:
             raise SourceError(f"no district summary for {collection_date}", month=month)
         return summary_districts(summary)
+
+    def cache_stats(self) -> dict[str, CacheCounts]:
+        """The shared summaries' and rows' counters by cache name (none in naive mode)."""
+        found = {}
+        if self._summaries is not None:
+            found["source day summaries"] = self._summaries.stats()
+        if self._rows is not None:
+            found["source row memo"] = self._rows.stats()
+        return found
 
     def close(self) -> None:
         """Drop the shared summaries and rows."""
