@@ -90,7 +90,7 @@ def batch_panel(view: BatchView) -> None:
     cancelled = f" · {view.cancelled} cancelled" if view.cancelled else ""
     st.progress(
         min(1.0, view.percent / 100),
-        text=f"Batch {info['batch']} · {info['name']}: **{view.percent:.0f} % done** "
+        text=f"Batch {info['batch']} · {info['name']}: **{view.percent:.0f} %** done "
         f"({view.done} of {info['total']} items){cancelled} · {info['status']}",
     )
     cols = st.columns(7)

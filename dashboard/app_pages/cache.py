@@ -59,7 +59,6 @@ def every_cache() -> None:
 
 
 def statistics() -> bool:
-    every_cache()
     st.subheader("Read cache layers")
     rows = queries.cache_rows(console)
     total = rows[-1]
@@ -87,6 +86,7 @@ def statistics() -> bool:
     with right:
         latency_chart(rows[:-1])
     storage_cache(storage)
+    every_cache()
     return True
 
 

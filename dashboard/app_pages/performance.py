@@ -18,7 +18,7 @@ WINDOWS = {
     "6 hours": 6 * 3600,
     "24 hours": 86400,
 }
-BADGE_COLORS = {"high": "red", "medium": "orange", "low": "blue", "info": "gray"}
+BADGE_COLORS = {"high": "red", "medium": "orange", "low": "blue"}
 
 st.title("Performance")
 label = st.selectbox("Window", list(WINDOWS), index=2, help="Figures cover this much time")

@@ -147,8 +147,11 @@ def _applied(group: str, field: str) -> str:
     if group == "cache":
         return "applied now to every cache layer"
     if field == "max_concurrent_jobs":
-        return "this process now runs at most this many items at once"
-    return "used by every batch started in this process from now on"
+        return (
+            "this process now runs at most this many items at once, and the Batch runs form "
+            "of every tab starts with it"
+        )
+    return "used by the Batch runs form of every tab and the batches started from now on"
 
 
 def save_cache_settings(console: Console, path: str | None = None) -> Path:

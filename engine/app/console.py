@@ -20,7 +20,7 @@ from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
 from engine.domain.models import Job, TimelineEntry, month_end, validate_district, validate_month
 from engine.errors import ConfigError, ConflictError, EngineError
-from engine.instrument import NO_INSTRUMENT, Instrument
+from engine.instrument import NO_INSTRUMENT, Instrument, reads_for
 from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
@@ -266,6 +266,10 @@ class Console:
 
     def _prefetch(self, job_id: int) -> None:
         """A job read often: load its timeline and its district's other recent jobs."""
+        with reads_for("prefetch"):  # for the UIs' reads: not the engine's work
+            self._prefetch_job(job_id)
+
+    def _prefetch_job(self, job_id: int) -> None:
         job = self.storage.get_job(job_id)
         timeline = self.storage.timeline(job_id)
         self.cache.set("timelines", job_id, timeline, tags=(("job", job_id),), prefetched=True)

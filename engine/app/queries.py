@@ -30,6 +30,9 @@ from engine.domain.models import (
 from engine.domain.rules import window_days
 from engine.errors import ConfigError
 from engine.instrument import origin_of
+from engine.monitor.advice import INFORMATIONAL
+from engine.monitor.core import Source
+from engine.monitor.stats import OperationStats
 from engine.settings import LiveSettings, Loaded, Settings, describe
 from engine.sources.base import ExportSource
 from engine.store.bench import BenchStore
@@ -532,9 +535,27 @@ class OperationsView:
     """The same figures for the reads made by the dashboard, API or CLI (``origin`` column)."""
 
 
+def _engine_stats(console: Console, window_s: float) -> tuple[list[OperationStats], Source]:
+    """The window's figures, and where from: this process's memory or the persisted
+    history (every process's work, e.g. a CLI run beside the dashboard), whichever
+    holds more of the engine's calls."""
+    memory = console.monitor.stats(window_s, source="memory")
+    try:
+        history = console.monitor.stats(window_s, source="history")
+    except ConfigError:  # a monitor without storage
+        return memory, "memory"
+    if _engine_calls(history) > _engine_calls(memory):
+        return history, "history"
+    return memory, "memory"
+
+
+def _engine_calls(found: Sequence[OperationStats]) -> int:
+    return sum(s.calls for s in found if origin_of(s.operation) is None)
+
+
 def operations_view(console: Console, window_s: float) -> OperationsView:
     rows, own = [], []
-    for s in console.monitor.stats(window_s):
+    for s in _engine_stats(console, window_s)[0]:
         row = dataclasses.asdict(s)
         row["errors"] = ", ".join(f"{k}: {v}" for k, v in s.errors.items())
         origin = origin_of(s.operation)
@@ -558,7 +579,7 @@ class AdviceItem:
     """One finding (a rule, over every operation it fired on) or recommendation, ready to show."""
 
     level: str
-    """high, medium, low or info: the same on the bottleneck and its recommendation."""
+    """high, medium or low: the same on the bottleneck and its recommendation."""
     label: str
     """Severity or priority (and category), for a badge."""
     message: str
@@ -584,16 +605,18 @@ def advice(console: Console, window_s: float) -> Advice:
     The cache rule sees :func:`cache_hit_rate`, the figure the Cache page shows.
     """
     reads = cache_reads(console)
-    report = console.monitor.report(window_s, cache=(_rate(reads[0], reads[1]), sum(reads)))
-    cards = _bottleneck_cards(report["bottlenecks"])
+    source = _engine_stats(console, window_s)[1]
+    cache = (_rate(*reads), sum(reads))
+    report = console.monitor.report(window_s, source=source, cache=cache)
+    found = report["bottlenecks"]
     return Advice(
-        bottlenecks=[c for c in cards if c.level != "info"],
+        bottlenecks=_bottleneck_cards([b for b in found if b["rule"] not in INFORMATIONAL]),
         recommendations=[_recommendation_item(r) for r in report["recommendations"]],
-        notes=[c for c in cards if c.level == "info"],
+        notes=_bottleneck_cards([b for b in found if b["rule"] in INFORMATIONAL]),
     )
 
 
-_LEVELS = ("high", "medium", "low", "info")
+_LEVELS = ("high", "medium", "low")
 
 
 def _bottleneck_cards(found: Sequence[Mapping[str, Any]]) -> list[AdviceItem]:

@@ -103,7 +103,7 @@ class BatchRunner:
         instrument: Instrument = NO_INSTRUMENT,
         rng: random.Random | None = None,
     ) -> None:
-        self._settings = settings
+        self.settings = settings  # replaced whole by reconfigure(), under the lock
         self._store = store
         self._clock = clock or SystemClock()
         self._instrument = instrument
@@ -144,7 +144,7 @@ class BatchRunner:
         name: str = "",
     ) -> SubmitResult:
         """Record a batch and queue its items; ``config`` (seed or field names) is clamped."""
-        runner = self.settings
+        runner = self.settings  # one read: reconfigure() may replace it
         settings, notes = batch_config(runner, config)
         settings, limited = within_runner(settings, runner)
         entries = [_entry(item) for item in items]
@@ -160,21 +160,13 @@ class BatchRunner:
             self._add(batch_id, name, settings, {}, rows)
         return SubmitResult(batch_id, settings, notes + limited)
 
-    @property
-    def settings(self) -> BatchSettings:
-        """The defaults of new batches; ``max_concurrent_jobs`` is the process's limit."""
-        with self._lock:
-            return self._settings
-
     def reconfigure(self, settings: BatchSettings) -> None:
-        """New defaults and limit for this process, from now on: a higher
-        ``max_concurrent_jobs`` adds workers; batches already submitted keep theirs."""
+        """New defaults and process-wide limit for the batches submitted from now on."""
         with self._lock:
-            self._check_open_locked()
-            self._settings = settings
+            self.settings = settings
             self._scheduler.limit = settings.max_concurrent_jobs
             if self._threads:
-                self._spawn_workers(len(self._threads), settings.max_concurrent_jobs)
+                _top_up(self._threads, self._workers.loop, settings.max_concurrent_jobs)
 
     def cancel(self, batch_id: int) -> None:
         """Cancel a batch: queued items are dropped at once, running ones are stopped.
@@ -247,7 +239,7 @@ class BatchRunner:
         """Run the dispatcher in a background thread until :meth:`close` (dashboard, API)."""
         with self._lock:
             self._check_open_locked()
-            self._start_workers()
+            _top_up(self._threads, self._workers.loop, self.settings.max_concurrent_jobs)
             self._background = True
             if self._dispatching:
                 return  # run() dispatches now; it hands over to the background when it returns
@@ -262,7 +254,7 @@ class BatchRunner:
         """
         with self._instrument.timed("batch.run"):
             with self._lock:
-                self._start_workers()
+                _top_up(self._threads, self._workers.loop, self.settings.max_concurrent_jobs)
                 dispatch = not self._dispatching
                 self._dispatching = True
                 while (
@@ -320,19 +312,6 @@ class BatchRunner:
         return self._history.batch_detail(batch_id)
 
     # --- threads and writes -------------------------------------------------------------
-
-    def _start_workers(self) -> None:
-        if not self._threads:
-            self._spawn_workers(0, self._settings.max_concurrent_jobs)
-
-    def _spawn_workers(self, first: int, count: int) -> None:
-        """Start workers ``first`` to ``count - 1`` (the lock held)."""
-        for n in range(first, count):
-            thread = threading.Thread(
-                target=self._workers.loop, name=f"batch-worker-{n}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
 
     def _spawn_dispatcher(self) -> None:
         self._dispatcher = threading.Thread(
@@ -394,6 +373,13 @@ class BatchRunner:
     def _check_open_locked(self) -> None:
         if self._scheduler.closing:
             raise BatchError("the batch runner is closed")
+
+
+def _top_up(threads: list[threading.Thread], loop: Callable[[], None], count: int) -> None:
+    """Start worker threads until ``count`` run (a higher limit adds some)."""
+    for n in range(len(threads), count):
+        threads.append(threading.Thread(target=loop, name=f"batch-worker-{n}", daemon=True))
+        threads[-1].start()
 
 
 def _entry(item: ItemSpec | tuple[Spec, int] | Spec) -> tuple[Spec, int]:

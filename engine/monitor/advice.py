@@ -21,6 +21,7 @@ from engine.instrument import origin_of
 from engine.monitor.stats import OperationStats
 
 __all__ = [
+    "INFORMATIONAL",
     "Bottleneck",
     "Findings",
     "Recommendation",
@@ -30,9 +31,10 @@ __all__ = [
     "recommend",
 ]
 
-Severity = Literal["high", "medium", "low", "info"]
-"""``info``: worth knowing, not a problem (e.g. rarely called operations)."""
-_SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
+Severity = Literal["high", "medium", "low"]
+_SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+INFORMATIONAL = frozenset({"rare-calls"})
+"""Rules whose findings are worth knowing but no bottleneck (low; a UI shows them apart)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +55,8 @@ class Thresholds:
     """The tail rule needs this many calls (below 100 calls p99 is the maximum)."""
     rare_calls_per_s: float = 0.1
     min_calls_for_rare: int = 5
-    """Fewer than ``rare_calls_per_s`` with more calls than this: informational 'rare-calls'."""
+    """Fewer than ``rare_calls_per_s`` with more calls than this: low 'rare-calls' (see
+    :data:`INFORMATIONAL`)."""
     time_share: float = 0.5
     """Share of all measured time above this: medium 'time-share'."""
     min_calls_for_time_share: int = 1
@@ -180,7 +183,7 @@ def _rule_rare(s: OperationStats, c: _RuleInput) -> Bottleneck | None:
     return Bottleneck(
         operation=s.operation,
         rule="rare-calls",
-        severity="info",
+        severity="low",
         message=f"{s.operation} runs {s.calls_per_second:.3f} times per second ({s.calls} calls)",
         values={"calls_per_second": s.calls_per_second, "threshold": t.rare_calls_per_s},
         recommendation="Group these calls into batches so that each one does not pay "

@@ -94,8 +94,15 @@ class _SummaryCache:
         self._misses = 0
 
     def get(
-        self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
+        self,
+        key: tuple[str, date],
+        load: Callable[[], Export | None],
+        cancel: CancelToken,
+        *,
+        counted: bool = False,
     ) -> Export | None:
+        """The summary, loaded here if no one has; ``counted``: :meth:`start` already
+        counted this read (as a hit or a miss)."""
         entry = self._entry(key)
         while not entry.lock.acquire(timeout=0.05):
             cancel.check()
@@ -106,7 +113,8 @@ class _SummaryCache:
             return entry.value
         finally:
             entry.lock.release()
-            self._count(hit=hit)
+            if not counted:
+                self._count(hit=hit)
 
     def _count(self, *, hit: bool) -> None:
         with self._lock:
@@ -132,10 +140,13 @@ class _SummaryCache:
         """
         entry = self._entry(key)
         if entry.loaded or not entry.lock.acquire(blocking=False):
+            self._count(hit=True)  # loaded, or being loaded by another reader
             return
         if entry.loaded:  # loaded between the two checks
             entry.lock.release()
+            self._count(hit=True)
             return
+        self._count(hit=False)
 
         def run() -> None:
             try:
@@ -214,7 +225,7 @@ class ExportSource(ABC):
             self._summaries.start((month, collection_date), load, cancel)
         # Rows of another month's export are checked but not read: nothing uses them.
         club = self._parse(*self._club(district, month, collection_date, cancel), rows_for=month)
-        summary = self._summary(month, collection_date, cancel)
+        summary = self._summary(month, collection_date, cancel, counted=True)
         if summary is not None and _published(summary) != _published(club):
             # The dashboard rolled over between the two requests; the next try agrees.
             raise SourceError(
@@ -250,11 +261,13 @@ class ExportSource(ABC):
         if self._rows is not None:
             self._rows.clear()
 
-    def _summary(self, month: str, collection_date: date, cancel: CancelToken) -> Export | None:
+    def _summary(
+        self, month: str, collection_date: date, cancel: CancelToken, *, counted: bool = False
+    ) -> Export | None:
         load = functools.partial(self._load_summary, month, collection_date, cancel)
         if self._summaries is None:
             return load()
-        return self._summaries.get((month, collection_date), load, cancel)
+        return self._summaries.get((month, collection_date), load, cancel, counted=counted)
 
     def _load_summary(
         self, month: str, collection_date: date, cancel: CancelToken

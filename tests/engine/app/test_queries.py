@@ -168,7 +168,7 @@ def test_operations_view_sums_calls_and_names_the_slowest(console: Console) -> N
 def test_advice_turns_the_monitor_report_into_items(console: Console) -> None:
     found = queries.advice(console, 3600)
     for item in [*found.bottlenecks, *found.recommendations]:
-        assert item.level in ("high", "medium", "low", "info") and item.label and item.message
+        assert item.level in ("high", "medium", "low") and item.label and item.message
 
 
 def test_advice_items_show_the_figures_behind_a_bottleneck() -> None:
