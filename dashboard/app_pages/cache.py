@@ -54,7 +54,8 @@ def every_cache() -> None:
     ui.table(rows, key="all_caches", column_config=ALL_CACHES_COLUMNS)
     st.caption(
         "The read cache's layers serve the dashboard, API and CLI; the storage cache and the "
-        "source's day summaries and row memo serve the month-end checks."
+        "source's day summaries and row memo serve the month-end checks of this process (a "
+        "`recon run` in another process has caches of its own)."
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import plotly.express as px
 import runtime
 import streamlit as st
@@ -83,10 +86,20 @@ def latency() -> None:
     fig.update_traces(connectgaps=False)  # no line across intervals without calls
     fig.update_yaxes(title="p95 latency (ms, log scale)")
     fig.update_xaxes(title="time (interval end)")
-    for mark in queries.batch_marks(console, window_s):
+    marks = queries.batch_marks(console, window_s)
+    times = [r["at"] for r in rows] + [m["at"] for m in marks]
+    pad = max(timedelta(seconds=30), (max(times) - min(times)) / 20)
+    fig.update_xaxes(range=[min(times) - pad, max(times) + pad])  # no sub-second axis
+    shown: list[dict[str, Any]] = []
+    for mark in sorted(marks, key=lambda m: m["at"]):
         fig.add_vline(x=mark["at"], line_dash="dot", line_color="#6e7781")
+        if shown and mark["at"] - shown[-1]["at"] < pad:  # too close: one label for both
+            shown[-1]["text"] = f"{shown[-1]['text']} / {mark['label'].split()[-1]}"
+        else:
+            shown.append({"at": mark["at"], "text": mark["label"]})
+    for label in shown:
         fig.add_annotation(
-            x=mark["at"], y=1, yref="paper", text=mark["label"], showarrow=False,
+            x=label["at"], y=1, yref="paper", text=label["text"], showarrow=False,
             textangle=-90, xanchor="right", yanchor="top", font={"size": 10},
         )  # fmt: skip
     title = "p95 latency by interval: the engine's top operations by total time"

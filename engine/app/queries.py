@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from engine.app.months import MonthStatus, live_progress, month_batch, status_of
@@ -634,7 +634,8 @@ def _bottleneck_card(rule: str, group: list[Mapping[str, Any]]) -> AdviceItem:
     if len(group) == 1:
         message = f"**{first['operation']}** · `{rule}` — {first['message']}"
     else:
-        message = f"`{rule}` on {len(group)} operations, worst first — {first['message']}"
+        names = ", ".join(f"**{b['operation']}**" for b in group)
+        message = f"`{rule}` on {len(group)} operations: {names} (figures below)"
     rows = [
         {"operation": b["operation"], "severity": b["severity"], **_figures_of(b["values"])}
         for b in sorted(group, key=lambda b: _LEVELS.index(b["severity"]))
@@ -695,11 +696,16 @@ def batch_marks(console: Console, window_s: float) -> list[dict[str, Any]]:
     marks = []
     for info in console.batch.list_batches(limit=50):
         if info.created_at >= after:
-            marks.append({"at": info.created_at, "label": f"batch {info.batch_id} start"})
+            marks.append({"at": _naive(info.created_at), "label": f"batch {info.batch_id} start"})
         if info.finished_at is not None and info.finished_at >= after:
             end = "cancelled" if info.status == "cancelled" else "finished"
-            marks.append({"at": info.finished_at, "label": f"batch {info.batch_id} {end}"})
+            marks.append({"at": _naive(info.finished_at), "label": f"batch {info.batch_id} {end}"})
     return marks
+
+
+def _naive(at: datetime) -> datetime:
+    """UTC without a zone, as the history's points are (one time axis on a chart)."""
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
 
 
 def resource_series(console: Console, window_s: float) -> list[dict[str, Any]]:
