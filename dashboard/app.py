@@ -10,6 +10,8 @@ import runtime
 import streamlit as st
 import ui
 
+from engine.instrument import reads_for
+
 st.set_page_config(
     page_title="Month-end reconciliation",
     page_icon=":material/event_available:",
@@ -42,6 +44,6 @@ PAGES = [
 
 page = st.navigation(PAGES)
 console = runtime.console_or_stop()
-with ui.guard():
+with ui.guard(), reads_for("dashboard"):  # the pages' reads are not the engine's work
     runtime.sidebar(console)
     page.run()

@@ -41,7 +41,8 @@ def _close_at_exit(console: Console) -> None:
 @st.cache_resource(show_spinner="Starting the engine…", on_release=_close)
 def get_console() -> Console:
     """The process's engine: settings from the environment, background threads started."""
-    console = Console(settings_mod.load(), clock=clock_from_env())  # RECON_TODAY moves today
+    # Where each value came from; RECON_TODAY moves today.
+    console = Console(settings_mod.load_traced(), clock=clock_from_env())
     # Streamlit does not release cached resources when the server stops: flush then.
     atexit.register(_close_at_exit, console)
     console.start_background()

@@ -20,6 +20,7 @@ from engine.errors import (
     SourceError,
     StorageError,
 )
+from engine.instrument import reads_for
 
 STATE_COLORS = {
     "completed": "#2da44e",
@@ -66,7 +67,7 @@ def live_fragment(fn: Callable[[], bool], *, active: bool) -> None:
     changes, the whole page re-runs once so that it polls, or stops polling."""
 
     def body() -> None:
-        with guard():
+        with guard(), reads_for("dashboard"):  # a fragment re-runs without app.py around it
             if fn() != active:  # started or ended: re-run the page to poll, or to stop
                 st.rerun(scope="app")
 
@@ -83,21 +84,27 @@ def table(rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
 
 
 def batch_panel(view: BatchView) -> None:
-    """Progress bar, counters, ETA and throughput of one batch."""
+    """Progress bar, counters, ETA and throughput of one batch. Cancelled items are not
+    done: a batch cancelled early shows the share it did, and how many were cancelled."""
     info, progress = view.info, view.progress
-    finished = info["total"] - info["unfinished"]
+    cancelled = f" · {view.cancelled} cancelled" if view.cancelled else ""
     st.progress(
         min(1.0, view.percent / 100),
-        text=f"Batch {info['batch']} · {info['name']}: **{view.percent:.0f} %** "
-        f"({finished} of {info['total']} items) · {info['status']}",
+        text=f"Batch {info['batch']} · {info['name']}: **{view.percent:.0f} %** done "
+        f"({view.done} of {info['total']} items){cancelled} · {info['status']}",
     )
-    cols = st.columns(6)
-    cols[0].metric("Succeeded", info["succeeded"])
-    cols[1].metric("Failed", info["failed"])
-    cols[2].metric("Running", progress.running + progress.retrying if progress else "–")
-    cols[3].metric("Queued", progress.queued if progress else info["unfinished"])
-    cols[4].metric("Throughput", f"{progress.throughput:.2f}/s" if progress else "–")
-    cols[5].metric("ETA", eta_text(progress.eta_s) if progress and view.live else "–")
+    cols = st.columns(7)
+    cols[0].metric("Succeeded", info["succeeded"] if not progress else progress.succeeded)
+    cols[1].metric("Failed", info["failed"] if not progress else progress.failed)
+    cols[2].metric("Cancelled", view.cancelled)
+    cols[3].metric("Running", progress.running + progress.retrying if progress else "–")
+    cols[4].metric("Queued", progress.queued if progress else info["unfinished"])
+    cols[5].metric(
+        "Throughput",
+        "–" if view.rate is None else f"{view.rate:.2f}/s",
+        help="Items done per second while items ran (idle and cancelled time left out)",
+    )
+    cols[6].metric("ETA", eta_text(progress.eta_s) if progress and view.live else "–")
     if len(view.throughput) >= 5:  # a batch of a few seconds has no curve worth a chart
         fig = go.Figure(
             go.Bar(
@@ -107,7 +114,8 @@ def batch_panel(view: BatchView) -> None:
             )
         )
         fig.update_layout(bargap=0.05)
-        st.plotly_chart(layout(fig, "Items finished per second", 220), key="throughput")
+        fig.update_yaxes(title="items / s")
+        st.plotly_chart(layout(fig, "Items done per second", 220), key="throughput")
 
 
 def eta_text(seconds: float | None) -> str:
@@ -119,6 +127,7 @@ def eta_text(seconds: float | None) -> str:
 
 
 def percent(value: float | None) -> str:
+    """A share as text; "–" for none (a hit rate of 0 of 0 reads), never "0.0 %"."""
     return "–" if value is None else f"{100 * value:.1f} %"
 
 

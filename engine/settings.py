@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -166,12 +167,15 @@ def clamp(group: str, name: str, value: float) -> tuple[float, str | None]:
     lo, hi = rng
     clamped = min(max(value, lo), hi)
     if clamped != value:
-        return (
-            clamped,
-            f"{_field(group, name).metadata['seed']} {value} clamped to {clamped} "
-            f"(range {lo}-{hi})",
-        )
+        seed = _field(group, name).metadata["seed"]
+        shown = [_number(v) for v in (value, clamped, lo, hi)]
+        return clamped, f"{seed} {shown[0]} clamped to {shown[1]} (range {shown[2]}-{shown[3]})"
     return value, None
+
+
+def _number(value: float) -> str:
+    """A number as a user writes it: ``20``, not ``20.0``."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
 
 
 def _field(group: str, name: str) -> dataclasses.Field[Any]:
@@ -210,19 +214,91 @@ def _coerce(group: str, obj: Any, name: str, value: Any) -> Any:
     return value
 
 
+DEFAULT = "default"
+FILE = "file"
+ENVIRONMENT = "environment"
+COMMAND_LINE = "command line"
+CHANGED_HERE = "changed here"
+ORIGINS = (DEFAULT, FILE, ENVIRONMENT, COMMAND_LINE, CHANGED_HERE)
+"""Where a value came from, lowest precedence first."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Settings with where each value came from."""
+
+    settings: Settings
+    origins: Mapping[str, str]
+    """``"group.field"`` -> one of :data:`ORIGINS`, for the fields not at their default."""
+    path: Path | None
+    """The settings file read, if any."""
+
+    def origin(self, group: str, name: str) -> str:
+        return self.origins.get(f"{group}.{name}", DEFAULT)
+
+
 def load(
     path: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Settings:
     """Build settings: defaults, then the TOML file, then ``RECON_*`` env, then overrides."""
+    return load_traced(path, env, overrides).settings
+
+
+def load_traced(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Loaded:
+    """As :func:`load`, keeping where each value came from (``overrides``: the command line)."""
     settings = Settings()
     env = os.environ if env is None else env
     path = path or env.get("RECON_SETTINGS")
-    if path:
-        settings = _apply(settings, _read_toml(Path(path)))
-    settings = _apply(settings, _from_env(env))
-    return _apply(settings, overrides or {})
+    origins: dict[str, str] = {}
+    layers = [
+        (FILE, _read_toml(Path(path)) if path else {}),
+        (ENVIRONMENT, _from_env(env)),
+        (COMMAND_LINE, overrides or {}),
+    ]
+    for origin, values in layers:
+        settings = _apply(settings, values)
+        for group, fields_ in values.items():
+            for name, value in fields_.items():
+                if value is not None:
+                    origins[f"{group}.{_field(group, name).name}"] = origin
+    return Loaded(settings, origins, Path(path) if path else None)
+
+
+class LiveSettings:
+    """The process's settings as they are now, and where each value came from.
+
+    Thread-safe: every session of a dashboard shares one. :meth:`change` is for
+    the values a running engine applies (the caller applies them); the parts
+    built at the start keep the values they were built with.
+    """
+
+    def __init__(self, loaded: Loaded) -> None:
+        self._lock = threading.Lock()
+        self._settings = loaded.settings
+        self._origins = dict(loaded.origins)
+        self.path = loaded.path
+
+    @property
+    def current(self) -> Settings:
+        with self._lock:
+            return self._settings
+
+    def origin(self, group: str, name: str) -> str:
+        with self._lock:
+            return self._origins.get(f"{group}.{name}", DEFAULT)
+
+    def change(self, group: str, name: str, value: Any) -> Settings:
+        """Set one value (checked and clamped); it is marked :data:`CHANGED_HERE`."""
+        with self._lock:
+            self._settings = self._settings.with_values(group, **{name: value})
+            self._origins[f"{group}.{_field(group, name).name}"] = CHANGED_HERE
+            return self._settings
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:

@@ -17,8 +17,8 @@ st.title("Batch runs")
 
 
 def defaults() -> dict[str, object]:
-    """The engine's batch settings with the Settings page's changes of this session."""
-    return {**dataclasses.asdict(console.settings.batch), **runtime.get("batch_defaults", {})}
+    """The process's batch settings now (the Settings page changes them for every tab)."""
+    return dataclasses.asdict(console.settings.batch)
 
 
 def known_districts() -> list[str]:
@@ -75,21 +75,28 @@ def start(month: str, districts: list[str], priority: int, config: dict[str, obj
 
 
 def submitted() -> None:
-    """What the last Start did: the batch, the clamping notes and the settings it runs with."""
-    last = runtime.get("batch_submitted")
+    """The newest batch in the store (whichever tab or process started it), with the
+    clamping notes when this tab started it."""
+    last = queries.last_start(console)
     if last is None:
-        st.info("Start a batch with the form; its progress shows below.", icon=":material/info:")
+        st.info("No batch yet: start one with the form.", icon=":material/info:")
         return
-    batch_id, notes, config = last
-    st.success(f"Batch {batch_id} started.", icon=":material/check_circle:")
-    for note in notes:
-        st.warning(f"Clamped: {note}", icon=":material/warning:")
+    mine = runtime.get("batch_submitted")
     st.markdown(
-        f"Runs with concurrency **{config.max_concurrent_jobs}**, retries "
-        f"**{config.retry_attempts}**, timeout **{config.timeout_ms} ms**, throttling "
-        f"**{'on' if config.enable_resource_throttling else 'off'}** above "
-        f"**{config.memory_threshold_mb} MB**."
+        f"Batch **{last['batch']}** ({last['name']}) started "
+        f"{last['created_at']:%Y-%m-%d %H:%M:%S}, **{last['status']}**."
     )
+    if mine is not None and mine[0] == last["batch"]:
+        for note in mine[1]:
+            st.warning(f"Clamped: {note}", icon=":material/warning:")
+    c = last["config"]
+    if c:
+        st.markdown(
+            f"Runs with concurrency **{c.get('max_concurrent_jobs')}**, retries "
+            f"**{c.get('retry_attempts')}**, timeout **{c.get('timeout_ms')} ms**, throttling "
+            f"**{'on' if c.get('enable_resource_throttling') else 'off'}** above "
+            f"**{c.get('memory_threshold_mb')} MB**."
+        )
 
 
 def batch_live(batch_id: int) -> bool:
@@ -97,7 +104,17 @@ def batch_live(batch_id: int) -> bool:
     ui.batch_panel(view)
     if view.live and st.button("Cancel batch", icon=":material/cancel:"):
         console.batch.cancel(batch_id)
+        st.toast(f"Batch {batch_id} cancelled: queued items dropped, running ones stopping.")
+        runtime.put("cancelled", batch_id)
         st.rerun(scope="app")
+    if runtime.get("cancelled") == batch_id:
+        st.success(f"Batch {batch_id} cancelled.", icon=":material/cancel:")
+    with st.expander(f"Items ({len(view.items)})", expanded=not view.live):
+        items_table(view)
+    return view.live
+
+
+def items_table(view: queries.BatchView) -> None:
     ui.table(
         view.items,
         column_config={
@@ -113,13 +130,13 @@ def batch_live(batch_id: int) -> bool:
             "priority": "Priority",
         },
     )
-    return view.live
 
 
 def pick() -> None:
     rows = st.session_state["batch_history"]["selection"]["rows"]
     if rows:
         runtime.put("batch_id", runtime.get("history_ids")[rows[0]])
+        runtime.put("repick", True)
 
 
 HISTORY_COLUMNS = {
@@ -133,7 +150,7 @@ HISTORY_COLUMNS = {
     "failed": "Failed",
     "cancelled": "Cancelled",
     "percent": st.column_config.ProgressColumn(
-        "Done", min_value=0, max_value=100, format="%.0f %%"
+        "Done", min_value=0, max_value=100, format="%.0f %%", help="Cancelled items are not done"
     ),
     "concurrency": "Concurrency",
     "throttled_s": st.column_config.NumberColumn("Throttled (s)", format="%.1f"),
@@ -142,6 +159,7 @@ HISTORY_COLUMNS = {
 
 def history_section(history: list[dict[str, Any]]) -> None:
     st.subheader("History")
+    st.caption("Select a row to show that batch at the top.")
     runtime.put("history_ids", [r["batch"] for r in history])
     ui.table(
         history,
@@ -151,7 +169,6 @@ def history_section(history: list[dict[str, Any]]) -> None:
         column_order=tuple(HISTORY_COLUMNS),
         column_config=HISTORY_COLUMNS,
     )
-    st.caption("Select a row to show that batch above.")
 
 
 def resume() -> None:
@@ -164,39 +181,52 @@ def resume() -> None:
             st.info("Nothing to resume: no batch was left unfinished by a stopped process.")
 
 
-left, right = st.columns([3, 2])
-with left:
-    start_form()
-with right:
-    st.subheader("Last start")
-    submitted()
-    st.divider()
-    st.markdown("A batch left unfinished by a stopped process can continue here.")
-    if st.button("Resume interrupted batches", icon=":material/replay:"):
-        resume()
-
-
 def shown_batch(history: list[dict[str, Any]]) -> int | None:
     """The batch picked in the history, or else the newest."""
     picked = runtime.get("batch_id") or (history[0]["batch"] if history else None)
     return None if picked is None else int(picked)
 
 
-def batches() -> bool:
-    """The shown batch and the history, both live while the batch is: its row there
-    moves with it."""
-    history = queries.batch_history(console)
-    shown = shown_batch(history)
-    if shown is None:
-        st.info("No batches yet.")
+def shown() -> bool:
+    """The shown batch, live while it runs: at the top, in view after Start."""
+    history = queries.batch_history(console, limit=1)
+    picked = shown_batch(history)
+    if picked is None:
+        st.info("No batches yet: start one below.")
         return False
-    st.subheader(f"Batch {shown}")
-    live = batch_live(shown)
-    history_section(history)
-    return live
+    st.subheader(f"Batch {picked}")
+    return batch_live(picked)
+
+
+def history() -> bool:
+    """The history, live while a batch runs: its row moves with it."""
+    rows = queries.batch_history(console)
+    history_section(rows)
+    if runtime.get("repick"):  # a row was picked: show that batch at the top
+        runtime.put("repick", False)
+        st.rerun(scope="app")
+    return batch_is_live(rows)
+
+
+def batch_is_live(rows: list[dict[str, Any]]) -> bool:
+    picked = shown_batch(rows)
+    return picked is not None and queries.batch_view(console, picked).live
 
 
 with ui.guard():
-    st.divider()
     first = shown_batch(queries.batch_history(console, limit=1))
-    ui.live_fragment(batches, active=first is not None and queries.batch_view(console, first).live)
+    live = first is not None and queries.batch_view(console, first).live
+    ui.live_fragment(shown, active=live)
+    st.divider()
+    left, right = st.columns([3, 2])
+    with left:
+        start_form()
+    with right:
+        st.subheader("Last start")
+        submitted()
+        st.divider()
+        st.markdown("A batch left unfinished by a stopped process can continue here.")
+        if st.button("Resume interrupted batches", icon=":material/replay:"):
+            resume()
+    st.divider()
+    ui.live_fragment(history, active=live)

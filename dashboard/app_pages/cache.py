@@ -36,17 +36,49 @@ CACHE_COLUMNS = {
 st.title("Cache")
 
 
+ALL_CACHES_COLUMNS = {
+    "cache": "Cache",
+    "serves": "Serves",
+    "hits": "Hits",
+    "misses": "Misses",
+    "hit_rate": "Hit rate",
+    "size": "Entries",
+    "limit": "Limit",
+}
+
+
+def every_cache() -> None:
+    """Every cache of the process, the month-end work's too, hit rates as text ("–": no reads)."""
+    st.subheader("Every cache in this process")
+    rows = [{**r, "hit_rate": ui.percent(r["hit_rate"])} for r in queries.all_caches(console)]
+    ui.table(rows, key="all_caches", column_config=ALL_CACHES_COLUMNS)
+    st.caption(
+        "The read cache's layers serve the dashboard, API and CLI; the storage cache and the "
+        "source's day summaries and row memo serve the month-end checks of this process (a "
+        "`recon run` in another process has caches of its own)."
+    )
+
+
 def statistics() -> bool:
+    st.subheader("Read cache layers")
     rows = queries.cache_rows(console)
     total = rows[-1]
     storage = console.storage.cache_stats()
     cols = st.columns(5)
-    cols[0].metric("Hit rate", ui.percent(total["hit_rate"]), help="– until the first read")
+    cols[0].metric(
+        "Hit rate",
+        ui.percent(queries.cache_hit_rate(console)),
+        help="Every layer since the start, as on the Performance page; – until the first read",
+    )
     cols[1].metric("Entries", f"{total['size']} / {total['max_size']}")
     cols[2].metric("Evictions", total["evictions"])
     cols[3].metric("Prefetches", total["prefetches"], help=f"{total['prefetch_hits']} were hit")
     cols[4].metric("Storage cache entries", storage.size + storage.index_size)
-    ui.table(rows, key="cache_table", column_config=CACHE_COLUMNS)
+    ui.table(
+        [{**r, "hit_rate": ui.percent(r["hit_rate"])} for r in rows],
+        key="cache_table",
+        column_config={**CACHE_COLUMNS, "hit_rate": "Hit rate"},
+    )
     left, mid, right = st.columns(3)
     with left:
         hit_rate_chart()
@@ -55,6 +87,7 @@ def statistics() -> bool:
     with right:
         latency_chart(rows[:-1])
     storage_cache(storage)
+    every_cache()
     return True
 
 
@@ -100,7 +133,8 @@ def storage_cache(stats: StorageCacheStats) -> None:
     cols = st.columns(6)
     cols[0].metric("Jobs cached", stats.size, help=f"of cacheMaxSize {stats.cache_max_size}")
     cols[1].metric("Index entries", stats.index_size)
-    cols[2].metric("Storage hit rate", ui.percent(stats.hit_rate))
+    reads = stats.hits + stats.misses
+    cols[2].metric("Storage hit rate", ui.percent(stats.hits / reads if reads else None))
     cols[3].metric("Hits / misses", f"{stats.hits} / {stats.misses}")
     cols[4].metric("Pending writes", stats.pending_writes)
     cols[5].metric("DB round trips", stats.roundtrips)
@@ -132,6 +166,10 @@ def clear_section() -> None:
 
 def tune_section() -> None:
     st.subheader("Tune a layer")
+    st.caption(
+        "A layer tuned here runs with its values until this process restarts. To keep values "
+        "for every layer, change the cache settings on the Settings page and save them below."
+    )
     layer = st.selectbox("Layer", LAYERS, key="tune_layer")
     current = console.cache.config()["layers"][layer]
     with st.form("tune"):
@@ -152,9 +190,34 @@ def tune_section() -> None:
                     enable_prefetch=prefetch,
                     prefetch_threshold=threshold,
                 )
-                st.success(f"Layer {layer} now runs with the values above.")
+                st.success(f"Layer {layer} runs with the values above until a restart.")
                 for note in notes:
                     st.warning(f"Clamped: {note}")
+
+
+def persist_section() -> None:
+    st.subheader("Keep the cache settings past a restart")
+    cache = console.settings.cache
+    loaded = console.live_settings.path
+    origins = {f: console.live_settings.origin("cache", f) for f in queries.LIVE_CACHE_FIELDS}
+    st.markdown(
+        "This process's cache settings: "
+        + ", ".join(f"`{f}` = {queries.setting_text(getattr(cache, f))} ({origins[f]})"
+                    for f in queries.LIVE_CACHE_FIELDS)
+    )  # fmt: skip
+    changed = [f for f, o in origins.items() if o == "changed here"]
+    if changed:
+        st.warning(f"Changed here, lost on restart unless saved: {', '.join(changed)}.")
+    with st.form("persist"):
+        path = st.text_input(
+            "Settings file", value=str(loaded) if loaded else "recon.toml",
+            help="The file this process loaded (RECON_SETTINGS), or another; start the "
+            "engine with RECON_SETTINGS pointing at it",
+        )  # fmt: skip
+        if st.form_submit_button("Save to settings file", icon=":material/save:"):
+            with ui.guard():
+                written = actions.save_cache_settings(console, path.strip() or None)
+                st.success(f"Saved [cache] to {written}: the values last past a restart.")
 
 
 def what_if_section() -> None:
@@ -200,5 +263,6 @@ with left:
     clear_section()
 with right:
     tune_section()
+persist_section()
 st.divider()
 what_if_section()

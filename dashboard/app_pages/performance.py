@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import plotly.express as px
 import runtime
 import streamlit as st
@@ -44,20 +47,34 @@ OPERATION_COLUMNS = {
 
 def operations() -> None:
     view = queries.operations_view(console, window_s)
+    cols = st.columns(5)
+    cols[4].metric(
+        "Cache hit rate",
+        ui.percent(queries.cache_hit_rate(console)),
+        help="The read cache since the start, as on the Cache page (– before the first read)",
+    )
     if not view.rows:
         st.info(f"No engine operations in the last {label}: start a batch to see figures.")
-        return
-    cols = st.columns(4)
-    cols[0].metric("Operations", len(view.rows))
-    cols[1].metric("Calls", f"{view.calls:,}")
-    cols[2].metric("Failures", f"{view.failures:,}")
-    cols[3].metric("Slowest p95", f"{view.slowest_p95_ms:.1f} ms", help=view.slowest)
-    ui.table(
-        view.rows,
-        key="operations",
-        column_order=tuple(OPERATION_COLUMNS),
-        column_config=OPERATION_COLUMNS,
-    )
+    else:
+        cols[0].metric("Operations", len(view.rows))
+        cols[1].metric("Calls", f"{view.calls:,}")
+        cols[2].metric("Failures", f"{view.failures:,}")
+        cols[3].metric("Slowest p95", f"{view.slowest_p95_ms:.1f} ms", help=view.slowest)
+        ui.table(
+            view.rows,
+            key="operations",
+            column_order=tuple(OPERATION_COLUMNS),
+            column_config=OPERATION_COLUMNS,
+        )
+    if view.own_reads:
+        with st.expander(f"The dashboard's and API's own reads ({len(view.own_reads)} operations)"):
+            st.caption("Timed apart from the engine's work and left out of the figures above.")
+            ui.table(
+                view.own_reads,
+                key="own_reads",
+                column_order=("origin", *OPERATION_COLUMNS),
+                column_config={"origin": "Origin", **OPERATION_COLUMNS},
+            )
 
 
 def latency() -> None:
@@ -66,8 +83,27 @@ def latency() -> None:
         st.info("Latency over time appears once the monitor has written its first interval.")
         return
     fig = px.line(rows, x="at", y="p95_ms", color="operation", log_y=True, markers=True)
-    fig.update_yaxes(title="p95 (ms, log)", dtick=1)
-    st.plotly_chart(ui.layout(fig, "p95 latency by interval (top operations)", 360), key="lat")
+    fig.update_traces(connectgaps=False)  # no line across intervals without calls
+    fig.update_yaxes(title="p95 latency (ms, log scale)")
+    fig.update_xaxes(title="time (interval end)")
+    marks = queries.batch_marks(console, window_s)
+    times = [r["at"] for r in rows] + [m["at"] for m in marks]
+    pad = max(timedelta(seconds=30), (max(times) - min(times)) / 20)
+    fig.update_xaxes(range=[min(times) - pad, max(times) + pad])  # no sub-second axis
+    shown: list[dict[str, Any]] = []
+    for mark in sorted(marks, key=lambda m: m["at"]):
+        fig.add_vline(x=mark["at"], line_dash="dot", line_color="#6e7781")
+        if shown and mark["at"] - shown[-1]["at"] < pad:  # too close: one label for both
+            shown[-1]["text"] = f"{shown[-1]['text']} / {mark['label'].split()[-1]}"
+        else:
+            shown.append({"at": mark["at"], "text": mark["label"]})
+    for label in shown:
+        fig.add_annotation(
+            x=label["at"], y=1, yref="paper", text=label["text"], showarrow=False,
+            textangle=-90, xanchor="right", yanchor="top", font={"size": 10},
+        )  # fmt: skip
+    title = "p95 latency by interval: the engine's top operations by total time"
+    st.plotly_chart(ui.layout(fig, title, 380), key="lat")
 
 
 def advice_list(title: str, found: list[queries.AdviceItem], none: str) -> None:
@@ -80,6 +116,8 @@ def advice_list(title: str, found: list[queries.AdviceItem], none: str) -> None:
             st.markdown(item.message)
             if item.detail:
                 st.caption(item.detail)
+            if len(item.rows) > 1:
+                ui.table(item.rows)
 
 
 def resources() -> None:
@@ -90,9 +128,11 @@ def resources() -> None:
     left, right = st.columns(2)
     cpu = px.line(rows, x="at", y="cpu_percent", color="process")
     cpu.update_yaxes(title="CPU %", rangemode="tozero")
+    cpu.update_xaxes(title="time")
     left.plotly_chart(ui.layout(cpu, "CPU"), key="cpu")
     memory = px.line(rows, x="at", y="rss_mb", color="process")
-    memory.update_yaxes(title="resident MB", rangemode="tozero")
+    memory.update_yaxes(title="resident memory (MB)", rangemode="tozero")
+    memory.update_xaxes(title="time")
     right.plotly_chart(ui.layout(memory, "Memory"), key="memory")
 
 
@@ -103,6 +143,8 @@ def page() -> bool:
     left, right = st.columns(2)
     with left:
         advice_list("Bottlenecks", found.bottlenecks, "No bottleneck rule fires over this window.")
+        for note in found.notes:
+            st.caption(f"For information: {note.message}")
     with right:
         advice_list(
             "Recommendations", found.recommendations, "Nothing to recommend over this window."

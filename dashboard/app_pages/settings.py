@@ -1,4 +1,5 @@
-"""Settings: every value with its seed name, default and valid range; change what can be."""
+"""Settings: every value with its seed name, default, valid range and where it came from;
+change what the running process can take."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ COLUMNS = {
     "field": "Field",
     "seed": "Seed name",
     "value": "Value",
+    "origin": st.column_config.TextColumn(
+        "From", help="default, file, environment, command line, or changed here"
+    ),
+    "applies": st.column_config.TextColumn("Change applies", help="now, or on restart"),
     "default": "Default",
     "range": "Valid range",
     "doc": st.column_config.TextColumn("Notes", width="large"),
@@ -22,11 +27,12 @@ COLUMNS = {
 st.title("Settings")
 st.markdown(
     "Values come from the defaults, then the settings file (`RECON_SETTINGS`), then "
-    "`RECON_<GROUP>_<FIELD>` environment variables. Cache settings can change while the "
-    "engine runs; batch settings apply to the batches you start next; the rest on restart."
+    "`RECON_<GROUP>_<FIELD>` environment variables, then the command line. Cache and batch "
+    "settings can change here, for the whole process (every tab) until it restarts; the "
+    "rest need a restart."
 )
 
-rows = queries.settings_rows(console.settings)
+rows = queries.settings_rows(console.live_settings)
 for tab, group in zip(st.tabs(list(GROUPS)), GROUPS, strict=True):
     with tab:
         ui.table(
@@ -40,19 +46,32 @@ ordered = sorted(rows, key=lambda r: GROUPS.index(r["group"]))
 choices = {f"{r['group']}.{r['field']} ({r['seed']})": r for r in ordered}
 label = st.selectbox("Setting", list(choices), key="setting_choice")
 row = choices[label]
-with st.form("change_setting"):
-    raw = st.text_input(
-        "New value", value=row["value"], help=f"Valid range: {row['range'] or 'any'}"
+st.caption(
+    f"Now {row['value'] or '(none)'} ({row['origin']}) · default {row['default'] or '(none)'} "
+    f"· range {row['range'] or 'any'}"
+)
+if row["applies"] == queries.RESTART:
+    st.info(
+        f"{row['seed']} needs a restart: {queries.restart_hint(row['group'], row['field'])}, "
+        "then restart the dashboard.",
+        icon=":material/restart_alt:",
     )
-    st.caption(f"Default {row['default'] or '(none)'} · range {row['range'] or 'any'}")
-    if st.form_submit_button("Apply"):
-        with ui.guard():
-            change = actions.apply_setting(console, row["group"], row["field"], raw)
-            if row["group"] == "batch":
-                runtime.put(
-                    "batch_defaults",
-                    {**runtime.get("batch_defaults", {}), change.field: change.value},
-                )
-            st.success(f"{change.seed} = {change.value}: {change.applied}.")
-            for note in change.notes:
-                st.warning(f"Clamped: {note}", icon=":material/warning:")
+else:
+    with st.form("change_setting"):
+        raw = st.text_input(
+            "New value", value=row["value"], help=f"Valid range: {row['range'] or 'any'}"
+        )
+        if st.form_submit_button("Apply"):
+            with ui.guard():
+                change = actions.apply_setting(console, row["group"], row["field"], raw)
+                shown = queries.setting_text(change.value)
+                done = f"{change.seed} = {shown}: {change.applied}, until the process restarts."
+                runtime.put("setting_done", (done, change.notes))
+                st.rerun()  # the tables above show the new value
+
+last = runtime.get("setting_done")
+if last is not None:
+    done, notes = last
+    st.success(done, icon=":material/check_circle:")
+    for note in notes:
+        st.warning(f"Clamped: {note}", icon=":material/warning:")

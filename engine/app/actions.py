@@ -9,10 +9,14 @@ batches on one month); reads are in :mod:`engine.app.queries`.
 
 from __future__ import annotations
 
+import json
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.app.queries import setting_text
+from engine.app.queries import LIVE_CACHE_FIELDS, RESTART, applies, restart_hint
 from engine.app.tasks import Report
 from engine.cache import LAYERS
 from engine.errors import ConfigError
@@ -113,35 +117,83 @@ class SettingChange:
     """How the change takes effect, for the user."""
 
 
-_LIVE_CACHE_FIELDS = ("max_size", "ttl_ms", "enable_prefetch", "prefetch_threshold")
-
-
 def apply_setting(console: Console, group: str, field: str, raw: str) -> SettingChange:
-    """Validate a typed value and apply it where the running engine allows.
+    """Validate a typed value and apply it to the whole process, where it can change.
 
-    Cache sizes, TTL and prefetch are tuned on every cache layer at once;
-    batch settings are for the next batches to use; the rest takes effect on
-    restart. Invalid values raise :class:`ConfigError` and change nothing.
+    Cache sizes, TTL and prefetch are tuned on every cache layer at once; batch
+    settings become the process's defaults (``maxConcurrentJobs`` its limit too).
+    Settings that need a restart change nothing here: ``applied`` says how to set
+    them. Invalid values raise :class:`ConfigError` and change nothing.
     """
     rows = [r for r in describe(console.settings) if (r["group"], r["field"]) == (group, field)]
     if not rows:
         raise ConfigError(f"{group}.{field}", raw, "unknown setting")
-    changed = console.settings.with_values(group, **{field: raw.strip()})
-    value = getattr(getattr(changed, group), field)
     notes = _clamp_notes(group, field, raw, rows[0]["range"])
-    if group == "cache" and field in _LIVE_CACHE_FIELDS:
+    if applies(group, field) == RESTART:
+        changed = console.settings.with_values(group, **{field: raw.strip()})
+        value = getattr(getattr(changed, group), field)
+        applied = f"takes effect on restart: {restart_hint(group, field, value)}"
+        return SettingChange(group, field, rows[0]["seed"], value, notes, applied)
+    value = getattr(getattr(console.live_settings.change(group, field, raw.strip()), group), field)
+    if group == "cache":
         for layer in LAYERS:
             console.cache.tune(layer, **{field: value})
-        applied = "applied now to every cache layer"
-    elif group == "batch":
-        applied = "used by the batches you start from now on (the Batch runs form)"
-        limit = console.settings.batch.max_concurrent_jobs
-        if field == "max_concurrent_jobs" and value > limit:
-            notes += (f"this process runs at most {limit} items at once (restart to raise it)",)
     else:
-        env = f"RECON_{group.upper()}_{field.upper()}={setting_text(value)}"
-        applied = f"takes effect on restart: set {env} or [{group}] {field} in the settings file"
-    return SettingChange(group, field, rows[0]["seed"], value, notes, applied)
+        console.batch.reconfigure(console.settings.batch)
+    return SettingChange(group, field, rows[0]["seed"], value, notes, _applied(group, field))
+
+
+def _applied(group: str, field: str) -> str:
+    if group == "cache":
+        return "applied now to every cache layer"
+    if field == "max_concurrent_jobs":
+        return (
+            "this process now runs at most this many items at once, and the Batch runs form "
+            "of every tab starts with it"
+        )
+    return "used by the Batch runs form of every tab and the batches started from now on"
+
+
+def save_cache_settings(console: Console, path: str | None = None) -> Path:
+    """Write the process's ``[cache]`` values into a TOML settings file so that they last
+    past a restart; the file's other tables are kept. ``path``: default the file this
+    process loaded (``RECON_SETTINGS``), else it is required. Returns the file written.
+    """
+    target = Path(path) if path else console.live_settings.path
+    if target is None:
+        raise ConfigError("settings file", None, "this process loaded none: give a path")
+    try:
+        tables = tomllib.loads(target.read_text()) if target.exists() else {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("settings file", str(target), f"cannot be read: {exc}") from exc
+    cache = console.settings.cache
+    tables["cache"] = {
+        **tables.get("cache", {}),
+        **{f: getattr(cache, f) for f in LIVE_CACHE_FIELDS},
+    }
+    try:
+        target.write_text(_toml(tables))
+    except OSError as exc:
+        raise ConfigError("settings file", str(target), f"cannot be written: {exc}") from exc
+    return target
+
+
+def _toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """Settings tables as TOML (values are strings, numbers and booleans)."""
+    out = []
+    for name, values in tables.items():
+        out.append(f"[{name}]")
+        out.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
 
 
 def _clamp_notes(group: str, field: str, raw: str, rng: Any) -> tuple[str, ...]:
@@ -161,5 +213,6 @@ __all__ = [
     "SettingChange",
     "apply_setting",
     "clear_caches",
+    "save_cache_settings",
     "start_comparison",
 ]

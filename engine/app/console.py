@@ -26,11 +26,11 @@ from engine.domain.models import (
     validate_month,
 )
 from engine.errors import ConfigError, ConflictError, EngineError
-from engine.instrument import NO_INSTRUMENT, Instrument
+from engine.instrument import NO_INSTRUMENT, Instrument, reads_for
 from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
-from engine.settings import Settings, StorageSettings
+from engine.settings import LiveSettings, Loaded, Settings, StorageSettings
 from engine.sources.base import Source
 from engine.sources.factory import make_source
 from engine.store.batches import SqlBatchStore
@@ -77,9 +77,17 @@ class Console:
     """Builds and owns the engine's parts. Thread-safe; share one per process."""
 
     def __init__(
-        self, settings: Settings, *, clock: Clock | None = None, source: Source | None = None
+        self,
+        settings: Settings | Loaded,
+        *,
+        clock: Clock | None = None,
+        source: Source | None = None,
     ) -> None:
-        self.settings = settings
+        """``settings``: as :func:`engine.settings.load_traced` gives them, the Settings
+        page then says where each value came from (plain Settings: "default" or not)."""
+        loaded = settings if isinstance(settings, Loaded) else Loaded(settings, {}, None)
+        settings = loaded.settings
+        self.live_settings = LiveSettings(loaded)
         self.clock = clock or SystemClock()
         self.recorder = Recorder(clock=self.clock)
         self.storage = open_storage(settings.storage, clock=self.clock, instrument=self.recorder)
@@ -118,6 +126,11 @@ class Console:
         self._register_gauges()
         self._closed = threading.Event()
         self._start_lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        """The process's settings now, with the changes applied while it runs."""
+        return self.live_settings.current
 
     # --- month-end runs ------------------------------------------------------------------
 
@@ -318,6 +331,10 @@ class Console:
 
     def _prefetch(self, job_id: int) -> None:
         """A job read often: load its timeline and its district's other recent jobs."""
+        with reads_for("prefetch"):  # for the UIs' reads: not the engine's work
+            self._prefetch_job(job_id)
+
+    def _prefetch_job(self, job_id: int) -> None:
         job = self.storage.get_job(job_id)
         timeline = self.storage.timeline(job_id)
         self.cache.set("timelines", job_id, timeline, tags=(("job", job_id),), prefetched=True)
@@ -334,11 +351,16 @@ class Console:
         self.monitor.register_gauge(
             "cache_hit_rate", lambda: self.cache.stats()["total"]["hit_rate"]
         )
+        self.monitor.register_gauge("cache_reads", self._cache_reads)
         self.monitor.register_gauge(
             "storage_pending_writes", lambda: float(self.storage.pending_writes())
         )
         self.monitor.register_gauge("batch_queue_depth", lambda: float(self.batch.queue_depth()))
         self.monitor.register_gauge("batch_running", lambda: float(self.batch.running_count()))
+
+    def _cache_reads(self) -> float:
+        total = self.cache.stats()["total"]
+        return float(total["hits"] + total["misses"])
 
     def start_background(self) -> None:
         """Start the background threads a long-lived process wants (dashboard, API)."""

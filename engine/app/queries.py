@@ -14,7 +14,7 @@ import dataclasses
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from engine.app.months import (
@@ -38,7 +38,12 @@ from engine.domain.models import (
 )
 from engine.domain.rules import window_days
 from engine.errors import ConfigError, NotFoundError
-from engine.settings import Settings, describe
+from engine.instrument import origin_of
+from engine.monitor.advice import INFORMATIONAL
+from engine.monitor.core import Source
+from engine.monitor.stats import OperationStats
+from engine.settings import LiveSettings, Loaded, Settings, describe
+from engine.sources.base import ExportSource
 from engine.store.bench import BenchStore
 from engine.store.urls import safe_url
 
@@ -326,9 +331,14 @@ def batch_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
     return [_batch_row(info) for info in console.batch.list_batches(limit=limit)]
 
 
+DONE = frozenset({"succeeded", "failed", "skipped"})
+"""Items that ran to an end; cancelled items are finished but not done."""
+
+
 def _batch_row(info: BatchInfo) -> dict[str, Any]:
     counts = info.counts
     finished = sum(n for state, n in counts.items() if state in FINISHED)
+    done = sum(n for state, n in counts.items() if state in DONE)
     return {
         "batch": info.batch_id,
         "name": info.name,
@@ -340,11 +350,21 @@ def _batch_row(info: BatchInfo) -> dict[str, Any]:
         "failed": counts.get("failed", 0),
         "skipped": counts.get("skipped", 0),
         "cancelled": counts.get("cancelled", 0),
+        "done": done,
         "unfinished": info.total - finished,
-        "percent": 100.0 * finished / info.total if info.total else 100.0,
+        "percent": 100.0 * done / info.total if info.total else 0.0,
         "concurrency": info.config.get("max_concurrent_jobs"),
         "throttled_s": info.throttled_s,
     }
+
+
+def last_start(console: Console) -> dict[str, Any] | None:
+    """The newest batch record (whichever tab or process started it), with its settings
+    (``config``, field names), or None before the first batch."""
+    newest = console.batch.list_batches(limit=1)
+    if not newest:
+        return None
+    return {**_batch_row(newest[0]), "config": dict(newest[0].config)}
 
 
 @dataclass(frozen=True)
@@ -355,11 +375,28 @@ class BatchView:
     progress: BatchProgress | None
     items: list[dict[str, Any]]
     throughput: list[dict[str, Any]]
-    """``at, items_per_s``: items finished per second, in up to 30 time buckets."""
+    """``at, items_per_s``: items done per second, in up to 30 time buckets (cancelled
+    items left out)."""
+    rate: float | None
+    """Items done per second while items ran (idle and cancelled time left out); None
+    before the first item is done."""
+
+    @property
+    def done(self) -> int:
+        """Items that ran to an end (succeeded, failed or skipped): cancelled ones are not."""
+        p = self.progress
+        return p.succeeded + p.failed + p.skipped if p is not None else int(self.info["done"])
+
+    @property
+    def cancelled(self) -> int:
+        p = self.progress
+        return p.cancelled if p is not None else int(self.info["cancelled"])
 
     @property
     def percent(self) -> float:
-        return self.progress.percent if self.progress is not None else float(self.info["percent"])
+        """Done items over all items."""
+        total = int(self.info["total"])
+        return 100.0 * self.done / total if total else 0.0
 
     @property
     def live(self) -> bool:
@@ -370,13 +407,30 @@ class BatchView:
 def batch_view(console: Console, batch_id: int) -> BatchView:
     progress = live_progress(console.batch, batch_id)
     detail = console.batch.batch_detail(batch_id)
-    finished = [i.finished_at for i in detail.items if i.finished_at is not None]
+    ran = [i for i in detail.items if i.status in DONE and i.finished_at is not None]
     return BatchView(
         info=_batch_row(detail.info),
         progress=progress,
         items=[_item_row(i) for i in detail.items],
-        throughput=_throughput(detail.info.created_at, finished),
+        throughput=_throughput(
+            detail.info.created_at, [i.finished_at for i in ran if i.finished_at]
+        ),
+        rate=_busy_rate(ran),
     )
+
+
+def _busy_rate(ran: Sequence[ItemRecord]) -> float | None:
+    """Items done per second of the time at least one attempt ran."""
+    spans = sorted((a.started_at, a.ended_at) for i in ran for a in i.attempts)
+    busy, end = 0.0, None
+    for start, stop in spans:
+        if end is None or start > end:
+            busy += (stop - start).total_seconds()
+            end = stop
+        elif stop > end:
+            busy += (stop - end).total_seconds()
+            end = stop
+    return len(ran) / busy if ran and busy > 0 else None
 
 
 def _item_row(item: ItemRecord) -> dict[str, Any]:
@@ -438,6 +492,63 @@ def cache_rows(console: Console) -> list[dict[str, Any]]:
     return [{"layer": name, **{k: s.get(k) for k in CACHE_COLUMNS}} for name, s in parts]
 
 
+def _rate(hits: int, misses: int) -> float | None:
+    """Hits over reads, None before the first read: the one definition of a hit rate."""
+    return hits / (hits + misses) if hits + misses else None
+
+
+def cache_reads(console: Console) -> tuple[int, int]:
+    """The read cache's hits and misses since the start, over every layer."""
+    total = console.cache.stats()["total"]
+    return int(total["hits"]), int(total["misses"])
+
+
+def cache_hit_rate(console: Console) -> float | None:
+    """The read cache's hit rate since the start (every layer): the figure the Cache and
+    Performance pages both show, and the cache rule of :func:`advice` judges."""
+    return _rate(*cache_reads(console))
+
+
+def all_caches(console: Console) -> list[dict[str, Any]]:
+    """Every cache of this process: ``cache, serves, hits, misses, hit_rate, size, limit``.
+
+    The read cache's layers (the dashboard's, API's and CLI's reads), the storage
+    cache (the engine's job reads) and the source's day-summary cache and row memo
+    (the month-end checks; optimized mode only).
+    """
+    stats = console.cache.stats()["layers"]
+    rows = [
+        _cache_row(f"read cache: {name}", "dashboard, API and CLI reads",
+                   stats[name]["hits"], stats[name]["misses"], stats[name]["size"],
+                   stats[name]["max_size"])
+        for name in LAYERS
+    ]  # fmt: skip
+    storage = console.storage.cache_stats()
+    rows.append(
+        _cache_row("storage cache", "the engine's job reads", storage.hits, storage.misses,
+                   storage.size + storage.index_size, storage.cache_max_size)
+    )  # fmt: skip
+    source = console.source
+    found = source.cache_stats() if isinstance(source, ExportSource) else {}
+    for name, c in found.items():
+        rows.append(_cache_row(name, "month-end checks", c.hits, c.misses, c.size, c.limit))
+    return rows
+
+
+def _cache_row(
+    name: str, serves: str, hits: int, misses: int, size: int, limit: int
+) -> dict[str, Any]:
+    return {
+        "cache": name,
+        "serves": serves,
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": _rate(hits, misses),
+        "size": size,
+        "limit": limit,
+    }
+
+
 def cache_history(console: Console) -> list[dict[str, Any]]:
     """``time, layer, hit_rate, size`` per history sample (hit rate since the start)."""
     rows = []
@@ -476,23 +587,51 @@ def _whole_numbers(name: str, text: str) -> list[int]:
 
 @dataclass(frozen=True)
 class OperationsView:
-    """The monitor's figures per operation over a window, with the page's headline figures."""
+    """The monitor's figures per operation over a window, with the page's headline figures.
+
+    The engine's work and a UI's own reads (see :func:`engine.instrument.reads_for`)
+    are apart: the headline figures count the engine's only.
+    """
 
     rows: list[dict[str, Any]]
-    """One row per operation, slowest total first; ``errors`` as text."""
+    """One row per engine operation, slowest total first; ``errors`` as text."""
     calls: int
     failures: int
     slowest: str | None
     """The operation with the highest p95 (None without operations)."""
     slowest_p95_ms: float
+    own_reads: list[dict[str, Any]]
+    """The same figures for the reads made by the dashboard, API or CLI (``origin`` column)."""
+
+
+def _engine_stats(console: Console, window_s: float) -> tuple[list[OperationStats], Source]:
+    """The window's figures, and where from: this process's memory or the persisted
+    history (every process's work, e.g. a CLI run beside the dashboard), whichever
+    holds more of the engine's calls."""
+    memory = console.monitor.stats(window_s, source="memory")
+    try:
+        history = console.monitor.stats(window_s, source="history")
+    except ConfigError:  # a monitor without storage
+        return memory, "memory"
+    if _engine_calls(history) > _engine_calls(memory):
+        return history, "history"
+    return memory, "memory"
+
+
+def _engine_calls(found: Sequence[OperationStats]) -> int:
+    return sum(s.calls for s in found if origin_of(s.operation) is None)
 
 
 def operations_view(console: Console, window_s: float) -> OperationsView:
-    rows = []
-    for s in console.monitor.stats(window_s):
+    rows, own = [], []
+    for s in _engine_stats(console, window_s)[0]:
         row = dataclasses.asdict(s)
         row["errors"] = ", ".join(f"{k}: {v}" for k, v in s.errors.items())
-        rows.append(row)
+        origin = origin_of(s.operation)
+        if origin is None:
+            rows.append(row)
+        else:
+            own.append({**row, "origin": origin, "operation": s.operation[len(origin) + 1 :]})
     slowest = max(rows, key=lambda r: r["p95_ms"], default=None)
     return OperationsView(
         rows=rows,
@@ -500,47 +639,81 @@ def operations_view(console: Console, window_s: float) -> OperationsView:
         failures=sum(r["failures"] for r in rows),
         slowest=slowest["operation"] if slowest else None,
         slowest_p95_ms=slowest["p95_ms"] if slowest else 0.0,
+        own_reads=own,
     )
 
 
 @dataclass(frozen=True)
 class AdviceItem:
-    """One bottleneck or recommendation, ready to show."""
+    """One finding (a rule, over every operation it fired on) or recommendation, ready to show."""
 
     level: str
-    """high, medium or low."""
+    """high, medium or low: the same on the bottleneck and its recommendation."""
     label: str
     """Severity or priority (and category), for a badge."""
     message: str
     """What was found (Markdown)."""
     detail: str
-    """The figures behind it and what to do (empty when the message says it all)."""
+    """What to do (empty when the message says it all)."""
+    rows: list[dict[str, Any]]
+    """The operations the rule fired on, with the figures behind it (one row per operation)."""
 
 
 @dataclass(frozen=True)
 class Advice:
     bottlenecks: list[AdviceItem]
-    """Rules that fire over the window, most severe first."""
+    """One card per rule that fires over the window, most severe first."""
     recommendations: list[AdviceItem]
+    notes: list[AdviceItem]
+    """Informational findings (e.g. rarely called operations): not bottlenecks."""
 
 
 def advice(console: Console, window_s: float) -> Advice:
-    """The monitor's bottlenecks and recommendations over the window (one analysis)."""
-    report = console.monitor.report(window_s)
+    """The monitor's bottlenecks and recommendations over the window (one analysis).
+
+    The cache rule sees :func:`cache_hit_rate`, the figure the Cache page shows.
+    """
+    reads = cache_reads(console)
+    source = _engine_stats(console, window_s)[1]
+    cache = (_rate(*reads), sum(reads))
+    report = console.monitor.report(window_s, source=source, cache=cache)
+    found = report["bottlenecks"]
     return Advice(
-        bottlenecks=[_bottleneck_item(b) for b in report["bottlenecks"]],
+        bottlenecks=_bottleneck_cards([b for b in found if b["rule"] not in INFORMATIONAL]),
         recommendations=[_recommendation_item(r) for r in report["recommendations"]],
+        notes=_bottleneck_cards([b for b in found if b["rule"] in INFORMATIONAL]),
     )
 
 
-def _bottleneck_item(found: Mapping[str, Any]) -> AdviceItem:
-    figures = ", ".join(f"{k} = {v:.4g}" for k, v in found["values"].items())
-    return AdviceItem(
-        level=found["severity"],
-        label=found["severity"].upper(),
-        message=f"**{found['operation']}** · `{found['rule']}` — {found['message']}",
-        detail=f"{figures}. {found['recommendation']}",
-    )
+_LEVELS = ("high", "medium", "low")
+
+
+def _bottleneck_cards(found: Sequence[Mapping[str, Any]]) -> list[AdviceItem]:
+    """One card per rule: repeated findings of a rule become rows of one table."""
+    by_rule: dict[str, list[Mapping[str, Any]]] = {}
+    for b in found:
+        by_rule.setdefault(b["rule"], []).append(b)
+    cards = [_bottleneck_card(rule, group) for rule, group in by_rule.items()]
+    return sorted(cards, key=lambda c: _LEVELS.index(c.level))
+
+
+def _bottleneck_card(rule: str, group: list[Mapping[str, Any]]) -> AdviceItem:
+    level = min((b["severity"] for b in group), key=_LEVELS.index)
+    first = group[0]
+    if len(group) == 1:
+        message = f"**{first['operation']}** · `{rule}` — {first['message']}"
+    else:
+        names = ", ".join(f"**{b['operation']}**" for b in group)
+        message = f"`{rule}` on {len(group)} operations: {names} (figures below)"
+    rows = [
+        {"operation": b["operation"], "severity": b["severity"], **_figures_of(b["values"])}
+        for b in sorted(group, key=lambda b: _LEVELS.index(b["severity"]))
+    ]
+    return AdviceItem(level, level.upper(), message, first["recommendation"], rows)
+
+
+def _figures_of(values: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in values.items()}
 
 
 def _recommendation_item(found: Mapping[str, Any]) -> AdviceItem:
@@ -549,17 +722,59 @@ def _recommendation_item(found: Mapping[str, Any]) -> AdviceItem:
         label=f"{found['priority'].upper()} · {found['category']}",
         message=found["message"],
         detail="",
+        rows=[],
     )
 
 
-def latency_series(console: Console, window_s: float, top: int = 8) -> list[dict[str, Any]]:
-    """p50/p95 over time of the ``top`` operations by total time, from persisted history.
+def latency_series(console: Console, window_s: float, top: int = 6) -> list[dict[str, Any]]:
+    """p95 over time of the engine's ``top`` operations by total time, from persisted
+    history; a row with ``p95_ms`` None breaks each line where intervals are missing.
 
     A long window is averaged in the database into at most :data:`MAX_POINTS`
     points per operation (intervals grouped by row id, which grows with time).
     """
-    points = console.monitor.latency_series(window_s, top=top, max_points=MAX_POINTS)
-    return [dataclasses.asdict(p) for p in points]
+    operations = [r["operation"] for r in operations_view(console, window_s).rows[:top]]
+    if not operations:
+        return []
+    points = console.monitor.latency_series(window_s, max_points=MAX_POINTS, operations=operations)
+    gap = timedelta(seconds=2.5 * console.settings.monitor.aggregate_interval_s)
+    return _with_gaps([dataclasses.asdict(p) for p in points], gap)
+
+
+def _with_gaps(rows: list[dict[str, Any]], gap: timedelta) -> list[dict[str, Any]]:
+    """Rows of each operation in time order, with a None row where two are further apart
+    than ``gap`` (a line chart then leaves the stretch without data blank)."""
+    out: list[dict[str, Any]] = []
+    by_op: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_op.setdefault(row["operation"], []).append(row)
+    for op, points in by_op.items():
+        points.sort(key=lambda r: r["at"])
+        for before, after in zip([None, *points], points, strict=False):
+            if before is not None and after["at"] - before["at"] > gap:
+                out.append({"at": before["at"] + gap / 2, "operation": op, "p50_ms": None,
+                            "p95_ms": None, "calls": 0})  # fmt: skip
+            out.append(after)
+    return out
+
+
+def batch_marks(console: Console, window_s: float) -> list[dict[str, Any]]:
+    """``at, label``: when batches started, were cancelled and finished within the window
+    (from the batch records, so a batch of another process shows too)."""
+    after = console.clock.now() - timedelta(seconds=window_s)
+    marks = []
+    for info in console.batch.list_batches(limit=50):
+        if info.created_at >= after:
+            marks.append({"at": _naive(info.created_at), "label": f"batch {info.batch_id} start"})
+        if info.finished_at is not None and info.finished_at >= after:
+            end = "cancelled" if info.status == "cancelled" else "finished"
+            marks.append({"at": _naive(info.finished_at), "label": f"batch {info.batch_id} {end}"})
+    return marks
+
+
+def _naive(at: datetime) -> datetime:
+    """UTC without a zone, as the history's points are (one time axis on a chart)."""
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
 
 
 def resource_series(console: Console, window_s: float) -> list[dict[str, Any]]:
@@ -681,17 +896,43 @@ def latest_comparison(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | 
 # --- settings ------------------------------------------------------------------------------
 
 
-def settings_rows(settings: Settings) -> list[dict[str, str]]:
-    """Every setting as text: group, field, seed name, value, default, valid range, doc.
+NOW = "now"
+RESTART = "restart"
+LIVE_CACHE_FIELDS = ("max_size", "ttl_ms", "enable_prefetch", "prefetch_threshold")
+
+
+def applies(group: str, field: str) -> str:
+    """When a change of the setting takes effect: :data:`NOW` (the whole process, cache
+    layers and batch runner) or :data:`RESTART`."""
+    live = group == "batch" or (group == "cache" and field in LIVE_CACHE_FIELDS)
+    return NOW if live else RESTART
+
+
+def restart_hint(group: str, field: str, value: Any = None) -> str:
+    """How to change a setting that needs a restart (to ``value``, if given)."""
+    env = f"RECON_{group.upper()}_{field.upper()}"
+    if value is not None:
+        env += f"={setting_text(value)}"
+    return f"set {env} or [{group}] {field} in the settings file"
+
+
+def settings_rows(settings: Settings | LiveSettings) -> list[dict[str, str]]:
+    """Every setting as text: group, field, seed name, value, default, valid range, doc,
+    where the value came from (``origin``) and when a change applies (``applies``).
 
     Secrets are not shown: the API token as whether it is set, URLs without password.
     """
+    live = (
+        settings if isinstance(settings, LiveSettings) else LiveSettings(Loaded(settings, {}, None))
+    )
     return [
         {
             "group": row["group"],
             "field": row["field"],
             "seed": row["seed"],
             "value": _shown(row["field"], row["value"]),
+            "origin": live.origin(row["group"], row["field"]),
+            "applies": applies(row["group"], row["field"]),
             "default": _shown(row["field"], row["default"]),
             "range": (
                 f"{setting_text(row['range'][0])} – {setting_text(row['range'][1])}"
@@ -700,7 +941,7 @@ def settings_rows(settings: Settings) -> list[dict[str, str]]:
             ),
             "doc": row["doc"],
         }
-        for row in describe(settings)
+        for row in describe(live.current)
     ]
 
 
@@ -762,6 +1003,7 @@ __all__ = [
     "TIMELINE_METRICS",
     "Advice",
     "AdviceItem",
+    "DONE",
     "BatchView",
     "ChangeMatrix",
     "CloseView",
@@ -771,7 +1013,16 @@ __all__ = [
     "FinalFigures",
     "OperationsView",
     "TimelineView",
+    "LIVE_CACHE_FIELDS",
+    "NOW",
+    "RESTART",
     "advice",
+    "applies",
+    "restart_hint",
+    "all_caches",
+    "batch_marks",
+    "cache_hit_rate",
+    "cache_reads",
     "batch_history",
     "batch_view",
     "bench_history",
@@ -784,6 +1035,7 @@ __all__ = [
     "final_csv",
     "final_figures",
     "latency_series",
+    "last_start",
     "latest_comparison",
     "months",
     "operations_view",

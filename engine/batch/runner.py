@@ -103,7 +103,7 @@ class BatchRunner:
         instrument: Instrument = NO_INSTRUMENT,
         rng: random.Random | None = None,
     ) -> None:
-        self.settings = settings
+        self.settings = settings  # replaced whole by reconfigure(), under the lock
         self._store = store
         self._clock = clock or SystemClock()
         self._instrument = instrument
@@ -144,8 +144,9 @@ class BatchRunner:
         name: str = "",
     ) -> SubmitResult:
         """Record a batch and queue its items; ``config`` (seed or field names) is clamped."""
-        settings, notes = batch_config(self.settings, config)
-        settings, limited = within_runner(settings, self.settings)
+        runner = self.settings  # one read: reconfigure() may replace it
+        settings, notes = batch_config(runner, config)
+        settings, limited = within_runner(settings, runner)
         entries = [_entry(item) for item in items]
         if not entries:
             raise ConfigError("items", [], "a batch needs at least one item")
@@ -158,6 +159,14 @@ class BatchRunner:
             rows = [(n, spec, prio, list[str]()) for n, (spec, prio) in enumerate(entries, 1)]
             self._add(batch_id, name, settings, {}, rows)
         return SubmitResult(batch_id, settings, notes + limited)
+
+    def reconfigure(self, settings: BatchSettings) -> None:
+        """New defaults and process-wide limit for the batches submitted from now on."""
+        with self._lock:
+            self.settings = settings
+            self._scheduler.limit = settings.max_concurrent_jobs
+            if self._threads:
+                _top_up(self._threads, self._workers.loop, settings.max_concurrent_jobs)
 
     def cancel(self, batch_id: int) -> None:
         """Cancel a batch: queued items are dropped at once, running ones are stopped.
@@ -230,7 +239,7 @@ class BatchRunner:
         """Run the dispatcher in a background thread until :meth:`close` (dashboard, API)."""
         with self._lock:
             self._check_open_locked()
-            self._start_workers()
+            _top_up(self._threads, self._workers.loop, self.settings.max_concurrent_jobs)
             self._background = True
             if self._dispatching:
                 return  # run() dispatches now; it hands over to the background when it returns
@@ -245,7 +254,7 @@ class BatchRunner:
         """
         with self._instrument.timed("batch.run"):
             with self._lock:
-                self._start_workers()
+                _top_up(self._threads, self._workers.loop, self.settings.max_concurrent_jobs)
                 dispatch = not self._dispatching
                 self._dispatching = True
                 while (
@@ -303,15 +312,6 @@ class BatchRunner:
         return self._history.batch_detail(batch_id)
 
     # --- threads and writes -------------------------------------------------------------
-
-    def _start_workers(self) -> None:
-        if not self._threads:
-            self._threads = [
-                threading.Thread(target=self._workers.loop, name=f"batch-worker-{n}", daemon=True)
-                for n in range(self.settings.max_concurrent_jobs)
-            ]
-            for thread in self._threads:
-                thread.start()
 
     def _spawn_dispatcher(self) -> None:
         self._dispatcher = threading.Thread(
@@ -373,6 +373,13 @@ class BatchRunner:
     def _check_open_locked(self) -> None:
         if self._scheduler.closing:
             raise BatchError("the batch runner is closed")
+
+
+def _top_up(threads: list[threading.Thread], loop: Callable[[], None], count: int) -> None:
+    """Start worker threads until ``count`` run (a higher limit adds some)."""
+    for n in range(len(threads), count):
+        threads.append(threading.Thread(target=loop, name=f"batch-worker-{n}", daemon=True))
+        threads[-1].start()
 
 
 def _entry(item: ItemSpec | tuple[Spec, int] | Spec) -> tuple[Spec, int]:

@@ -151,7 +151,7 @@ class Scheduler:
     """
 
     def __init__(self, *, limit: int, clock: Clock, gate: MemoryGate, rng: random.Random) -> None:
-        self._limit = limit
+        self.limit = limit  # the runner may change it (reconfigure), under its lock
         self._active = 0  # items holding a worker, over every batch
         self._clock = clock
         self._gate = gate
@@ -210,7 +210,7 @@ class Scheduler:
                 best is None or (-head.priority, head.seq) < (-best.priority, best.seq)
             ):
                 best = head
-        if best is None or self._halted or self._active >= self._limit:
+        if best is None or self._halted or self._active >= self.limit:
             return None
         best.batch.queue.popleft()
         best.batch.active += 1

@@ -1,8 +1,14 @@
 """Advice: bottleneck rules over per-operation figures, and recommendations over the findings.
 
 Each rule is a small pure function; thresholds decide when it fires (strict
-comparisons). Bottlenecks come most severe first, then by operation and rule;
-recommendations most urgent first.
+comparisons), and each needs a minimum sample, so that a handful of calls
+raises no alarm. Bottlenecks come most severe first, then by operation and rule;
+recommendations most urgent first. A recommendation that follows from a
+bottleneck carries that bottleneck's severity: one finding, one severity.
+
+Operations recorded for a user interface's own reads (named ``origin:operation``,
+see :func:`engine.instrument.reads_for`) are not the engine's work: no rule
+looks at them.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.instrument import origin_of
 from engine.monitor.stats import OperationStats
 
 __all__ = [
+    "INFORMATIONAL",
     "Bottleneck",
     "Findings",
     "Recommendation",
@@ -25,6 +33,8 @@ __all__ = [
 
 Severity = Literal["high", "medium", "low"]
 _SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+INFORMATIONAL = frozenset({"rare-calls"})
+"""Rules whose findings are worth knowing but no bottleneck (low; a UI shows them apart)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,9 +55,12 @@ class Thresholds:
     """The tail rule needs this many calls (below 100 calls p99 is the maximum)."""
     rare_calls_per_s: float = 0.1
     min_calls_for_rare: int = 5
-    """Fewer than ``rare_calls_per_s`` with more calls than this: low 'rare-calls'."""
+    """Fewer than ``rare_calls_per_s`` with more calls than this: low 'rare-calls' (see
+    :data:`INFORMATIONAL`)."""
     time_share: float = 0.5
     """Share of all measured time above this: medium 'time-share'."""
+    min_calls_for_time_share: int = 1
+    """The time-share rule needs at least this many calls of the operation."""
     p95_growth: float = 1.5
     """p95 above this times the previous window's: medium 'p95-regression'."""
     min_calls_for_growth: int = 5
@@ -56,6 +69,8 @@ class Thresholds:
     """Hit rate below this: medium 'cache-hit-rate' and a high 'Caching' recommendation."""
     cache_hit_rate_high: float = 0.5
     """Hit rate below this: the 'cache-hit-rate' bottleneck is high."""
+    min_cache_reads: int = 200
+    """When the number of cache reads is known, the hit-rate rule needs at least this many."""
     memory_peak_mb: float = 1024.0
     """Peak resident memory above this: 'Memory' recommendation."""
     cpu_peak_percent: float = 90.0
@@ -178,7 +193,7 @@ def _rule_rare(s: OperationStats, c: _RuleInput) -> Bottleneck | None:
 
 def _rule_time_share(s: OperationStats, c: _RuleInput) -> Bottleneck | None:
     t = c.thresholds
-    if c.operations < 2 or s.share_of_time <= t.time_share:
+    if c.operations < 2 or s.calls < t.min_calls_for_time_share or s.share_of_time <= t.time_share:
         return None
     return Bottleneck(
         operation=s.operation,
@@ -219,16 +234,19 @@ _RULES: tuple[Callable[[OperationStats, _RuleInput], Bottleneck | None], ...] = 
 )
 
 
-def _rule_cache(hit_rate: float | None, t: Thresholds) -> Bottleneck | None:
+def _rule_cache(hit_rate: float | None, reads: int | None, t: Thresholds) -> Bottleneck | None:
     if hit_rate is None or hit_rate >= t.cache_hit_rate:
         return None
+    if reads is not None and reads < t.min_cache_reads:
+        return None  # a few reads after a start say nothing about the cache
     high = hit_rate < t.cache_hit_rate_high
     return Bottleneck(
         operation="cache",
         rule="cache-hit-rate",
         severity="high" if high else "medium",
         message=f"cache hit rate {hit_rate:.0%} (limit {t.cache_hit_rate:.0%})",
-        values={"hit_rate": hit_rate, "threshold": t.cache_hit_rate},
+        values={"hit_rate": hit_rate, "threshold": t.cache_hit_rate}
+        | ({"reads": reads} if reads is not None else {}),
         recommendation="Raise the cache maxSize or ttlMs, keep enablePrefetch on, and check "
         "that cache keys do not vary needlessly.",
     )
@@ -239,11 +257,18 @@ def find_bottlenecks(
     previous: list[OperationStats],
     hit_rate: float | None,
     t: Thresholds,
+    *,
+    cache_reads: int | None = None,
 ) -> list[Bottleneck]:
-    """The rules that fire on ``current`` (``previous``: the window before), most severe first."""
-    given = _RuleInput(t, {s.operation: s for s in previous}, len(current))
-    found = [b for s in current for rule in _RULES if (b := rule(s, given)) is not None]
-    cache = _rule_cache(hit_rate, t)
+    """The rules that fire on ``current`` (``previous``: the window before), most severe first.
+
+    ``cache_reads``: the reads behind ``hit_rate``, when known (see
+    :attr:`Thresholds.min_cache_reads`). Operations of a UI's own reads are left out.
+    """
+    engine = [s for s in current if origin_of(s.operation) is None]
+    given = _RuleInput(t, {s.operation: s for s in previous}, len(engine))
+    found = [b for s in engine for rule in _RULES if (b := rule(s, given)) is not None]
+    cache = _rule_cache(hit_rate, cache_reads, t)
     if cache is not None:
         found.append(cache)
     return sorted(found, key=lambda b: (_SEVERITY_ORDER[b.severity], b.operation, b.rule))
@@ -257,13 +282,15 @@ def _advice(category: str, priority: Severity, message: str, **values: float) ->
 
 
 def _rec_caching(f: Findings, t: Thresholds) -> Recommendation | None:
-    if f.hit_rate is None or f.hit_rate >= t.cache_hit_rate:
+    found = next((b for b in f.bottlenecks if b.rule == "cache-hit-rate"), None)
+    if found is None:
         return None
+    rate, priority = found.values["hit_rate"], found.severity
     message = (
-        f"Cache hit rate is {f.hit_rate:.0%}, below {t.cache_hit_rate:.0%}: raise the cache "
+        f"Cache hit rate is {rate:.0%}, below {t.cache_hit_rate:.0%}: raise the cache "
         "maxSize or ttlMs and keep enablePrefetch on."
     )
-    return _advice("Caching", "high", message, hit_rate=f.hit_rate, threshold=t.cache_hit_rate)
+    return _advice("Caching", priority, message, hit_rate=rate, threshold=t.cache_hit_rate)
 
 
 def _rec_memory(f: Findings, t: Thresholds) -> Recommendation | None:
@@ -290,7 +317,9 @@ def _rec_batching(f: Findings, t: Thresholds) -> Recommendation | None:
     slow_rare = [
         s
         for s in f.stats
-        if s.mean_ms / 1000 > t.slow_mean_s and s.calls_per_second < t.rare_calls_per_s
+        if s.mean_ms / 1000 > t.slow_mean_s
+        and s.calls_per_second < t.rare_calls_per_s
+        and origin_of(s.operation) is None
     ]
     if not slow_rare:
         return None
@@ -299,8 +328,11 @@ def _rec_batching(f: Findings, t: Thresholds) -> Recommendation | None:
         "batch runner so that they overlap instead of running one after another."
     )
     slowest = max(s.mean_ms for s in slow_rare) / 1000
+    names = {s.operation for s in slow_rare}
+    levels = [b.severity for b in f.bottlenecks if b.rule == "slow-mean" and b.operation in names]
+    priority: Severity = min(levels, key=_SEVERITY_ORDER.__getitem__, default="medium")
     return _advice(
-        "Batch processing", "medium", message, operations=len(slow_rare), slowest_mean_s=slowest
+        "Batch processing", priority, message, operations=len(slow_rare), slowest_mean_s=slowest
     )
 
 

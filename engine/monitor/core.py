@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -234,9 +235,19 @@ class Monitor:
         """Advice over the window, most urgent first."""
         return recommend(self._analyse(window_s, source).findings, self.thresholds)
 
-    def report(self, window_s: float | None = None, *, source: Source = "auto") -> dict[str, Any]:
-        """Summary, top operations, bottlenecks, resource summary and recommendations."""
-        found = self._analyse(window_s, source)
+    def report(
+        self,
+        window_s: float | None = None,
+        *,
+        source: Source = "auto",
+        cache: tuple[float | None, int] | None = None,
+    ) -> dict[str, Any]:
+        """Summary, top operations, bottlenecks, resource summary and recommendations.
+
+        ``cache``: the cache's hit rate and the reads behind it, as the caller shows them
+        (default: the ``cache_hit_rate`` and ``cache_reads`` gauges).
+        """
+        found = self._analyse(window_s, source, cache)
         stats = found.findings.stats
         return {
             "window_s": found.window_s,
@@ -249,13 +260,15 @@ class Monitor:
             "recommendations": [asdict(r) for r in recommend(found.findings, self.thresholds)],
         }
 
-    def _analyse(self, window_s: float | None, source: Source) -> _Analysis:
+    def _analyse(
+        self, window_s: float | None, source: Source, cache: tuple[float | None, int] | None = None
+    ) -> _Analysis:
         window = self._window(window_s)
         current, used = self._window_stats(window, 0, source, None)
         previous, _ = self._window_stats(window, 1, used, None)
         resources = self.resources(window, source=source)
-        hit_rate = self._hit_rate(resources["summary"], used)
-        found = find_bottlenecks(current, previous, hit_rate, self.thresholds)
+        hit_rate, reads = cache or (self._hit_rate(resources["summary"], used), self._reads(used))
+        found = find_bottlenecks(current, previous, hit_rate, self.thresholds, cache_reads=reads)
         findings = Findings(current, found, resources["summary"], hit_rate)
         return _Analysis(window, used, resources, findings)
 
@@ -267,6 +280,15 @@ class Monitor:
         if source == "history":
             return None
         return self._sampler.gauges(("cache_hit_rate",)).get("cache_hit_rate")
+
+    def _reads(self, source: str) -> int | None:
+        """The cache reads so far (the ``cache_reads`` gauge), if known."""
+        reads = (
+            None
+            if source == "history"
+            else self._sampler.gauges(("cache_reads",)).get("cache_reads")
+        )
+        return None if reads is None else int(reads)
 
     # --- resources and gauges -------------------------------------------------------
 
@@ -338,14 +360,19 @@ class Monitor:
         return [s.as_dict() for s in self._need_history().samples(since)]
 
     def latency_series(
-        self, window_s: float, *, top: int = 8, max_points: int = 400
+        self,
+        window_s: float,
+        *,
+        top: int = 8,
+        max_points: int = 400,
+        operations: Sequence[str] | None = None,
     ) -> list[LatencyPoint]:
-        """p50/p95 over time of the ``top`` operations by total time, from history.
-
-        A long window is averaged into at most ``max_points`` points per operation.
+        """p50/p95 over time of ``operations`` (default: the ``top`` by total time), from
+        history. A long window is averaged into at most ``max_points`` points per operation.
         """
-        operations = [s.operation for s in self.stats(window_s)[:top]]
-        return self._need_history().latency(window_s, operations, max_points)
+        if operations is None:
+            operations = [s.operation for s in self.stats(window_s)[:top]]
+        return self._need_history().latency(window_s, list(operations), max_points)
 
     def _need_history(self) -> History:
         if self._history is None:

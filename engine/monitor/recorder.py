@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 from engine.clock import Clock, SystemClock
+from engine.instrument import ORIGIN, ORIGIN_SEP
 
 __all__ = ["MAX_CALLS", "Labels", "Record", "Recorder", "Timer"]
 
@@ -118,6 +119,10 @@ class Recorder:
     def add(
         self, operation: str, duration_ns: int, error: str | None, labels: Labels | None
     ) -> None:
+        origin = ORIGIN.get()  # one context-variable read: the hot path stays flat
+        if origin is not None:  # a UI's own read: kept apart from the engine's figures
+            operation = f"{origin}{ORIGIN_SEP}{operation}"
+            labels = {**(labels or {}), "origin": origin}
         with self._lock:
             series = self._series.get(operation)
             if series is None:

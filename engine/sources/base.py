@@ -43,6 +43,7 @@ from engine.errors import ParseError, SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import DEFAULT_MAX_EXPORT_BYTES
 from engine.sources.parse import (
+    CacheCounts,
     Export,
     RowMemo,
     build_snapshot,
@@ -89,19 +90,45 @@ class _SummaryCache:
         self._entries: OrderedDict[tuple[str, date], _Entry] = OrderedDict()
         self._maxsize = maxsize
         self._lock = threading.Lock()
+        self._hits = 0  # under _lock
+        self._misses = 0
 
     def get(
-        self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
+        self,
+        key: tuple[str, date],
+        load: Callable[[], Export | None],
+        cancel: CancelToken,
+        *,
+        counted: bool = False,
     ) -> Export | None:
+        """The summary, loaded here if no one has; ``counted``: :meth:`start` already
+        counted this read (as a hit or a miss)."""
         entry = self._entry(key)
         while not entry.lock.acquire(timeout=0.05):
             cancel.check()
         try:
-            if not entry.loaded:
+            hit = entry.loaded
+            if not hit:
                 entry.value, entry.loaded = load(), True
             return entry.value
         finally:
             entry.lock.release()
+            if not counted:
+                self._count(hit=hit)
+
+    def _count(self, *, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self._hits += 1
+            else:
+                self._misses += 1
+
+    def stats(self) -> CacheCounts:
+        """Summary reads served from here (hits) or fetched (misses), size and limit."""
+        with self._lock:
+            return CacheCounts(
+                hits=self._hits, misses=self._misses, size=len(self._entries), limit=self._maxsize
+            )
 
     def start(
         self, key: tuple[str, date], load: Callable[[], Export | None], cancel: CancelToken
@@ -113,10 +140,13 @@ class _SummaryCache:
         """
         entry = self._entry(key)
         if entry.loaded or not entry.lock.acquire(blocking=False):
+            self._count(hit=True)  # loaded, or being loaded by another reader
             return
         if entry.loaded:  # loaded between the two checks
             entry.lock.release()
+            self._count(hit=True)
             return
+        self._count(hit=False)
 
         def run() -> None:
             try:
@@ -195,7 +225,7 @@ class ExportSource(ABC):
             self._summaries.start((month, collection_date), load, cancel)
         # Rows of another month's export are checked but not read: nothing uses them.
         club = self._parse(*self._club(district, month, collection_date, cancel), rows_for=month)
-        summary = self._summary(month, collection_date, cancel)
+        summary = self._summary(month, collection_date, cancel, counted=True)
         if summary is not None and _published(summary) != _published(club):
             # The dashboard rolled over between the two requests; the next try agrees.
             raise SourceError(
@@ -215,6 +245,15 @@ class ExportSource(ABC):
             raise SourceError(f"no district summary for {collection_date}", month=month)
         return summary_districts(summary)
 
+    def cache_stats(self) -> dict[str, CacheCounts]:
+        """The shared summaries' and rows' counters by cache name (none in naive mode)."""
+        found = {}
+        if self._summaries is not None:
+            found["source day summaries"] = self._summaries.stats()
+        if self._rows is not None:
+            found["source row memo"] = self._rows.stats()
+        return found
+
     def close(self) -> None:
         """Drop the shared summaries and rows."""
         if self._summaries is not None:
@@ -222,11 +261,13 @@ class ExportSource(ABC):
         if self._rows is not None:
             self._rows.clear()
 
-    def _summary(self, month: str, collection_date: date, cancel: CancelToken) -> Export | None:
+    def _summary(
+        self, month: str, collection_date: date, cancel: CancelToken, *, counted: bool = False
+    ) -> Export | None:
         load = functools.partial(self._load_summary, month, collection_date, cancel)
         if self._summaries is None:
             return load()
-        return self._summaries.get((month, collection_date), load, cancel)
+        return self._summaries.get((month, collection_date), load, cancel, counted=counted)
 
     def _load_summary(
         self, month: str, collection_date: date, cancel: CancelToken

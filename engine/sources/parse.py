@@ -35,6 +35,7 @@ import csv
 import functools
 import io
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -213,6 +214,22 @@ class Export:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class CacheCounts:
+    """One cache's reads since the start, and how full it is (for the Cache page)."""
+
+    hits: int
+    misses: int
+    size: int
+    limit: int
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits over reads; None before the first read (shown as "–", not 0 %)."""
+        reads = self.hits + self.misses
+        return self.hits / reads if reads else None
+
+
 class RowMemo:
     """Parsed rows of one source's exports, by header, line number and line text.
 
@@ -225,6 +242,9 @@ class RowMemo:
     def __init__(self, maxsize: int = 20_000) -> None:
         self._rows: dict[tuple[tuple[str, ...], int, str], Row] = {}
         self._maxsize = maxsize
+        self._counts_lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
 
     def get(self, key: tuple[tuple[str, ...], int, str]) -> Row | None:
         return self._rows.get(key)
@@ -239,6 +259,18 @@ class RowMemo:
 
     def clear(self) -> None:
         self._rows.clear()
+
+    def count(self, *, hits: int, misses: int) -> None:
+        """Add one export's reused and newly read rows (once per export, not per row)."""
+        with self._counts_lock:
+            self._hits += hits
+            self._misses += misses
+
+    def stats(self) -> CacheCounts:
+        """Rows reused (hits) and read afresh (misses) since the start, size and limit."""
+        with self._counts_lock:
+            hits, misses = self._hits, self._misses
+        return CacheCounts(hits=hits, misses=misses, size=len(self._rows), limit=self._maxsize)
 
 
 def parse_export(
@@ -298,6 +330,7 @@ def _read_rows(
     rows: list[Row] = []
     footer: tuple[str, date] | None = None
     line = 0
+    read = 0  # rows read afresh: counted on the slow path only, hits are the rest
     for line, cells, raw in records:
         if footer is not None:
             raise ParseError(source, "unexpected content after the footer line", line=line)
@@ -310,6 +343,9 @@ def _read_rows(
             rows.append(row := _row(cells, line, header, plan, source))
             if key is not None and memo is not None:
                 memo.put(key, row)
+                read += 1
+    if memo is not None:
+        memo.count(hits=len(rows) - read, misses=read)
     if footer is None:
         raise ParseError(source, "no footer line 'Month of <month>, As of MM/DD/YYYY'", line=line)
     return tuple(rows), footer

@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine import settings as settings_mod
 from engine.app import queries
 from engine.app.console import Console, open_storage
 from engine.cancel import NEVER, CancelToken
-from engine.domain.models import Snapshot
+from engine.clock import FakeClock
+from engine.domain.models import ItemState, Snapshot
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
 from engine.store.schema import bench_results
 
-from .conftest import DISTRICTS, MONTH
+from .conftest import APP, DISTRICTS, MONTH
 
 Open = Callable[[str], AppTest]
 
@@ -287,10 +289,10 @@ def test_settings_page_applies_cache_settings_to_the_running_engine(app: Open, d
     layers = engine().cache.config()["layers"]
     assert {layer["ttl_ms"] for layer in layers.values()} == {60000}
 
-    at = choose_setting(at, "storage.mode (mode)", "turbo")
-    assert "expected 'naive' or 'optimized'" in at.error[0].value
-    at = choose_setting(at, "storage.batch_size (batchSize)", "25")
-    assert any("RECON_STORAGE_BATCH_SIZE=25" in s.value for s in at.success)
+    # Restart-only settings say how to set them and have no Apply button (issue #19).
+    at.selectbox(key="setting_choice").select("storage.batch_size (batchSize)").run()
+    assert any("RECON_STORAGE_BATCH_SIZE" in i.value for i in at.info)
+    assert not [b for b in at.button if b.label == "Apply"]
 
 
 def test_before_after_runs_a_comparison_in_the_background(app: Open, db_url: str):
@@ -350,3 +352,168 @@ def test_the_default_month_has_ended_and_a_run_stops_at_today(
     assert len(jobs) == len(SIM_DISTRICTS)
     assert {j.last_check_date for j in jobs} == {date(2025, 7, 3)}, "nothing after today"
     assert any("still open on the last day checked" in w.value for w in at.warning)
+
+
+# --- Issue #19: engineers' pages tell the truth (perf/cache/settings/batch) ----------------------
+
+
+def new_tab(name: str) -> AppTest:
+    """Another browser tab: a new session on the same process (the same cached engine)."""
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page(f"app_pages/{name}.py")
+    return at.run()
+
+
+def test_issue19_fresh_database_raises_no_false_alarm(app: Open, db_url: str):
+    for _ in range(3):
+        app("close")  # the dashboard's own reads, nothing else
+    at = app("performance")
+    assert_clean(at)
+    badges = [b.proto.label for b in at.get("badge")] if at.get("badge") else []
+    assert not any(b.startswith(("HIGH", "MEDIUM")) for b in badges), badges
+    found = queries.advice(engine(), 900)
+    assert not [b for b in found.bottlenecks if b.level in ("high", "medium")]
+    assert not [r for r in found.recommendations if r.level in ("high", "medium")]
+    own = queries.operations_view(engine(), 900)
+    assert own.own_reads and {r["origin"] for r in own.own_reads} == {"dashboard"}
+    assert not any(":" in r["operation"] for r in own.rows), "engine figures exclude them"
+    performance_rate = metrics(at)["Cache hit rate"]
+    assert metrics(app("cache"))["Hit rate"] == performance_rate, "one definition"
+
+
+def test_issue19_latency_chart_marks_batches_without_bridging_gaps(app: Open, populated: str):
+    at = app("performance")
+    next(s for s in at.selectbox if s.label == "Window").select("24 hours").run()
+    assert_clean(at)
+    chart = next(c for c in charts(at) if "p95 latency" in c["layout"]["title"]["text"])
+    assert chart["data"] and all(t.get("connectgaps") is False for t in chart["data"])
+    assert len(chart["data"]) <= 6 and not any(":" in t["name"] for t in chart["data"])
+    assert "ms" in chart["layout"]["yaxis"]["title"]["text"]
+    marks = [a["text"] for a in chart["layout"]["annotations"]]
+    assert any("start" in m for m in marks) and any("finished" in m for m in marks), marks
+
+
+def test_issue19_repeated_findings_collapse_into_one_card() -> None:
+    finding = {"rule": "tail-latency", "severity": "medium", "message": "m", "values": {}}
+    rows = [{**finding, "operation": op, "recommendation": "r"} for op in ("a", "b", "c")]
+    low = {**finding, "rule": "slow-mean", "severity": "low", "operation": "d"}
+    cards = queries._bottleneck_cards([{**low, "recommendation": "r"}, *rows])
+    assert [(c.level, len(c.rows)) for c in cards] == [("medium", 3), ("low", 1)]
+    assert "on 3 operations: **a**, **b**, **c**" in cards[0].message
+
+
+def test_issue19_rare_calls_are_information_not_a_bottleneck(db_url: str):
+    clock = FakeClock()
+    console = Console(settings_mod.load_traced(), clock=clock)
+    try:
+        clock.advance(900)  # the whole window observed: six calls in it are rare
+        for _ in range(6):
+            console.monitor.record("source.fetch", 0.001)
+        found = queries.advice(console, 900)
+    finally:
+        console.close()
+    assert not [c for c in found.bottlenecks if "rare-calls" in c.message]
+    assert [c.level for c in found.notes if "rare-calls" in c.message] == ["low"]
+
+
+def test_issue19_cache_page_shows_every_cache_and_no_rate_of_nothing(app: Open, db_url: str):
+    at = app("cache")
+    assert_clean(at)
+    shown = [*metrics(at).values()]
+    for frame in at.dataframe:
+        shown += [str(v) for v in frame.value.to_numpy().ravel()]
+    assert "0.0 %" not in shown and "–" in shown  # 0 of 0 reads
+    console = engine()
+    console.start_batch(MONTH, districts=["1", "2"])
+    console.batch.run(until_idle=True)
+    at.run()
+    caches = next(f.value for f in at.dataframe if "cache" in f.value.columns)
+    by_name = {row["cache"]: row for _, row in caches.iterrows()}
+    assert {"storage cache", "source day summaries", "source row memo"} <= set(by_name)
+    assert {f"read cache: {layer}" for layer in console.cache.config()["layers"]} <= set(by_name)
+    memo = by_name["source row memo"]
+    assert memo["hits"] + memo["misses"] > 0 and memo["limit"] > 0
+
+
+def test_issue19_cache_settings_persist_to_the_settings_file(app: Open, db_url: str, tmp_path):
+    at = choose_setting(app("settings"), "cache.max_size (maxSize)", "777")
+    assert_clean(at)
+    at = app("cache")
+    assert any("lost on restart unless saved" in w.value for w in at.warning)
+    target = tmp_path / "recon.toml"
+    target.write_text("[batch]\nretry_attempts = 4\n")
+    next(t for t in at.text_input if t.label == "Settings file").set_value(str(target))
+    button(at, "Save to settings file").click().run()
+    assert_clean(at)
+    assert any("last past a restart" in s.value for s in at.success)
+    reloaded = settings_mod.load(target, env={})
+    assert reloaded.cache.max_size == 777 and reloaded.batch.retry_attempts == 4
+
+
+def test_issue19_settings_apply_to_the_whole_process(app: Open, db_url: str, monkeypatch):
+    monkeypatch.setenv("RECON_BATCH_RETRY_ATTEMPTS", "4")
+    at = choose_setting(app("settings"), "batch.max_concurrent_jobs (maxConcurrentJobs)", "25")
+    assert_clean(at)
+    notes = [w.value for w in at.warning]
+    assert any("clamped to 20 (range 1-20)" in n for n in notes), notes
+    assert not any("20.0" in n or "25.0" in n for n in notes), notes
+    assert engine().batch.settings.max_concurrent_jobs == 20, "the runner's limit"
+
+    other = new_tab("settings")  # a new tab sees the change, and where each value came from
+    table = other.dataframe[0].value  # the first tab: recon
+    assert set(table["origin"]) == {"default"}
+    rows = {r["field"]: r for r in queries.settings_rows(engine().live_settings)}
+    assert (rows["max_concurrent_jobs"]["value"], rows["max_concurrent_jobs"]["origin"]) == (
+        "20",
+        "changed here",
+    )
+    assert rows["retry_attempts"]["origin"] == "environment"
+    assert rows["db_url"]["origin"] == "environment"
+    other.switch_page("app_pages/batch.py").run()
+    assert next(n for n in other.number_input if n.label == "Concurrency").value == 20
+
+    for label in ("storage.db_url (dbUrl)", "storage.mode (mode)", "source.source (source)"):
+        other.switch_page("app_pages/settings.py").run()
+        other.selectbox(key="setting_choice").select(label).run()
+        assert any("needs a restart" in i.value for i in other.info), label
+        assert not [b for b in other.button if b.label == "Apply"], label
+
+
+def test_issue19_cancelled_batch_is_not_done_and_is_acknowledged(
+    app: Open, db_url: str, monkeypatch
+):
+    at = app("batch")
+    hold_fetches(monkeypatch)
+    at = start_batch(at, districts=["1", "2", "3", "4"], concurrency=1)
+    assert_clean(at)
+    assert at.get("progress"), "the live progress is at the top, in view after Start"
+    button(at, "Cancel batch").click().run()
+    assert_clean(at)
+    assert [t.value for t in at.toast] and "cancelled" in at.toast[0].value
+    assert any("cancelled" in s.value for s in at.success)
+    engine().batch.run(until_idle=True)
+    at.run()
+    text = at.get("progress")[0].proto.text
+    assert "**100 %**" not in text and "4 cancelled" in text and "(0 of 4 items)" in text, text
+    assert metrics(at)["Throughput"] == "–", "no item ran to an end: no rate"
+    assert at.dataframe[-1].value.iloc[0]["percent"] == 0
+
+    other = new_tab("batch")  # "Last start" comes from the store, not this tab
+    batch_id = engine().batch.list_batches(limit=1)[0].batch_id
+    assert any(f"Batch **{batch_id}**" in t for t in texts(other))
+
+
+def test_issue19_throughput_counts_time_items_ran() -> None:
+    from engine.batch.records import AttemptRecord, ItemRecord
+
+    t0 = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
+
+    def item(n: int, start_s: float, end_s: float) -> ItemRecord:
+        start, end = t0 + timedelta(seconds=start_s), t0 + timedelta(seconds=end_s)
+        attempt = AttemptRecord(1, start, end, "succeeded", None)
+        return ItemRecord(n, {}, 0, ItemState.SUCCEEDED, None, None, end, (attempt,))
+
+    # two overlapping items over 2 s, then 100 s idle, then one item of 2 s: 3 items in 4 s
+    ran = [item(1, 0, 2), item(2, 1, 2), item(3, 102, 104)]
+    assert queries._busy_rate(ran) == pytest.approx(3 / 4)

@@ -54,7 +54,8 @@ def test_apply_setting_validates_clamps_and_says_when_it_applies(console: Consol
     assert {layer["ttl_ms"] for layer in layers} == {86_400_000}
 
     batch = actions.apply_setting(console, "batch", "max_concurrent_jobs", "12")
-    assert batch.value == 12 and "at most 5" in batch.notes[-1]
+    assert batch.value == 12 and not batch.notes  # the whole process takes it (issue #19)
+    assert console.batch.settings.max_concurrent_jobs == 12
     restart = actions.apply_setting(console, "recon", "stability_period_days", "4")
     assert "RECON_RECON_STABILITY_PERIOD_DAYS=4" in restart.applied
     assert console.settings.recon.stability_period_days == 3, "the running engine is unchanged"

@@ -221,9 +221,10 @@ def test_advice_items_show_the_figures_behind_a_bottleneck() -> None:
         "values": {"p95_ms": 12.345678},
         "recommendation": "Batch the writes.",
     }
-    item = queries._bottleneck_item(bottleneck)
+    item = queries._bottleneck_cards([bottleneck])[0]
     assert item.label == "HIGH" and "**storage.write**" in item.message
-    assert item.detail == "p95_ms = 12.35. Batch the writes."
+    assert item.detail == "Batch the writes."
+    assert item.rows == [{"operation": "storage.write", "severity": "high", "p95_ms": 12.3457}]
     advice = {"priority": "low", "category": "cache", "message": "Raise maxSize."}
     assert queries._recommendation_item(advice).label == "LOW · cache"
 

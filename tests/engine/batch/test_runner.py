@@ -198,7 +198,7 @@ def test_user_config_is_clamped_and_the_clamping_reported(make_runner: Any) -> N
     assert "maxConcurrentJobs 50 clamped to 20" in notes
     assert "limited to the runner's 5" in notes
     assert "retryAttempts -1 clamped to 0" in notes
-    assert "timeoutMs 5.0 clamped to 1000" in notes
+    assert "timeoutMs 5 clamped to 1000" in notes
     assert "retryDelayMs" not in notes
     with pytest.raises(ConfigError):
         runner.submit(items(1), config={"noSuchSetting": 1})

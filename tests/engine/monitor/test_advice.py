@@ -5,7 +5,9 @@ from dataclasses import FrozenInstanceError, replace
 import pytest
 
 from engine.clock import FakeClock
+from engine.instrument import current_origin, origin_of, reads_for
 from engine.monitor.advice import (
+    INFORMATIONAL,
     Findings,
     Recommendation,
     Thresholds,
@@ -66,7 +68,7 @@ def test_rare_calls_rule(make_monitor: MakeMonitor, clock: FakeClock) -> None:
     record_ms(monitor, "five", [1] * 5)
     record_ms(monitor, "at", [1] * 30)  # 0.1 calls/s
     rare = fired(monitor, "six", "rare-calls")
-    assert rare is not None and rare.severity == "low"
+    assert rare is not None and rare.severity == "low" and rare.rule in INFORMATIONAL
     assert rare.values["calls_per_second"] == pytest.approx(0.02)
     assert fired(monitor, "five", "rare-calls") is None
     assert fired(monitor, "at", "rare-calls") is None
@@ -129,12 +131,12 @@ def test_thresholds_are_configurable(make_monitor: MakeMonitor) -> None:
     assert slow.values == {"mean_s": pytest.approx(0.6), "threshold_s": 0.5, "calls": 1}
     cache = fired(strict, "cache", "cache-hit-rate")
     assert cache is not None and cache.values == {"hit_rate": 0.9, "threshold": 0.95}
-    assert categories(strict) == {"Caching": "high"}
+    assert categories(strict) == {"Caching": "medium"}  # as the bottleneck: one severity
     strict.record("parse", 1.6)  # mean 1.1 s: above very_slow_mean_s
     slower = fired(strict, "parse", "slow-mean")
     assert slower is not None and slower.severity == "high"
     assert slower.values["threshold_s"] == 1.0
-    assert categories(strict) == {"Caching": "high", "Performance": "high"}
+    assert categories(strict) == {"Caching": "medium", "Performance": "high"}
 
 
 # --- recommendations and report ---------------------------------------------------------
@@ -148,7 +150,7 @@ def test_no_data_no_recommendations(monitor: Monitor) -> None:
 def test_seed_recommendations(make_monitor: MakeMonitor, clock: FakeClock, reader: Reader) -> None:
     monitor = make_monitor()
     monitor.register_gauge("cache_hit_rate", lambda: 0.7)
-    assert categories(monitor) == {"Caching": "high"}
+    assert categories(monitor) == {"Caching": "medium"}  # the bottleneck's severity
     reader.values["rss_mb"] = 1024
     monitor.sample_now()
     assert "Memory" not in categories(monitor)
@@ -218,7 +220,7 @@ def test_recommendations_are_typed_and_most_urgent_first() -> None:
     advice = recommend(Findings([FETCH], bottlenecks, resources, 0.5), Thresholds())
     assert [(r.category, r.priority) for r in advice] == [
         ("Performance", "high"),
-        ("Caching", "high"),
+        ("Caching", "medium"),
         ("Memory", "medium"),
     ]
     assert advice[2] == Recommendation(
@@ -231,3 +233,36 @@ def test_recommendations_are_typed_and_most_urgent_first() -> None:
     with pytest.raises(FrozenInstanceError):
         advice[0].priority = "low"  # type: ignore[misc]
     assert recommend(Findings([], [], {}, None), Thresholds()) == []
+
+
+# --- issue #19: no false alarms -----------------------------------------------------------------
+
+
+def test_cache_rule_needs_a_minimum_of_reads_when_their_number_is_known() -> None:
+    t = Thresholds()
+    assert find_bottlenecks([], [], 0.4, t, cache_reads=6) == []
+    found = find_bottlenecks([], [], 0.4, t, cache_reads=t.min_cache_reads)
+    assert [(b.rule, b.severity, b.values["reads"]) for b in found] == [
+        ("cache-hit-rate", "high", t.min_cache_reads)
+    ]
+
+
+def test_a_finding_has_one_severity_on_both_sides() -> None:
+    t = Thresholds()
+    for rate, severity in ((0.7, "medium"), (0.3, "high")):
+        found = find_bottlenecks([], [], rate, t, cache_reads=500)
+        advice = recommend(Findings([], found, {}, rate), t)
+        assert [b.severity for b in found] == [severity]
+        assert {a.priority for a in advice if a.category == "Caching"} == {severity}
+
+
+def test_reads_of_a_user_interface_are_kept_out_of_the_engine_rules(monitor: Monitor) -> None:
+    with reads_for("dashboard"):
+        monitor.record("storage.jobs", 40.0)  # slow, but the dashboard's own read
+    monitor.record("parse", 0.001)
+    ops = {s.operation: s for s in monitor.stats()}
+    assert set(ops) == {"dashboard:storage.jobs", "parse"}
+    assert origin_of("dashboard:storage.jobs") == "dashboard" and origin_of("parse") is None
+    assert monitor.stats(labels={"origin": "dashboard"})[0].operation == "dashboard:storage.jobs"
+    assert not [b for b in monitor.bottlenecks() if b.operation.startswith("dashboard")]
+    assert current_origin() is None, "the label ends with the block"
