@@ -93,7 +93,10 @@ class Console:
         month = validate_month(month)
         chosen = [validate_district(d) for d in districts] if districts else self.districts(month)
         if not chosen:
-            raise ConfigError("districts", districts, "no districts to reconcile")
+            first = month_end(month) + timedelta(days=1)
+            raise ConfigError(
+                "source", self.source.name, f"holds no exports for {month} (none for {first})"
+            )
         with self._start_lock:
             busy = month_batch(self, month)
             if busy is not None:

@@ -32,7 +32,6 @@ import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -49,7 +48,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.clock import Clock, SystemClock
@@ -67,6 +65,7 @@ from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import StorageSettings
 from engine.store.bulk import Prepared, dialect_insert, raw_columns, raw_rows
 from engine.store.schema import jobs, metadata, month_end_snapshots, runs, timeline
+from engine.store.urls import parse_url
 
 log = logging.getLogger(__name__)
 
@@ -826,9 +825,7 @@ def _month_end_upsert(dialect: str) -> Any:
 
 
 def _make_engine(url: str, storage: Storage) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    parsed = parse_url(url)
     try:
         engine = create_engine(url, connect_args=_connect_args(parsed.get_backend_name()))
     except (SQLAlchemyError, ImportError, ValueError) as exc:
