@@ -18,8 +18,16 @@ from engine.batch.runner import BatchRunner, SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
-from engine.domain.models import Job, TimelineEntry, month_end, validate_district, validate_month
-from engine.errors import ConfigError, ConflictError, EngineError
+from engine.domain.models import (
+    ItemState,
+    Job,
+    JobStatus,
+    TimelineEntry,
+    month_end,
+    validate_district,
+    validate_month,
+)
+from engine.errors import ConfigError, ConflictError, EngineError, NotFoundError
 from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
@@ -29,6 +37,12 @@ from engine.sources.factory import make_source
 from engine.store.batches import SqlBatchStore
 from engine.store.perf import SqlPerfStore
 from engine.store.storage import Storage
+
+_ITEM_OF_JOB = {
+    JobStatus.COMPLETED: ItemState.SUCCEEDED,
+    JobStatus.FAILED: ItemState.FAILED,
+    JobStatus.CANCELLED: ItemState.CANCELLED,
+}
 
 
 class Console:
@@ -66,6 +80,7 @@ class Console:
             store=SqlBatchStore(self.storage),
             execute=self._execute,
             should_skip=self._should_skip,
+            outcome=self._job_outcome,
             clock=self.clock,
             instrument=self.recorder,
         )
@@ -121,7 +136,10 @@ class Console:
         config = dict(config or {})
         if self.settings.storage.mode == "naive":
             config["maxConcurrentJobs"] = 1  # the "before": sequential
-        return self.batch.submit(items, config=config, name=MONTH_END_BATCH.format(month=month))
+        name = MONTH_END_BATCH.format(month=month)
+        result = self.batch.submit(items, config=config, name=name)
+        self.batch.take_over(name, by=result.batch_id)  # batches of the month a killed run left
+        return result
 
     def districts(self, month: str) -> list[str]:
         """Every district the source publishes for ``month``."""
@@ -135,6 +153,15 @@ class Console:
 
     def _should_skip(self, spec: Mapping[str, Any]) -> bool:
         return self.storage.get_job(int(spec["job_id"])).status.finished
+
+    def _job_outcome(self, spec: Mapping[str, Any]) -> ItemState | None:
+        """The item state of a finished job (for batches a stopped process left)."""
+        if "job_id" not in spec:
+            return None
+        try:
+            return _ITEM_OF_JOB.get(self.storage.get_job(int(spec["job_id"])).status)
+        except NotFoundError:
+            return None
 
     def _on_batch_event(self, event: Mapping[str, Any]) -> None:
         # A job fails only when the runner has given up on its item (retries exhausted).
