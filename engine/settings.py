@@ -13,6 +13,7 @@ and ``RECON_<GROUP>_<FIELD>`` for any field, e.g. ``RECON_BATCH_MAX_CONCURRENT_J
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 import tomllib
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.errors import ConfigError
 
@@ -159,18 +161,27 @@ def describe(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def clamp(group: str, name: str, value: float) -> tuple[float, str | None]:
-    """Bring ``value`` into the field's documented range; return it and a note if changed."""
-    rng = _field(group, name).metadata["range"]
+def clamp(
+    group: str, name: str, value: float, *, label: str | None = None
+) -> tuple[float, str | None]:
+    """Bring ``value`` into the field's documented range; return it and a note if changed.
+
+    The note names the field by its seed name, or by ``label`` (a command-line
+    option, say) with whole numbers shown as such.
+    """
+    f = _field(group, name)
+    rng = f.metadata["range"]
     if rng is None:
         return value, None
     lo, hi = rng
     clamped = min(max(value, lo), hi)
-    if clamped != value:
-        seed = _field(group, name).metadata["seed"]
-        shown = [_number(v) for v in (value, clamped, lo, hi)]
-        return clamped, f"{seed} {shown[0]} clamped to {shown[1]} (range {shown[2]}-{shown[3]})"
-    return value, None
+    if clamped == value:
+        return value, None
+    if isinstance(f.default, int):
+        clamped = int(clamped)
+    named = label or f.metadata["seed"]
+    shown = [_number(v) for v in (value, clamped, lo, hi)]
+    return clamped, f"{named} {shown[0]} clamped to {shown[1]} (range {shown[2]}-{shown[3]})"
 
 
 def _number(value: float) -> str:
@@ -206,8 +217,7 @@ def _coerce(group: str, obj: Any, name: str, value: Any) -> Any:
             value = str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{group}.{f.name}", value, f"expected {kind.__name__}") from exc
-    if f.name == "mode" and value not in ("naive", "optimized"):
-        raise ConfigError("storage.mode", value, "expected 'naive' or 'optimized'")
+    _check(group, f.name, value)
     if kind in (int, float):
         value, _ = clamp(group, f.name, value)
         value = kind(value)
@@ -235,6 +245,29 @@ class Loaded:
 
     def origin(self, group: str, name: str) -> str:
         return self.origins.get(f"{group}.{name}", DEFAULT)
+
+
+def _check(group: str, name: str, value: Any) -> None:
+    """Refuse values no clamping can fix."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{group}.{name}", value, "expected a finite number")
+    if name == "mode" and value not in ("naive", "optimized"):
+        raise ConfigError("storage.mode", value, "expected 'naive' or 'optimized'")
+    if (group, name) == ("source", "source"):
+        _check_source_url(value)
+
+
+def _check_source_url(value: str) -> None:
+    """An http(s) source must be a URL a client can open: a host, and a numeric port."""
+    if not value.startswith(("http://", "https://")):
+        return
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError as exc:
+        raise ConfigError("source", value, f"not a valid URL: {exc}") from exc
+    if not parts.hostname:
+        raise ConfigError("source", value, "not a valid URL: no host")
 
 
 def load(
@@ -303,9 +336,15 @@ class LiveSettings:
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError("settings file", str(path), "file not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError("settings file", str(path), "is a folder, not a TOML file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("settings file", str(path), "not a text (UTF-8 TOML) file") from exc
+    except OSError as exc:
+        raise ConfigError("settings file", str(path), f"cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("settings file", str(path), f"invalid TOML: {exc}") from exc
     for group, values in data.items():

@@ -338,7 +338,7 @@ BatchOut = derive(
     name="BatchOut",
     omit=("throttled_s",),
     types={
-        "status": (str, Field(description="running, finished or cancelled")),  # as for items
+        "status": (str, Field(description="running, finished, cancelled or interrupted")),
         "config": CamelValues,
     },
     add={

@@ -19,13 +19,15 @@ from engine.cache import CacheService
 from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
 from engine.domain.models import (
+    ItemState,
     Job,
+    JobStatus,
     TimelineEntry,
     month_end,
     validate_district,
     validate_month,
 )
-from engine.errors import ConfigError, ConflictError, EngineError
+from engine.errors import ConfigError, ConflictError, EngineError, NotFoundError
 from engine.instrument import NO_INSTRUMENT, Instrument, reads_for
 from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
@@ -72,6 +74,12 @@ def open_storage(
     jobs: JobStore = CachedJobStore(sql, writes, cache) if optimized else sql
     return Storage(database=database, writes=writes, jobs=jobs, cache=cache)
 
+_ITEM_OF_JOB = {
+    JobStatus.COMPLETED: ItemState.SUCCEEDED,
+    JobStatus.FAILED: ItemState.FAILED,
+    JobStatus.CANCELLED: ItemState.CANCELLED,
+}
+
 
 class Console:
     """Builds and owns the engine's parts. Thread-safe; share one per process."""
@@ -117,6 +125,7 @@ class Console:
             store=SqlBatchStore(self.storage),
             execute=self._execute,
             should_skip=self._should_skip,
+            outcome=self._job_outcome,
             clock=self.clock,
             instrument=self.recorder,
         )
@@ -181,7 +190,10 @@ class Console:
         bound = replay_bound(month, until=until, today=self.today())
         chosen = [validate_district(d) for d in districts] if districts else self.districts(month)
         if not chosen:
-            raise ConfigError("districts", districts, "no districts to reconcile")
+            first = month_end(month) + timedelta(days=1)
+            raise ConfigError(
+                "source", self.source.name, f"holds no exports for {month} (none for {first})"
+            )
         with self._start_lock:
             busy = month_batch(self, month)
             if busy is not None:
@@ -228,7 +240,10 @@ class Console:
         config = dict(config or {})
         if self.settings.storage.mode == "naive":
             config["maxConcurrentJobs"] = 1  # the "before": sequential
-        return self.batch.submit(items, config=config, name=MONTH_END_BATCH.format(month=month))
+        name = MONTH_END_BATCH.format(month=month)
+        result = self.batch.submit(items, config=config, name=name)
+        self.batch.take_over(name, by=result.batch_id)  # batches of the month a killed run left
+        return result
 
     def _closed_meanwhile(self, month: str) -> bool:
         latest = self.storage.jobs(month=month)
@@ -248,6 +263,15 @@ class Console:
 
     def _should_skip(self, spec: Mapping[str, Any]) -> bool:
         return self.storage.get_job(int(spec["job_id"])).status.finished
+
+    def _job_outcome(self, spec: Mapping[str, Any]) -> ItemState | None:
+        """The item state of a finished job (for batches a stopped process left)."""
+        if "job_id" not in spec:
+            return None
+        try:
+            return _ITEM_OF_JOB.get(self.storage.get_job(int(spec["job_id"])).status)
+        except NotFoundError:
+            return None
 
     def _on_batch_event(self, event: Mapping[str, Any]) -> None:
         kind, spec = event.get("type"), event.get("spec") or {}

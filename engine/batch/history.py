@@ -8,7 +8,7 @@ unfinished ones for a resume.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -29,6 +29,10 @@ from engine.store.batches import BatchStore, ItemRow, StoredBatch
 Unfinished = tuple[int, Spec, int, list[str]]
 """An item to queue again: its id, spec, priority and attempts so far (JSON objects)."""
 
+Outcome = Callable[[Spec], ItemState | None]
+"""How an item's work ended outside the runner (say its job finished just before its
+process was killed), or None if it has not."""
+
 
 class LiveBatches(Protocol):
     """What the running process knows of its own batches."""
@@ -41,13 +45,21 @@ class LiveBatches(Protocol):
         """Counts by state and throttled seconds; None for other batches."""
         ...
 
+    def known(self) -> set[int]:
+        """The ids of the batches this process runs or ran."""
+        ...
+
 
 class History:
-    """Reads and cancels stored batches. Thread-safe if ``live`` is."""
+    """Reads and cancels stored batches, and settles those a stopped process left.
+    Thread-safe if ``live`` is. ``outcome`` tells how an item's work ended elsewhere."""
 
-    def __init__(self, store: BatchStore, live: LiveBatches) -> None:
+    def __init__(
+        self, store: BatchStore, live: LiveBatches, outcome: Outcome | None = None
+    ) -> None:
         self._store = store
         self._live = live
+        self._outcome = outcome
 
     def list_batches(self, limit: int) -> list[BatchInfo]:
         """The latest batches, newest first (live counters for this process's batches)."""
@@ -70,7 +82,7 @@ class History:
         def cancelled(stored: StoredBatch, rows: Mapping[int, ItemRow]) -> list[ItemRow]:
             found = [(r, s) for r, s, _ in item_rows(stored, rows, {}) if not is_finished(r)]
             specs.update((r["item_id"], spec) for r, spec in found)
-            return [_cancelled_row(r, now) for r, _ in found]
+            return [_ended_row(r, ItemState.CANCELLED, now, "cancelled") for r, _ in found]
 
         done = self._store.cancel(batch_id, now, cancelled)
         kind = ItemState.CANCELLED.value
@@ -80,16 +92,65 @@ class History:
         ]
 
     def unfinished(
-        self, known: set[int]
+        self, *, now: datetime
     ) -> list[tuple[StoredBatch, dict[str, int], list[Unfinished]]]:
-        """The stored running batches but ``known``, with finished counts and unfinished items."""
-        return [(b, *_unfinished(b, rows)) for b, rows in self._store.unfinished(known)]
+        """The stored running batches of no process here, with finished counts and unfinished
+        items. Items whose work ended meanwhile (``outcome``) are recorded as such first."""
+        found = []
+        for stored, rows in self._store.unfinished(self._live.known()):
+            ended = settled(stored, rows, now, self._outcome)
+            if ended:
+                self._store.save(ended, [])
+                rows = rows | {row["item_id"]: row for row in ended}
+            found.append((stored, *_unfinished(stored, rows)))
+        return found
+
+    def take_over(self, name: str, *, by: int, now: datetime) -> list[int]:
+        """End the stored running batches named ``name`` that no process here runs as
+        ``interrupted``: batch ``by`` took over their unfinished items. Each such item gets
+        the state its work reached (``outcome``), else is cancelled with a note naming
+        ``by``. Return their ids."""
+        ids = []
+        for stored, _ in self._store.unfinished(self._live.known() | {by}):
+            if stored.name == name:
+
+                def rows(s: StoredBatch, r: Mapping[int, ItemRow]) -> list[ItemRow]:
+                    return settled(s, r, now, self._outcome, taken_over_by=by)
+
+                self._store.interrupt(stored.id, now, rows)
+                ids.append(stored.id)
+        return ids
 
     def _info(self, stored: StoredBatch, counts: Mapping[str, int]) -> BatchInfo:
         live = self._live.live_counts(stored.id)
         if live is None:
             return batch_info(stored, counts)
         return batch_info(stored, live[0], live[1])
+
+
+def settled(
+    stored: StoredBatch,
+    rows: Mapping[int, ItemRow],
+    now: datetime,
+    outcome: Outcome | None,
+    *,
+    taken_over_by: int | None = None,
+) -> list[ItemRow]:
+    """Rows for the unfinished items of a batch whose process stopped: the state their
+    work reached (``outcome``), else, if batch ``taken_over_by`` took them over, cancelled
+    with a note naming it. Items neither applies to are left out."""
+    ended = []
+    for row, spec, _ in item_rows(stored, rows, {}):
+        if is_finished(row):
+            continue
+        state = outcome(spec) if outcome is not None else None
+        if state is not None:
+            note = None if state is ItemState.SUCCEEDED else f"{state} before its process stopped"
+            ended.append(_ended_row(row, state, now, note))
+        elif taken_over_by is not None:
+            note = f"interrupted: its process stopped; batch {taken_over_by} took over"
+            ended.append(_ended_row(row, ItemState.CANCELLED, now, note))
+    return ended
 
 
 def _unfinished(
@@ -106,14 +167,10 @@ def _unfinished(
     return counts, unfinished
 
 
-def _cancelled_row(row: ItemRow, now: datetime) -> ItemRow:
-    cancelled = row.copy()
-    cancelled["status"], cancelled["error"], cancelled["finished_at"] = (
-        "cancelled",
-        "cancelled",
-        now,
-    )
-    return cancelled
+def _ended_row(row: ItemRow, state: ItemState, now: datetime, error: str | None) -> ItemRow:
+    ended = row.copy()
+    ended["status"], ended["error"], ended["finished_at"] = state.value, error, now
+    return ended
 
 
-__all__ = ["History", "LiveBatches", "Unfinished"]
+__all__ = ["History", "LiveBatches", "Outcome", "Unfinished", "settled"]

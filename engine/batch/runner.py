@@ -48,7 +48,7 @@ from typing import Any
 
 from engine.batch.config import batch_config, within_runner
 from engine.batch.events import Listener, Listeners
-from engine.batch.history import History
+from engine.batch.history import History, Outcome
 from engine.batch.memory import MemoryGate, MemoryReader, process_memory_reader
 from engine.batch.policy import INTERRUPTED
 from engine.batch.records import (
@@ -85,6 +85,7 @@ class BatchRunner:
         store: where batches, items and attempts are recorded.
         execute: does one item; gets the spec and the attempt's cancel token.
         should_skip: says an item's job is already completed (it is then skipped).
+        outcome: how an item's work ended elsewhere (for :meth:`resume`, :meth:`take_over`).
         clock: time for records, timeouts, backoff and throttling (tests: FakeClock).
         memory_reader: resident memory in MB (default: psutil, this process).
         instrument: ``timed("batch.item")`` wraps each attempt, ``timed("batch.run")`` run().
@@ -98,6 +99,7 @@ class BatchRunner:
         store: BatchStore,
         execute: Execute,
         should_skip: Callable[[Spec], bool] | None = None,
+        outcome: Outcome | None = None,
         clock: Clock | None = None,
         memory_reader: MemoryReader | None = None,
         instrument: Instrument = NO_INSTRUMENT,
@@ -118,7 +120,7 @@ class BatchRunner:
             rng=rng or random.Random(),
         )  # fmt: skip
         self._listeners = Listeners()
-        self._history = History(store, _LiveView(self._scheduler, self._lock))
+        self._history = History(store, _LiveView(self._scheduler, self._lock), outcome)
         self._writer = Writer(
             store=store, scheduler=self._scheduler, lock=self._lock, work=self._work,
             changed=self._changed, clock=self._clock, listeners=self._listeners,
@@ -170,9 +172,7 @@ class BatchRunner:
 
     def cancel(self, batch_id: int) -> None:
         """Cancel a batch: queued items are dropped at once, running ones are stopped.
-
-        A batch left unfinished by another (dead) process is cancelled in the database.
-        """
+        A batch left unfinished by another (dead) process is cancelled in the database."""
         with self._lock:
             # A closed (or failed) runner no longer writes: cancel in the database.
             stopped = self._scheduler.closing or self._writer.fatal is not None
@@ -217,12 +217,10 @@ class BatchRunner:
     def resume(self) -> list[int]:
         """Continue the batches a previous process left unfinished; return their ids.
 
-        Items recorded as finished never run again; the others (including those
-        that were running when the process died) are queued in their first order.
+        Items recorded as finished, or whose work ended (``outcome``), never run again;
+        the others (also those running when the process died) queue in their first order.
         """
-        with self._lock:
-            known = set(self._scheduler.batches)
-        loaded = self._history.unfinished(known)
+        loaded = self._history.unfinished(now=self._clock.now())
         resumed = []
         with self._lock:
             self._check_open_locked()
@@ -232,6 +230,11 @@ class BatchRunner:
                     self._add(stored.id, stored.name, settings, counts, items)
                     resumed.append(stored.id)
         return resumed
+
+    def take_over(self, name: str, *, by: int) -> list[int]:
+        """End as taken over by batch ``by`` the batches named ``name`` a stopped process
+        left (:meth:`History.take_over`); only while no other process can run one."""
+        return self._history.take_over(name, by=by, now=self._clock.now())
 
     # --- running ----------------------------------------------------------------------
 
@@ -404,6 +407,10 @@ class _LiveView:
     def live_counts(self, batch_id: int) -> tuple[dict[str, int], float] | None:
         with self._lock:
             return self._scheduler.live_counts(batch_id)
+
+    def known(self) -> set[int]:
+        with self._lock:
+            return set(self._scheduler.batches)
 
 
 __all__ = [

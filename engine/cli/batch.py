@@ -19,6 +19,7 @@ from rich.table import Table
 
 from engine.batch.records import FINISHED, BatchInfo, BatchProgress
 from engine.batch.runner import BatchRunner
+from engine.cli.options import Clamped, district_ids, split_ids
 from engine.domain.models import validate_district, validate_month
 
 out = RichConsole()
@@ -32,11 +33,16 @@ def register(subparsers: Any) -> None:
 
     start = sub.add_parser("start", help="reconcile a month's districts as one batch")
     start.add_argument("--month", required=True, help="target month YYYY-MM")
-    start.add_argument("--districts", help="comma-separated district ids (default: all)")
+    start.add_argument(
+        "--districts", type=district_ids, help="comma-separated district ids (default: all)"
+    )
     start.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
-    start.add_argument("--concurrency", type=int, help="maxConcurrentJobs for this batch (1-20)")
-    start.add_argument("--retries", type=int, help="retryAttempts for transient errors (0-10)")
-    start.add_argument("--timeout-ms", type=int, help="timeoutMs per attempt (1000-1800000)")
+    for option, field, help_ in (
+        ("--concurrency", "max_concurrent_jobs", "maxConcurrentJobs for this batch (1-20)"),
+        ("--retries", "retry_attempts", "retryAttempts for transient errors (0-10)"),
+        ("--timeout-ms", "timeout_ms", "timeoutMs per attempt (1000-1800000)"),
+    ):
+        start.add_argument(option, type=int, action=Clamped, setting=f"batch.{field}", help=help_)
     _json_flag(start)
     start.set_defaults(handler=cmd_start)
 
@@ -69,9 +75,7 @@ def cmd_start(args: argparse.Namespace, ctx: Any) -> int:
         "retryAttempts": args.retries,
         "timeoutMs": args.timeout_ms,
     }
-    districts = [
-        validate_district(d.strip()) for d in (args.districts or "").split(",") if d.strip()
-    ]
+    districts = [validate_district(d) for d in split_ids(args.districts)]
     result = ctx.console().start_batch(
         validate_month(args.month),
         districts=districts or None,

@@ -13,7 +13,9 @@ import argparse
 import atexit
 import importlib
 import json
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ from rich.table import Table
 
 from engine import settings as settings_mod
 from engine.app import queries
+from engine.cli.options import Clamped, check_simulator_options, district_ids, finite_float
 from engine.clock import clock_from_env
 from engine.domain.models import validate_month
 from engine.errors import ConfigError, EngineError
@@ -95,15 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="replay a month's whole closing period for every district")
     p.add_argument("--month", required=True, help="target month YYYY-MM")
-    p.add_argument("--districts", help="comma-separated district ids (default: all)")
+    p.add_argument(
+        "--districts", type=district_ids, help="comma-separated district ids (default: all)"
+    )
     p.add_argument(
         "--mode", choices=("naive", "optimized"), help="storage mode (default optimized)"
     )
-    p.add_argument("--concurrency", type=int, help="districts worked at once (1-20)")
+    p.add_argument(
+        "--concurrency", type=int, action=Clamped, setting="batch.max_concurrent_jobs",
+        help="districts worked at once (1-20)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, help="simulator seed")
-    p.add_argument("--calendar", metavar="FILE", help="JSON: data month -> last closing date")
+    p.add_argument(
+        "--calendar", metavar="FILE",
+        help="JSON: data month -> last closing date (simulator only)",
+    )  # fmt: skip
     p.add_argument("--source", help="'sim' (default), a folder of CSV exports, or an http(s) URL")
-    p.add_argument("--latency-ms", type=float, help="simulated latency per fetch")
+    p.add_argument(
+        "--latency-ms", type=finite_float, action=Clamped, setting="source.latency_ms",
+        help="simulated latency per fetch (simulator only)",
+    )  # fmt: skip
     p.add_argument(
         "--until",
         type=iso_date,
@@ -142,6 +156,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     from engine.app.months import replay_bound
     from engine.cli.batch import drain
 
+    check_simulator_options(args, ctx.settings.source)
     console = ctx.console()
     until = replay_bound(args.month, until=args.until, today=console.today())
     started = time.monotonic()
@@ -312,20 +327,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_mod.load(args.settings, overrides=_overrides(args))
         ctx = Context(settings)
-        code: int = args.handler(args, ctx)
-        return code
+        return _handle(args, ctx)
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, any width
+        _error(exc)
         return 2
     except EngineError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        _error(exc)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted: unfinished work resumes with the same command")
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
     finally:
         if ctx is not None:
             _close(ctx)
+
+
+def _handle(args: argparse.Namespace, ctx: Context) -> int:
+    """Run the command; its output is flushed here, so a closed pipe is seen here too."""
+    code: int = args.handler(args, ctx)
+    sys.stdout.flush()
+    return code
+
+
+def _error(exc: EngineError) -> None:
+    """An error as one line (not wrapped at the terminal's width)."""
+    err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+
+
+def _broken_pipe() -> int:
+    """The reader of our output went away (``recon status --json | head``): stop
+    quietly, as Unix tools do, with the exit status of a process killed by SIGPIPE."""
+    try:
+        # Whatever is still buffered for stdout would fail again at exit, noisily.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (tests capture it)
+        pass
+    return 128 + signal.SIGPIPE
 
 
 def _close(ctx: Context) -> None:

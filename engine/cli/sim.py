@@ -12,12 +12,12 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from engine.cli.options import Clamped, district_ids, finite_float, split_ids
 from engine.domain.models import validate_district, validate_month
 from engine.errors import ConfigError
-from engine.settings import SourceSettings, clamp
+from engine.settings import SourceSettings
 from engine.sources.sim import (
     Simulator,
     export_dates,
@@ -41,19 +41,23 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     serve.add_argument("--seed", type=int, help="simulator seed")
-    serve.add_argument("--latency-ms", type=float, help="latency added to every export request")
     serve.add_argument(
-        "--failure-rate",
-        type=float,
+        "--latency-ms", type=finite_float, action=Clamped, setting="source.latency_ms",
+        help="latency added to every export request",
+    )  # fmt: skip
+    serve.add_argument(
+        "--failure-rate", type=finite_float, action=Clamped, setting="source.failure_rate",
         help="share of requests failing transiently (HTTP 500, reset, hang), 0-1",
-    )
+    )  # fmt: skip
     serve.add_argument("--calendar", metavar="FILE", help="JSON: data month -> last closing date")
     serve.set_defaults(handler=cmd_serve)
 
     export = sub.add_parser("export", help="write a month's exports to a folder")
     export.add_argument("--month", required=True, help="data month YYYY-MM")
     export.add_argument("--out", required=True, metavar="DIR", help="folder to write")
-    export.add_argument("--districts", help="comma-separated district ids (default: all)")
+    export.add_argument(
+        "--districts", type=district_ids, help="comma-separated district ids (default: all)"
+    )
     export.add_argument("--seed", type=int, help="simulator seed")
     export.add_argument("--calendar", metavar="FILE", help="JSON: data month -> last closing date")
     export.set_defaults(handler=cmd_export)
@@ -71,20 +75,13 @@ def _simulator(
     )
 
 
-def _clamped(name: str, value: float) -> float:
-    clamped, note = clamp("source", name, value)
-    if note:
-        err.print(f"[yellow]note:[/] {escape(note)}")
-    return clamped
-
-
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     """Serve until Ctrl-C."""
     settings = ctx.settings.source
     latency = settings.latency_ms if args.latency_ms is None else args.latency_ms
     rate = settings.failure_rate if args.failure_rate is None else args.failure_rate
-    sim = _simulator(args, settings, latency_ms=_clamped("latency_ms", latency))
-    server = serve_simulator(sim, args.host, args.port, failure_rate=_clamped("failure_rate", rate))
+    sim = _simulator(args, settings, latency_ms=latency)
+    server = serve_simulator(sim, args.host, args.port, failure_rate=rate)
     out.print(
         f"Simulator (seed {sim.seed}) serving CSV exports at {server.url}/export.aspx",
         soft_wrap=True,
@@ -122,7 +119,7 @@ def cmd_export(args: argparse.Namespace, ctx: Context) -> int:
 def _districts(value: str | None, sim: Simulator) -> list[str]:
     if not value:
         return sim.districts()
-    chosen = [validate_district(d.strip()) for d in value.split(",") if d.strip()]
+    chosen = [validate_district(d) for d in split_ids(value)]
     unknown = sorted(set(chosen) - set(sim.districts()))
     if unknown:
         raise ConfigError("districts", ",".join(unknown), "not simulator districts")

@@ -61,6 +61,9 @@ class BatchStatus(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    """Its process stopped before the end and a later batch took over its unfinished
+    items; each item shows how its work ended (or that it was taken over)."""
 
     @property
     def finished(self) -> bool:

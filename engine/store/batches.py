@@ -104,6 +104,12 @@ class BatchStore(Protocol):
         Raises NotFoundError when no running batch has this id."""
         ...
 
+    def interrupt(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
+        """End a running batch a stopped process left, as ``interrupted``, with the item
+        rows ``rows`` makes of it, in one transaction; return those rows. A batch no
+        longer running is left alone (nothing returned)."""
+        ...
+
     def unfinished(self, skip: set[int]) -> list[tuple[StoredBatch, dict[int, ItemRow]]]:
         """The running batches (but ``skip``), oldest first, each with its item rows."""
         ...
@@ -188,16 +194,15 @@ class SqlBatchStore:
 
     def cancel(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
         with self._db.transaction("batch_cancel") as conn:
-            done = conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id, batches.c.status == BatchStatus.RUNNING.value)
-                .values(status=BatchStatus.CANCELLED.value, finished_at=finished_at)
-            ).rowcount
-            if not done:
-                raise NotFoundError("batch", batch_id, "no unfinished batch with this id")
-            cancelled = list(rows(_batch_row(conn, batch_id), _item_rows(conn, batch_id)))
-            _write_items(conn, cancelled)
+            cancelled = _end_stored(conn, batch_id, BatchStatus.CANCELLED, finished_at, rows)
+        if cancelled is None:
+            raise NotFoundError("batch", batch_id, "no unfinished batch with this id")
         return cancelled
+
+    def interrupt(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
+        with self._db.transaction("batch_interrupt") as conn:
+            ended = _end_stored(conn, batch_id, BatchStatus.INTERRUPTED, finished_at, rows)
+        return ended or []
 
     def unfinished(self, skip: set[int]) -> list[tuple[StoredBatch, dict[int, ItemRow]]]:
         query = (
@@ -219,6 +224,27 @@ class SqlBatchStore:
     def batch(self, batch_id: int) -> tuple[StoredBatch, dict[int, ItemRow]]:
         with self._db.reading("batch_detail") as conn:
             return _batch_row(conn, batch_id), _item_rows(conn, batch_id)
+
+
+def _end_stored(
+    conn: Connection,
+    batch_id: int,
+    status: BatchStatus,
+    finished_at: datetime,
+    rows: CancelledRows,
+) -> list[ItemRow] | None:
+    """End a running batch with the item rows ``rows`` makes; None if it is not running."""
+    done = conn.execute(
+        update(batches)
+        .where(batches.c.id == batch_id, batches.c.status == BatchStatus.RUNNING.value)
+        .values(status=status.value, finished_at=finished_at)
+    ).rowcount
+    if not done:
+        return None
+    ended = list(rows(_batch_row(conn, batch_id), _item_rows(conn, batch_id)))
+    if ended:
+        _write_items(conn, ended)
+    return ended
 
 
 def _write_items(conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from threading import Lock
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.errors import StorageError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.store.bulk import bind_nulls_fast
 from engine.store.migrate import open_schema
+from engine.store.urls import parse_url
 
 
 class Database:
@@ -109,9 +108,7 @@ class Database:
 
 
 def _make_engine(url: str, on_statement: Any) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    parsed = parse_url(url)  # ConfigError: not a URL, or a SQLite folder that does not exist
     try:
         engine = create_engine(url, connect_args=_connect_args(parsed.get_backend_name()))
     except (SQLAlchemyError, ImportError, ValueError) as exc:

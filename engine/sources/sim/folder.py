@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,10 +35,27 @@ def export_folder(
     for day in export_dates(sim, month, extra_days=extra_days):
         folder = Path(out) / day.isoformat()
         folder.mkdir(parents=True, exist_ok=True)
-        yield _write(folder / "districtsummary.csv", sim.district_summary_csv(month, day))
+        summary = sim.district_summary_csv(month, day)
+        if districts:  # a folder source lists the summary's districts: only those written
+            summary = summary_of(summary, districts)
+        yield _write(folder / "districtsummary.csv", summary)
         for district in districts or sim.districts():
             text = sim.club_performance_csv(district, month, day)
             yield _write(folder / f"clubperformance_{district}.csv", text)
+
+
+def summary_of(summary: str, districts: Sequence[str]) -> str:
+    """A district summary export with only the rows of ``districts`` (and its footer)."""
+    lines = summary.splitlines(keepends=True)
+    header = next(csv.reader(lines[:1]))
+    column = [h.strip().upper() for h in header].index("DISTRICT")
+    wanted = {d.lstrip("0") for d in districts}
+    rows = [
+        line
+        for line, cells in zip(lines[1:-1], csv.reader(lines[1:-1]), strict=True)
+        if cells[column].strip().lstrip("0") in wanted
+    ]
+    return "".join((lines[0], *rows, lines[-1]))
 
 
 def _write(path: Path, text: str) -> Path:

@@ -1,0 +1,110 @@
+"""A batch whose ``recon run`` was killed (SIGKILL) gets a final state once its work is
+taken over or resumed, with counts from what its jobs really did (issue #18, defect 6)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from engine.cli.core import main
+
+ROOT = Path(__file__).resolve().parents[3]
+MONTH = "2025-03"
+DISTRICTS = "1,2,3,4,5,6,7,8"
+TOTAL = 8
+
+
+def url(db: Path) -> str:
+    return f"sqlite:///{db}"
+
+
+def completed_jobs(db: Path) -> int:
+    try:
+        with closing(sqlite3.connect(db, timeout=30)) as conn:
+            query = "SELECT count(*) FROM jobs WHERE status = 'completed'"
+            return int(conn.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def killed_run(db: Path) -> int:
+    """A ``recon run`` killed with SIGKILL once some of its jobs completed (fewer than
+    a flush of the batch's items: none is recorded); how many had completed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", "--month", MONTH, "--districts", DISTRICTS,
+         "--db", url(db), "--concurrency", "2", "--latency-ms", "100"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and completed_jobs(db) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling the database for the kill point
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    done = completed_jobs(db)
+    assert 2 <= done < TOTAL
+    return done
+
+
+def batches(db: Path, capsys: pytest.CaptureFixture[str]) -> dict[int, dict[str, object]]:
+    capsys.readouterr()
+    assert main(["batch", "list", "--json", "--db", url(db)]) == 0
+    return {b["batch_id"]: b for b in json.loads(capsys.readouterr().out)}
+
+
+def items(db: Path, batch_id: int, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(["batch", "show", str(batch_id), "--json", "--db", url(db)]) == 0
+    found: list[dict[str, object]] = json.loads(capsys.readouterr().out)["items"]
+    return found
+
+
+def test_a_rerun_of_the_month_ends_the_killed_batch_as_interrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "recon.db"
+    done = killed_run(db)
+    before = batches(db, capsys)[1]
+    assert before["status"] == "running" and before["counts"] == {"queued": TOTAL}
+
+    assert main(["run", "--month", MONTH, "--districts", DISTRICTS, "--db", url(db)]) == 0
+    after = batches(db, capsys)
+    assert [b["status"] for b in after.values()] == ["finished", "interrupted"]
+    killed, rerun = after[1], after[2]
+    # the jobs that completed before the kill count as the killed batch's successes;
+    # the rest were taken over by the re-run, which did them
+    assert killed["counts"] == {"succeeded": done, "cancelled": TOTAL - done}
+    assert killed["finished_at"] is not None
+    assert rerun["counts"] == {"succeeded": TOTAL - done}
+    notes = {i["error"] for i in items(db, 1, capsys) if i["status"] == "cancelled"}
+    assert notes == {"interrupted: its process stopped; batch 2 took over"}
+    assert completed_jobs(db) == TOTAL
+
+
+def test_batch_resume_finishes_the_killed_batch_with_its_jobs_real_states(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "recon.db"
+    done = killed_run(db)
+    capsys.readouterr()
+    assert main(["batch", "resume", "--json", "--db", url(db)]) == 0
+    [resumed] = json.loads(capsys.readouterr().out)
+    assert (resumed["batch_id"], resumed["done"]) == (1, True)
+    [batch] = batches(db, capsys).values()
+    assert batch["status"] == "finished"
+    # completed before the kill: recorded as succeeded, not run again nor "skipped"
+    assert batch["counts"] == {"succeeded": TOTAL}
+    attempts = [len(i["attempts"]) for i in items(db, 1, capsys)]
+    assert sorted(attempts) == [0] * done + [1] * (TOTAL - done)
+    assert completed_jobs(db) == TOTAL
+
+    # nothing is left running: a later run of the month has nothing to take over
+    assert main(["batch", "resume", "--db", url(db)]) == 0
+    assert "Nothing to resume" in capsys.readouterr().err
