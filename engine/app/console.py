@@ -12,6 +12,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
+from engine.app.alerts import build_notifier
 from engine.app.months import MONTH_END_BATCH, month_batch
 from engine.app.tasks import TaskRegistry
 from engine.batch.runner import BatchRunner, SubmitResult
@@ -94,7 +95,7 @@ class Console:
             settings=settings.recon,
             clock=self.clock,
             instrument=self.recorder,
-            on_write=self._invalidate,
+            on_write=self._on_write,
             keep_last_entry=optimized,
         )
         self.batch = BatchRunner(
@@ -106,6 +107,7 @@ class Console:
             instrument=self.recorder,
         )
         self.batch.listen(self._on_batch_event)
+        self.alerts = build_notifier(self, clock=self.clock)  # events: engine.notify
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
         self._register_gauges()
         self._closed = threading.Event()
@@ -242,6 +244,12 @@ class Console:
 
     # --- wiring ----------------------------------------------------------------------------------
 
+    def _on_write(self, job: Job) -> None:
+        # Every job write (each check, each transition): the cache forgets the job, and the
+        # notifier sees it (failures, late revisions, finished months; no I/O on a check).
+        self._invalidate(job)
+        self.alerts.observe(job)
+
     def _invalidate(self, job: Job) -> None:
         self.cache.invalidate_job(job.id)
         self._invalidate_month(job.month)
@@ -275,13 +283,16 @@ class Console:
         self.cache.start()
         self.monitor.start()
         self.batch.start()
+        self.alerts.start()
 
     def close(self) -> None:
         if self._closed.is_set():
             return
         self._closed.set()
         failures: list[EngineError] = []
-        for part in (self.batch, self.cache, self.monitor, self.source, self.storage):
+        # The notifier after the batch (its last jobs' events) and before the storage.
+        parts = (self.batch, self.alerts, self.cache, self.monitor, self.source, self.storage)
+        for part in parts:
             try:
                 part.close()
             except EngineError as exc:  # close the rest; report the first failure

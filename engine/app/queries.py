@@ -615,7 +615,8 @@ def latest_comparison(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | 
 def settings_rows(settings: Settings) -> list[dict[str, str]]:
     """Every setting as text: group, field, seed name, value, default, valid range, doc.
 
-    Secrets are not shown: the API token as whether it is set, URLs without password.
+    Secrets are not shown: the API token and the webhook URL (its path is often a
+    secret) as whether they are set, URLs without password.
     """
     return [
         {
@@ -636,7 +637,7 @@ def settings_rows(settings: Settings) -> list[dict[str, str]]:
 
 
 def _shown(field: str, value: Any) -> str:
-    if field == "token":
+    if field in ("token", "webhook_url"):
         return "(not set)" if value is None else "(set)"
     return safe_url(value) if field == "db_url" else setting_text(value)
 
