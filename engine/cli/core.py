@@ -30,7 +30,7 @@ from engine.settings import Settings
 if TYPE_CHECKING:
     from engine.app.console import Console
 
-COMMAND_MODULES = ("sim", "batch", "cache", "perf", "bench", "api")
+COMMAND_MODULES = ("sim", "batch", "cache", "perf", "bench", "api", "events")
 out = RichConsole()
 err = RichConsole(stderr=True)
 
@@ -116,6 +116,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 
     started = time.monotonic()
     ctx.console().monitor.start()  # resource samples of this run go to the shared history
+    ctx.console().alerts.start()  # events (a failed job, the month final) posted as they come
     result = ctx.console().start_batch(args.month, districts=split_districts(args.districts))
     for note in result.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")
