@@ -2,11 +2,13 @@
 
 Where events come from:
 
-- :meth:`Notifier.observe` sees every job write (the reconciler's ``on_write``):
-  ``job-failed`` and ``late-revision`` are stored at once (one small committed
-  insert; both are rare), and a job that finished marks its month for the
-  ``month-final`` evaluation, which the background thread does (it reads the
-  whole month, which a check must not wait for);
+- :meth:`Notifier.observe` sees every job write (the reconciler's ``on_write``).
+  A check does no I/O for it: a ``late-revision`` is queued in memory and a
+  finished job marks its month; the background thread stores the queue and
+  evaluates ``month-final`` (it reads the whole month). The queue is as durable
+  as the check's own deferred writes: a crash loses both, and the re-check that
+  rebuilds them finds the revision again. ``job-failed`` comes with a committed
+  status transition outside any check, and is stored at once;
 - :meth:`Notifier.watcher_missed_ticks` is called by the watcher's supervisor;
 - the background thread evaluates the performance alerts every
   ``evaluateIntervalS`` (:class:`~engine.notify.perf.PerfWatch`).
@@ -77,6 +79,7 @@ class Notifier:
         self._perf = PerfWatch(settings)
         self._seen: dict[int, Job] = {}  # each job's last state, for late revisions
         self._months: set[str] = set()  # months with a job that finished, to evaluate
+        self._queued: list[tuple[NewEvent, datetime]] = []  # from checks, stored by the thread
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -130,7 +133,10 @@ class Notifier:
             "significant_changes": job.significant_changes,
         }
         key = f"late-revision:{job.id}:{payload['as_of']}"
-        self.emit(self._job_event(EventKind.LATE_REVISION, key, job, payload))
+        event = self._job_event(EventKind.LATE_REVISION, key, job, payload)
+        with self._lock:
+            self._queued.append((event, self._clock.now()))
+        self._wake.set()
 
     @staticmethod
     def _job_event(kind: EventKind, key: str, job: Job, payload: dict[str, Any]) -> NewEvent:
@@ -173,8 +179,9 @@ class Notifier:
     # --- the background step ----------------------------------------------------------------
 
     def run_once(self, *, stop_at_failure: bool = False) -> PassResult:
-        """Evaluate finished months and (when due) the performance alerts, then deliver
-        what is due. One step of the background thread."""
+        """Store the queued events, evaluate finished months and (when due) the performance
+        alerts, then deliver what is due. One step of the background thread."""
+        self.store_queued()
         self.evaluate_months()
         if self._clock.monotonic() >= self._next_perf:
             self._next_perf = self._clock.monotonic() + self.settings.evaluate_interval_s
@@ -183,6 +190,17 @@ class Notifier:
             return PassResult(0, 0, None)
         stopping = (lambda: False) if stop_at_failure else self._stop.is_set
         return self._deliverer.deliver_due(stop_at_failure=stop_at_failure, stopping=stopping)
+
+    def store_queued(self) -> int:
+        """Store the events checks queued (one transaction); return how many were new."""
+        with self._lock:
+            queued, self._queued = self._queued, []
+        try:
+            return self._store.add_all(queued)
+        except EngineError:
+            with self._lock:  # kept for the next round, in order
+                self._queued[:0] = queued
+            raise
 
     def evaluate_months(self) -> int:
         """Store the ``month-final`` event of each month whose close became final."""

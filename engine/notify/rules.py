@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from engine.domain import rules
 from engine.domain.models import Job
@@ -59,13 +59,6 @@ def late_revision(before: Job, after: Job, settings: ReconSettings) -> str | Non
     if eta is not None and after.last_check_date > eta:
         return "after-projected-close"
     return None
-
-
-def projected_close(job: Job, settings: ReconSettings) -> date | None:
-    """The job's projected close on its last collection date (None before its first check)."""
-    if job.last_check_date is None:
-        return None
-    return rules.progress(job, job.last_check_date, settings).eta
 
 
 def missed_ticks(last_tick: datetime, now: datetime, every_s: float) -> int:

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, RowMapping, or_, select, update
 
 from engine.clock import as_utc
 from engine.store.bulk import dialect_insert
-from engine.store.schema import events
+from engine.store.schema import events as events_table
 
 __all__ = [
     "CLOSE_KINDS",
@@ -105,6 +105,10 @@ class EventStore(Protocol):
         """Store ``event`` (committed on return); False when its key is stored already."""
         ...
 
+    def add_all(self, events: Sequence[tuple[NewEvent, datetime]]) -> int:
+        """Store events with their times in one transaction; return how many were new."""
+        ...
+
     def claim(self, now: datetime, until: datetime, limit: int) -> list[Event]:
         """Undelivered events due at ``now``, oldest first, each held for this caller
         until ``until`` (another caller does not get it meanwhile)."""
@@ -139,22 +143,21 @@ class SqlEventStore:
         self._db = db
 
     def add(self, event: NewEvent, at: datetime) -> bool:
-        row = {
-            "key": event.key[:200],
-            "kind": event.kind.value,
-            "month": event.month,
-            "district": event.district,
-            "job_id": event.job_id,
-            "payload": json.dumps(event.payload, default=str),
-            "created_at": at,
-            "attempts": 0,
-        }
+        return self.add_all([(event, at)]) == 1
+
+    def add_all(self, events: Sequence[tuple[NewEvent, datetime]]) -> int:
+        if not events:
+            return 0
+        added = 0
         with self._db.transaction("event_add") as conn:
-            stmt = dialect_insert(conn.dialect.name, events).values(row)
-            return bool(conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"])).rowcount)
+            stmt = dialect_insert(conn.dialect.name, events_table)
+            stmt = stmt.on_conflict_do_nothing(index_elements=["key"])
+            for event, at in events:  # one by one: each answers whether it was new
+                added += conn.execute(stmt.values(_row(event, at))).rowcount
+        return added
 
     def claim(self, now: datetime, until: datetime, limit: int) -> list[Event]:
-        t = events
+        t = events_table
         due = (
             t.c.delivered_at.is_(None),
             or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now),
@@ -167,7 +170,7 @@ class SqlEventStore:
         return [_event(r._mapping) for r in rows]
 
     def delivered(self, event_id: int, at: datetime) -> None:
-        t = events
+        t = events_table
         with self._db.transaction("event_delivered") as conn:
             conn.execute(
                 update(t)
@@ -176,7 +179,7 @@ class SqlEventStore:
             )
 
     def failed(self, event_id: int, error: str, retry_at: datetime) -> None:
-        t = events
+        t = events_table
         with self._db.transaction("event_failed") as conn:
             conn.execute(
                 update(t)
@@ -187,7 +190,7 @@ class SqlEventStore:
     def find(
         self, *, month: str | None = None, kinds: Sequence[str] = (), limit: int = 200
     ) -> list[Event]:
-        t = events
+        t = events_table
         query = select(t).order_by(t.c.id.desc()).limit(limit)
         if month is not None:
             query = query.where(t.c.month == month)
@@ -195,6 +198,19 @@ class SqlEventStore:
             query = query.where(t.c.kind.in_(list(kinds)))
         with self._db.reading("event_list") as conn:
             return [_event(r._mapping) for r in conn.execute(query)]
+
+
+def _row(event: NewEvent, at: datetime) -> dict[str, Any]:
+    return {
+        "key": event.key[:200],
+        "kind": event.kind.value,
+        "month": event.month,
+        "district": event.district,
+        "job_id": event.job_id,
+        "payload": json.dumps(event.payload, default=str),
+        "created_at": at,
+        "attempts": 0,
+    }
 
 
 def _event(row: RowMapping) -> Event:

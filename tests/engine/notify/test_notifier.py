@@ -67,7 +67,9 @@ def test_a_significant_change_after_a_stable_day_is_a_late_revision(console: Con
         significant_changes=2, last_significant_as_of=day,
     )  # fmt: skip
     console.alerts.observe(revised)
+    assert console.alerts.events() == []  # queued: a check does no I/O for it
     console.alerts.observe(revised)  # written again (a flush): the same occurrence
+    assert console.alerts.store_queued() == 1
     [late] = console.alerts.events(kinds=["late-revision"])
     assert late.payload["why"] == "after-stable" and late.payload["as_of"] == "2025-07-03"
 
