@@ -11,6 +11,7 @@ callers (CLI, dashboard, API) can catch one type and show its message::
     ├── SourceError      a fetch failed                     (district, month, url, transient)
     │   └── GapError         no export for that day: a gap, not a failure
     ├── StorageError     the database refused a read/write  (operation)
+    ├── DeliveryError    an alert webhook did not accept an event (url, status)
     └── BatchError       the batch runner refused or gave up (batch_id, item)
         ├── ItemTimeout      an attempt ran past its timeout
         └── ItemCancelled    an attempt was cancelled
@@ -100,6 +101,19 @@ class StorageError(EngineError):
         self.operation = operation
         self.transient = transient
         super().__init__(f"storage {operation}: {message}")
+
+
+class DeliveryError(EngineError):
+    """An alert webhook did not accept an event: unreachable, or not a 2xx answer.
+
+    Always transient: the event stays stored and is retried with backoff."""
+
+    transient = True
+
+    def __init__(self, url: str, message: str, *, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(f"webhook {url}: {message}")
 
 
 class BatchError(EngineError):

@@ -121,6 +121,35 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NotifySettings:
+    """Alerts (engine.notify): events are always stored; posted when a webhook is set."""
+
+    webhook_url: str | None = _f(None, "webhookUrl", doc="events are POSTed here as JSON (off)")
+    timeout_s: float = _f(5.0, "webhookTimeoutS", 0.1, 120, "one delivery attempt at most")
+    retry_delay_ms: int = _f(
+        1_000, "retryDelayMs", 100, 600_000, "first retry; doubled at each failure"
+    )
+    max_retry_delay_ms: int = _f(300_000, "maxRetryDelayMs", 1_000, 86_400_000)
+    evaluate_interval_s: float = _f(
+        30.0, "evaluateIntervalS", 1, 3600, "performance alerts evaluated this often"
+    )
+    cache_hit_rate_threshold: float = _f(
+        0.7, "cacheHitRateThreshold", 0.0, 1.0, "alert when the hit rate falls below this"
+    )
+    cache_min_reads: int = _f(200, "cacheMinReads", 1, 10_000_000, "reads a hit-rate window needs")
+    p95_threshold_ms: float = _f(
+        10_000.0, "p95ThresholdMs", 1, 3_600_000, "alert when an operation's p95 exceeds this"
+    )
+    p95_thresholds: str = _f(
+        "", "p95Thresholds", doc="per operation, e.g. 'source.fetch=2000,job.check=5000'"
+    )
+    p95_min_calls: int = _f(20, "p95MinCalls", 1, 1_000_000, "calls a p95 needs")
+    memory_alert_pct: float = _f(
+        80.0, "memoryAlertPct", 1, 100, "alert above this % of memoryThresholdMB"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
@@ -129,6 +158,7 @@ class Settings:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     source: SourceSettings = field(default_factory=SourceSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def with_values(self, group: str, **values: Any) -> Settings:
         """A copy with fields of one group replaced (after type checks and clamping)."""

@@ -295,6 +295,22 @@ def day_marks(detail: queries.TimelineView) -> list[dict[str, object]]:
     return marks
 
 
+EVENT_COLUMNS = ("created_at", "kind", "district", "details", "delivery")
+
+
+def events_section() -> None:
+    """Alert events of the month (final, job failed, late revision) and their delivery."""
+    rows = queries.close_events(console, month)
+    with st.expander(f"Events ({len(rows)})", icon=":material/notifications:"):
+        if not rows:
+            st.caption(
+                "No events for this month yet: the month final, failed jobs and late "
+                "revisions are recorded here (and posted to `[notify] webhook_url`)."
+            )
+            return
+        ui.table(rows, key="close_events", column_order=EVENT_COLUMNS)
+
+
 def overview() -> bool:
     view = queries.close_view(console, month)
     if view.total == 0:
@@ -321,6 +337,7 @@ def overview() -> bool:
         progress_table(view)
     heatmap(queries.change_matrix(console, month))
     timeline(view)
+    events_section()
     return view.live
 
 

@@ -136,6 +136,23 @@ def resources() -> None:
     right.plotly_chart(ui.layout(memory, "Memory"), key="memory")
 
 
+ALERT_COLUMNS = ("created_at", "kind", "details", "delivery")
+
+
+def alerts() -> None:
+    """Performance (and watcher) alerts: each condition once per occurrence."""
+    st.subheader("Alerts")
+    rows = queries.perf_alerts(console)
+    if not rows:
+        st.success(
+            "No alert so far: a low cache hit rate, a slow p95 or memory near "
+            "memoryThresholdMB would show here.",
+            icon=":material/check_circle:",
+        )
+        return
+    ui.table(rows, key="alerts", column_order=ALERT_COLUMNS)
+
+
 def page() -> bool:
     operations()
     latency()
@@ -151,6 +168,7 @@ def page() -> bool:
         )
     st.subheader("Resources")
     resources()
+    alerts()
     return True
 
 

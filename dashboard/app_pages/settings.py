@@ -10,7 +10,7 @@ import ui
 from engine.app import actions, queries
 
 console = runtime.get_console()
-GROUPS = ("recon", "cache", "storage", "batch", "monitor", "source", "api")
+GROUPS = ("recon", "cache", "storage", "batch", "monitor", "source", "api", "notify")
 COLUMNS = {
     "field": "Field",
     "seed": "Seed name",

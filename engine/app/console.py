@@ -11,24 +11,24 @@ from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+from engine.app.alerts import build_notifier
 from engine.app.month_lease import MonthLeases
 from engine.app.months import MONTH_END_BATCH, month_batch, replay_bound
 from engine.app.tasks import TaskRegistry
+from engine.app.wiring import job_outcome, prefetcher, register_gauges
 from engine.batch.runner import BatchRunner, SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
 from engine.domain.models import (
-    ItemState,
     Job,
-    JobStatus,
     TimelineEntry,
     month_end,
     validate_district,
     validate_month,
 )
-from engine.errors import ConfigError, ConflictError, EngineError, NotFoundError
-from engine.instrument import NO_INSTRUMENT, Instrument, reads_for
+from engine.errors import ConfigError, ConflictError, EngineError
+from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.monitor.core import Monitor
 from engine.monitor.recorder import Recorder
 from engine.reconcile import MonthProgress, Reconciler
@@ -74,11 +74,6 @@ def open_storage(
     jobs: JobStore = CachedJobStore(sql, writes, cache) if optimized else sql
     return Storage(database=database, writes=writes, jobs=jobs, cache=cache)
 
-_ITEM_OF_JOB = {
-    JobStatus.COMPLETED: ItemState.SUCCEEDED,
-    JobStatus.FAILED: ItemState.FAILED,
-    JobStatus.CANCELLED: ItemState.CANCELLED,
-}
 
 
 class Console:
@@ -97,16 +92,12 @@ class Console:
         settings = loaded.settings
         self.live_settings = LiveSettings(loaded)
         self.clock = clock or SystemClock()
-        self.recorder = Recorder(clock=self.clock)
-        self.storage = open_storage(settings.storage, clock=self.clock, instrument=self.recorder)
-        self.monitor = Monitor(
-            settings.monitor,
-            clock=self.clock,
-            store=SqlPerfStore(self.storage),
-            recorder=self.recorder,
-        )
+        self.recorder = rec = Recorder(clock=self.clock)
+        self.storage = open_storage(settings.storage, clock=self.clock, instrument=rec)
+        perf = SqlPerfStore(self.storage)
+        self.monitor = Monitor(settings.monitor, clock=self.clock, store=perf, recorder=rec)
         self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
-        self.cache.set_prefetcher(self._prefetch)
+        self.cache.set_prefetcher(prefetcher(self.cache, self.storage))
         optimized = settings.storage.mode == "optimized"
         self.source = source or make_source(
             settings.source, share_summary=optimized, instrument=self.recorder, clock=self.clock
@@ -117,7 +108,7 @@ class Console:
             settings=settings.recon,
             clock=self.clock,
             instrument=self.recorder,
-            on_write=self._invalidate,
+            on_write=self._on_write,
             keep_last_entry=optimized,
         )
         self.batch = BatchRunner(
@@ -125,14 +116,15 @@ class Console:
             store=SqlBatchStore(self.storage),
             execute=self._execute,
             should_skip=self._should_skip,
-            outcome=self._job_outcome,
+            outcome=job_outcome(self.storage),
             clock=self.clock,
             instrument=self.recorder,
         )
         self.batch.listen(self._on_batch_event)
         self.leases = self._month_leases()
+        self.alerts = build_notifier(self, clock=self.clock)  # events: engine.notify
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
-        self._register_gauges()
+        register_gauges(self.monitor, self.cache, self.storage, self.batch)
         self._closed = threading.Event()
         self._start_lock = threading.Lock()
 
@@ -264,15 +256,6 @@ class Console:
     def _should_skip(self, spec: Mapping[str, Any]) -> bool:
         return self.storage.get_job(int(spec["job_id"])).status.finished
 
-    def _job_outcome(self, spec: Mapping[str, Any]) -> ItemState | None:
-        """The item state of a finished job (for batches a stopped process left)."""
-        if "job_id" not in spec:
-            return None
-        try:
-            return _ITEM_OF_JOB.get(self.storage.get_job(int(spec["job_id"])).status)
-        except NotFoundError:
-            return None
-
     def _on_batch_event(self, event: Mapping[str, Any]) -> None:
         kind, spec = event.get("type"), event.get("spec") or {}
         if kind not in ("failed", "cancelled") or "job_id" not in spec:
@@ -344,6 +327,12 @@ class Console:
 
     # --- wiring ----------------------------------------------------------------------------------
 
+    def _on_write(self, job: Job) -> None:
+        # Every job write (each check, each transition): the cache forgets the job, and the
+        # notifier sees it (failures, late revisions, finished months; no I/O on a check).
+        self._invalidate(job)
+        self.alerts.observe(job)
+
     def _invalidate(self, job: Job) -> None:
         self.cache.invalidate_job(job.id)
         self._invalidate_month(job.month)
@@ -353,53 +342,29 @@ class Console:
         self.cache.invalidate("status", ("progress", month))
         self.cache.invalidate("snapshots", month)
 
-    def _prefetch(self, job_id: int) -> None:
-        """A job read often: load its timeline and its district's other recent jobs."""
-        with reads_for("prefetch"):  # for the UIs' reads: not the engine's work
-            self._prefetch_job(job_id)
-
-    def _prefetch_job(self, job_id: int) -> None:
-        job = self.storage.get_job(job_id)
-        timeline = self.storage.timeline(job_id)
-        self.cache.set("timelines", job_id, timeline, tags=(("job", job_id),), prefetched=True)
-        for other in self.storage.recent_jobs(job.district):
-            if other.id != job_id:
-                self.cache.set("jobs", other.id, other, tags=(("job", other.id),), prefetched=True)
-
     def _month_leases(self) -> MonthLeases:
         leases = SqlLeases(self.storage, clock=self.clock)
         ttl_s = self.settings.storage.lease_ttl_s
         return MonthLeases(leases, runner=self.batch, ttl_s=ttl_s, flush=self.storage.flush)
-
-    def _register_gauges(self) -> None:
-        self.monitor.register_gauge(
-            "cache_hit_rate", lambda: self.cache.stats()["total"]["hit_rate"]
-        )
-        self.monitor.register_gauge("cache_reads", self._cache_reads)
-        self.monitor.register_gauge(
-            "storage_pending_writes", lambda: float(self.storage.pending_writes())
-        )
-        self.monitor.register_gauge("batch_queue_depth", lambda: float(self.batch.queue_depth()))
-        self.monitor.register_gauge("batch_running", lambda: float(self.batch.running_count()))
-
-    def _cache_reads(self) -> float:
-        total = self.cache.stats()["total"]
-        return float(total["hits"] + total["misses"])
 
     def start_background(self) -> None:
         """Start the background threads a long-lived process wants (dashboard, API)."""
         self.cache.start()
         self.monitor.start()
         self.batch.start()
+        self.alerts.start()
 
     def close(self) -> None:
         if self._closed.is_set():
             return
         self._closed.set()
         failures: list[EngineError] = []
-        # The leases go after the batch runner (its items have stopped) and before the
-        # storage (they commit its last writes, then free the months).
-        parts = (self.batch, self.leases, self.cache, self.monitor, self.source, self.storage)
+        # The notifier after the batch runner (its last jobs' events); the leases then
+        # (they commit the storage's last writes, then free the months), the storage last.
+        parts = (
+            self.batch, self.alerts, self.leases, self.cache, self.monitor, self.source,
+            self.storage,
+        )  # fmt: skip
         for part in parts:
             try:
                 part.close()

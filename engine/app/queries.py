@@ -45,6 +45,7 @@ from engine.monitor.stats import OperationStats
 from engine.settings import LiveSettings, Loaded, Settings, describe
 from engine.sources.base import ExportSource
 from engine.store.bench import BenchStore
+from engine.store.events import CLOSE_KINDS, Event, EventKind
 from engine.store.urls import safe_url
 
 if TYPE_CHECKING:
@@ -920,7 +921,8 @@ def settings_rows(settings: Settings | LiveSettings) -> list[dict[str, str]]:
     """Every setting as text: group, field, seed name, value, default, valid range, doc,
     where the value came from (``origin``) and when a change applies (``applies``).
 
-    Secrets are not shown: the API token as whether it is set, URLs without password.
+    Secrets are not shown: the API token and the webhook URL (its path is often a
+    secret) as whether they are set, URLs without password.
     """
     live = (
         settings if isinstance(settings, LiveSettings) else LiveSettings(Loaded(settings, {}, None))
@@ -946,9 +948,65 @@ def settings_rows(settings: Settings | LiveSettings) -> list[dict[str, str]]:
 
 
 def _shown(field: str, value: Any) -> str:
-    if field == "token":
+    if field in ("token", "webhook_url"):
         return "(not set)" if value is None else "(set)"
     return safe_url(value) if field == "db_url" else setting_text(value)
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+
+def events(
+    console: Console, *, month: str | None = None, kind: str | None = None, limit: int = 200
+) -> list[Event]:
+    """Stored alert events, newest first, of ``month`` and ``kind`` when given."""
+    month = validate_month(month) if month is not None else None
+    if kind is not None and kind not in set(EventKind):
+        known = ", ".join(k.value for k in EventKind)
+        raise ConfigError("kind", kind, f"unknown event kind; expected one of {known}")
+    return console.alerts.events(month=month, kinds=(kind,) if kind else (), limit=limit)
+
+
+def delivery_text(event: Event, *, webhook: bool) -> str:
+    """Where an event's delivery stands, in words."""
+    if event.delivered_at is not None:
+        return f"delivered {event.delivered_at:%Y-%m-%d %H:%M:%S}"
+    if event.attempts:
+        retry = f", next try {event.next_attempt_at:%H:%M:%S}" if event.next_attempt_at else ""
+        return f"pending: {event.attempts} attempts failed ({event.last_error}){retry}"
+    return "pending" if webhook else "stored (no webhook set)"
+
+
+def event_rows(console: Console, found: Iterable[Event]) -> list[dict[str, Any]]:
+    """Events as table rows: when, kind, month, district, details, delivery."""
+    webhook = console.settings.notify.webhook_url is not None
+    return [
+        {
+            "created_at": e.created_at,
+            "kind": e.kind.value,
+            "month": e.month,
+            "district": e.district,
+            "details": _details(e.payload),
+            "delivery": delivery_text(e, webhook=webhook),
+        }
+        for e in found
+    ]
+
+
+def _details(payload: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in payload.items() if v is not None and k != "run_id")
+
+
+def close_events(console: Console, month: str) -> list[dict[str, Any]]:
+    """The close events of ``month`` (month final, job failed, late revision), newest first."""
+    found = console.alerts.events(month=validate_month(month), kinds=CLOSE_KINDS)
+    return event_rows(console, found)
+
+
+def perf_alerts(console: Console, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest performance and watcher alerts, newest first."""
+    kinds = [k for k in EventKind if k not in CLOSE_KINDS]
+    return event_rows(console, console.alerts.events(kinds=kinds, limit=limit))
 
 
 def setting_text(value: Any) -> str:
@@ -1029,9 +1087,13 @@ __all__ = [
     "cache_history",
     "cache_rows",
     "change_matrix",
+    "close_events",
     "close_view",
     "comparison_view",
     "default_month",
+    "delivery_text",
+    "event_rows",
+    "events",
     "final_csv",
     "final_figures",
     "latency_series",
@@ -1039,6 +1101,7 @@ __all__ = [
     "latest_comparison",
     "months",
     "operations_view",
+    "perf_alerts",
     "resource_series",
     "setting_text",
     "settings_rows",

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from engine.batch.runner import SubmitResult
     from engine.store.leases import LeaseRecord
 
-COMMAND_MODULES = ("export", "sim", "batch", "cache", "perf", "bench", "api")
+COMMAND_MODULES = ("export", "sim", "batch", "cache", "perf", "bench", "api", "events")
 out = RichConsole()
 err = RichConsole(stderr=True)
 
@@ -161,6 +161,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     until = replay_bound(args.month, until=args.until, today=console.today())
     started = time.monotonic()
     console.monitor.start()  # resource samples of this run go to the shared history
+    console.alerts.start()  # events (a failed job, the month final) posted as they come
     result = _start_run(console, args.month, split_districts(args.districts), until, args.wait)
     code = 0
     if result is None:

@@ -282,3 +282,27 @@ leases = Table(
     Column("heartbeat_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
 )
+
+# --- alerts (issue 16) -------------------------------------------------------------
+
+# Events for the webhook and the event lists (engine.store.events). ``key`` makes an
+# event happen once per occurrence (a second insert of one key is ignored); ``payload``
+# is the JSON body's details; an event is undelivered while ``delivered_at`` is NULL,
+# and retried from ``next_attempt_at`` (NULL: at once).
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("month", String(7), index=True),
+    Column("district", String(4)),
+    Column("job_id", Integer),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("delivered_at", UTCDateTime()),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("next_attempt_at", UTCDateTime()),
+    Index("ix_events_undelivered", "delivered_at", "next_attempt_at"),
+)

@@ -1,0 +1,72 @@
+"""How the console's parts are connected: callbacks and gauges it hands to them.
+
+Each function takes the parts it joins, so :class:`engine.app.console.Console`
+stays the list of what is built and this module what is plugged into what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from engine.batch.runner import BatchRunner
+from engine.cache import CacheService
+from engine.domain.models import ItemState, JobStatus
+from engine.errors import NotFoundError
+from engine.instrument import reads_for
+from engine.monitor.core import Monitor
+from engine.store.storage import Storage
+
+__all__ = ["job_outcome", "prefetcher", "register_gauges"]
+
+_ITEM_OF_JOB = {
+    JobStatus.COMPLETED: ItemState.SUCCEEDED,
+    JobStatus.FAILED: ItemState.FAILED,
+    JobStatus.CANCELLED: ItemState.CANCELLED,
+}
+
+
+def job_outcome(storage: Storage) -> Callable[[Mapping[str, Any]], ItemState | None]:
+    """The item state of a finished job (for the batches a stopped process left)."""
+
+    def outcome(spec: Mapping[str, Any]) -> ItemState | None:
+        if "job_id" not in spec:
+            return None
+        try:
+            return _ITEM_OF_JOB.get(storage.get_job(int(spec["job_id"])).status)
+        except NotFoundError:
+            return None
+
+    return outcome
+
+
+def prefetcher(cache: CacheService, storage: Storage) -> Callable[[int], None]:
+    """A job read often: load its timeline and its district's other recent jobs."""
+
+    def prefetch(job_id: int) -> None:
+        with reads_for("prefetch"):  # for the UIs' reads: not the engine's work
+            job = storage.get_job(job_id)
+            timeline = storage.timeline(job_id)
+            cache.set("timelines", job_id, timeline, tags=(("job", job_id),), prefetched=True)
+            for other in storage.recent_jobs(job.district):
+                if other.id != job_id:
+                    tags = (("job", other.id),)
+                    cache.set("jobs", other.id, other, tags=tags, prefetched=True)
+
+    return prefetch
+
+
+def register_gauges(
+    monitor: Monitor, cache: CacheService, storage: Storage, batch: BatchRunner
+) -> None:
+    """The figures the monitor samples beside the process's resources."""
+
+    def cache_reads() -> float:
+        total = cache.stats()["total"]
+        return float(total["hits"] + total["misses"])
+
+    monitor.register_gauge("cache_hit_rate", lambda: cache.stats()["total"]["hit_rate"])
+    monitor.register_gauge("cache_reads", cache_reads)
+    monitor.register_gauge("storage_pending_writes", lambda: float(storage.pending_writes()))
+    monitor.register_gauge("batch_queue_depth", lambda: float(batch.queue_depth()))
+    monitor.register_gauge("batch_running", lambda: float(batch.running_count()))
