@@ -50,18 +50,21 @@ def open_storage(
 
     ``naive`` (the "before"): every write commits at once, every read queries.
     ``optimized``: deferred, batched writes and a job store behind in-memory caches.
+    ``settings.optimizations`` may name the parts one by one (``batched_writes``,
+    ``caches``; see :meth:`~engine.settings.StorageSettings.parts`).
     """
     clock = clock or SystemClock()
     database = Database(settings.db_url, instrument=instrument, labels={"mode": settings.mode})
-    optimized = settings.mode == "optimized"
+    parts = settings.parts()
+    cached = "caches" in parts
     cache = ReadCache(
-        enabled=optimized and settings.enable_in_memory_cache,
+        enabled=cached and settings.enable_in_memory_cache,
         max_size=settings.cache_max_size,
         index_timeout_ms=settings.index_cache_timeout_ms,
         clock=clock,
     )
     writes: WritePolicy = Immediate(database)
-    if optimized:
+    if "batched_writes" in parts:
         writes = Deferred(
             database,
             batch_size=settings.batch_size,
@@ -69,7 +72,7 @@ def open_storage(
             clock=clock,
         )
     sql = SqlJobStore(database, writes, clock=clock)
-    jobs: JobStore = CachedJobStore(sql, writes, cache) if optimized else sql
+    jobs: JobStore = CachedJobStore(sql, writes, cache) if cached else sql
     return Storage(database=database, writes=writes, jobs=jobs, cache=cache)
 
 
@@ -91,9 +94,13 @@ class Console:
         )
         self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
         self.cache.set_prefetcher(self._prefetch)
-        optimized = settings.storage.mode == "optimized"
+        parts = settings.storage.parts()
         self.source = source or make_source(
-            settings.source, share_summary=optimized, instrument=self.recorder, clock=self.clock
+            settings.source,
+            share_summary="shared_summary" in parts,
+            reuse_rows="caches" in parts,
+            instrument=self.recorder,
+            clock=self.clock,
         )
         self.reconciler = Reconciler(
             storage=self.storage,
@@ -102,7 +109,7 @@ class Console:
             clock=self.clock,
             instrument=self.recorder,
             on_write=self._invalidate,
-            keep_last_entry=optimized,
+            keep_last_entry="caches" in parts,
         )
         self.batch = BatchRunner(
             settings.batch,
@@ -213,7 +220,7 @@ class Console:
             if not j.status.finished
         ]
         config = dict(config or {})
-        if self.settings.storage.mode == "naive":
+        if "concurrency" not in self.settings.storage.parts():
             config["maxConcurrentJobs"] = 1  # the "before": sequential
         return self.batch.submit(items, config=config, name=MONTH_END_BATCH.format(month=month))
 
