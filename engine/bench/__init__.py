@@ -69,7 +69,7 @@ TARGETS: Mapping[str, Mapping[str, Target]] = {
 
 
 def judged(
-    results: Mapping[str, Mapping[str, float]], *, judge: bool
+    results: Mapping[str, Mapping[str, Any]], *, judge: bool
 ) -> list[tuple[str, str, str, str, str]]:
     """(suite, field, value, target, met?) for every field of ``results`` (suite ->
     fields): the value as text, the target ("" without one), met? "yes", "no", or ""

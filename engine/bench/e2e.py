@@ -74,6 +74,7 @@ FULL = Size(districts=130, latency_ms=20.0, closing_days=10, concurrency=5)
 QUICK = Size(districts=8, latency_ms=2.0, closing_days=3, concurrency=5)
 WARM_UP = replace(QUICK, districts=2, latency_ms=0.0)  # imports, first-use caches
 _TIMINGS = ("naive_s", "optimized_s")  # reported with their spread over the repetitions
+# (and so is the speed-up, for `recon bench --against`)
 
 Progress = Callable[[str, int, int], None]
 """``(what, done, total)``."""
@@ -100,7 +101,7 @@ def run(*, quick: bool, on_progress: Progress | None = None) -> dict[str, Any]:
         for field, value in results[0].items()
         if isinstance(value, float)
     }
-    for field in _TIMINGS:
+    for field in (*_TIMINGS, "speedup"):
         values = [r[field] for r in results]
         out[f"{field}_spread"] = max(values) - min(values)
     out["steps"] = [
