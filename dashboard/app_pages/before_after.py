@@ -170,6 +170,8 @@ def trends(rows: list[dict[str, Any]]) -> None:
         )
         fig.add_hline(y=trend.target_value, line_dash="dash", line_color="#cf222e")
         fig.update_layout(showlegend=False)
+        fig.update_xaxes(tickformat="%b %d", nticks=4)  # runs are days apart, not milliseconds
+        fig.update_yaxes(rangemode="tozero")
         title = f"{trend.suite}.{trend.field} ({trend.target})"
         cols[i % 3].plotly_chart(
             ui.layout(fig, title, 220), key=f"trend_{trend.suite}_{trend.field}"

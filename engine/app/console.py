@@ -76,6 +76,19 @@ def open_storage(
     return Storage(database=database, writes=writes, jobs=jobs, cache=cache)
 
 
+def _make_source(
+    settings: Settings, parts: frozenset[str], instrument: Instrument, clock: Clock
+) -> Source:
+    """The source, sharing summaries and reusing rows as the storage parts say."""
+    return make_source(
+        settings.source,
+        share_summary="shared_summary" in parts,
+        reuse_rows="caches" in parts,
+        instrument=instrument,
+        clock=clock,
+    )
+
+
 class Console:
     """Builds and owns the engine's parts. Thread-safe; share one per process."""
 
@@ -95,13 +108,7 @@ class Console:
         self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
         self.cache.set_prefetcher(self._prefetch)
         parts = settings.storage.parts()
-        self.source = source or make_source(
-            settings.source,
-            share_summary="shared_summary" in parts,
-            reuse_rows="caches" in parts,
-            instrument=self.recorder,
-            clock=self.clock,
-        )
+        self.source = source or _make_source(settings, parts, self.recorder, self.clock)
         self.reconciler = Reconciler(
             storage=self.storage,
             source=self.source,
