@@ -28,6 +28,8 @@ from engine.errors import ConfigError
 DEFAULT_DB_URL = "sqlite:///data/recon.db"
 # A real district's club export (~300 clubs) is under 100 kB; this is 200 times that.
 DEFAULT_MAX_EXPORT_BYTES = 20_000_000
+# What the optimized mode adds to the naive one, in the order `recon bench` adds them.
+OPTIMIZATIONS = ("concurrency", "shared_summary", "batched_writes", "caches")
 
 
 def _f(
@@ -41,6 +43,12 @@ def _f(
 class StorageSettings:
     db_url: str = _f(DEFAULT_DB_URL, "dbUrl", doc="SQLAlchemy URL; SQLite file by default")
     mode: str = _f("optimized", "mode", doc="naive (commit per write) or optimized")
+    optimizations: str = _f(
+        "auto",
+        "optimizations",
+        doc="auto (all in optimized mode, none in naive) or a comma list of "
+        + ", ".join(OPTIMIZATIONS),
+    )
     enable_in_memory_cache: bool = _f(True, "enableInMemoryCache")
     cache_max_size: int = _f(1000, "cacheMaxSize", 10, 100_000)
     batch_size: int = _f(10, "batchSize", 1, 10_000, "deferred writes flushed at this many")
@@ -51,6 +59,13 @@ class StorageSettings:
     lease_ttl_s: float = _f(
         30.0, "leaseTtlS", 1, 3600, "a month whose process died can be worked again after this"
     )
+
+    def parts(self) -> frozenset[str]:
+        """The :data:`OPTIMIZATIONS` in use: ``optimizations``, or all of them in
+        optimized mode and none in naive mode when it is ``auto``."""
+        if self.optimizations == "auto":
+            return frozenset(OPTIMIZATIONS if self.mode == "optimized" else ())
+        return frozenset(p.strip() for p in self.optimizations.split(",") if p.strip())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +298,8 @@ def _check(group: str, name: str, value: Any) -> None:
         raise ConfigError(f"{group}.{name}", value, "expected a finite number")
     if name == "mode" and value not in ("naive", "optimized"):
         raise ConfigError("storage.mode", value, "expected 'naive' or 'optimized'")
+    if name == "optimizations":
+        _check_optimizations(value)
     if (group, name) == ("source", "source"):
         _check_source_url(value)
 
@@ -298,6 +315,13 @@ def _check_source_url(value: str) -> None:
         raise ConfigError("source", value, f"not a valid URL: {exc}") from exc
     if not parts.hostname:
         raise ConfigError("source", value, "not a valid URL: no host")
+
+
+def _check_optimizations(value: str) -> None:
+    unknown = {p.strip() for p in value.split(",") if p.strip()} - set(OPTIMIZATIONS)
+    if value != "auto" and unknown:
+        expected = ", ".join(OPTIMIZATIONS)
+        raise ConfigError("storage.optimizations", value, f"expected auto or some of {expected}")
 
 
 def load(

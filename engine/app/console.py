@@ -52,18 +52,21 @@ def open_storage(
 
     ``naive`` (the "before"): every write commits at once, every read queries.
     ``optimized``: deferred, batched writes and a job store behind in-memory caches.
+    ``settings.optimizations`` may name the parts one by one (``batched_writes``,
+    ``caches``; see :meth:`~engine.settings.StorageSettings.parts`).
     """
     clock = clock or SystemClock()
     database = Database(settings.db_url, instrument=instrument, labels={"mode": settings.mode})
-    optimized = settings.mode == "optimized"
+    parts = settings.parts()
+    cached = "caches" in parts
     cache = ReadCache(
-        enabled=optimized and settings.enable_in_memory_cache,
+        enabled=cached and settings.enable_in_memory_cache,
         max_size=settings.cache_max_size,
         index_timeout_ms=settings.index_cache_timeout_ms,
         clock=clock,
     )
     writes: WritePolicy = Immediate(database)
-    if optimized:
+    if "batched_writes" in parts:
         writes = Deferred(
             database,
             batch_size=settings.batch_size,
@@ -71,9 +74,21 @@ def open_storage(
             clock=clock,
         )
     sql = SqlJobStore(database, writes, clock=clock)
-    jobs: JobStore = CachedJobStore(sql, writes, cache) if optimized else sql
+    jobs: JobStore = CachedJobStore(sql, writes, cache) if cached else sql
     return Storage(database=database, writes=writes, jobs=jobs, cache=cache)
 
+
+def _make_source(
+    settings: Settings, parts: frozenset[str], instrument: Instrument, clock: Clock
+) -> Source:
+    """The source, sharing summaries and reusing rows as the storage parts say."""
+    return make_source(
+        settings.source,
+        share_summary="shared_summary" in parts,
+        reuse_rows="caches" in parts,
+        instrument=instrument,
+        clock=clock,
+    )
 
 
 class Console:
@@ -98,10 +113,8 @@ class Console:
         self.monitor = Monitor(settings.monitor, clock=self.clock, store=perf, recorder=rec)
         self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
         self.cache.set_prefetcher(prefetcher(self.cache, self.storage))
-        optimized = settings.storage.mode == "optimized"
-        self.source = source or make_source(
-            settings.source, share_summary=optimized, instrument=self.recorder, clock=self.clock
-        )
+        parts = settings.storage.parts()
+        self.source = source or _make_source(settings, parts, self.recorder, self.clock)
         self.reconciler = Reconciler(
             storage=self.storage,
             source=self.source,
@@ -109,7 +122,7 @@ class Console:
             clock=self.clock,
             instrument=self.recorder,
             on_write=self._on_write,
-            keep_last_entry=optimized,
+            keep_last_entry="caches" in parts,
         )
         self.batch = BatchRunner(
             settings.batch,
@@ -230,7 +243,7 @@ class Console:
             if not j.status.finished
         ]
         config = dict(config or {})
-        if self.settings.storage.mode == "naive":
+        if "concurrency" not in self.settings.storage.parts():
             config["maxConcurrentJobs"] = 1  # the "before": sequential
         name = MONTH_END_BATCH.format(month=month)
         result = self.batch.submit(items, config=config, name=name)

@@ -25,7 +25,8 @@ from engine.app.months import (
     status_of,
 )
 from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, ItemRecord
-from engine.bench import judged
+from engine.bench import TARGETS, judged
+from engine.bench.e2e import STEP_LABELS
 from engine.cache import LAYERS
 from engine.domain.models import (
     ALL_METRICS,
@@ -811,9 +812,16 @@ def _thin(rows: list[dict[str, Any]], key: str, values: Sequence[str]) -> list[d
 
 # --- benchmarks ----------------------------------------------------------------------------
 
+_DASHBOARD_SUITE = "e2e-dashboard"  # actions.COMPARISON_SUITE: the Before / after page's runs
+
 
 def bench_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
-    """Stored benchmark results (``recon bench`` and the dashboard), newest first."""
+    """Stored benchmark results (``recon bench`` and the dashboard), newest first.
+
+    ``size`` is "quick" for a smoke-sized run (``recon bench --quick``, or a page run
+    smaller than the full workload) and "full" otherwise: only full runs are judged
+    against their targets and headline the Before / after page.
+    """
     out = []
     for row in BenchStore(console.storage).recent(limit):
         result = row.result
@@ -823,6 +831,7 @@ def bench_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
                 "created_at": row.created_at,
                 "suite": row.suite,
                 "quick": bool(row.quick),
+                "size": "quick" if row.quick else "full",
                 "figures": _figures(row.suite, result, judge=not row.quick),
                 "result": result,
             }
@@ -830,17 +839,31 @@ def bench_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
     return out
 
 
+def _target_suite(suite: str) -> str:
+    """The suite whose targets judge ``suite``'s figures (page runs are e2e runs)."""
+    return "e2e" if suite == _DASHBOARD_SUITE else suite
+
+
 def _figures(suite: str, result: Mapping[str, Any], *, judge: bool) -> str:
     """A result's numbers in one line, the fields with a target first and, for a full
     run, whether each met it (e.g. ``read_speedup 10.1 (>= 10: met)``)."""
-    numbers = {k: v for k, v in result.items() if isinstance(v, int | float)}
-    found = judged({suite: numbers}, judge=judge)
-    found.sort(key=lambda row: not row[3])  # stable: stored order otherwise
     verdicts = {"yes": "met", "no": "missed"}
     return ", ".join(
-        f"{field} {value}" + (f" ({target}: {verdicts[met]})" if met else "")
-        for _, field, value, target, met in found
+        f"{r['field']} {r['value']}"
+        + (f" ({r['target']}: {verdicts[r['met']]})" if r["met"] else "")
+        for r in figures_table(suite, result, judge=judge)
     )
+
+
+def figures_table(suite: str, result: Mapping[str, Any], *, judge: bool) -> list[dict[str, str]]:
+    """A stored result's figures as rows (field, value, target, met), the fields with a
+    target first; ``met`` is "yes"/"no" on a judged (full) run, else ""."""
+    found = judged({_target_suite(suite): result}, judge=judge)
+    found.sort(key=lambda row: not row[3])  # stable: stored order otherwise
+    return [
+        {"field": field, "value": value, "target": target, "met": met}
+        for _, field, value, target, met in found
+    ]
 
 
 COMPARISON_MODES = ("naive", "optimized")
@@ -849,7 +872,8 @@ COMPARISON_CHARTS = (
     ("Database round trips", "{}_db_roundtrips"),
     ("Peak memory (MB)", "{}_peak_rss_mb"),
 )
-"""Chart title and result-key template (one key per mode) of a before/after comparison."""
+"""Chart title and result-key template (one key per mode) of a before/after comparison.
+Lower is better in each."""
 
 
 @dataclass(frozen=True)
@@ -860,38 +884,108 @@ class ComparisonChart:
     values: tuple[float, ...] | None
     """One value per :data:`COMPARISON_MODES`; None when the result lacks some."""
 
+    @property
+    def better(self) -> tuple[bool, ...]:
+        """Per mode, whether its value is the lowest (lower is better in every chart)."""
+        if self.values is None:
+            return ()
+        return tuple(v == min(self.values) for v in self.values)
+
+
+@dataclass(frozen=True)
+class ComparisonStep:
+    """One step of the e2e suite's way from naive to optimized."""
+
+    step: str
+    label: str
+    seconds: float
+
 
 @dataclass(frozen=True)
 class ComparisonView:
-    """A before/after result's headline figures and its charts."""
+    """A before/after result's headline figures, its charts and its steps."""
 
     speedup: float
     naive_s: float
     optimized_s: float
     checks: float
     charts: tuple[ComparisonChart, ...]
+    steps: tuple[ComparisonStep, ...] = ()
+    """Naive to optimized (empty for results stored before the steps existed)."""
+    speedup_target: str = ""
+    """e.g. ">= 10"."""
+    speedup_met: bool = False
 
 
 def comparison_view(result: Mapping[str, Any]) -> ComparisonView:
-    """A comparison's result (a task's or a stored one) as figures and charts."""
+    """A comparison's result (a task's or a stored one) as figures, charts and steps."""
     charts = []
     for title, template in COMPARISON_CHARTS:
         keys = [template.format(mode) for mode in COMPARISON_MODES]
         found = all(result.get(key) is not None for key in keys)
         known = tuple(result[key] for key in keys) if found else None
         charts.append(ComparisonChart(title, template, known))
+    steps = tuple(
+        ComparisonStep(s["step"], STEP_LABELS.get(s["step"], s["step"]), s["seconds"])
+        for s in result.get("steps") or ()
+    )
     return ComparisonView(
         speedup=result.get("speedup", 0),
         naive_s=result.get("naive_s", 0),
         optimized_s=result.get("optimized_s", 0),
         checks=result.get("checks", 0),
         charts=tuple(charts),
+        steps=steps,
+        speedup_target=str(TARGETS["e2e"]["speedup"]),
+        speedup_met=TARGETS["e2e"]["speedup"].met(result.get("speedup", 0)),
     )
 
 
-def latest_comparison(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The newest of :func:`bench_history`'s rows that is a before/after comparison."""
-    return next((r for r in rows if "speedup" in r["result"]), None)
+def latest_comparison(
+    rows: Iterable[Mapping[str, Any]], *, full: bool | None = None
+) -> Mapping[str, Any] | None:
+    """The newest of :func:`bench_history`'s rows that is a before/after comparison;
+    with ``full`` True only full-size runs (the headline), False only quick ones."""
+    return next(
+        (
+            r
+            for r in rows
+            if "speedup" in r["result"] and (full is None or r.get("quick") is not full)
+        ),
+        None,
+    )
+
+
+@dataclass(frozen=True)
+class TargetTrend:
+    """One target's figure over the stored full runs, oldest first."""
+
+    suite: str
+    field: str
+    target: str
+    target_value: float
+    when: tuple[datetime, ...]
+    values: tuple[float, ...]
+    run_ids: tuple[int, ...]
+
+
+def target_trends(rows: Iterable[Mapping[str, Any]]) -> list[TargetTrend]:
+    """Each target's trend over the full runs among ``rows`` (:func:`bench_history`'s);
+    targets without any full run are left out."""
+    full = [r for r in reversed(list(rows)) if not r["quick"]]
+    out = []
+    for suite, targets in TARGETS.items():
+        for field, target in targets.items():
+            points = [
+                (r["created_at"], float(r["result"][field]), r["id"])
+                for r in full
+                if _target_suite(r["suite"]) == suite
+                and isinstance(r["result"].get(field), int | float)
+            ]
+            if points:
+                when, values, ids = zip(*points, strict=True)
+                out.append(TargetTrend(suite, field, str(target), target.value, when, values, ids))
+    return out
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -1018,7 +1112,6 @@ def setting_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-
 def status_rows(console: Console, month: str) -> list[dict[str, Any]]:
     """One row per district of the month's latest run (the ``recon status`` table)."""
     return [
@@ -1036,6 +1129,7 @@ def status_rows(console: Console, month: str) -> list[dict[str, Any]]:
         for j in console.jobs(month)
     ]
 
+
 def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
     """The metrics of ``job``'s final snapshot (names as on the timeline), or None
     while it has none (not completed, or completed without target-month data)."""
@@ -1052,6 +1146,7 @@ def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
     )
     entry = next(own, None)
     return dict(entry.metrics) if entry is not None else None
+
 
 __all__ = [
     "CHANGE_KINDS",
@@ -1084,6 +1179,10 @@ __all__ = [
     "batch_history",
     "batch_view",
     "bench_history",
+    "figures_table",
+    "target_trends",
+    "TargetTrend",
+    "ComparisonStep",
     "cache_history",
     "cache_rows",
     "change_matrix",

@@ -67,12 +67,13 @@ class TaskRegistry:
         self._tasks: OrderedDict[int, TaskStatus] = OrderedDict()
         self._threads: dict[int, threading.Thread] = {}
 
-    def start(self, name: str, fn: Callable[[Report], Any]) -> int:
-        """Run ``fn(report)`` in the background; return the task's id."""
+    def start(self, name: str, fn: Callable[[Report], Any], *, total: int = 0) -> int:
+        """Run ``fn(report)`` in the background; return the task's id. ``total``: the
+        work's size when known at the start, so that progress starts at "0 of total"."""
         with self._lock:
             task_id = next(self._ids)
             self._tasks[task_id] = TaskStatus(
-                task_id, name, RUNNING, 0, 0, "starting", self._clock.now(), None, None, None
+                task_id, name, RUNNING, 0, total, "starting", self._clock.now(), None, None, None
             )
             self._forget_old()
             thread = threading.Thread(

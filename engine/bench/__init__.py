@@ -1,20 +1,23 @@
 """Benchmark suites for ``recon bench``.
 
-Each suite is a module in this package with ``run(*, quick: bool) -> dict[str, float]``
-returning the suite's JSON fields. Timings are medians of several repetitions
-after a warm-up (:func:`alternate`), with their spread (max - min) in a
+Each suite is a module in this package with ``run(*, quick: bool) -> dict[str, Any]``
+returning the suite's JSON fields (numbers; e2e also its ``steps``). Timings are
+medians of several repetitions after a warm-up (:func:`alternate`), with their
+spread (max - min) in a
 ``<field>_spread`` field; ratios compare against a baseline measured in the
 same process and run. ``quick`` runs small sizes in seconds (the test suite's
 smoke run); :data:`TARGETS` are judged on full runs only.
 
 Results are stored in the ``bench_results`` table (:func:`store`), one row per
-suite, so that the dashboard shows them beside its own before/after runs.
+suite, so that the dashboard shows them beside its own before/after runs;
+:mod:`engine.bench.against` compares a run with a stored one.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+import inspect
 import operator
 import os
 import platform
@@ -66,18 +69,27 @@ TARGETS: Mapping[str, Mapping[str, Target]] = {
 
 
 def judged(
-    results: Mapping[str, Mapping[str, float]], *, judge: bool
+    results: Mapping[str, Mapping[str, Any]], *, judge: bool
 ) -> list[tuple[str, str, str, str, str]]:
     """(suite, field, value, target, met?) for every field of ``results`` (suite ->
     fields): the value as text, the target ("" without one), met? "yes", "no", or ""
     without a target or when not ``judge`` (quick runs)."""
     found = []
     for suite, fields in results.items():
-        for field, value in fields.items():
+        for field, value in numbers(fields).items():
             target = TARGETS.get(suite, {}).get(field)
             met = "" if target is None or not judge else ("yes" if target.met(value) else "no")
             found.append((suite, field, f"{value:.4g}", str(target or ""), met))
     return found
+
+
+def numbers(fields: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric figures of a suite's result (not its ``steps`` or ``machine``)."""
+    return {
+        k: float(v)
+        for k, v in fields.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def alternate(
@@ -138,24 +150,31 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_suite(name: str, *, quick: bool) -> dict[str, float]:
+def run_suite(
+    name: str, *, quick: bool, on_progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, Any]:
+    """Run one suite; ``on_progress(what, done, total)`` reaches the suites that report
+    progress (e2e), the others run without."""
     if name not in SUITES:
         raise ValueError(name)
     module = importlib.import_module(f"engine.bench.{name}")
-    result: dict[str, float] = module.run(quick=quick)
+    if on_progress is not None and "on_progress" in inspect.signature(module.run).parameters:
+        reported: dict[str, Any] = module.run(quick=quick, on_progress=on_progress)
+        return reported
+    result: dict[str, Any] = module.run(quick=quick)
     return result
 
 
 def store(
     storage: Transactions,
     suite: str,
-    result: Mapping[str, float],
+    result: Mapping[str, Any],
     *,
     quick: bool,
     when: datetime,
-) -> None:
-    """Record one suite's result (with the machine) in ``bench_results``."""
-    BenchStore(storage).add(suite, {**result, "machine": machine()}, quick=quick, when=when)
+) -> int:
+    """Record one suite's result (with the machine) in ``bench_results``; its id."""
+    return BenchStore(storage).add(suite, {**result, "machine": machine()}, quick=quick, when=when)
 
 
 __all__ = [
@@ -165,6 +184,7 @@ __all__ = [
     "alternate",
     "judged",
     "machine",
+    "numbers",
     "paired_ratio",
     "run_suite",
     "store",

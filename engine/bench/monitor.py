@@ -39,6 +39,11 @@ def run(*, quick: bool) -> dict[str, float]:
     result = {name: statistics.median(values) for name, values in timings.items()}
     result.update({f"{name}_spread": max(v) - min(v) for name, v in timings.items()})
     result["overhead_vs_prometheus"] = result["timed_op_ns"] / result["prometheus_observe_ns"]
+    # the ratio's own spread, of the repetitions' ratios: what `recon bench --against` allows
+    ratios = [
+        t / p for t, p in zip(timings["timed_op_ns"], timings["prometheus_observe_ns"], strict=True)
+    ]
+    result["overhead_vs_prometheus_spread"] = max(ratios) - min(ratios)
     return result
 
 

@@ -182,7 +182,9 @@ class _Entry:
 class ExportSource(ABC):
     """Builds snapshots from a club performance export and the district summary.
 
-    :param share_summary: keep parsed summaries and rows between checks (optimized mode).
+    :param share_summary: keep parsed summaries between checks (optimized mode).
+    :param reuse_rows: keep parsed rows between checks (:class:`RowMemo`); None: as
+        ``share_summary``.
     :param max_bytes: larger exports are refused (setting ``source.max_export_bytes``);
         subclasses check the size before reading a file or body whole.
     :param instrument: receives the parse timings.
@@ -194,11 +196,13 @@ class ExportSource(ABC):
         self,
         *,
         share_summary: bool,
+        reuse_rows: bool | None = None,
         max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
         instrument: Instrument = NO_INSTRUMENT,
     ) -> None:
         self._summaries = _SummaryCache() if share_summary else None
-        self._rows = RowMemo() if share_summary else None
+        reuse = share_summary if reuse_rows is None else reuse_rows
+        self._rows = RowMemo() if reuse else None
         self._max_bytes = max_bytes
         self._instrument = instrument
 

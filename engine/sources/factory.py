@@ -18,12 +18,14 @@ def make_source(
     settings: SourceSettings,
     *,
     share_summary: bool,
+    reuse_rows: bool | None = None,
     instrument: Instrument = NO_INSTRUMENT,
     clock: Clock | None = None,
 ) -> Source:
     """The source ``settings.source`` names: 'sim', an http(s) URL or a folder path.
 
     Every source refuses exports over ``settings.max_export_bytes``.
+    ``share_summary`` and ``reuse_rows``: see :class:`~engine.sources.base.ExportSource`.
     ``clock`` is the simulator's: it publishes nothing for a collection date after its today.
     """
     where = settings.source
@@ -38,13 +40,18 @@ def make_source(
             clock=clock,
         )
         return SimulatorSource(
-            sim, share_summary=share_summary, max_bytes=max_bytes, instrument=instrument
+            sim,
+            share_summary=share_summary,
+            reuse_rows=reuse_rows,
+            max_bytes=max_bytes,
+            instrument=instrument,
         )
     if where.startswith(("http://", "https://")):
         return HttpSource(
             where,
             timeout_s=settings.http_timeout_s,
             share_summary=share_summary,
+            reuse_rows=reuse_rows,
             max_bytes=max_bytes,
             instrument=instrument,
         )
@@ -55,5 +62,9 @@ def make_source(
             "no such folder; expected 'sim', an http(s) URL or a folder of CSV exports",
         )
     return FolderSource(
-        where, share_summary=share_summary, max_bytes=max_bytes, instrument=instrument
+        where,
+        share_summary=share_summary,
+        reuse_rows=reuse_rows,
+        max_bytes=max_bytes,
+        instrument=instrument,
     )

@@ -44,10 +44,16 @@ class FolderSource(ExportSource):
         path: str | Path,
         *,
         share_summary: bool,
+        reuse_rows: bool | None = None,
         max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
         instrument: Instrument = NO_INSTRUMENT,
     ) -> None:
-        super().__init__(share_summary=share_summary, max_bytes=max_bytes, instrument=instrument)
+        super().__init__(
+            share_summary=share_summary,
+            reuse_rows=reuse_rows,
+            max_bytes=max_bytes,
+            instrument=instrument,
+        )
         self.path = Path(path)
         self.name = str(self.path)
         self._root = self.path.resolve()

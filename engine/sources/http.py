@@ -31,10 +31,16 @@ class HttpSource(ExportSource):
         *,
         timeout_s: float = 30.0,
         share_summary: bool,
+        reuse_rows: bool | None = None,
         max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
         instrument: Instrument = NO_INSTRUMENT,
     ) -> None:
-        super().__init__(share_summary=share_summary, max_bytes=max_bytes, instrument=instrument)
+        super().__init__(
+            share_summary=share_summary,
+            reuse_rows=reuse_rows,
+            max_bytes=max_bytes,
+            instrument=instrument,
+        )
         self.name = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._client = httpx.Client(base_url=self.name, timeout=httpx.Timeout(timeout_s))

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from engine import settings as settings_mod
 from engine.app import queries
 from engine.app.console import Console, open_storage
+from engine.bench.e2e import STEPS
 from engine.cancel import NEVER, CancelToken
 from engine.clock import FakeClock
 from engine.domain.models import ItemState, Snapshot
@@ -228,30 +229,79 @@ def test_performance_page_shows_operations_and_advice(app: Open, populated: str)
 # --- Before / after ----------------------------------------------------------------------------
 
 
-def test_before_after_lists_stored_results_with_their_charts(app: Open, db_url: str):
+E2E_RESULT = {
+    "naive_s": 12.0,
+    "optimized_s": 1.0,
+    "speedup": 12.0,
+    "checks": 1300,
+    "naive_db_roundtrips": 9000,
+    "optimized_db_roundtrips": 400,
+    "naive_peak_rss_mb": 120.0,
+    "optimized_peak_rss_mb": 90.0,
+}
+
+
+def store_bench(db_url: str, *runs: tuple[str, bool, dict[str, object]]) -> None:
+    """Store (suite, quick, result) runs in order, oldest first."""
     storage = open_storage(StorageSettings(db_url=db_url, mode="naive"))
-    result = {
-        "naive_s": 12.0,
-        "optimized_s": 1.0,
-        "speedup": 12.0,
-        "checks": 1300,
-        "naive_db_roundtrips": 9000,
-        "optimized_db_roundtrips": 400,
-        "naive_peak_rss_mb": 120.0,
-        "optimized_peak_rss_mb": 90.0,
-    }
-    row = {"created_at": datetime.now(UTC), "suite": "e2e", "quick": True}
-    storage.write(bench_results, [{**row, "result": json.dumps(result)}])
+    rows = [
+        {"created_at": datetime.now(UTC), "suite": s, "quick": q, "result": json.dumps(r)}
+        for s, q, r in runs
+    ]
+    for row in rows:
+        storage.write(bench_results, [row])
     storage.close()
+
+
+def table_with(at: AppTest, column: str) -> object:
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def test_before_after_lists_stored_results_with_their_charts(app: Open, db_url: str):
+    store_bench(db_url, ("e2e", False, E2E_RESULT))
 
     at = app("before_after")
     assert_clean(at)
-    stored = at.dataframe[0].value
+    stored = table_with(at, "suite")
     assert list(stored["suite"]) == ["e2e"]
-    assert "speedup 12" in stored.iloc[0]["figures"]
+    assert list(stored["size"]) == ["full"]
+    figures = table_with(at, "field")
+    speedup = figures[figures["field"] == "speedup"].iloc[0]
+    assert (speedup["value"], speedup["target"], speedup["met"]) == ("12", ">= 10", "yes")
     assert metrics(at)["Speed-up"] == "12.0×"
     bars = [c for c in charts(at) if c["data"][0]["type"] == "bar"]
     assert [b["data"][0]["y"] for b in bars] == [[12.0, 1.0], [9000, 400], [120.0, 90.0]]
+    # lower is better in each: the optimized bar is the green one
+    assert {tuple(b["data"][0]["marker"]["color"]) for b in bars} == {("#afb8c1", "#2da44e")}
+
+
+def test_before_after_headline_is_the_latest_full_run_never_a_quick_one(app: Open, db_url: str):
+    steps = [
+        {"step": s, "seconds": t} for s, t in zip(STEPS, (6.0, 2.0, 1.8, 1.2, 0.5), strict=True)
+    ]
+    quick = {**E2E_RESULT, "speedup": 2.8, "naive_s": 2.8, "steps": steps}
+    full = {**E2E_RESULT, "naive_s": 6.0, "optimized_s": 0.5, "steps": steps}
+    store_bench(db_url, ("e2e", False, full), ("e2e", True, quick))
+
+    at = app("before_after")
+    assert_clean(at)
+    headline = next(s.value for s in at.subheader if s.value.startswith("Headline"))
+    assert "full-size run (#1" in headline
+    speedups = [m.value for m in at.metric if m.label == "Speed-up"]
+    assert speedups == ["12.0×", "2.8×"], "the headline first; the newer quick run below it"
+    assert any("quick" in e.label and "#2" in e.label for e in at.expander)
+    stored = table_with(at, "suite")
+    assert list(stored["size"]) == ["quick", "full"]
+    waterfall = next(c for c in charts(at) if c["data"][0]["type"] == "waterfall")
+    assert waterfall["data"][0]["measure"] == ["absolute"] + ["relative"] * 4 + ["total"]
+    assert waterfall["data"][0]["y"][0] == 6.0
+    trends = [c for c in charts(at) if c["layout"]["title"]["text"].startswith("e2e.speedup")]
+    assert len(trends) == 1 and trends[0]["data"][0]["y"] == [12.0], "full runs only"
+
+    # the quick run's figures are a table, not judged
+    at.selectbox(key="bench_figures_of").select(2).run()
+    figures = [d.value for d in at.dataframe if "field" in d.value.columns][-1]
+    assert set(figures["met"]) == {""}
 
 
 # --- Settings ----------------------------------------------------------------------------------
@@ -308,15 +358,17 @@ def test_before_after_runs_a_comparison_in_the_background(app: Open, db_url: str
     button(at, "Run before/after").click().run()
     assert_clean(at)
     task = engine().tasks.recent()[0]
+    assert task.total == 2 * len(STEPS), "progress starts with the real total"
     done = engine().tasks.wait(task.task_id)  # the comparison runs on an engine thread
     assert done.error is None and done.state == "succeeded"
     at.run()
     assert_clean(at)
-    assert any(s.value == "This run" for s in at.subheader)
+    assert any(s.value.startswith("This run (quick") for s in at.subheader)
     assert metrics(at)["Speed-up"].endswith("×")
-    assert len([c for c in charts(at) if c["data"][0]["type"] == "bar"]) == 3
-    stored = at.dataframe[0].value
+    assert len([c for c in charts(at) if c["data"][0]["type"] == "bar"]) >= 3
+    stored = table_with(at, "suite")
     assert list(stored["suite"]) == ["e2e-dashboard"], "the run is stored with past results"
+    assert list(stored["size"]) == ["quick"]
 
 
 def test_invalid_settings_show_what_to_fix_instead_of_a_traceback(app: Open, monkeypatch):

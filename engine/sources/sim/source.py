@@ -22,10 +22,16 @@ class SimulatorSource(ExportSource):
         sim: Simulator,
         *,
         share_summary: bool,
+        reuse_rows: bool | None = None,
         max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
         instrument: Instrument = NO_INSTRUMENT,
     ) -> None:
-        super().__init__(share_summary=share_summary, max_bytes=max_bytes, instrument=instrument)
+        super().__init__(
+            share_summary=share_summary,
+            reuse_rows=reuse_rows,
+            max_bytes=max_bytes,
+            instrument=instrument,
+        )
         self.sim = sim
 
     def _club(
