@@ -118,6 +118,15 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WatchSettings:
+    embedded: bool = _f(
+        True,
+        "embedded",
+        doc="the dashboard watches the month closing now (simulator) unless a watcher runs",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
@@ -126,6 +135,7 @@ class Settings:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     source: SourceSettings = field(default_factory=SourceSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
 
     def with_values(self, group: str, **values: Any) -> Settings:
         """A copy with fields of one group replaced (after type checks and clamping)."""

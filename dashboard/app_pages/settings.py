@@ -9,7 +9,7 @@ import ui
 from engine.app import actions, queries
 
 console = runtime.get_console()
-GROUPS = ("recon", "cache", "storage", "batch", "monitor", "source", "api")
+GROUPS = ("recon", "cache", "storage", "batch", "monitor", "source", "api", "watch")
 COLUMNS = {
     "field": "Field",
     "seed": "Seed name",

@@ -148,11 +148,18 @@ class Console:
         return result
 
     def continue_month(
-        self, month: str, *, districts: Sequence[str] | None = None, until: date | None = None
+        self,
+        month: str,
+        *,
+        districts: Sequence[str] | None = None,
+        until: date | None = None,
+        live: bool = False,
     ) -> SubmitResult | None:
         """Like :meth:`start_batch`, but a month whose latest run is finished gets no new
-        run (None): for a start that waited while another process worked the month."""
-        return self._start(month, districts, 0, None, until, again=False)
+        run (None): for a start that waited while another process worked the month, and
+        for the watcher. ``live``: the source serves only the day ``until`` (a live
+        dashboard), so earlier days not checked yet are recorded as gaps."""
+        return self._start(month, districts, 0, None, until, again=False, live=live)
 
     def _start(
         self,
@@ -163,6 +170,7 @@ class Console:
         until: date | None,
         *,
         again: bool,
+        live: bool = False,
     ) -> SubmitResult | None:
         month = validate_month(month)
         bound = replay_bound(month, until=until, today=self.today())
@@ -178,7 +186,9 @@ class Console:
             if self.leases.take(month):
                 self.storage.clear_cache()  # another process may have worked it meanwhile
             try:
-                result = self._submit_month(month, chosen, priority, config, bound, again=again)
+                result = self._submit_month(
+                    month, chosen, priority, config, bound, again=again, live=live
+                )
             except BaseException:
                 self.leases.give_up(month)
                 raise
@@ -201,12 +211,15 @@ class Console:
         until: date,
         *,
         again: bool,
+        live: bool,
     ) -> SubmitResult | None:
         if not again and self._closed_meanwhile(month):
             return None
         jobs = self.reconciler.start_month(month, chosen, mode=self.settings.storage.mode)
         self._invalidate_month(month)
-        spec = {"kind": "reconcile", "month": month, "until": until.isoformat()}
+        spec: dict[str, Any] = {"kind": "reconcile", "month": month, "until": until.isoformat()}
+        if live:  # days before `until` cannot be fetched any more: gaps
+            spec["gaps_before"] = until.isoformat()
         items = [
             ({**spec, "job_id": j.id, "district": j.district}, priority)
             for j in jobs
@@ -230,7 +243,8 @@ class Console:
             raise ConfigError("kind", spec.get("kind"), "unknown batch item kind")
         # Items of batches stored before the bound existed replay up to today.
         until = date.fromisoformat(spec["until"]) if "until" in spec else self.today()
-        job = self.reconciler.replay(int(spec["job_id"]), token, until=until)
+        gaps = date.fromisoformat(spec["gaps_before"]) if "gaps_before" in spec else None
+        job = self.reconciler.replay(int(spec["job_id"]), token, until=until, gaps_before=gaps)
         return {"status": job.status.value, "reason": job.reason.value if job.reason else None}
 
     def _should_skip(self, spec: Mapping[str, Any]) -> bool:
