@@ -120,6 +120,7 @@ class Revision:
         return ClubState(s.club, standing, active, new, goals, s.oct_ren, s.apr_ren, late)
 
 
+
 def make_club(rng: random.Random, number: int, index: int) -> Club:
     area = index // 5 + 1  # areas of five clubs, divisions of five areas
     name = (

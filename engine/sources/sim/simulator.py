@@ -177,7 +177,9 @@ class Simulator:
                 starts, data.opening, data.opening_lines, states, strict=True
             )
         ]
-        return "".join((CLUB_PERFORMANCE_HEADER_LINE, *lines, footer(data_month, collection_date)))
+        return "".join(
+            (CLUB_PERFORMANCE_HEADER_LINE, *lines, footer(data_month, collection_date))
+        )
 
     def district_performance_csv(
         self, district: str, month: str, collection_date: date, cancel: CancelToken = NEVER
@@ -292,6 +294,7 @@ class Simulator:
             club_line(start, s) for start, s in zip(info.row_starts, opening, strict=True)
         )
         return _Month(opening, revisions, lines)
+
 
 
 def _make_district(seed: int, district: str) -> _District:
