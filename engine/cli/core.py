@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from engine.batch.runner import SubmitResult
     from engine.store.leases import LeaseRecord
 
-COMMAND_MODULES = ("export", "sim", "batch", "cache", "perf", "bench", "api")
+COMMAND_MODULES = ("export", "watch", "sim", "batch", "cache", "perf", "bench", "api")
 out = RichConsole()
 err = RichConsole(stderr=True)
 
