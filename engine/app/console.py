@@ -155,10 +155,9 @@ class Console:
         until: date | None = None,
         live: bool = False,
     ) -> SubmitResult | None:
-        """Like :meth:`start_batch`, but a month whose latest run is finished gets no new
-        run (None): for a start that waited while another process worked the month, and
-        for the watcher. ``live``: the source serves only the day ``until`` (a live
-        dashboard), so earlier days not checked yet are recorded as gaps."""
+        """Like :meth:`start_batch`, but a finished month gets no new run (None): for a start
+        that waited for another process, and the watcher. ``live``: the source serves only
+        the day ``until``, so earlier days not checked yet are gaps (a live dashboard)."""
         return self._start(month, districts, 0, None, until, again=False, live=live)
 
     def _start(
@@ -186,9 +185,7 @@ class Console:
             if self.leases.take(month):
                 self.storage.clear_cache()  # another process may have worked it meanwhile
             try:
-                result = self._submit_month(
-                    month, chosen, priority, config, bound, again=again, live=live
-                )
+                result = self._submit_month(month, chosen, priority, config, bound, again, live)
             except BaseException:
                 self.leases.give_up(month)
                 raise
@@ -209,7 +206,6 @@ class Console:
         priority: int,
         config: Mapping[str, Any] | None,
         until: date,
-        *,
         again: bool,
         live: bool,
     ) -> SubmitResult | None:

@@ -346,4 +346,30 @@ def _days(job: Job) -> int:
     return (job.last_check_date - month_end(job.month)).days
 
 
-__all__ = ["POLL_S", "WATCHER_LEASE", "TickReport", "Watcher"]
+__all__ = ["POLL_S", "WATCHER_LEASE", "TickReport", "Watcher", "start_embedded"]
+
+
+def start_embedded(console: Console) -> Callable[[], None] | None:
+    """The dashboard's own watcher: a thread watching the simulator by the real date.
+
+    Started unless ``[watch] embedded`` is off, the source is not the simulator, or
+    another watcher holds the lease (that one is shown instead). Returns the function
+    that stops it (the current step ends, the lease is freed), or None.
+    """
+    if not console.settings.watch.embedded or console.settings.source.source != "sim":
+        return None
+    watcher = Watcher(console)
+    stop = threading.Event()
+    if not watcher.claim(stop, wait=False):
+        return None
+    every_s = console.settings.recon.check_frequency_hours * 3600
+    thread = threading.Thread(
+        target=watcher.run, kwargs={"every_s": every_s, "stop": stop}, name="watcher", daemon=True
+    )
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join()
+
+    return halt
