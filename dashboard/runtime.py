@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -17,6 +18,7 @@ import streamlit as st
 from engine import settings as settings_mod
 from engine.app import queries
 from engine.app.console import Console
+from engine.app.watcher import start_embedded
 from engine.clock import clock_from_env
 from engine.errors import EngineError
 from engine.store.urls import safe_url
@@ -26,12 +28,25 @@ REFRESH_S = 2.0  # how often live parts poll the engine
 _PREFIX = "recon_"
 
 
+# The embedded watcher's stop function per console (at most one console per process):
+# stopped before its console closes, whichever way that happens.
+_watchers: dict[int, Callable[[], None]] = {}
+
+
+def _stop_watcher(console: Console) -> None:
+    halt = _watchers.pop(id(console), None)
+    if halt is not None:
+        halt()
+
+
 def _close(console: Console) -> None:
     atexit.unregister(_close_at_exit)  # one console per process: the only hook
+    _stop_watcher(console)
     console.close()
 
 
 def _close_at_exit(console: Console) -> None:
+    _stop_watcher(console)
     try:
         console.close()
     except EngineError as exc:
@@ -46,6 +61,11 @@ def get_console() -> Console:
     # Streamlit does not release cached resources when the server stops: flush then.
     atexit.register(_close_at_exit, console)
     console.start_background()
+    # `make run` shows the month closing now: a watcher thread unless another watcher
+    # runs or the setting [watch] embedded is off.
+    halt = start_embedded(console)
+    if halt is not None:
+        _watchers[id(console)] = halt
     return console
 
 

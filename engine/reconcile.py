@@ -109,9 +109,21 @@ class Reconciler:
 
     # --- one job ----------------------------------------------------------------------------
 
-    def replay(self, job_id: int, token: CancelToken = NEVER, *, until: date | None = None) -> Job:
+    def replay(
+        self,
+        job_id: int,
+        token: CancelToken = NEVER,
+        *,
+        until: date | None = None,
+        gaps_before: date | None = None,
+    ) -> Job:
         """Check ``job_id`` day after day until it finalizes, or until the collection
-        date ``until`` (today, for a month still closing): the job then stays active."""
+        date ``until`` (today, for a month still closing): the job then stays active.
+
+        Days before ``gaps_before`` are recorded as gaps without asking the source:
+        a live dashboard serves only today's exports, so a day the watcher missed
+        cannot be fetched any more.
+        """
         job = self.storage.get_job(job_id)
         if job.status.finished:
             return job
@@ -134,7 +146,10 @@ class Reconciler:
             limit = min(limit, until)
         while not job.status.finished and day <= limit:
             token.check()
-            job, kept = self.check(job, day, token, last=last)
+            if gaps_before is not None and day < gaps_before:
+                job, kept = self._gap(job, day, last), last
+            else:
+                job, kept = self.check(job, day, token, last=last)
             token.progress()
             last = kept if keep else None
             day += timedelta(days=1)

@@ -165,6 +165,15 @@ class NotifySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WatchSettings:
+    embedded: bool = _f(
+        True,
+        "embedded",
+        doc="the dashboard watches the month closing now (simulator) unless a watcher runs",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
@@ -174,6 +183,7 @@ class Settings:
     source: SourceSettings = field(default_factory=SourceSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
 
     def with_values(self, group: str, **values: Any) -> Settings:
         """A copy with fields of one group replaced (after type checks and clamping)."""

@@ -311,7 +311,15 @@ def events_section() -> None:
         ui.table(rows, key="close_events", column_order=EVENT_COLUMNS)
 
 
+def watcher_line() -> None:
+    """Whether a watcher follows the close: source, last and next tick, where it runs."""
+    watcher = queries.watcher_view(console)
+    error = f" · last error: {watcher.last_error}" if watcher.last_error else ""
+    st.caption(f"{watcher.summary}{error}", help="`recon watch`: one watcher per database")
+
+
 def overview() -> bool:
+    watcher_line()
     view = queries.close_view(console, month)
     if view.total == 0:
         empty_state()

@@ -10,7 +10,7 @@ import ui
 from engine.app import actions, queries
 
 console = runtime.get_console()
-GROUPS = ("recon", "cache", "storage", "batch", "monitor", "source", "api", "notify")
+GROUPS = ("recon", "cache", "storage", "batch", "monitor", "source", "api", "notify", "watch")
 COLUMNS = {
     "field": "Field",
     "seed": "Seed name",

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from engine.app import queries
 from engine.app.console import Console
 
 
@@ -26,6 +27,7 @@ class EngineCollector:
         yield from self._cache()
         yield from self._storage()
         yield from self._batch()
+        yield from self._watcher()
 
     def _operations(self) -> Iterator[Metric]:
         stats = self._console.monitor.stats(source="memory")
@@ -84,6 +86,19 @@ class EngineCollector:
         )
         yield GaugeMetricFamily(
             "recon_batch_running", "Items running or waiting to retry", value=batch.running_count()
+        )
+
+    def _watcher(self) -> Iterator[Metric]:
+        watcher = queries.watcher_view(self._console)
+        yield GaugeMetricFamily(
+            "recon_watcher_running", "1 while a watcher holds the lease", value=watcher.running
+        )
+        last = watcher.last_tick_at.timestamp() if watcher.last_tick_at else 0.0
+        yield GaugeMetricFamily(
+            "recon_watcher_last_tick_timestamp_seconds", "The watcher's last tick", value=last
+        )
+        yield GaugeMetricFamily(
+            "recon_watcher_open_jobs", "Open jobs after the last tick", value=watcher.open_jobs
         )
 
 

@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import CoreSchema
 
+from engine.app.queries import WatcherView
 from engine.batch.runner import AttemptRecord, BatchInfo, BatchProgress, ItemRecord
 from engine.clock import as_utc
 from engine.domain.models import Job, MetricChange, TimelineEntry, validate_month
@@ -528,9 +529,14 @@ class TimelineOut(Out):
     total: int
 
 
+WatcherOut = derive(WatcherView, name="WatcherOut", add={"summary": str})
+
+
 class HealthOut(Out):
     status: Literal["ok", "fail"]
     database: str
+    watcher: WatcherOut | None = None  # type: ignore[valid-type]
+    """The database's watcher (``recon watch``); absent when the database is unreachable."""
 
 
 __all__ = ["SEED_NAMES", "As", "In", "Out", "camel", "camel_keys", "derive", "patch_of", "view"]

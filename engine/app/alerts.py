@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING
 from engine.app.months import MonthStatus, status_of
 from engine.clock import Clock
 from engine.notify.delivery import Transport
-from engine.notify.notifier import Notifier
+from engine.notify.notifier import Notifier, WatcherTicks
 from engine.notify.rules import OperationP95, PerfFigures
 from engine.store.events import EventKind, NewEvent, SqlEventStore
+from engine.store.watcher import SqlWatcherStatus
 
 if TYPE_CHECKING:
     from engine.app.console import Console
 
-__all__ = ["build_notifier", "month_final_event", "perf_figures"]
+__all__ = ["build_notifier", "month_final_event", "perf_figures", "watcher_ticks"]
 
 
 def build_notifier(
@@ -33,6 +34,7 @@ def build_notifier(
         clock=clock,
         month_check=lambda month: month_final_event(console, month),
         figures=lambda: perf_figures(console),
+        watcher=lambda: watcher_ticks(console),
         transport=transport,
     )
 
@@ -74,3 +76,17 @@ def perf_figures(console: Console) -> PerfFigures:
         rss_mb=rss["peak"] if rss else None,
         memory_threshold_mb=float(console.settings.batch.memory_threshold_mb),
     )
+
+
+def watcher_ticks(console: Console) -> WatcherTicks | None:
+    """The database's watcher while it is meant to be running (not stopped), with its
+    last tick and its period (next tick - last tick); None otherwise."""
+    from engine.app.watcher import WATCHER_LEASE  # the watcher module builds on the console
+
+    status = SqlWatcherStatus(console.storage).load(WATCHER_LEASE)
+    if status is None or status.stopped_at is not None:
+        return None
+    if status.last_tick_at is None or status.next_tick_at is None:
+        return None
+    every_s = (status.next_tick_at - status.last_tick_at).total_seconds()
+    return WatcherTicks(WATCHER_LEASE, status.last_tick_at, every_s) if every_s > 0 else None

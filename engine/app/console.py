@@ -12,10 +12,9 @@ from datetime import date, timedelta
 from typing import Any
 
 from engine.app.alerts import build_notifier
-from engine.app.month_lease import MonthLeases
 from engine.app.months import MONTH_END_BATCH, month_batch, replay_bound
 from engine.app.tasks import TaskRegistry
-from engine.app.wiring import job_outcome, prefetcher, register_gauges
+from engine.app.wiring import job_outcome, month_leases, prefetcher, register_gauges
 from engine.batch.runner import BatchRunner, SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
@@ -39,7 +38,6 @@ from engine.store.batches import SqlBatchStore
 from engine.store.cached import CachedJobStore, ReadCache
 from engine.store.database import Database
 from engine.store.jobs import JobStore, SqlJobStore
-from engine.store.leases import SqlLeases
 from engine.store.perf import SqlPerfStore
 from engine.store.storage import Storage
 from engine.store.writes import Deferred, Immediate, WritePolicy
@@ -134,7 +132,7 @@ class Console:
             instrument=self.recorder,
         )
         self.batch.listen(self._on_batch_event)
-        self.leases = self._month_leases()
+        self.leases = month_leases(self.storage, self.batch, self.clock, settings.storage)
         self.alerts = build_notifier(self, clock=self.clock)  # events: engine.notify
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
         register_gauges(self.monitor, self.cache, self.storage, self.batch)
@@ -175,11 +173,17 @@ class Console:
         return result
 
     def continue_month(
-        self, month: str, *, districts: Sequence[str] | None = None, until: date | None = None
+        self,
+        month: str,
+        *,
+        districts: Sequence[str] | None = None,
+        until: date | None = None,
+        live: bool = False,
     ) -> SubmitResult | None:
-        """Like :meth:`start_batch`, but a month whose latest run is finished gets no new
-        run (None): for a start that waited while another process worked the month."""
-        return self._start(month, districts, 0, None, until, again=False)
+        """Like :meth:`start_batch`, but a finished month gets no new run (None): for a start
+        that waited for another process, and the watcher. ``live``: the source serves only
+        the day ``until``, so earlier days not checked yet are gaps (a live dashboard)."""
+        return self._start(month, districts, 0, None, until, again=False, live=live)
 
     def _start(
         self,
@@ -190,6 +194,7 @@ class Console:
         until: date | None,
         *,
         again: bool,
+        live: bool = False,
     ) -> SubmitResult | None:
         month = validate_month(month)
         bound = replay_bound(month, until=until, today=self.today())
@@ -208,7 +213,7 @@ class Console:
             if self.leases.take(month):
                 self.storage.clear_cache()  # another process may have worked it meanwhile
             try:
-                result = self._submit_month(month, chosen, priority, config, bound, again=again)
+                result = self._submit_month(month, chosen, priority, config, bound, again, live)
             except BaseException:
                 self.leases.give_up(month)
                 raise
@@ -229,14 +234,16 @@ class Console:
         priority: int,
         config: Mapping[str, Any] | None,
         until: date,
-        *,
         again: bool,
+        live: bool,
     ) -> SubmitResult | None:
         if not again and self._closed_meanwhile(month):
             return None
         jobs = self.reconciler.start_month(month, chosen, mode=self.settings.storage.mode)
         self._invalidate_month(month)
-        spec = {"kind": "reconcile", "month": month, "until": until.isoformat()}
+        spec: dict[str, Any] = {"kind": "reconcile", "month": month, "until": until.isoformat()}
+        if live:  # days before `until` cannot be fetched any more: gaps
+            spec["gaps_before"] = until.isoformat()
         items = [
             ({**spec, "job_id": j.id, "district": j.district}, priority)
             for j in jobs
@@ -263,7 +270,8 @@ class Console:
             raise ConfigError("kind", spec.get("kind"), "unknown batch item kind")
         # Items of batches stored before the bound existed replay up to today.
         until = date.fromisoformat(spec["until"]) if "until" in spec else self.today()
-        job = self.reconciler.replay(int(spec["job_id"]), token, until=until)
+        gaps = date.fromisoformat(spec["gaps_before"]) if "gaps_before" in spec else None
+        job = self.reconciler.replay(int(spec["job_id"]), token, until=until, gaps_before=gaps)
         return {"status": job.status.value, "reason": job.reason.value if job.reason else None}
 
     def _should_skip(self, spec: Mapping[str, Any]) -> bool:
@@ -354,11 +362,6 @@ class Console:
         self.cache.invalidate("status", ("jobs", month))
         self.cache.invalidate("status", ("progress", month))
         self.cache.invalidate("snapshots", month)
-
-    def _month_leases(self) -> MonthLeases:
-        leases = SqlLeases(self.storage, clock=self.clock)
-        ttl_s = self.settings.storage.lease_ttl_s
-        return MonthLeases(leases, runner=self.batch, ttl_s=ttl_s, flush=self.storage.flush)
 
     def start_background(self) -> None:
         """Start the background threads a long-lived process wants (dashboard, API)."""

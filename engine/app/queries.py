@@ -24,6 +24,7 @@ from engine.app.months import (
     month_batch,
     status_of,
 )
+from engine.app.watcher import WATCHER_LEASE
 from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, ItemRecord
 from engine.bench import TARGETS, judged
 from engine.bench.e2e import STEP_LABELS
@@ -47,7 +48,9 @@ from engine.settings import LiveSettings, Loaded, Settings, describe
 from engine.sources.base import ExportSource
 from engine.store.bench import BenchStore
 from engine.store.events import CLOSE_KINDS, Event, EventKind
+from engine.store.leases import SqlLeases
 from engine.store.urls import safe_url
+from engine.store.watcher import SqlWatcherStatus
 
 if TYPE_CHECKING:
     from engine.app.console import Console
@@ -136,6 +139,59 @@ def close_view(console: Console, month: str) -> CloseView:
         final_as_of=max((j.final_as_of for j in jobs if j.final_as_of), default=None),
         districts=rows,
         running_batch=batch_id,
+    )
+
+
+@dataclass(frozen=True)
+class WatcherView:
+    """The database's watcher (``recon watch`` or a dashboard's embedded one), if one runs."""
+
+    running: bool
+    """A watcher holds the lease now."""
+    source: str | None
+    host: str | None
+    pid: int | None
+    started_at: datetime | None
+    last_tick_at: datetime | None
+    next_tick_at: datetime | None
+    ticks: int
+    open_jobs: int
+    """Open jobs after the last tick."""
+    last_error: str | None
+    """The last tick's error, if it had one."""
+
+    @property
+    def summary(self) -> str:
+        """One line: where it runs and when it ticks, or how to start one."""
+        if not self.running:
+            last = f" (the last one ticked at {_when(self.last_tick_at)})" if self.ticks else ""
+            return f"no watcher: start one with `recon watch`{last}"
+        return (
+            f"watcher on {self.host} pid {self.pid}, source {self.source}: "
+            f"last tick {_when(self.last_tick_at)}, next tick {_when(self.next_tick_at)}"
+        )
+
+
+def _when(at: datetime | None) -> str:
+    return "–" if at is None else f"{at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def watcher_view(console: Console) -> WatcherView:
+    """Whether a watcher runs on this database (its lease), and what it last did."""
+    lease = SqlLeases(console.storage, clock=console.clock).holder(WATCHER_LEASE)
+    status = SqlWatcherStatus(console.storage).load(WATCHER_LEASE)
+    mine = status is not None and lease is not None and status.holder == lease.holder.id
+    return WatcherView(
+        running=lease is not None,
+        source=status.source if mine and status else None,
+        host=lease.holder.host if lease else None,
+        pid=lease.holder.pid if lease else None,
+        started_at=status.started_at if mine and status else None,
+        last_tick_at=status.last_tick_at if status else None,
+        next_tick_at=status.next_tick_at if mine and status else None,
+        ticks=status.ticks if status else 0,
+        open_jobs=status.open_jobs if status else 0,
+        last_error=status.last_error if status else None,
     )
 
 

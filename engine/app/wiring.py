@@ -9,15 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.app.month_lease import MonthLeases
 from engine.batch.runner import BatchRunner
 from engine.cache import CacheService
+from engine.clock import Clock
 from engine.domain.models import ItemState, JobStatus
 from engine.errors import NotFoundError
 from engine.instrument import reads_for
 from engine.monitor.core import Monitor
+from engine.settings import StorageSettings
+from engine.store.leases import SqlLeases
 from engine.store.storage import Storage
 
-__all__ = ["job_outcome", "prefetcher", "register_gauges"]
+__all__ = ["job_outcome", "month_leases", "prefetcher", "register_gauges"]
 
 _ITEM_OF_JOB = {
     JobStatus.COMPLETED: ItemState.SUCCEEDED,
@@ -38,6 +42,14 @@ def job_outcome(storage: Storage) -> Callable[[Mapping[str, Any]], ItemState | N
             return None
 
     return outcome
+
+
+def month_leases(
+    storage: Storage, batch: BatchRunner, clock: Clock, settings: StorageSettings
+) -> MonthLeases:
+    """The console's month leases: one process works a month at a time."""
+    leases = SqlLeases(storage, clock=clock)
+    return MonthLeases(leases, runner=batch, ttl_s=settings.lease_ttl_s, flush=storage.flush)
 
 
 def prefetcher(cache: CacheService, storage: Storage) -> Callable[[int], None]:

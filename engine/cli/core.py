@@ -39,7 +39,9 @@ if TYPE_CHECKING:
     from engine.batch.runner import SubmitResult
     from engine.store.leases import LeaseRecord
 
-COMMAND_MODULES = ("export", "sim", "batch", "cache", "perf", "bench", "api", "events")
+COMMAND_MODULES = (
+    "export", "watch", "sim", "batch", "cache", "perf", "bench", "api", "events",
+)  # fmt: skip
 out = RichConsole()
 err = RichConsole(stderr=True)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +38,17 @@ from engine.notify.rules import PerfFigures, late_revision, missed_ticks
 from engine.settings import NotifySettings, ReconSettings
 from engine.store.events import Event, EventKind, EventStore, NewEvent
 
-__all__ = ["MIN_WAIT_S", "MonthCheck", "Notifier"]
+__all__ = [
+    "WatcherTicks","MIN_WAIT_S", "MonthCheck", "Notifier"]
+
+
+@dataclass(frozen=True)
+class WatcherTicks:
+    """A running watcher's last tick and its period, as stored."""
+
+    name: str
+    last_tick: datetime
+    every_s: float
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +79,7 @@ class Notifier:
         clock: Clock,
         month_check: MonthCheck,
         figures: Callable[[], PerfFigures] | None = None,
+        watcher: Callable[[], WatcherTicks | None] | None = None,
         transport: Transport | None = None,
     ) -> None:
         self.settings = settings
@@ -76,6 +88,7 @@ class Notifier:
         self._clock = clock
         self._month_check = month_check
         self._figures = figures
+        self._watcher = watcher
         self._perf = PerfWatch(settings)
         self._seen: dict[int, Job] = {}  # each job's last state, for late revisions
         self._months: set[str] = set()  # months with a job that finished, to evaluate
@@ -186,6 +199,7 @@ class Notifier:
         if self._clock.monotonic() >= self._next_perf:
             self._next_perf = self._clock.monotonic() + self.settings.evaluate_interval_s
             self.evaluate_performance()
+            self.evaluate_watcher()
         if self._deliverer is None:
             return PassResult(0, 0, None)
         stopping = (lambda: False) if stop_at_failure else self._stop.is_set
@@ -219,6 +233,15 @@ class Notifier:
             return 0
         found = self._perf.evaluate(self._figures(), self._clock.now())
         return sum(1 for event in found if self.emit(event))
+
+    def evaluate_watcher(self) -> bool:
+        """``watcher-missed-ticks`` when the database's running watcher has stopped ticking."""
+        found = self._watcher() if self._watcher is not None else None
+        if found is None:
+            return False
+        return self.watcher_missed_ticks(
+            watcher=found.name, last_tick=found.last_tick, every_s=found.every_s
+        )
 
     # --- thread ------------------------------------------------------------------------------
 

@@ -14,6 +14,12 @@ from engine.sources.http import HttpSource
 from engine.sources.sim import Simulator, SimulatorSource, load_calendar
 
 
+def serves_only_today(settings: SourceSettings) -> bool:
+    """Whether the source is a live dashboard (HTTP), which serves only today's exports:
+    a day the watcher missed cannot be fetched later (the simulator and folders keep them)."""
+    return settings.source.startswith(("http://", "https://"))
+
+
 def make_source(
     settings: SourceSettings,
     *,

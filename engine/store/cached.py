@@ -163,6 +163,11 @@ class CachedJobStore:
         self._cache.drop_index()
         return created
 
+    def add_jobs(self, run_id: int, month: str, districts: Sequence[str]) -> list[Job]:
+        self._inner.add_jobs(run_id, month, districts)
+        self._cache.drop_index()
+        return self.jobs(run_id=run_id)
+
     def latest_run(self, month: str) -> Run | None:
         return self._cache.indexed(("latest_run", month), lambda: self._inner.latest_run(month))
 

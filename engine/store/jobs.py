@@ -42,6 +42,11 @@ class JobStore(Protocol):
         """A new run of ``month`` with one pending job per district (one transaction)."""
         ...
 
+    def add_jobs(self, run_id: int, month: str, districts: Sequence[str]) -> list[Job]:
+        """One pending job per district added to run ``run_id`` (districts that appeared
+        after the run started); the run's jobs after it."""
+        ...
+
     def latest_run(self, month: str) -> Run | None: ...
 
     def runs(self, month: str | None = None) -> list[Run]: ...
@@ -121,6 +126,15 @@ class SqlJobStore:
             new = [rows.new_job_row(run_id, d, month, now) for d in districts]
             if new:
                 conn.execute(insert(jobs), new)
+        return self.jobs(run_id=run_id)
+
+    def add_jobs(self, run_id: int, month: str, districts: Sequence[str]) -> list[Job]:
+        now = self._clock.now()
+        if districts:
+            with self._database.transaction("add_jobs") as conn:
+                conn.execute(
+                    insert(jobs), [rows.new_job_row(run_id, d, month, now) for d in districts]
+                )
         return self.jobs(run_id=run_id)
 
     def latest_run(self, month: str) -> Run | None:

@@ -306,3 +306,24 @@ events = Table(
     Column("next_attempt_at", UTCDateTime()),
     Index("ix_events_undelivered", "delivered_at", "next_attempt_at"),
 )
+
+# --- watcher (issue 16) ------------------------------------------------------------
+
+# What the watcher of a database (``recon watch``, or the dashboard's embedded one) last
+# did, one row per watcher lease name: other processes show it (Close progress, /healthz).
+watcher_status = Table(
+    "watcher_status",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("last_tick_at", UTCDateTime()),
+    Column("next_tick_at", UTCDateTime()),
+    Column("ticks", Integer, nullable=False, default=0),
+    Column("open_jobs", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("stopped_at", UTCDateTime()),
+)

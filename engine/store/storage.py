@@ -148,6 +148,10 @@ class Storage:
         """A new run of ``month`` with one pending job per district (one transaction)."""
         return self._jobs.create_run(month, districts, mode=mode, source=source)
 
+    def add_jobs(self, run_id: int, month: str, districts: Sequence[str]) -> list[Job]:
+        """Pending jobs for ``districts`` added to run ``run_id``; the run's jobs after it."""
+        return self._jobs.add_jobs(run_id, month, districts)
+
     def latest_run(self, month: str) -> Run | None:
         return self._jobs.latest_run(month)
 

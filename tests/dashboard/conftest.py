@@ -23,6 +23,8 @@ def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The app's database: the dashboard reads RECON_DB_URL when it builds its engine."""
     url = f"sqlite:///{tmp_path / 'recon.db'}"
     monkeypatch.setenv("RECON_DB_URL", url)
+    # No embedded watcher (it would start today's close in the test's database).
+    monkeypatch.setenv("RECON_WATCH_EMBEDDED", "false")
     return url
 
 

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
 from engine.api.deps import ConsoleDep, RedactDep
-from engine.api.schemas import HealthOut
+from engine.api.schemas import HealthOut, WatcherOut, view
+from engine.app import queries
 from engine.errors import StorageError
 
 router = APIRouter()
@@ -27,7 +28,8 @@ def healthz(console: ConsoleDep, redact: RedactDep) -> Any:
     except StorageError as exc:
         detail = redact(str(exc).splitlines()[0])
         return JSONResponse({"status": "fail", "database": detail}, status_code=503)
-    return HealthOut(status="ok", database="ok")
+    watcher = queries.watcher_view(console)
+    return HealthOut(status="ok", database="ok", watcher=view(WatcherOut, watcher))
 
 
 @router.get(

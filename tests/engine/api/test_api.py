@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -388,7 +389,10 @@ def test_recon_api_refuses_a_public_host_without_a_token(
 
 def test_healthz(serve: Serve, tmp_path: Path) -> None:
     console, client = serve()
-    assert ok(client.get("/healthz")) == {"status": "ok", "database": "ok"}
+    health = ok(client.get("/healthz"))
+    assert {k: health[k] for k in ("status", "database")} == {"status": "ok", "database": "ok"}
+    assert health["watcher"]["running"] is False
+    assert health["watcher"]["summary"] == "no watcher: start one with `recon watch`"
     moved = tmp_path.with_name(tmp_path.name + "-moved")
     tmp_path.rename(moved)  # the database file is gone from where the engine looks
     try:
@@ -470,3 +474,26 @@ def test_recon_api_serves_over_real_http(tmp_path: Path) -> None:
         assert [j.status for j in console.storage.jobs(month="2025-03")] == ["completed"]
     finally:
         console.close()
+
+
+def test_healthz_and_metrics_report_the_watcher(serve: Serve) -> None:
+    from engine.app.watcher import Watcher
+
+    console, client = serve()
+    watcher = Watcher(console, districts=["1"])
+    assert watcher.claim(threading.Event(), wait=False)
+    try:
+        report = watcher.tick(every_s=60)
+        shown = ok(client.get("/healthz"))["watcher"]
+        assert shown["running"] is True and shown["pid"] == os.getpid()
+        assert shown["openJobs"] == report.open_jobs and shown["ticks"] == 1
+        assert shown["summary"].startswith(f"watcher on {shown['host']} pid {os.getpid()}")
+        text = client.get("/metrics").text
+        values = dict(line.split(" ") for line in text.splitlines() if line.startswith("recon_w"))
+        assert float(values["recon_watcher_open_jobs"]) == report.open_jobs
+        assert float(values["recon_watcher_last_tick_timestamp_seconds"]) == pytest.approx(
+            report.at.timestamp()
+        )
+    finally:
+        watcher.close()
+    assert ok(client.get("/healthz"))["watcher"]["running"] is False

@@ -12,10 +12,12 @@ import pytest
 
 from engine.app.alerts import month_final_event, perf_figures
 from engine.app.console import Console
+from engine.app.watcher import WATCHER_LEASE
 from engine.clock import FakeClock
 from engine.domain.models import JobStatus
 from engine.settings import Settings
 from engine.store.events import EventKind
+from engine.store.watcher import SqlWatcherStatus, WatcherStatus
 
 START = datetime(2026, 1, 10, tzinfo=UTC)
 
@@ -83,6 +85,23 @@ def test_the_watcher_missing_two_ticks_is_one_event(console: Console) -> None:
     assert not alerts.watcher_missed_ticks(watcher="host:1", last_tick=last, every_s=86_400)
     [missed] = alerts.events()
     assert missed.kind is EventKind.WATCHER_MISSED_TICKS and missed.payload["missed"] == 2
+
+
+def test_a_stored_watcher_that_stopped_ticking_raises_the_event(console: Console) -> None:
+    status = SqlWatcherStatus(console.storage)
+    running = WatcherStatus(
+        name=WATCHER_LEASE, holder="h:1:x", host="h", pid=1, source="sim", started_at=START,
+        last_tick_at=START - timedelta(hours=1), next_tick_at=START + timedelta(hours=1),
+    )  # fmt: skip
+    status.save(running)
+    assert not console.alerts.evaluate_watcher(), "ticking on time"
+    status.save(replace(running, last_tick_at=START - timedelta(hours=5),
+                        next_tick_at=START - timedelta(hours=3)))  # fmt: skip
+    assert console.alerts.evaluate_watcher()
+    status.save(replace(running, stopped_at=START))  # stopped cleanly: no watcher to miss
+    console.alerts.store_queued()
+    assert kinds(console) == ["watcher-missed-ticks"]
+    assert not console.alerts.evaluate_watcher()
 
 
 def test_six_cache_reads_give_no_alert_two_hundred_misses_give_one(console: Console) -> None:
