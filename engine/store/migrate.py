@@ -28,8 +28,11 @@ from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, ins
 from engine.errors import StorageError
 from engine.store.schema import metadata
 
-SCHEMA_VERSION = 1
-"""The version of :mod:`engine.store.schema` this code writes."""
+SCHEMA_VERSION = 2
+"""The version of :mod:`engine.store.schema` this code writes.
+
+1: the first stamped version. 2: ``timeline.warnings`` (additive).
+"""
 
 _versions = MetaData()
 schema_version = Table("schema_version", _versions, Column("version", Integer, nullable=False))
