@@ -154,6 +154,35 @@ def _district_row(console: Console, job: Job) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class DistrictWarnings:
+    """What the exports of one district's checks warned of (e.g. an unknown
+    distinguished code, kept and counted), each naming the file and the code."""
+
+    district: str
+    warnings: tuple[str, ...]
+    """Distinct warnings, in as-of order (each day's file is its own warning)."""
+
+    @property
+    def summary(self) -> str:
+        """One line: the district, its latest warning, and how many came before."""
+        earlier = len(self.warnings) - 1
+        more = f" (and {earlier} earlier warning{'s' if earlier > 1 else ''})" if earlier else ""
+        return f"district {self.district}: {self.warnings[-1]}{more}"
+
+
+def month_warnings(console: Console, month: str) -> list[DistrictWarnings]:
+    """The districts of the month's latest run whose checked exports had warnings,
+    in the run's district order (one bulk read of their timelines)."""
+    jobs = {j.id: j for j in console.jobs(validate_month(month))}
+    found = []
+    for job_id, entries in console.storage.timelines(list(jobs)).items():
+        texts = dict.fromkeys(w for e in entries for w in e.warnings)
+        if texts:
+            found.append(DistrictWarnings(jobs[job_id].district, tuple(texts)))
+    return found
+
+
 FINAL_COLUMNS = ("district", "status", "reason", "final_as_of")
 """The first columns of :func:`final_figures`; every metric follows."""
 
@@ -719,9 +748,10 @@ def setting_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-
 def status_rows(console: Console, month: str) -> list[dict[str, Any]]:
-    """One row per district of the month's latest run (the ``recon status`` table)."""
+    """One row per district of the month's latest run (the ``recon status`` table);
+    ``warnings`` are :attr:`DistrictWarnings.warnings` (empty: none)."""
+    warned = {w.district: list(w.warnings) for w in month_warnings(console, month)}
     return [
         {
             "district": j.district,
@@ -733,9 +763,11 @@ def status_rows(console: Console, month: str) -> list[dict[str, Any]]:
             "significant_changes": j.significant_changes,
             "error": j.error,
             "final_metrics": final_metrics(console, j),
+            "warnings": warned.get(j.district, []),
         }
         for j in console.jobs(month)
     ]
+
 
 def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
     """The metrics of ``job``'s final snapshot (names as on the timeline), or None
@@ -754,6 +786,7 @@ def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
     entry = next(own, None)
     return dict(entry.metrics) if entry is not None else None
 
+
 __all__ = [
     "CHANGE_KINDS",
     "COMPARISON_CHARTS",
@@ -767,6 +800,7 @@ __all__ = [
     "CloseView",
     "ComparisonChart",
     "ComparisonView",
+    "DistrictWarnings",
     "FINAL_COLUMNS",
     "FinalFigures",
     "OperationsView",
@@ -784,6 +818,7 @@ __all__ = [
     "final_csv",
     "final_figures",
     "latency_series",
+    "month_warnings",
     "latest_comparison",
     "months",
     "operations_view",
