@@ -173,14 +173,14 @@ class DistrictWarnings:
 
 def month_warnings(console: Console, month: str) -> list[DistrictWarnings]:
     """The districts of the month's latest run whose checked exports had warnings,
-    in the run's district order (one bulk read of their timelines)."""
-    jobs = {j.id: j for j in console.jobs(validate_month(month))}
-    found = []
-    for job_id, entries in console.storage.timelines(list(jobs)).items():
-        texts = dict.fromkeys(w for e in entries for w in e.warnings)
-        if texts:
-            found.append(DistrictWarnings(jobs[job_id].district, tuple(texts)))
-    return found
+    in the run's district order (one read of only the entries with warnings)."""
+    jobs = console.jobs(validate_month(month))
+    warned = console.storage.timeline_warnings([j.id for j in jobs])
+    return [
+        DistrictWarnings(j.district, tuple(dict.fromkeys(warned[j.id])))
+        for j in jobs
+        if j.id in warned
+    ]
 
 
 FINAL_COLUMNS = ("district", "status", "reason", "final_as_of")

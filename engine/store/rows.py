@@ -222,7 +222,12 @@ def _stored_warnings(column: Iterable[str | None]) -> Iterable[tuple[str, ...]]:
     texts = list(column)
     if not any(texts):
         return itertools.repeat(())
-    return [tuple(_from_json(t)[0]) if t else () for t in texts]
+    return [warnings_from_text(t) if t else () for t in texts]
+
+
+def warnings_from_text(text: str) -> tuple[str, ...]:
+    """An entry's stored warnings (a JSON list of strings)."""
+    return tuple(_from_json(text)[0])
 
 
 def _stored_changes(text: str) -> tuple[MetricChange, ...]:

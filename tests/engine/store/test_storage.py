@@ -143,6 +143,19 @@ class StorageContract:
         finally:
             other.close()
 
+    def test_timeline_warnings_of_many_jobs_queued_entries_on_top(self, storage: Storage) -> None:
+        one, two, quiet = storage.create_run("2025-06", ["1", "2", "3"], mode=self.mode, source="s")
+        for job, day, warnings in ((one, 3, ("c",)), (one, 2, ("a", "b")), (two, 2, ("d",))):
+            storage.save_progress(job, replace(entry(job.id, day, 1), warnings=warnings), None)
+        storage.save_progress(quiet, entry(quiet.id, 2, 1), None)
+        ids = [one.id, two.id, quiet.id]
+        assert storage.timeline_warnings(ids) == {one.id: ("a", "b", "c"), two.id: ("d",)}
+        storage.flush()
+        assert storage.timeline_warnings(ids) == {one.id: ("a", "b", "c"), two.id: ("d",)}
+        storage.save_progress(two, entry(two.id, 2, 2), None)  # a re-check without them
+        assert storage.timeline_warnings(ids) == {one.id: ("a", "b", "c")}
+        assert storage.timeline_warnings([two.id, quiet.id]) == {}
+
     def test_cached_values_are_immutable(self, storage: Storage) -> None:
         (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
         storage.save_progress(job, entry(job.id, 2, 100), None)
