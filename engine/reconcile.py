@@ -246,6 +246,7 @@ class Reconciler:
             changes=changes,
             significant=significant,
             note="first snapshot" if last is None else "",
+            warnings=snap.warnings,
         )
         job = rules.record_check(job, snap.as_of, significant, new_day=new_day and last is not None)
         job, reason = rules.decide(
@@ -282,6 +283,7 @@ class Reconciler:
                     (),
                     False,
                     note,
+                    next_snap.warnings,  # the later month's file: still one to look at
                 )
                 self._save(job, entry, None)
             done = replace(

@@ -72,6 +72,22 @@ def download(view: queries.CloseView) -> None:
     )
 
 
+def export_warnings() -> None:
+    """What the month's exports warned of (e.g. an unknown distinguished code: kept,
+    counted under its own level), a line per district naming the file and the code."""
+    found = queries.month_warnings(console, month)
+    if not found:
+        return
+    plural = "s" if len(found) > 1 else ""
+    # In code spans: file names keep their underscores (no emphasis) and stay whole.
+    lines = "\n".join("- `" + w.summary.replace("`", "'") + "`" for w in found)
+    st.warning(
+        f"The exports of {len(found)} district{plural} had warnings (the figures were kept):"
+        f"\n\n{lines}",
+        icon=":material/warning:",
+    )
+
+
 def donut(view: queries.CloseView) -> None:
     states = [s for s in ui.STATE_COLORS if view.counts.get(s)]
     fig = go.Figure(
@@ -337,6 +353,7 @@ def overview() -> bool:
         )
         st.button("Continue month-end run", on_click=start_run)
     kpis(view)
+    export_warnings()
     download(view)
     left, right = st.columns([1, 3])
     with left:

@@ -217,6 +217,35 @@ def _district_row(console: Console, job: Job) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class DistrictWarnings:
+    """What the exports of one district's checks warned of (e.g. an unknown
+    distinguished code, kept and counted), each naming the file and the code."""
+
+    district: str
+    warnings: tuple[str, ...]
+    """Distinct warnings, in as-of order (each day's file is its own warning)."""
+
+    @property
+    def summary(self) -> str:
+        """One line: the district, its latest warning, and how many came before."""
+        earlier = len(self.warnings) - 1
+        more = f" (and {earlier} earlier warning{'s' if earlier > 1 else ''})" if earlier else ""
+        return f"district {self.district}: {self.warnings[-1]}{more}"
+
+
+def month_warnings(console: Console, month: str) -> list[DistrictWarnings]:
+    """The districts of the month's latest run whose checked exports had warnings,
+    in the run's district order (one read of only the entries with warnings)."""
+    jobs = console.jobs(validate_month(month))
+    warned = console.storage.timeline_warnings([j.id for j in jobs])
+    return [
+        DistrictWarnings(j.district, tuple(dict.fromkeys(warned[j.id])))
+        for j in jobs
+        if j.id in warned
+    ]
+
+
 FINAL_COLUMNS = ("district", "status", "reason", "final_as_of")
 """The first columns of :func:`final_figures`; every metric follows."""
 
@@ -1169,7 +1198,9 @@ def setting_text(value: Any) -> str:
 
 
 def status_rows(console: Console, month: str) -> list[dict[str, Any]]:
-    """One row per district of the month's latest run (the ``recon status`` table)."""
+    """One row per district of the month's latest run (the ``recon status`` table);
+    ``warnings`` are :attr:`DistrictWarnings.warnings` (empty: none)."""
+    warned = {w.district: list(w.warnings) for w in month_warnings(console, month)}
     return [
         {
             "district": j.district,
@@ -1181,6 +1212,7 @@ def status_rows(console: Console, month: str) -> list[dict[str, Any]]:
             "significant_changes": j.significant_changes,
             "error": j.error,
             "final_metrics": final_metrics(console, j),
+            "warnings": warned.get(j.district, []),
         }
         for j in console.jobs(month)
     ]
@@ -1218,6 +1250,7 @@ __all__ = [
     "CloseView",
     "ComparisonChart",
     "ComparisonView",
+    "DistrictWarnings",
     "FINAL_COLUMNS",
     "FinalFigures",
     "OperationsView",
@@ -1253,6 +1286,7 @@ __all__ = [
     "final_figures",
     "latency_series",
     "last_start",
+    "month_warnings",
     "latest_comparison",
     "months",
     "operations_view",

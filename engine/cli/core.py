@@ -226,6 +226,7 @@ def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -
     for line in failure_lines(rows):
         text = escape(line) if line.startswith(" ") else f"[red]failed:[/] {escape(line)}"
         out.print(text, soft_wrap=True)
+    print_warnings(rows, month, limit=_SUMMARY_WARNINGS)
     still_open = [r for r in rows if r["status"] in ("active", "pending")]
     if still_open:
         note = open_note(month, until, len(still_open), ctx.console().today())
@@ -254,6 +255,34 @@ def failure_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+_SUMMARY_WARNINGS = 5  # districts' warning lines in a run's summary; status lists all
+
+
+def warning_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per district whose exports warned (``status_rows``): its latest warning,
+    naming file and code, and how many came before."""
+    return [
+        queries.DistrictWarnings(r["district"], tuple(r["warnings"])).summary
+        for r in rows
+        if r["warnings"]
+    ]
+
+
+def print_warnings(rows: Sequence[dict[str, Any]], month: str, *, limit: int | None) -> None:
+    """A line per district whose exports warned, unwrapped (a file name must stay whole
+    to be copied); with a ``limit``, the first ``limit`` and where to see them all."""
+    lines = warning_lines(rows)
+    for line in lines[:limit]:
+        out.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+    if limit is not None and lines:
+        plural = "s" if len(lines) > 1 else ""
+        out.print(
+            f"{len(lines)} district{plural} with export warnings: "
+            f"`recon status --month {month}` lists them.",
+            soft_wrap=True,
+        )
+
+
 def open_note(month: str, until: date, count: int, today: date) -> str:
     """What a run that stopped at ``until`` with open districts says, and how to go on."""
     later = "again later" if until >= today else f"with a later --until (up to {today})"
@@ -276,7 +305,8 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         err.print(f"No jobs for {args.month} yet: start one with `recon run --month {args.month}`.")
         return 0
     table = Table(title=f"Month-end {args.month}", caption=f"month {status.value}")
-    shown = [col for col in rows[0] if col != "final_metrics"]  # `recon export` has them
+    # Final metrics: `recon export` has them; warnings: their own lines below the table.
+    shown = [col for col in rows[0] if col not in ("final_metrics", "warnings")]
     for col in shown:
         table.add_column(
             col.replace("_", " "),
@@ -285,6 +315,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     for r in rows:
         table.add_row(*("" if r[col] is None else str(r[col]) for col in shown))
     out.print(table)
+    print_warnings(rows, args.month, limit=None)
     return 0
 
 

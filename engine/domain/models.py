@@ -40,6 +40,9 @@ DISTINGUISHED_METRICS = (
     "dcp_goals",
 )
 PAYMENT_METRICS = ("total_payments", "payment_base")
+OTHER_LEVEL_PREFIX = "distinguished_level_"
+"""Metrics counting the clubs of a distinguished code the parser does not know
+(``distinguished_level_h_clubs``): judged by the distinguished threshold."""
 ALL_METRICS = MEMBERSHIP_METRICS + CLUB_COUNT_METRICS + DISTINGUISHED_METRICS + PAYMENT_METRICS
 
 
@@ -196,8 +199,14 @@ class MetricChange:
         return None if self.old == 0 else 100.0 * (self.new - self.old) / abs(self.old)
 
 
-@dataclass(frozen=True, slots=True)  # 96 bytes an entry instead of 328: bulk reads keep many
+@dataclass(frozen=True, slots=True)  # 104 bytes an entry instead of 328: bulk reads keep many
 class TimelineEntry:
+    """One check of a job: the figures as of ``as_of``, what changed since the last one.
+
+    ``warnings`` are the checked snapshot's (:attr:`Snapshot.warnings`), each naming
+    the export file, e.g. an unknown distinguished code that was kept.
+    """
+
     job_id: int
     as_of: date
     checked_at: datetime
@@ -206,6 +215,7 @@ class TimelineEntry:
     changes: tuple[MetricChange, ...]
     significant: bool
     note: str = ""
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
@@ -221,6 +231,7 @@ class TimelineEntry:
         changes: tuple[MetricChange, ...],
         significant: bool,
         note: str,
+        warnings: tuple[str, ...],
     ) -> TimelineEntry:
         """An entry read back from storage, built without the dataclass ``__init__``
         (half the cost: bulk reads build thousands). ``metrics`` must be a new dict
@@ -234,6 +245,7 @@ class TimelineEntry:
         _set_changes(entry, changes)
         _set_significant(entry, significant)
         _set_note(entry, note)
+        _set_warnings(entry, warnings)
         return entry
 
 
@@ -241,7 +253,7 @@ class TimelineEntry:
 # looks the name up first.
 _SLOT_SETTERS = [getattr(TimelineEntry, f.name).__set__ for f in fields(TimelineEntry)]
 (_set_job_id, _set_as_of, _set_checked_at, _set_data_month, _set_metrics, _set_changes,
- _set_significant, _set_note) = _SLOT_SETTERS  # fmt: skip
+ _set_significant, _set_note, _set_warnings) = _SLOT_SETTERS  # fmt: skip
 
 
 @dataclass(frozen=True)

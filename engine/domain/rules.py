@@ -29,6 +29,7 @@ from datetime import date, timedelta
 from engine.domain.models import (
     CLUB_COUNT_METRICS,
     DISTINGUISHED_METRICS,
+    OTHER_LEVEL_PREFIX,
     PAYMENT_METRICS,
     Job,
     MetricChange,
@@ -54,7 +55,9 @@ class Threshold:
 
 
 def thresholds(settings: ReconSettings) -> dict[str, Threshold]:
-    """Threshold of each metric; metrics not listed use the membership threshold."""
+    """Threshold of each named metric. Not listed: the clubs of an unknown distinguished
+    code (``distinguished_level_*``) use the distinguished threshold, any other metric
+    the membership one (see :func:`detect_changes`)."""
     out = {m: Threshold(None, settings.club_count_threshold) for m in CLUB_COUNT_METRICS}
     out.update(
         {m: Threshold(settings.distinguished_threshold_pct, 1) for m in DISTINGUISHED_METRICS}
@@ -69,11 +72,16 @@ def detect_changes(
     """Every metric present in both snapshots that changed, with its significance."""
     table = thresholds(settings)
     default = Threshold(settings.membership_threshold_pct, 1)
-    return tuple(
-        MetricChange(m, old[m], new[m], table.get(m, default).significant(old[m], new[m]))
-        for m in sorted(old.keys() & new.keys())
-        if old[m] != new[m]
-    )
+    # The clubs of an unknown distinguished code (distinguished_level_h_clubs) are
+    # distinguished counts; anything else not listed is judged as membership.
+    level = Threshold(settings.distinguished_threshold_pct, 1)
+    changes = []
+    for m in sorted(old.keys() & new.keys()):
+        was, now = old[m], new[m]
+        if was != now:
+            rule = table.get(m) or (level if m.startswith(OTHER_LEVEL_PREFIX) else default)
+            changes.append(MetricChange(m, was, now, rule.significant(was, now)))
+    return tuple(changes)
 
 
 def window_days(month: str, settings: ReconSettings) -> int:

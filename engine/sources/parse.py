@@ -45,6 +45,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.domain.models import (
+    OTHER_LEVEL_PREFIX,
     Snapshot,
     month_end,
     normalize_district,
@@ -399,7 +400,7 @@ def _level_warnings(
 def other_level_metric(code: str) -> str:
     """The metric counting clubs of an unknown distinguished code: ``H`` ->
     ``distinguished_level_h_clubs``."""
-    return f"distinguished_level_{code.lower()}_clubs"
+    return f"{OTHER_LEVEL_PREFIX}{code.lower()}_clubs"
 
 
 def _check_layout(

@@ -214,6 +214,9 @@ class CachedJobStore:
         entries = [e for e in self.timeline(job_id) if e.data_month in (month, None)]
         return entries[-1] if entries else None
 
+    def timeline_warnings(self, job_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        return self._inner.timeline_warnings(job_ids)
+
     def month_end_snapshots(self, month: str) -> dict[str, Snapshot]:
         return self._inner.month_end_snapshots(month)
 

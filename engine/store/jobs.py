@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select
@@ -81,6 +82,10 @@ class JobStore(Protocol):
 
     def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
         """The job's latest entry with data of ``month`` (or of no stated month)."""
+        ...
+
+    def timeline_warnings(self, job_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """The warnings on the jobs' timelines, in as-of order, of the jobs that have any."""
         ...
 
     def month_end_snapshots(self, month: str) -> dict[str, Snapshot]: ...
@@ -287,6 +292,28 @@ class SqlJobStore:
         if not queued:
             return stored
         return max([*queued, *([stored] if stored else [])], key=lambda e: e.as_of)
+
+    def timeline_warnings(self, job_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """See :class:`JobStore`: one query per 500 jobs that reads only the entries with
+        warnings (most have none), queued entries on top."""
+        by_day: dict[int, dict[date, tuple[str, ...]]] = {}
+        with self._database.reading("timeline_warnings") as conn:
+            for chunk in rows.chunks(list(job_ids), 500):
+                query = (
+                    select(timeline.c.job_id, timeline.c.as_of, timeline.c.warnings)
+                    .where(timeline.c.job_id.in_(chunk))
+                    .where(timeline.c.warnings.is_not(None))
+                )
+                for job_id, as_of, text in conn.execute(query):
+                    by_day.setdefault(job_id, {})[as_of] = rows.warnings_from_text(text)
+        wanted = set(job_ids)
+        for job_id, entries in self._queued_entries().items():
+            if job_id in wanted:  # a queued entry replaces the stored one of its as-of
+                by_day.setdefault(job_id, {}).update((e.as_of, e.warnings) for e in entries)
+        found = {
+            j: tuple(w for _, ws in sorted(days.items()) for w in ws) for j, days in by_day.items()
+        }
+        return {j: ws for j, ws in found.items() if ws}
 
     def month_end_snapshots(self, month: str) -> dict[str, Snapshot]:
         self._writes.flush()

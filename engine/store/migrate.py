@@ -28,8 +28,12 @@ from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, ins
 from engine.errors import StorageError
 from engine.store.schema import metadata
 
-SCHEMA_VERSION = 2
-"""The version of :mod:`engine.store.schema` this code writes (2: the ``events`` table)."""
+SCHEMA_VERSION = 3
+"""The version of :mod:`engine.store.schema` this code writes.
+
+1: the first stamped version. 2: the ``events`` table. 3: ``timeline.warnings``.
+Each was additive: an older database migrates in place.
+"""
 
 _versions = MetaData()
 schema_version = Table("schema_version", _versions, Column("version", Integer, nullable=False))

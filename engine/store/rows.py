@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -134,6 +135,7 @@ _ENTRY_NAMES = (
     "changes",
     "significant",
     "note",
+    "warnings",
 )
 # Entries are read by position (cheaper than by name: timelines are read in bulk).
 ENTRY_COLUMNS = tuple(timeline.c[name] for name in _ENTRY_NAMES)
@@ -173,6 +175,7 @@ def _entry_row(e: TimelineEntry) -> tuple[Any, ...]:
         else "[]",
         e.significant,
         e.note,
+        to_json(list(e.warnings)) if e.warnings else None,  # NULL: the usual check
     )
 
 
@@ -187,7 +190,8 @@ def entries_from_columns(columns: Sequence[Iterable[Any]]) -> list[TimelineEntry
     """Entries from their rows' columns (in :data:`_ENTRY_NAMES` order). Their metrics
     are decoded in one call: for a small dict, a decode's own set-up costs more than
     the dict."""
-    job_ids, as_ofs, checked_ats, data_months, metrics, changes, significants, notes = columns
+    (job_ids, as_ofs, checked_ats, data_months, metrics, changes, significants, notes,
+     warnings) = columns  # fmt: skip
     ids, texts = list(job_ids), list(metrics)
     decoded = _from_json(f"[{', '.join(texts)}]")[0]
     if len(decoded) != len(texts):
@@ -204,11 +208,26 @@ def entries_from_columns(columns: Sequence[Iterable[Any]]) -> list[TimelineEntry
             map(_stored_changes, changes),
             significants,
             notes,
+            _stored_warnings(warnings),
         )
     )
 
 
 JOB_ID = operator.attrgetter("job_id")
+
+
+def _stored_warnings(column: Iterable[str | None]) -> Iterable[tuple[str, ...]]:
+    """The warnings of a column of rows: nothing per row when none has any (the usual
+    timeline: ``any`` runs in C over the NULLs)."""
+    texts = list(column)
+    if not any(texts):
+        return itertools.repeat(())
+    return [warnings_from_text(t) if t else () for t in texts]
+
+
+def warnings_from_text(text: str) -> tuple[str, ...]:
+    """An entry's stored warnings (a JSON list of strings)."""
+    return tuple(_from_json(text)[0])
 
 
 def _stored_changes(text: str) -> tuple[MetricChange, ...]:
@@ -246,7 +265,7 @@ def upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def _entries_upsert(dialect: str) -> Any:
     stmt = dialect_insert(dialect, timeline).values({n: bindparam(n) for n in _ENTRY_NAMES})
-    cols = ("checked_at", "data_month", "metrics", "changes", "significant", "note")
+    cols = ("checked_at", "data_month", "metrics", "changes", "significant", "note", "warnings")
     return stmt.on_conflict_do_update(
         index_elements=["job_id", "as_of"], set_={c: stmt.excluded[c] for c in cols}
     )

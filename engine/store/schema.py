@@ -160,6 +160,9 @@ timeline = Table(
     Column("changes", Text, nullable=False),
     Column("significant", Flag, nullable=False),
     Column("note", Text, nullable=False, default=""),
+    # The snapshot's warnings as a JSON list of strings; NULL when it had none (the
+    # usual check: nothing to encode or decode). Added in schema version 2.
+    Column("warnings", Text),
     UniqueConstraint("job_id", "as_of", name="uq_timeline_job_as_of"),
 )
 

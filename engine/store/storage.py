@@ -186,6 +186,10 @@ class Storage:
         """The job's latest entry with data of ``month`` (or of no stated month)."""
         return self._jobs.last_entry(job_id, month)
 
+    def timeline_warnings(self, job_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """The warnings on the jobs' timelines, in as-of order, of the jobs that have any."""
+        return self._jobs.timeline_warnings(job_ids)
+
     def month_end_snapshots(self, month: str) -> dict[str, Snapshot]:
         return self._jobs.month_end_snapshots(month)
 

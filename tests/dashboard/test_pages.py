@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -20,6 +21,9 @@ from engine.domain.models import ItemState, Snapshot
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
 from engine.store.schema import bench_results
+from tests.engine.sources.common import DISTRICTS as FOLDER_DISTRICTS
+from tests.engine.sources.common import MONTH as FOLDER_MONTH
+from tests.engine.sources.common import WARNED, exports_with_code, recon_run
 
 from .conftest import APP, DISTRICTS, MONTH
 
@@ -569,3 +573,28 @@ def test_issue19_throughput_counts_time_items_ran() -> None:
     # two overlapping items over 2 s, then 100 s idle, then one item of 2 s: 3 items in 4 s
     ran = [item(1, 0, 2), item(2, 1, 2), item(3, 102, 104)]
     assert queries._busy_rate(ran) == pytest.approx(3 / 4)
+
+
+def test_close_progress_warns_of_an_unknown_distinguished_code(
+    app: Open, db_url: str, tmp_path: Path
+):
+    """A folder run whose one export has a club coded ``H``: the warning names the
+    district, the file and the code; the districts without one are not listed."""
+    name = exports_with_code(tmp_path / "exports")
+    db = Path(db_url.removeprefix("sqlite:///"))
+    only = ",".join(FOLDER_DISTRICTS)
+    assert recon_run(tmp_path / "exports", db, FOLDER_MONTH, "--districts", only) == 0
+    at = app("close")
+    assert_clean(at)
+    assert at.title[0].value == f"Close progress · {FOLDER_MONTH}"
+    (warning,) = [w.value for w in at.warning if "had warnings" in w.value]
+    assert "The exports of 1 district had warnings" in warning
+    assert f"district {WARNED[0]}: {name}: unknown distinguished status 'H'" in warning
+    assert "district 7" not in warning and "district F" not in warning
+    assert str(tmp_path) not in warning  # no local path
+
+
+def test_close_progress_shows_no_export_warning_when_none(app: Open, populated: str):
+    at = app("close")
+    assert_clean(at)
+    assert not [w.value for w in at.warning if "had warnings" in w.value]

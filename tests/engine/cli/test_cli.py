@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 MONTH = "2025-03"
 DISTRICTS = "1,2,3,4,5,6,7,8,F,U"
 FIELDS = ["district", "status", "phase", "reason", "final_as_of", "checks", "significant_changes",
-          "error", "final_metrics"]  # fmt: skip
+          "error", "final_metrics", "warnings"]  # fmt: skip
 
 
 def finals(db: Path) -> dict[str, tuple[object, ...]]:
@@ -64,6 +64,7 @@ def test_run_then_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert all(r["checks"] > 1 and r["final_as_of"] for r in rows)
     assert {r["error"] for r in rows} == {None}
     assert all(set(r["final_metrics"]) == set(ALL_METRICS) for r in rows)
+    assert all(r["warnings"] == [] for r in rows)  # the simulator's codes are all known
 
 
 def test_http_source_from_recon_sim_serve_gives_identical_finals(

@@ -8,6 +8,7 @@ import pytest
 from engine.domain import rules
 from engine.domain.models import Job, JobStatus, Phase, Reason, month_end
 from engine.settings import ReconSettings
+from engine.sources.parse import other_level_metric
 
 S = ReconSettings()
 
@@ -45,6 +46,20 @@ def test_change_from_zero_uses_absolute_threshold_not_percent() -> None:
     strict = replace(S, club_count_threshold=2)
     (minor,) = rules.detect_changes({"suspended_clubs": 0}, {"suspended_clubs": 1}, strict)
     assert not minor.significant
+
+
+def test_an_unknown_distinguished_level_is_judged_by_the_distinguished_threshold() -> None:
+    """1.5 % is significant for membership (1 %), not for distinguished counts (2 %)."""
+    metric = other_level_metric("H")
+    (change,) = rules.detect_changes({metric: 200}, {metric: 203}, S)
+    assert not change.significant
+    (change,) = rules.detect_changes({metric: 200}, {metric: 204}, S)
+    assert change.significant
+    strict = replace(S, distinguished_threshold_pct=1.0, membership_threshold_pct=50.0)
+    (change,) = rules.detect_changes({metric: 200}, {metric: 203}, strict)
+    assert change.significant
+    (change,) = rules.detect_changes({metric: 0}, {metric: 1}, S)  # from 0: absolute 1
+    assert change.significant
 
 
 def test_every_shared_metric_is_compared() -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
 
+from engine.app.console import open_storage
 from engine.errors import StorageError
+from engine.settings import StorageSettings
 from engine.store.database import Database
 from engine.store.migrate import SCHEMA_VERSION, plan_migration
 from engine.store.schema import metadata
@@ -127,3 +130,43 @@ def test_a_database_of_an_older_version_is_refused_with_what_to_do(tmp_path: Pat
         assert conn.execute("SELECT name FROM batches").fetchall() == [("kept",)]
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         assert tables == [("batches",)]  # untouched: nothing was added either
+
+
+def _version_1(path: Path) -> None:
+    """A database as schema version 1 made it: no ``timeline.warnings``, one entry."""
+    _unversioned(path)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("ALTER TABLE timeline DROP COLUMN warnings")
+        conn.execute(
+            "INSERT INTO timeline (id, job_id, as_of, checked_at, data_month, metrics, changes, "
+            "significant, note) VALUES (1, 1, '2025-07-02', ?, '2025-06', "
+            "'{\"membership\": 100.0}', '[]', 0, 'first snapshot')",
+            (NOW,),
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+
+
+def test_a_version_1_database_gains_the_timeline_warnings_and_keeps_its_entries(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.db"
+    _version_1(path)
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        plan = plan_migration(conn)
+    engine.dispose()
+    assert plan.tables == () and plan.refused is None
+    assert [f"{c.table.name}.{c.name}" for c in plan.columns] == ["timeline.warnings"]
+
+    storage = open_storage(StorageSettings(db_url=f"sqlite:///{path}", mode="naive"))
+    try:
+        (old,) = storage.timeline(1)
+        assert (old.metrics["membership"], old.note, old.warnings) == (100, "first snapshot", ())
+        job = storage.get_job(1)
+        later = replace(old, as_of=date(2025, 7, 3), warnings=("2025-07-04/x.csv: 'H'",))
+        storage.save_progress(job, later, None)
+        assert [e.warnings for e in storage.timeline(1)] == [(), later.warnings]
+    finally:
+        storage.close()
+    assert _version(path) == SCHEMA_VERSION == 3

@@ -123,6 +123,39 @@ class StorageContract:
         last = storage.last_entry(job.id, "2025-06")
         assert last is not None and last.as_of == date(2025, 7, 5)
 
+    def test_an_entry_keeps_its_warnings_and_none_are_stored_as_null(
+        self, storage: Storage, url: str
+    ) -> None:
+        (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
+        warned = replace(entry(job.id, 2, 100), warnings=("a.csv: code 'H'", 'b "quoted"'))
+        storage.save_progress(job, warned, None)
+        storage.save_progress(job, entry(job.id, 3, 101), None)
+        assert [e.warnings for e in storage.timeline(job.id)] == [warned.warnings, ()]
+        storage.flush()
+        with storage.engine.connect() as conn:
+            stored = conn.execute(select(timeline.c.warnings).order_by(timeline.c.as_of)).all()
+        assert [w for (w,) in stored] == [json.dumps(list(warned.warnings)), None]
+        other = open_storage(StorageSettings(db_url=url, mode="naive"))
+        try:
+            assert [e.warnings for e in other.timeline(job.id)] == [warned.warnings, ()]
+            last = other.last_entry(job.id, "2025-06")
+            assert last is not None and last.warnings == ()
+        finally:
+            other.close()
+
+    def test_timeline_warnings_of_many_jobs_queued_entries_on_top(self, storage: Storage) -> None:
+        one, two, quiet = storage.create_run("2025-06", ["1", "2", "3"], mode=self.mode, source="s")
+        for job, day, warnings in ((one, 3, ("c",)), (one, 2, ("a", "b")), (two, 2, ("d",))):
+            storage.save_progress(job, replace(entry(job.id, day, 1), warnings=warnings), None)
+        storage.save_progress(quiet, entry(quiet.id, 2, 1), None)
+        ids = [one.id, two.id, quiet.id]
+        assert storage.timeline_warnings(ids) == {one.id: ("a", "b", "c"), two.id: ("d",)}
+        storage.flush()
+        assert storage.timeline_warnings(ids) == {one.id: ("a", "b", "c"), two.id: ("d",)}
+        storage.save_progress(two, entry(two.id, 2, 2), None)  # a re-check without them
+        assert storage.timeline_warnings(ids) == {one.id: ("a", "b", "c")}
+        assert storage.timeline_warnings([two.id, quiet.id]) == {}
+
     def test_cached_values_are_immutable(self, storage: Storage) -> None:
         (job,) = storage.create_run("2025-06", ["42"], mode=self.mode, source="sim")
         storage.save_progress(job, entry(job.id, 2, 100), None)
@@ -426,7 +459,7 @@ def test_a_job_built_from_stored_fields_is_the_job_its_init_makes() -> None:
 
 def test_an_entry_built_from_stored_fields_is_the_entry_its_init_makes() -> None:
     change = (MetricChange("membership", 99, 100, True),)
-    values = (7, date(2025, 7, 2), NOW, "2025-06", {"membership": 100}, change, True, "n")
+    values = (7, date(2025, 7, 2), NOW, "2025-06", {"membership": 100}, change, True, "n", ("w",))
     stored = TimelineEntry.from_stored(*values)
     assert stored == TimelineEntry(*values) and repr(stored) == repr(TimelineEntry(*values))
     assert not hasattr(stored, "__dict__")  # slots: every field set, nothing else
