@@ -26,9 +26,9 @@ DAY_MS = 86_400_000
 st.title(f"Close progress · {month}")
 
 
-def start_run() -> None:
+def start_run(districts: list[str] | None = None) -> None:
     with ui.guard():
-        runtime.put("batch_id", console.start_batch(month).batch_id)
+        runtime.put("batch_id", console.start_batch(month, districts=districts).batch_id)
 
 
 def empty_state() -> None:
@@ -82,13 +82,14 @@ def incomplete(view: queries.CloseView) -> None:
     )
     st.warning(
         f"**{month} is not closed**: of {view.total} districts, {stopped}, so their figures "
-        "are not final. Run the month again to finish it: a new run checks every district "
+        "are not final. Run the month again to finish it: a new run checks all its districts again "
         f"(up to today, {console.today()})"
         + (" and retries the failed ones; their errors are in the table." if failed else "."),
         icon=":material/warning:",
     )
     label = "Retry failed and run the month again" if failed else "Continue: run the month again"
-    st.button(label, type="primary", on_click=start_run, key="run_again")
+    districts = [r["district"] for r in view.districts]  # the month's own, not every one
+    st.button(label, type="primary", on_click=start_run, args=(districts,), key="run_again")
 
 
 def download(view: queries.CloseView) -> None:
@@ -145,25 +146,25 @@ def progress_table(view: queries.CloseView) -> None:
             "error",
         ),
         column_config={
-            "district": "District",
-            "state": "State",
+            "district": st.column_config.TextColumn("District", width=70),
+            "state": st.column_config.TextColumn("State", width=95),
             "stable_days": st.column_config.ProgressColumn(
                 "Stable days",
                 min_value=0,
                 max_value=required,
                 format=f"%d of {required}",
-                width="small",
+                width=105,
             ),
             "window": st.column_config.TextColumn(
-                "Window left", help="Days left in the closing window"
+                "Window left", width=95, help="Days left in the closing window"
             ),
-            "checks": st.column_config.NumberColumn("Checks", width="small", format="%d"),
+            "checks": st.column_config.NumberColumn("Checks", width=70, format="%d"),
             "significant_changes": st.column_config.NumberColumn(
-                "Significant", width="small", format="%d", help="Significant changes seen"
+                "Significant", width=90, format="%d", help="Significant changes seen"
             ),
-            "reason": st.column_config.TextColumn("Reason", width="medium"),
-            "final_as_of": st.column_config.DateColumn("Final as of"),
-            "eta": st.column_config.DateColumn("ETA"),
+            "reason": st.column_config.TextColumn("Reason", width=115),
+            "final_as_of": st.column_config.DateColumn("Final as of", width=105),
+            "eta": st.column_config.DateColumn("ETA", width=105),
             "error": st.column_config.TextColumn("Error", width="large"),
         },
     )
@@ -180,11 +181,13 @@ def heatmap(matrix: queries.ChangeMatrix) -> None:
     if not matrix.days:
         st.info("No checks recorded yet: the heatmap fills in as districts are checked.")
         return
+    if matrix.unchecked:
+        st.caption(f"Not checked yet, so not shown: {len(matrix.unchecked)} pending districts.")
     pages = math.ceil(len(matrix.districts) / HEATMAP_ROWS)
     number = 0
     if pages > 1:
         number = st.radio(
-            "Districts (ordered by state)",
+            "Heatmap districts (failed and cancelled first, completed last)",
             range(pages),
             format_func=lambda n: page_label(matrix, n),
             horizontal=True,
@@ -201,7 +204,9 @@ def heatmap(matrix: queries.ChangeMatrix) -> None:
         ticktext=[f"{d} · {state}" for d, state in zip(shown.districts, shown.states, strict=True)],
     )
     fig.update_xaxes(type="category", title="As-of date")
-    fig.update_layout(legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})
+    fig.update_layout(
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"}
+    )
     height = max(260, ROW_PX * len(shown.districts) + 150)
     st.plotly_chart(ui.layout(fig, "Changes by district and day", height), key="heatmap")
     st.caption("Blank cells: not checked on that day (before its first check or after it stopped).")

@@ -91,6 +91,16 @@ DISTRICT_STATES = (
 )
 """The states a district is shown in, each district in exactly one: not checked yet,
 one of the phases of an active job, or how it stopped."""
+ATTENTION_ORDER = (
+    "failed",
+    "cancelled",
+    "finalizing",
+    "stabilizing",
+    "monitoring",
+    "pending",
+    "completed",
+)
+"""The order districts are listed in: what needs a person first, final ones last."""
 
 
 def district_state(job: Job) -> str:
@@ -119,7 +129,7 @@ class CloseView:
     final_as_of: date | None
     """The newest as-of date among the districts' final figures."""
     districts: list[dict[str, Any]]
-    """One row per district, ordered by :data:`DISTRICT_STATES`, then by district."""
+    """One row per district, ordered by :data:`ATTENTION_ORDER`, then by district."""
     running_batch: int | None
     """The batch working this month in this process, if one runs."""
 
@@ -165,10 +175,10 @@ def close_view(console: Console, month: str) -> CloseView:
 
 
 def _by_state(row: Mapping[str, Any]) -> tuple[int, bool, int, str]:
-    """State order, then districts as people count them: 2 before 10, numbers before F."""
+    """Attention order, then districts as people count them: 2 before 10, numbers before F."""
     district = row["district"]
     number = int(district) if district.isdigit() else 0
-    return DISTRICT_STATES.index(row["state"]), not district.isdigit(), number, district
+    return ATTENTION_ORDER.index(row["state"]), not district.isdigit(), number, district
 
 
 def _district_row(console: Console, job: Job) -> dict[str, Any]:
@@ -270,9 +280,11 @@ class ChangeMatrix:
     """District x as-of day: how each district's month figures moved on each day checked."""
 
     districts: list[str]
-    """Ordered by state (as :data:`DISTRICT_STATES`), then by district."""
+    """Districts checked at least once, ordered as :data:`ATTENTION_ORDER`, then by district."""
     states: list[str]
     """Each district's state, same order."""
+    unchecked: list[str]
+    """Districts not checked yet (no row: nothing to show)."""
     days: list[date]
     kinds: list[list[str | None]]
     """``kinds[d][i]``: one of :data:`CHANGE_KINDS` for district ``d`` on day ``i``, or None."""
@@ -283,7 +295,12 @@ class ChangeMatrix:
         """Rows ``number * size`` up to the next ``size`` (every day kept)."""
         rows = slice(number * size, (number + 1) * size)
         return ChangeMatrix(
-            self.districts[rows], self.states[rows], self.days, self.kinds[rows], self.details[rows]
+            self.districts[rows],
+            self.states[rows],
+            self.unchecked,
+            self.days,
+            self.kinds[rows],
+            self.details[rows],
         )
 
 
@@ -296,16 +313,18 @@ def change_matrix(console: Console, month: str) -> ChangeMatrix:
         for entry in entries:
             if entry.data_month in (None, month):
                 cells[(jobs[job_id].district, entry.as_of)] = _change_kind(entry)
+    checked = {district for district, _ in cells}
     rows = sorted(
         ({"district": j.district, "state": district_state(j)} for j in jobs.values()),
         key=_by_state,
     )
-    districts = [r["district"] for r in rows]
+    districts = [r["district"] for r in rows if r["district"] in checked]
     days = sorted({day for _, day in cells})
     grid = [[cells.get((d, day)) for day in days] for d in districts]
     return ChangeMatrix(
         districts,
-        [r["state"] for r in rows],
+        [r["state"] for r in rows if r["district"] in checked],
+        [r["district"] for r in rows if r["district"] not in checked],
         days,
         [[c[0] if c else None for c in row] for row in grid],
         [[c[1] if c else "" for c in row] for row in grid],
@@ -823,6 +842,7 @@ def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
 
 
 __all__ = [
+    "ATTENTION_ORDER",
     "CHANGE_KINDS",
     "COMPARISON_CHARTS",
     "DISTRICT_STATES",

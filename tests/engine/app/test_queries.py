@@ -260,6 +260,8 @@ def mixed(tmp_path: Path) -> Iterator[Console]:
         for j in c.reconciler.start_month("2025-05", ["1", "2", "3", "F"], mode="optimized")
     }
     c.reconciler.replay(jobs["1"].id)
+    for district in ("2", "3"):  # checked for a few days, then stopped
+        c.reconciler.replay(jobs[district].id, until=date(2025, 6, 3))
     c.cancel_job(jobs["2"].id)
     c.reconciler.fail(jobs["3"].id, "source unreachable")
     yield c
@@ -276,7 +278,7 @@ def test_close_view_puts_every_district_in_exactly_one_state(mixed: Console) -> 
         "failed": 1,
         "cancelled": 1,
     }
-    assert [r["state"] for r in view.districts] == ["pending", "completed", "failed", "cancelled"]
+    assert [r["state"] for r in view.districts] == ["failed", "cancelled", "pending", "completed"]
     assert view.percent_finalized == 25.0, "only completed districts have final figures"
     assert view.status is MonthStatus.OPEN and view.live
     assert view.days_since_month_end == (mixed.today() - date(2025, 5, 31)).days
@@ -299,12 +301,12 @@ def test_a_month_with_cancelled_or_failed_districts_is_not_closed(mixed: Console
 
 def test_change_matrix_orders_districts_by_state_and_pages(mixed: Console) -> None:
     matrix = queries.change_matrix(mixed, "2025-05")
-    assert matrix.districts == ["F", "1", "3", "2"]
-    assert matrix.states == ["pending", "completed", "failed", "cancelled"]
-    assert matrix.kinds[0] == [None] * len(matrix.days), "F was never checked"
-    page = matrix.page(1, 3)
-    assert (page.districts, page.states, page.days) == (["2"], ["cancelled"], matrix.days)
-    assert page.kinds == matrix.kinds[3:] and page.details == matrix.details[3:]
+    assert matrix.districts == ["3", "2", "1"], "failed, cancelled, then completed"
+    assert matrix.states == ["failed", "cancelled", "completed"]
+    assert matrix.unchecked == ["F"], "a pending district has no row"
+    page = matrix.page(1, 2)
+    assert (page.districts, page.states, page.days) == (["1"], ["completed"], matrix.days)
+    assert page.kinds == matrix.kinds[2:] and page.details == matrix.details[2:]
 
 
 def test_months_offer_only_months_that_have_ended(tmp_path: Path) -> None:
