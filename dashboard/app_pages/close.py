@@ -140,32 +140,34 @@ def progress_table(view: queries.CloseView) -> None:
             "window",
             "checks",
             "significant_changes",
-            "reason",
             "final_as_of",
             "eta",
-            "error",
+            "outcome",
         ),
         column_config={
-            "district": st.column_config.TextColumn("District", width=70),
-            "state": st.column_config.TextColumn("State", width=95),
+            "district": st.column_config.TextColumn("District", width=62),
+            "state": st.column_config.TextColumn("State", width=88),
             "stable_days": st.column_config.ProgressColumn(
                 "Stable days",
                 min_value=0,
                 max_value=required,
                 format=f"%d of {required}",
-                width=105,
+                width=95,
             ),
             "window": st.column_config.TextColumn(
-                "Window left", width=95, help="Days left in the closing window"
+                "Window left", width=80, help="Days left in the closing window"
             ),
-            "checks": st.column_config.NumberColumn("Checks", width=70, format="%d"),
+            "checks": st.column_config.NumberColumn("Checks", width=58, format="%d"),
             "significant_changes": st.column_config.NumberColumn(
-                "Significant", width=90, format="%d", help="Significant changes seen"
+                "Significant", width=80, format="%d", help="Significant changes seen"
             ),
-            "reason": st.column_config.TextColumn("Reason", width=115),
-            "final_as_of": st.column_config.DateColumn("Final as of", width=105),
-            "eta": st.column_config.DateColumn("ETA", width=105),
-            "error": st.column_config.TextColumn("Error", width="large"),
+            "final_as_of": st.column_config.DateColumn("Final as of", width=90),
+            "eta": st.column_config.DateColumn("ETA", width=90),
+            "outcome": st.column_config.TextColumn(
+                "Outcome",
+                width=265,
+                help="The rule that made the district final, or why it failed",
+            ),
         },
     )
     st.caption("Select a row to see that district's timeline right below.")
@@ -177,12 +179,17 @@ def select_district() -> None:
         runtime.put("district", runtime.get("table_districts")[rows[0]])
 
 
-def heatmap(matrix: queries.ChangeMatrix) -> None:
+def heatmap(matrix: queries.ChangeMatrix, view: queries.CloseView) -> None:
     if not matrix.days:
         st.info("No checks recorded yet: the heatmap fills in as districts are checked.")
         return
     if matrix.unchecked:
-        st.caption(f"Not checked yet, so not shown: {len(matrix.unchecked)} pending districts.")
+        states = {r["district"]: r["state"] for r in view.districts}
+        counts: dict[str, int] = {}
+        for district in matrix.unchecked:
+            counts[states[district]] = counts.get(states[district], 0) + 1
+        found = ", ".join(f"{n} {state}" for state, n in counts.items())
+        st.caption(f"Not shown: {len(matrix.unchecked)} districts never checked ({found}).")
     pages = math.ceil(len(matrix.districts) / HEATMAP_ROWS)
     number = 0
     if pages > 1:
@@ -271,7 +278,10 @@ def timeline(view: queries.CloseView) -> None:
     district = left.selectbox(
         "District", districts, index=districts.index(chosen) if chosen in districts else 0
     )
-    job_id = next(r["job_id"] for r in view.districts if r["district"] == district)
+    row = next(r for r in view.districts if r["district"] == district)
+    job_id = row["job_id"]
+    if row["error"]:
+        st.warning(f"District {district} failed: {row['error']}", icon=":material/error:")
     detail = queries.timeline_view(console, job_id)
     metrics = right.multiselect("Metrics", ALL_METRICS, default=detail.telling_metrics[:4])
     if not detail.entries:
@@ -441,7 +451,7 @@ def overview() -> bool:
     progress_table(view)
     with st.container(border=True):
         timeline(view)
-    heatmap(queries.change_matrix(console, month))
+    heatmap(queries.change_matrix(console, month), view)
     return view.live
 
 

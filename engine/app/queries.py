@@ -199,6 +199,7 @@ def _district_row(console: Console, job: Job) -> dict[str, Any]:
         "window_left": None if job.status.finished else progress.days_left,
         "window": _window_text(job, progress.days_left),
         "reason": job.reason.value if job.reason else None,
+        "outcome": (job.reason.value if job.reason else None) or job.error,
         "final_as_of": job.final_as_of,
         "eta": None if job.status.finished else progress.eta,
         "checks": job.checks,

@@ -295,7 +295,8 @@ def test_a_month_with_cancelled_or_failed_districts_is_not_closed(mixed: Console
     assert rows["1"]["window"] == "final" and rows["1"]["window_left"] is None
     assert rows["1"]["stable_days"] == rows["1"]["stable_required"], "a final district is full"
     assert rows["2"]["window"] == rows["3"]["window"] == "–"
-    assert rows["3"]["error"] == "source unreachable"
+    assert rows["3"]["error"] == rows["3"]["outcome"] == "source unreachable"
+    assert rows["1"]["outcome"] == rows["1"]["reason"] and rows["2"]["outcome"] is None
     assert month_status(mixed, "2025-05") is MonthStatus.INCOMPLETE
 
 
