@@ -126,51 +126,41 @@ def donut(view: queries.CloseView) -> None:
 
 
 def progress_table(view: queries.CloseView) -> None:
-    required = console.settings.recon.stability_period_days
     runtime.put("table_districts", [r["district"] for r in view.districts])
+    columns = table_columns(console.settings.recon.stability_period_days)
     ui.table(
         view.districts,
         key="district_table",
         on_select=select_district,
         selection_mode="single-row",
-        column_order=(
-            "district",
-            "state",
-            "stable_days",
-            "window",
-            "checks",
-            "significant_changes",
-            "final_as_of",
-            "eta",
-            "outcome",
-        ),
-        column_config={
-            "district": st.column_config.TextColumn("District", width=62),
-            "state": st.column_config.TextColumn("State", width=88),
-            "stable_days": st.column_config.ProgressColumn(
-                "Stable days",
-                min_value=0,
-                max_value=required,
-                format=f"%d of {required}",
-                width=95,
-            ),
-            "window": st.column_config.TextColumn(
-                "Window left", width=80, help="Days left in the closing window"
-            ),
-            "checks": st.column_config.NumberColumn("Checks", width=58, format="%d"),
-            "significant_changes": st.column_config.NumberColumn(
-                "Significant", width=80, format="%d", help="Significant changes seen"
-            ),
-            "final_as_of": st.column_config.DateColumn("Final as of", width=90),
-            "eta": st.column_config.DateColumn("ETA", width=90),
-            "outcome": st.column_config.TextColumn(
-                "Outcome",
-                width=265,
-                help="The rule that made the district final, or why it failed",
-            ),
-        },
+        column_order=tuple(columns),
+        column_config=columns,
     )
     st.caption("Select a row to see that district's timeline right below.")
+
+
+def table_columns(required: int) -> dict[str, Any]:
+    """The progress table's columns in display order, sized to fit a laptop screen
+    beside the sidebar (the outcome, a rule or an error, gets the room left)."""
+    return {
+        "district": st.column_config.TextColumn("District", width=62),
+        "state": st.column_config.TextColumn("State", width=88),
+        "stable_days": st.column_config.ProgressColumn(
+            "Stable days", min_value=0, max_value=required, format=f"%d of {required}", width=95
+        ),
+        "window": st.column_config.TextColumn(
+            "Window left", width=80, help="Days left in the closing window"
+        ),
+        "checks": st.column_config.NumberColumn("Checks", width=58, format="%d"),
+        "significant_changes": st.column_config.NumberColumn(
+            "Significant", width=80, format="%d", help="Significant changes seen"
+        ),
+        "final_as_of": st.column_config.DateColumn("Final as of", width=90),
+        "eta": st.column_config.DateColumn("ETA", width=90),
+        "outcome": st.column_config.TextColumn(
+            "Outcome", width=265, help="The rule that made the district final, or why it failed"
+        ),
+    }
 
 
 def select_district() -> None:
