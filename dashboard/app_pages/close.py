@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+import math
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import plotly.graph_objects as go
@@ -12,19 +13,22 @@ import ui
 from plotly.subplots import make_subplots
 
 from engine.app import queries
-from engine.app.months import month_status
+from engine.app.months import MonthStatus, month_status
 from engine.domain.models import ALL_METRICS
 
 console = runtime.get_console()
 month = runtime.month()
-CHANGE_COLORS = ("#d0d7de", "#dafbe1", "#f2cc60", "#cf222e")  # in queries.CHANGE_KINDS order
+CHANGE_COLORS = ("#d0d7de", "#8fd19e", "#f2cc60", "#cf222e")  # in queries.CHANGE_KINDS order
+HEATMAP_ROWS = 40  # districts per heatmap page: 40 rows of 16 px fit a laptop screen
+ROW_PX = 16
+DAY_MS = 86_400_000
 
 st.title(f"Close progress · {month}")
 
 
-def start_run() -> None:
+def start_run(districts: list[str] | None = None) -> None:
     with ui.guard():
-        runtime.put("batch_id", console.start_batch(month).batch_id)
+        runtime.put("batch_id", console.start_batch(month, districts=districts).batch_id)
 
 
 def empty_state() -> None:
@@ -37,24 +41,55 @@ def empty_state() -> None:
 
 
 def kpis(view: queries.CloseView) -> None:
-    counts = view.counts
-    top = st.columns(4)
+    """One tile per state (they add up to the districts), then where the close stands."""
+    tiles = st.columns(len(queries.DISTRICT_STATES))
     reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(view.by_reason.items()))
-    top[0].metric("Completed", counts.get("completed", 0), help=f"Finalized ({reasons or 'none'})")
-    top[1].metric("Monitoring", counts.get("monitoring", 0))
-    top[2].metric("Stabilizing", counts.get("stabilizing", 0))
-    top[3].metric("Finalizing", counts.get("finalizing", 0), help="In the window's last days")
-    bottom = st.columns(4)
-    failed = counts.get("failed", 0)
-    bottom[0].metric("Failed", failed, help=f"{counts.get('cancelled', 0)} cancelled")
-    bottom[1].metric("Finalized", f"{view.percent_finalized:.0f} %")
-    bottom[2].metric("Days since month end", view.days_since_month_end)
+    helps = {
+        "pending": "Not checked yet",
+        "finalizing": "In the window's last days",
+        "completed": f"Final figures ({reasons or 'none'})",
+        "cancelled": "Stopped before final: not final",
+    }
+    for tile, state in zip(tiles, queries.DISTRICT_STATES, strict=True):
+        tile.metric(state.capitalize(), view.counts[state], help=helps.get(state))
+
+
+def summary(view: queries.CloseView) -> None:
+    """Finalized share, days since month end while open, and close (or why it is not)."""
+    tiles = st.columns(3)
+    tiles[0].metric(
+        "Finalized",
+        f"{view.percent_finalized:.0f} %",
+        help=f"{view.counts['completed']} of {view.total} districts have final figures",
+    )
     if view.finished:
         final = view.final_as_of.isoformat() if view.final_as_of else "–"
-        bottom[3].metric("Closed: final as of", final, help="Newest as-of date of final figures")
+        tiles[1].metric("Closed: final as of", final, help="Newest as-of date of final figures")
+    elif view.status is MonthStatus.INCOMPLETE:
+        tiles[1].metric("Not closed", f"{view.unfinished} not final")
     else:
         projected = view.projected_close.isoformat() if view.projected_close else "–"
-        bottom[3].metric("Projected close", projected)
+        tiles[1].metric("Projected close", projected)
+    if view.days_since_month_end is not None:  # only while the month is open
+        tiles[2].metric("Days since month end", view.days_since_month_end)
+
+
+def incomplete(view: queries.CloseView) -> None:
+    """A month whose run stopped with failed or cancelled districts: say so and offer a rerun."""
+    failed, cancelled = view.counts["failed"], view.counts["cancelled"]
+    stopped = " and ".join(
+        f"{n} {word}" for n, word in ((cancelled, "were cancelled"), (failed, "failed")) if n
+    )
+    st.warning(
+        f"**{month} is not closed**: of {view.total} districts, {stopped}, so their figures "
+        "are not final. Run the month again to finish it: a new run checks all its districts again "
+        f"(up to today, {console.today()})"
+        + (" and retries the failed ones; their errors are in the table." if failed else "."),
+        icon=":material/warning:",
+    )
+    label = "Retry failed and run the month again" if failed else "Continue: run the month again"
+    districts = [r["district"] for r in view.districts]  # the month's own, not every one
+    st.button(label, type="primary", on_click=start_run, args=(districts,), key="run_again")
 
 
 def download(view: queries.CloseView) -> None:
@@ -89,7 +124,7 @@ def export_warnings() -> None:
 
 
 def donut(view: queries.CloseView) -> None:
-    states = [s for s in ui.STATE_COLORS if view.counts.get(s)]
+    states = [s for s in queries.DISTRICT_STATES if view.counts[s]]
     fig = go.Figure(
         go.Pie(
             labels=states,
@@ -107,44 +142,41 @@ def donut(view: queries.CloseView) -> None:
 
 
 def progress_table(view: queries.CloseView) -> None:
-    required = console.settings.recon.stability_period_days
     runtime.put("table_districts", [r["district"] for r in view.districts])
-    longest = max(r["window_days"] for r in view.districts)
+    columns = table_columns(console.settings.recon.stability_period_days)
     ui.table(
         view.districts,
         key="district_table",
         on_select=select_district,
         selection_mode="single-row",
-        column_order=(
-            "district",
-            "state",
-            "stable_days",
-            "window_left",
-            "reason",
-            "final_as_of",
-            "eta",
-            "checks",
-            "significant_changes",
-            "error",
-        ),
-        column_config={
-            "district": "District",
-            "state": "State",
-            "stable_days": st.column_config.ProgressColumn(
-                "Stable days", min_value=0, max_value=required, format=f"%d of {required}"
-            ),
-            "window_left": st.column_config.ProgressColumn(
-                "Window left", min_value=0, max_value=longest, format="%d days"
-            ),
-            "reason": "Reason",
-            "final_as_of": st.column_config.DateColumn("Final as of"),
-            "eta": st.column_config.DateColumn("ETA"),
-            "checks": "Checks",
-            "significant_changes": "Significant",
-            "error": "Error",
-        },
+        column_order=tuple(columns),
+        column_config=columns,
     )
-    st.caption("Select a row to see that district's timeline below.")
+    st.caption("Select a row to see that district's timeline right below.")
+
+
+def table_columns(required: int) -> dict[str, Any]:
+    """The progress table's columns in display order, sized to fit a laptop screen
+    beside the sidebar (the outcome, a rule or an error, gets the room left)."""
+    return {
+        "district": st.column_config.TextColumn("District", width=62),
+        "state": st.column_config.TextColumn("State", width=88),
+        "stable_days": st.column_config.ProgressColumn(
+            "Stable days", min_value=0, max_value=required, format=f"%d of {required}", width=95
+        ),
+        "window": st.column_config.TextColumn(
+            "Window left", width=80, help="Days left in the closing window"
+        ),
+        "checks": st.column_config.NumberColumn("Checks", width=58, format="%d"),
+        "significant_changes": st.column_config.NumberColumn(
+            "Significant", width=80, format="%d", help="Significant changes seen"
+        ),
+        "final_as_of": st.column_config.DateColumn("Final as of", width=90),
+        "eta": st.column_config.DateColumn("ETA", width=90),
+        "outcome": st.column_config.TextColumn(
+            "Outcome", width=265, help="The rule that made the district final, or why it failed"
+        ),
+    }
 
 
 def select_district() -> None:
@@ -153,53 +185,109 @@ def select_district() -> None:
         runtime.put("district", runtime.get("table_districts")[rows[0]])
 
 
-def heatmap(matrix: queries.ChangeMatrix) -> None:
+def heatmap(matrix: queries.ChangeMatrix, view: queries.CloseView) -> None:
     if not matrix.days:
         st.info("No checks recorded yet: the heatmap fills in as districts are checked.")
         return
+    if matrix.unchecked:
+        states = {r["district"]: r["state"] for r in view.districts}
+        counts: dict[str, int] = {}
+        for district in matrix.unchecked:
+            counts[states[district]] = counts.get(states[district], 0) + 1
+        found = ", ".join(f"{n} {state}" for state, n in counts.items())
+        st.caption(f"Not shown: {len(matrix.unchecked)} districts never checked ({found}).")
+    pages = math.ceil(len(matrix.districts) / HEATMAP_ROWS)
+    number = 0
+    if pages > 1:
+        number = st.radio(
+            "Heatmap districts (failed and cancelled first, completed last)",
+            range(pages),
+            format_func=lambda n: page_label(matrix, n),
+            horizontal=True,
+            key="heatmap_page",
+        )
+    shown = matrix.page(number, HEATMAP_ROWS)
+    fig = go.Figure([heatmap_trace(shown), *legend_traces()])
+    fig.update_yaxes(
+        type="category",
+        autorange="reversed",
+        title="District",
+        tickmode="array",
+        tickvals=shown.districts,
+        ticktext=[f"{d} · {state}" for d, state in zip(shown.districts, shown.states, strict=True)],
+    )
+    fig.update_xaxes(type="category", title="As-of date")
+    fig.update_layout(
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"}
+    )
+    height = max(260, ROW_PX * len(shown.districts) + 150)
+    st.plotly_chart(ui.layout(fig, "Changes by district and day", height), key="heatmap")
+    st.caption("Blank cells: not checked on that day (before its first check or after it stopped).")
+
+
+def page_label(matrix: queries.ChangeMatrix, number: int) -> str:
+    """``1–40: pending, monitoring``: the rows of a heatmap page and their states."""
+    part = matrix.page(number, HEATMAP_ROWS)
+    first = number * HEATMAP_ROWS + 1
+    states = ", ".join(dict.fromkeys(part.states))
+    return f"{first}–{first + len(part.districts) - 1}: {states}"
+
+
+def heatmap_trace(matrix: queries.ChangeMatrix) -> go.Heatmap:
+    """One cell per district and day, one flat colour per change kind (no colour bar:
+    the legend traces name the kinds)."""
     code = {kind: n for n, kind in enumerate(queries.CHANGE_KINDS)}
-    z = [[code[k] if k else None for k in row] for row in matrix.kinds]
     steps = len(CHANGE_COLORS)
     scale = [
         [edge, color]
         for n, color in enumerate(CHANGE_COLORS)
         for edge in (n / steps, (n + 1) / steps)
     ]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=matrix.days,
-            y=matrix.districts,
-            customdata=[[k or "not checked" for k in row] for row in matrix.kinds],
-            text=matrix.details,
-            colorscale=scale,
-            zmin=-0.5,
-            zmax=steps - 0.5,
-            xgap=1,
-            ygap=1,
-            hovertemplate="District %{y} · %{x}<br>%{customdata}<br>%{text}<extra></extra>",
-            colorbar={
-                "tickvals": list(range(steps)),
-                "ticktext": list(queries.CHANGE_KINDS),
-                "title": "",
-            },
-        )
+    return go.Heatmap(
+        z=[[code[k] if k else None for k in row] for row in matrix.kinds],
+        x=[day.isoformat() for day in matrix.days],
+        y=matrix.districts,
+        customdata=[
+            [f"{state} · {k or 'not checked'}" for k in row]
+            for state, row in zip(matrix.states, matrix.kinds, strict=True)
+        ],
+        text=matrix.details,
+        colorscale=scale,
+        zmin=-0.5,
+        zmax=steps - 0.5,
+        showscale=False,
+        xgap=1,
+        ygap=1,
+        hovertemplate="District %{y} · %{x}<br>%{customdata}<br>%{text}<extra></extra>",
     )
-    fig.update_yaxes(type="category", autorange="reversed", title="District")
-    fig.update_xaxes(title="As-of date")
-    height = max(260, 14 * len(matrix.districts) + 110)
-    st.plotly_chart(ui.layout(fig, "Changes by district and day", height), key="heatmap")
+
+
+def legend_traces() -> list[go.Scatter]:
+    """A legend entry per change kind, drawn nowhere."""
+    return [
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            marker={"symbol": "square", "size": 12, "color": color},
+            name=kind,
+            hoverinfo="skip",
+        )
+        for kind, color in zip(queries.CHANGE_KINDS, CHANGE_COLORS, strict=True)
+    ]
 
 
 def timeline(view: queries.CloseView) -> None:
     districts = [r["district"] for r in view.districts]
     chosen = runtime.get("district")
-    st.subheader("District timeline")
     left, right = st.columns([1, 3])
     district = left.selectbox(
         "District", districts, index=districts.index(chosen) if chosen in districts else 0
     )
-    job_id = next(r["job_id"] for r in view.districts if r["district"] == district)
+    row = next(r for r in view.districts if r["district"] == district)
+    job_id = row["job_id"]
+    if row["error"]:
+        st.warning(f"District {district} failed: {row['error']}", icon=":material/error:")
     detail = queries.timeline_view(console, job_id)
     metrics = right.multiselect("Metrics", ALL_METRICS, default=detail.telling_metrics[:4])
     if not detail.entries:
@@ -244,8 +332,36 @@ def timeline_chart(detail: queries.TimelineView, metrics: list[str]) -> go.Figur
             "yanchor": "bottom",
         }
     )
-    fig.update_yaxes(tickformat="~s")
+    date_axes(fig, [p["as_of"] for m in metrics for p in detail.series[m]])
+    for row, metric in enumerate(metrics, 1):
+        fig.update_yaxes(count_axis([p["value"] for p in detail.series[metric]]), row=row, col=1)
     return ui.layout(fig, title, 170 * len(metrics) + 100)
+
+
+def date_axes(fig: go.Figure, days: list[date]) -> None:
+    """Whole days on the x axes, half a day of room either side: a single as-of date
+    would otherwise get sub-millisecond ticks."""
+    if not days:
+        return
+    first, last = min(days), max(days)
+    span = (last - first).days + 1
+    half = timedelta(hours=12)
+    fig.update_xaxes(
+        type="date",
+        range=[datetime.combine(first, time()) - half, datetime.combine(last, time()) + half],
+        dtick=DAY_MS * max(1, math.ceil(span / 10)),
+        tickformat="%b %d",
+        hoverformat="%Y-%m-%d",
+    )
+
+
+def count_axis(values: list[float]) -> dict[str, object]:
+    """A y axis of whole counts: ``1,037``, never ``1.0365k``, and no ``37.5`` tick
+    (a narrow range steps by whole numbers)."""
+    axis: dict[str, object] = {"tickformat": ",d", "hoverformat": ",d"}
+    if values and max(values) - min(values) <= 10:
+        axis["dtick"] = 1 if max(values) - min(values) <= 5 else 2
+    return axis
 
 
 def metric_traces(
@@ -342,6 +458,8 @@ def overview() -> bool:
         return False
     if view.running_batch is not None:
         ui.batch_panel(queries.batch_view(console, view.running_batch))
+    elif view.status is MonthStatus.INCOMPLETE:
+        incomplete(view)
     elif view.live:
         st.warning(
             "Some districts are not final and no batch of this dashboard is working on them: "
@@ -354,14 +472,17 @@ def overview() -> bool:
         st.button("Continue month-end run", on_click=start_run)
     kpis(view)
     export_warnings()
-    download(view)
-    left, right = st.columns([1, 3])
+    left, right = st.columns([1, 2])
     with left:
         donut(view)
     with right:
-        progress_table(view)
-    heatmap(queries.change_matrix(console, month))
-    timeline(view)
+        summary(view)
+        download(view)
+    st.subheader("Districts")
+    progress_table(view)
+    with st.container(border=True):
+        timeline(view)
+    heatmap(queries.change_matrix(console, month), view)
     events_section()
     return view.live
 

@@ -5,7 +5,9 @@
 is live while a batch of this process works it (:data:`MonthStatus.RUNNING`)
 or while some of its jobs are unfinished with no batch here working them
 (:data:`MonthStatus.OPEN`: the run was stopped, its closing period was still
-open on the day replayed up to, or another process works it).
+open on the day replayed up to, or another process works it). A month whose
+districts have all stopped is closed only when every one of them completed:
+with some failed or cancelled it is :data:`MonthStatus.INCOMPLETE`, not final.
 
 :func:`replay_bound` is the one place that answers "up to which collection
 date may a run of this month go": never after today (a collection on day D
@@ -38,8 +40,11 @@ class MonthStatus(enum.StrEnum):
     """A batch of this process is working the month."""
     OPEN = "open"
     """Some districts are not final and no batch of this process works them."""
+    INCOMPLETE = "incomplete"
+    """Every district has stopped, but some failed or were cancelled: their figures
+    are not final until the month is run again."""
     CLOSED = "closed"
-    """Every district of the latest run is finished."""
+    """Every district of the latest run completed: the month's figures are final."""
 
     @property
     def live(self) -> bool:
@@ -121,7 +126,10 @@ def status_of(progress: MonthProgress, batch_id: int | None) -> MonthStatus:
         return MonthStatus.RUNNING
     if progress.total == 0:
         return MonthStatus.NOT_STARTED
-    return MonthStatus.CLOSED if progress.percent_finalized >= 100 else MonthStatus.OPEN
+    if progress.percent_finalized < 100:  # some districts have not stopped
+        return MonthStatus.OPEN
+    stopped = progress.by_status.get("failed", 0) + progress.by_status.get("cancelled", 0)
+    return MonthStatus.INCOMPLETE if stopped else MonthStatus.CLOSED
 
 
 def month_status(reader: MonthReader, month: str) -> MonthStatus:

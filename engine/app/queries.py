@@ -64,11 +64,13 @@ MAX_POINTS = 400  # points per series sent to a chart; longer series are average
 
 
 def months(console: Console) -> list[str]:
-    """Months to pick from, newest first: those with runs and the last calendar months."""
-    with_runs = {r["month"] for r in console.storage.runs()}
-    month = month_of(console.clock.now().date())
-    recent: set[str] = set()
-    for _ in range(MONTHS_BACK):
+    """Months to pick from, newest first: those that have ended by the console's clock
+    (a later month cannot be reconciled yet), with runs or among the last calendar months."""
+    ended = latest_ended_month(console.today())
+    with_runs = {r["month"] for r in console.storage.runs() if r["month"] <= ended}
+    recent = {ended}
+    month = ended
+    for _ in range(MONTHS_BACK - 1):
         month = _previous_month(month)
         recent.add(month)
     return sorted(with_runs | recent, reverse=True)
@@ -88,6 +90,36 @@ def _previous_month(month: str) -> str:
 # --- close progress ------------------------------------------------------------------------
 
 
+DISTRICT_STATES = (
+    "pending",
+    "monitoring",
+    "stabilizing",
+    "finalizing",
+    "completed",
+    "failed",
+    "cancelled",
+)
+"""The states a district is shown in, each district in exactly one: not checked yet,
+one of the phases of an active job, or how it stopped."""
+ATTENTION_ORDER = (
+    "failed",
+    "cancelled",
+    "finalizing",
+    "stabilizing",
+    "monitoring",
+    "pending",
+    "completed",
+)
+"""The order districts are listed in: what needs a person first, final ones last."""
+
+
+def district_state(job: Job) -> str:
+    """``job``'s one entry of :data:`DISTRICT_STATES` (a phase only while it is active)."""
+    if job.status is JobStatus.ACTIVE:
+        return job.phase.value if job.phase else "monitoring"
+    return job.status.value
+
+
 @dataclass(frozen=True)
 class CloseView:
     """A month's close: KPIs, state counts and one progress row per district."""
@@ -96,20 +128,24 @@ class CloseView:
     status: MonthStatus
     total: int
     counts: dict[str, int]
-    """Districts by state: completed, monitoring, stabilizing, finalizing, failed, ..."""
+    """Districts by state, every one of :data:`DISTRICT_STATES` (zeros too); they add
+    up to ``total``."""
     by_reason: dict[str, int]
     percent_finalized: float
-    days_since_month_end: int
+    """Completed districts (final figures) out of all; failed or cancelled ones are not."""
+    days_since_month_end: int | None
+    """By the console's clock, while the month is live (None once every district stopped)."""
     projected_close: date | None
     final_as_of: date | None
     """The newest as-of date among the districts' final figures."""
     districts: list[dict[str, Any]]
+    """One row per district, ordered by :data:`ATTENTION_ORDER`, then by district."""
     running_batch: int | None
     """The batch working this month in this process, if one runs."""
 
     @property
     def finished(self) -> bool:
-        """Every district of the latest run is final."""
+        """Every district of the latest run completed (none failed or cancelled)."""
         return self.status is MonthStatus.CLOSED
 
     @property
@@ -117,25 +153,31 @@ class CloseView:
         """Whether the figures may still change (see :class:`MonthStatus`)."""
         return self.status.live
 
+    @property
+    def unfinished(self) -> int:
+        """Districts without final figures that a new run of the month would redo."""
+        return self.counts["failed"] + self.counts["cancelled"]
+
 
 def close_view(console: Console, month: str) -> CloseView:
     month = validate_month(month)
     progress = console.month_progress(month)
     batch_id = month_batch(console, month)
     jobs = console.jobs(month)
-    rows = [_district_row(console, job) for job in jobs]
-    counts: dict[str, int] = {}
+    rows = sorted((_district_row(console, job) for job in jobs), key=_by_state)
+    counts = dict.fromkeys(DISTRICT_STATES, 0)
     for row in rows:
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
+        counts[row["state"]] += 1
+    status = status_of(progress, batch_id)
     return CloseView(
         month=month,
-        status=status_of(progress, batch_id),
+        status=status,
         total=progress.total,
         counts=counts,
         by_reason=dict(progress.by_reason),
-        percent_finalized=progress.percent_finalized,
-        days_since_month_end=(console.clock.now().date() - month_end(month)).days,
-        projected_close=progress.projected_close,
+        percent_finalized=100.0 * counts["completed"] / len(rows) if rows else 0.0,
+        days_since_month_end=((console.today() - month_end(month)).days if status.live else None),
+        projected_close=progress.projected_close if status.live else None,
         final_as_of=max((j.final_as_of for j in jobs if j.final_as_of), default=None),
         districts=rows,
         running_batch=batch_id,
@@ -195,20 +237,32 @@ def watcher_view(console: Console) -> WatcherView:
     )
 
 
+def _by_state(row: Mapping[str, Any]) -> tuple[int, bool, int, str]:
+    """Attention order, then districts as people count them: 2 before 10, numbers before F."""
+    district = row["district"]
+    number = int(district) if district.isdigit() else 0
+    return ATTENTION_ORDER.index(row["state"]), not district.isdigit(), number, district
+
+
 def _district_row(console: Console, job: Job) -> dict[str, Any]:
     settings = console.settings.recon
     progress = console.reconciler.job_progress(job)
     window = window_days(job.month, settings) + job.extension_days
+    required = settings.stability_period_days
+    completed = job.status is JobStatus.COMPLETED
     return {
         "district": job.district,
         "job_id": job.id,
-        "state": job.phase.value if job.phase else job.status.value,
+        "state": district_state(job),
         "status": job.status.value,
-        "stable_days": min(job.stable_days, settings.stability_period_days),
-        "stable_required": settings.stability_period_days,
+        # A completed district needs no more stable days, whatever ended it.
+        "stable_days": required if completed else min(job.stable_days, required),
+        "stable_required": required,
         "window_days": window,
-        "window_left": progress.days_left,
+        "window_left": None if job.status.finished else progress.days_left,
+        "window": _window_text(job, progress.days_left),
         "reason": job.reason.value if job.reason else None,
+        "outcome": (job.reason.value if job.reason else None) or job.error,
         "final_as_of": job.final_as_of,
         "eta": None if job.status.finished else progress.eta,
         "checks": job.checks,
@@ -244,6 +298,15 @@ def month_warnings(console: Console, month: str) -> list[DistrictWarnings]:
         for j in jobs
         if j.id in warned
     ]
+
+
+def _window_text(job: Job, days_left: int) -> str:
+    """The closing window left, as a reader wants it: days while open, else why not."""
+    if job.status is JobStatus.COMPLETED:
+        return "final"
+    if job.status.finished:
+        return "–"
+    return f"{days_left} day{'s' if days_left != 1 else ''}"
 
 
 FINAL_COLUMNS = ("district", "status", "reason", "final_as_of")
@@ -310,11 +373,28 @@ class ChangeMatrix:
     """District x as-of day: how each district's month figures moved on each day checked."""
 
     districts: list[str]
+    """Districts checked at least once, ordered as :data:`ATTENTION_ORDER`, then by district."""
+    states: list[str]
+    """Each district's state, same order."""
+    unchecked: list[str]
+    """Districts not checked yet (no row: nothing to show)."""
     days: list[date]
     kinds: list[list[str | None]]
     """``kinds[d][i]``: one of :data:`CHANGE_KINDS` for district ``d`` on day ``i``, or None."""
     details: list[list[str]]
     """What changed significantly, same shape (empty when nothing did)."""
+
+    def page(self, number: int, size: int) -> ChangeMatrix:
+        """Rows ``number * size`` up to the next ``size`` (every day kept)."""
+        rows = slice(number * size, (number + 1) * size)
+        return ChangeMatrix(
+            self.districts[rows],
+            self.states[rows],
+            self.unchecked,
+            self.days,
+            self.kinds[rows],
+            self.details[rows],
+        )
 
 
 def change_matrix(console: Console, month: str) -> ChangeMatrix:
@@ -326,11 +406,18 @@ def change_matrix(console: Console, month: str) -> ChangeMatrix:
         for entry in entries:
             if entry.data_month in (None, month):
                 cells[(jobs[job_id].district, entry.as_of)] = _change_kind(entry)
-    districts = [j.district for j in jobs.values()]
+    checked = {district for district, _ in cells}
+    rows = sorted(
+        ({"district": j.district, "state": district_state(j)} for j in jobs.values()),
+        key=_by_state,
+    )
+    districts = [r["district"] for r in rows if r["district"] in checked]
     days = sorted({day for _, day in cells})
     grid = [[cells.get((d, day)) for day in days] for d in districts]
     return ChangeMatrix(
         districts,
+        [r["state"] for r in rows if r["district"] in checked],
+        [r["district"] for r in rows if r["district"] not in checked],
         days,
         [[c[0] if c else None for c in row] for row in grid],
         [[c[1] if c else "" for c in row] for row in grid],
@@ -1237,8 +1324,10 @@ def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
 
 
 __all__ = [
+    "ATTENTION_ORDER",
     "CHANGE_KINDS",
     "COMPARISON_CHARTS",
+    "DISTRICT_STATES",
     "COMPARISON_MODES",
     "MONTHS_BACK",
     "TIMELINE_METRICS",
@@ -1282,6 +1371,7 @@ __all__ = [
     "delivery_text",
     "event_rows",
     "events",
+    "district_state",
     "final_csv",
     "final_figures",
     "latency_series",

@@ -598,3 +598,83 @@ def test_close_progress_shows_no_export_warning_when_none(app: Open, populated: 
     at = app("close")
     assert_clean(at)
     assert not [w.value for w in at.warning if "had warnings" in w.value]
+
+
+# --- Close progress: counts add up, a stopped month is not closed, readable charts -----------
+
+
+def stop_month(db_url: str, *, done: str, cancelled: str, failed: str) -> None:
+    """MONTH with one district completed, one cancelled and one failed (by the engine)."""
+    overrides = {"storage": {"db_url": db_url}}
+    console = Console(settings_mod.load(env={}, overrides=overrides))
+    try:
+        runs = console.reconciler.start_month(MONTH, DISTRICTS, mode="optimized")
+        jobs = {j.district: j for j in runs}
+        console.reconciler.replay(jobs[done].id)
+        console.cancel_job(jobs[cancelled].id)
+        console.reconciler.fail(jobs[failed].id, "HTTP 503 from the export server")
+    finally:
+        console.close()
+
+
+def state_tiles(at: AppTest) -> dict[str, int]:
+    found = metrics(at)
+    return {s: int(found[s.capitalize()]) for s in queries.DISTRICT_STATES}
+
+
+def test_close_progress_a_month_with_cancelled_districts_is_not_closed(app: Open, db_url: str):
+    stop_month(db_url, done="1", cancelled="2", failed="F")
+    at = app("close")
+    assert_clean(at)
+    tiles = state_tiles(at)
+    assert sum(tiles.values()) == len(DISTRICTS)
+    assert (tiles["completed"], tiles["cancelled"], tiles["failed"]) == (1, 1, 1)
+    found = metrics(at)
+    assert found["Finalized"] == "33 %", "cancelled and failed districts are not final"
+    assert "Closed: final as of" not in found and found["Not closed"] == "2 not final"
+    assert "Days since month end" not in found, "the month is not open"
+    assert any(f"{MONTH} is not closed" in w.value for w in at.warning)
+
+    button(at, "Retry failed and run the month again").click().run()
+    assert_clean(at)
+    engine().batch.run(until_idle=True)
+    at.run()
+    assert_clean(at)
+    assert state_tiles(at)["completed"] == len(DISTRICTS), "the rerun covers the month's own"
+    assert metrics(at)["Finalized"] == "100 %" and "Closed: final as of" in metrics(at)
+
+
+def test_close_progress_has_a_tile_for_pending_districts(
+    app: Open, db_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("RECON_TODAY", "2025-07-03")
+    storage = open_storage(StorageSettings(db_url=db_url, mode="naive"))
+    storage.create_run(MONTH, DISTRICTS, mode="optimized", source="sim")  # not checked yet
+    storage.create_run("2030-01", DISTRICTS, mode="optimized", source="sim")  # an old bug's
+    storage.close()
+    at = app("close")
+    assert_clean(at)
+    tiles = state_tiles(at)
+    assert tiles["pending"] == sum(tiles.values()) == len(DISTRICTS)
+    assert metrics(at)["Days since month end"] == "3", "shown while the month is open"
+    offered = next(s for s in at.sidebar.selectbox if s.label == "Month").options
+    assert offered[0] == MONTH and "2030-01" not in offered, "only months that have ended"
+
+
+def test_close_progress_charts_are_readable(app: Open, populated: str):
+    at = app("close")
+    assert_clean(at)
+    found = charts(at)
+    heatmap = next(c for c in found if c["data"][0]["type"] == "heatmap")
+    assert heatmap["data"][0]["showscale"] is False, "categories, not a colour bar"
+    legend = [t["name"] for t in heatmap["data"][1:]]
+    assert legend == list(queries.CHANGE_KINDS)
+    assert heatmap["layout"]["xaxis"]["type"] == "category", "date ticks, one per as-of day"
+    assert all(len(x) == 10 for x in heatmap["data"][0]["x"])  # YYYY-MM-DD
+    assert heatmap["layout"]["yaxis"]["ticktext"][0].endswith("· completed")
+    timeline = next(c for c in found if "figures by as-of date" in c["layout"]["title"]["text"])
+    axes = [v for k, v in timeline["layout"].items() if k.startswith("yaxis")]
+    assert axes and all(a["tickformat"] == ",d" for a in axes), "1,037, not 1.0365k"
+    assert timeline["layout"]["xaxis"]["tickformat"] == "%b %d"
+    progress = at.dataframe[0].value
+    assert set(progress["window"]) == {"final"} and (progress["stable_days"] == 3).all()

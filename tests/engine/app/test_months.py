@@ -24,8 +24,8 @@ from engine.reconcile import MonthProgress
 MONTH = "2025-03"
 
 
-def progress(total: int, percent: float) -> MonthProgress:
-    return MonthProgress(MONTH, 1 if total else None, total, {}, {}, {}, percent, None)
+def progress(total: int, percent: float, **by_status: int) -> MonthProgress:
+    return MonthProgress(MONTH, 1 if total else None, total, by_status, {}, {}, percent, None)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,39 @@ def progress(total: int, percent: float) -> MonthProgress:
 )
 def test_status_of(total: int, percent: float, batch_id: int | None, expected: MonthStatus) -> None:
     assert status_of(progress(total, percent), batch_id) is expected
+
+
+@pytest.mark.parametrize(
+    ("stopped", "expected"),
+    [
+        ({"completed": 3}, MonthStatus.CLOSED),
+        ({"completed": 2, "failed": 1}, MonthStatus.INCOMPLETE),
+        ({"completed": 1, "cancelled": 2}, MonthStatus.INCOMPLETE),
+    ],
+)
+def test_a_month_with_failed_or_cancelled_districts_is_not_closed(
+    stopped: dict[str, int], expected: MonthStatus
+) -> None:
+    assert status_of(progress(3, 100.0, **stopped), None) is expected
+    assert not expected.live, "nothing works it: it waits for a new run"
+
+
+def test_a_cancelled_month_is_incomplete_until_it_is_run_again(tmp_path: Path) -> None:
+    settings = settings_mod.load(
+        env={}, overrides={"storage": {"db_url": f"sqlite:///{tmp_path / 'm.db'}"}}
+    )
+    console = Console(settings)
+    try:
+        batch_id = console.start_batch(MONTH, districts=["1", "2"]).batch_id
+        console.batch.cancel(batch_id)  # before any item ran
+        console.batch.run(until_idle=True)
+        assert {j.status.value for j in console.jobs(MONTH)} == {"cancelled"}
+        assert month_status(console, MONTH) is MonthStatus.INCOMPLETE
+        console.start_batch(MONTH)  # what the page's "run the month again" does
+        console.batch.run(until_idle=True)
+        assert month_status(console, MONTH) is MonthStatus.CLOSED
+    finally:
+        console.close()
 
 
 def test_only_running_and_open_months_are_live() -> None:

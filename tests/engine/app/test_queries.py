@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -86,7 +86,10 @@ def test_final_csv_is_the_figures_as_text(console: Console) -> None:
 
 def test_close_view_counts_districts_and_their_progress(console: Console) -> None:
     view = queries.close_view(console, MONTH)
-    assert view.total == 2 and view.counts == {"completed": 2}
+    assert view.total == 2 and view.counts == {
+        **dict.fromkeys(queries.DISTRICT_STATES, 0),
+        "completed": 2,
+    }
     assert view.finished and not view.live and view.percent_finalized == 100.0
     assert view.running_batch is None and view.status is MonthStatus.CLOSED
     assert month_status(console, MONTH) is MonthStatus.CLOSED
@@ -243,3 +246,79 @@ def test_latest_comparison_skips_results_of_other_benchmarks() -> None:
     rows = [{"id": 3, "result": {"read_speedup": 9.0}}, {"id": 2, "result": {"speedup": 4.0}}]
     assert queries.latest_comparison(rows) == rows[1]
     assert queries.latest_comparison(rows[:1]) is None
+
+
+# --- close progress: every district in one state, a stopped month not closed -------------------
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Iterator[Console]:
+    """May 2025 for four districts: 1 completed, 2 cancelled, 3 failed, F pending."""
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    c = Console(settings_mod.load(env={}, overrides={"storage": {"db_url": url}}))
+    jobs = {
+        j.district: j
+        for j in c.reconciler.start_month("2025-05", ["1", "2", "3", "F"], mode="optimized")
+    }
+    c.reconciler.replay(jobs["1"].id)
+    for district in ("2", "3"):  # checked for a few days, then stopped
+        c.reconciler.replay(jobs[district].id, until=date(2025, 6, 3))
+    c.cancel_job(jobs["2"].id)
+    c.reconciler.fail(jobs["3"].id, "source unreachable")
+    yield c
+    c.close()
+
+
+def test_close_view_puts_every_district_in_exactly_one_state(mixed: Console) -> None:
+    view = queries.close_view(mixed, "2025-05")
+    assert list(view.counts) == list(queries.DISTRICT_STATES)
+    assert sum(view.counts.values()) == view.total == 4
+    assert {s: n for s, n in view.counts.items() if n} == {
+        "pending": 1,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 1,
+    }
+    assert [r["state"] for r in view.districts] == ["failed", "cancelled", "pending", "completed"]
+    assert view.percent_finalized == 25.0, "only completed districts have final figures"
+    assert view.status is MonthStatus.OPEN and view.live
+    assert view.days_since_month_end == (mixed.today() - date(2025, 5, 31)).days
+
+
+def test_a_month_with_cancelled_or_failed_districts_is_not_closed(mixed: Console) -> None:
+    pending = next(j for j in mixed.jobs("2025-05") if j.district == "F")
+    mixed.cancel_job(pending.id)
+    view = queries.close_view(mixed, "2025-05")
+    assert view.status is MonthStatus.INCOMPLETE and not view.finished and not view.live
+    assert view.unfinished == 3 and view.percent_finalized == 25.0
+    assert view.days_since_month_end is None and view.projected_close is None
+    rows = {r["district"]: r for r in view.districts}
+    assert rows["1"]["window"] == "final" and rows["1"]["window_left"] is None
+    assert rows["1"]["stable_days"] == rows["1"]["stable_required"], "a final district is full"
+    assert rows["2"]["window"] == rows["3"]["window"] == "–"
+    assert rows["3"]["error"] == rows["3"]["outcome"] == "source unreachable"
+    assert rows["1"]["outcome"] == rows["1"]["reason"] and rows["2"]["outcome"] is None
+    assert month_status(mixed, "2025-05") is MonthStatus.INCOMPLETE
+
+
+def test_change_matrix_orders_districts_by_state_and_pages(mixed: Console) -> None:
+    matrix = queries.change_matrix(mixed, "2025-05")
+    assert matrix.districts == ["3", "2", "1"], "failed, cancelled, then completed"
+    assert matrix.states == ["failed", "cancelled", "completed"]
+    assert matrix.unchecked == ["F"], "a pending district has no row"
+    page = matrix.page(1, 2)
+    assert (page.districts, page.states, page.days) == (["1"], ["completed"], matrix.days)
+    assert page.kinds == matrix.kinds[2:] and page.details == matrix.details[2:]
+
+
+def test_months_offer_only_months_that_have_ended(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'recon.db'}"
+    clock = FakeClock(datetime(2025, 7, 10, tzinfo=UTC))
+    c = Console(settings_mod.load(env={}, overrides={"storage": {"db_url": url}}), clock=clock)
+    try:
+        c.storage.create_run("2030-01", ["1"], mode="optimized", source="sim")  # an old bug's
+        found = queries.months(c)
+        assert found[0] == "2025-06" and "2025-07" not in found and "2030-01" not in found
+        assert len(found) == queries.MONTHS_BACK
+    finally:
+        c.close()
