@@ -12,6 +12,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
+from engine.app.freshness import Freshness
 from engine.app.months import MONTH_END_BATCH, month_batch
 from engine.app.tasks import TaskRegistry
 from engine.batch.runner import BatchRunner, SubmitResult
@@ -29,6 +30,7 @@ from engine.sources.base import Source
 from engine.sources.factory import make_source
 from engine.store.batches import SqlBatchStore
 from engine.store.cached import CachedJobStore, ReadCache
+from engine.store.changes import ChangeFeed, Changes
 from engine.store.database import Database
 from engine.store.jobs import JobStore, SqlJobStore
 from engine.store.perf import SqlPerfStore
@@ -107,6 +109,8 @@ class Console:
         )
         self.batch.listen(self._on_batch_event)
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
+        feed = ChangeFeed(self.storage.database, clock=self.clock)  # before any read: none missed
+        self.freshness = Freshness(feed=feed, on_change=self._forget_elsewhere)
         self._register_gauges()
         self._closed = threading.Event()
         self._start_lock = threading.Lock()
@@ -251,6 +255,21 @@ class Console:
         self.cache.invalidate("status", ("progress", month))
         self.cache.invalidate("snapshots", month)
 
+    def _forget_elsewhere(self, changes: Changes) -> None:
+        """Another process committed ``changes``: drop what is cached of them. The
+        storage cache goes first, so that a load the console's invalidation discards
+        is the only one that could have read its old values."""
+        if changes.everything:
+            self.storage.clear_cache()
+            for layer in ("jobs", "timelines", "status", "snapshots"):
+                self.cache.clear(layer)
+            return
+        self.storage.forget(set(changes.job_ids), set(changes.months))
+        for job_id in changes.job_ids:
+            self.cache.invalidate_job(job_id)
+        for month in changes.months:
+            self._invalidate_month(month)
+
     def _prefetch(self, job_id: int) -> None:
         """A job read often: load its timeline and its district's other recent jobs."""
         job = self.storage.get_job(job_id)
@@ -271,7 +290,9 @@ class Console:
         self.monitor.register_gauge("batch_running", lambda: float(self.batch.running_count()))
 
     def start_background(self) -> None:
-        """Start the background threads a long-lived process wants (dashboard, API)."""
+        """Start the background threads a long-lived process wants (dashboard, API):
+        among them the one that keeps its caches fresh with other processes' commits."""
+        self.freshness.start()
         self.cache.start()
         self.monitor.start()
         self.batch.start()
@@ -281,6 +302,7 @@ class Console:
             return
         self._closed.set()
         failures: list[EngineError] = []
+        self.freshness.close()
         for part in (self.batch, self.cache, self.monitor, self.source, self.storage):
             try:
                 part.close()

@@ -28,7 +28,7 @@ from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, ins
 from engine.errors import StorageError
 from engine.store.schema import metadata
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the changes table (additive)
 """The version of :mod:`engine.store.schema` this code writes."""
 
 _versions = MetaData()

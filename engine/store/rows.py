@@ -28,6 +28,7 @@ from engine.domain.models import (
     TimelineEntry,
 )
 from engine.errors import StorageError
+from engine.store import changes
 from engine.store.bulk import Prepared, dialect_insert
 from engine.store.schema import jobs, month_end_snapshots, timeline
 
@@ -233,15 +234,18 @@ def month_end_row(s: Snapshot, job_id: int, now: datetime) -> dict[str, Any]:
 def update_jobs(conn: Connection, changed: Sequence[Job]) -> None:
     """Write jobs' progress columns in one executemany."""
     _UPDATE_JOBS.execute(conn, map(_job_progress_row, changed))
+    changes.note(conn, job_ids=[j.id for j in changed], months={j.month for j in changed})
 
 
-def upsert_entries(conn: Connection, entries: Iterable[TimelineEntry]) -> None:
+def upsert_entries(conn: Connection, entries: Sequence[TimelineEntry]) -> None:
     _UPSERT_ENTRIES.execute(conn, map(_entry_row, entries))
+    changes.note(conn, job_ids={e.job_id for e in entries})
 
 
 def upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Replace a month-end snapshot only with strictly newer data of the same month."""
     conn.execute(_month_end_upsert(conn.dialect.name), rows)
+    changes.note(conn, months={r["month"] for r in rows})
 
 
 def _entries_upsert(dialect: str) -> Any:
