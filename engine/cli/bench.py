@@ -1,4 +1,4 @@
-"""``recon bench [--suite e2e|storage|cache|batch|monitor|all] [--quick] [--json FILE]
+"""``recon bench [--suite e2e|storage|cache|batch|monitor|freshness|all] [--quick] [--json FILE]
 [--markdown FILE]``: run the benchmark suites (see :mod:`engine.bench`).
 
 Prints a table of every field with its target, writes the results as JSON
