@@ -5,7 +5,8 @@ and index queries (the jobs of a run, the latest run of a month) in a TTL cache
 of ``index_timeout_ms``. :class:`CachedJobStore` reads the stored part of a
 value through it and lays the write policy's queued writes on top, as the
 store it wraps does. Entries are dropped when a write changes them: a new run,
-a transition, and every flush (for the jobs it wrote).
+a transition, and every flush (for the jobs it wrote); and when another process
+commits (:meth:`ReadCache.forget`, from the console's freshness watcher).
 """
 
 from __future__ import annotations

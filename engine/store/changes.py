@@ -27,7 +27,6 @@ reads them again until they appear (a rolled-back transaction's number never doe
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
@@ -119,8 +118,10 @@ class ChangeLog:
     def discard(conn: Connection) -> None:
         """Forget the notes of a transaction that did not commit (its connection may
         be unusable: then its notes went with it)."""
-        with contextlib.suppress(SQLAlchemyError):
+        try:
             conn.info.pop(_NOTED, None)
+        except SQLAlchemyError:
+            pass
 
 
 Row = tuple[int, str, str, str]

@@ -76,12 +76,13 @@ class Database:
             try:
                 with self.engine.connect() as conn:
                     conn = conn.execution_options(immediate=True)
-                    try:
-                        with conn.begin():
+                    with conn.begin():
+                        try:
                             yield conn
-                            self._changes.commit(conn)  # with the data, or not at all
-                    finally:
-                        self._changes.discard(conn)
+                        except BaseException:
+                            self._changes.discard(conn)  # rolled back: its notes too
+                            raise
+                        self._changes.commit(conn)  # committed with the data
             except SQLAlchemyError as exc:
                 raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
 
