@@ -237,9 +237,12 @@ def update_jobs(conn: Connection, changed: Sequence[Job]) -> None:
     changes.note(conn, job_ids=[j.id for j in changed], months={j.month for j in changed})
 
 
-def upsert_entries(conn: Connection, entries: Sequence[TimelineEntry]) -> None:
+def upsert_entries(conn: Connection, entries: Iterable[TimelineEntry]) -> None:
+    """Not noted in the ``changes`` table: every entry is written with its job's new
+    counters (``save_progress``), in the same transaction (optimized) or the next one
+    (naive), and the job's note drops its timeline too. A change row of its own would
+    cost a naive check a fifth of its speed."""
     _UPSERT_ENTRIES.execute(conn, map(_entry_row, entries))
-    changes.note(conn, job_ids={e.job_id for e in entries})
 
 
 def upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
