@@ -12,9 +12,17 @@ from datetime import date, timedelta
 from typing import Any
 
 from engine.app.alerts import build_notifier
+from engine.app.freshness import Freshness
 from engine.app.months import MONTH_END_BATCH, month_batch, replay_bound
 from engine.app.tasks import TaskRegistry
-from engine.app.wiring import job_outcome, month_leases, prefetcher, register_gauges
+from engine.app.wiring import (
+    forget_elsewhere,
+    invalidate_month,
+    job_outcome,
+    month_leases,
+    prefetcher,
+    register_gauges,
+)
 from engine.batch.runner import BatchRunner, SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
@@ -36,6 +44,7 @@ from engine.sources.base import Source
 from engine.sources.factory import make_source
 from engine.store.batches import SqlBatchStore
 from engine.store.cached import CachedJobStore, ReadCache
+from engine.store.changes import ChangeFeed
 from engine.store.database import Database
 from engine.store.jobs import JobStore, SqlJobStore
 from engine.store.perf import SqlPerfStore
@@ -76,6 +85,10 @@ def open_storage(
     return Storage(database=database, writes=writes, jobs=jobs, cache=cache)
 
 
+def _loaded(settings: Settings | Loaded) -> Loaded:
+    return settings if isinstance(settings, Loaded) else Loaded(settings, {}, None)
+
+
 def _make_source(
     settings: Settings, parts: frozenset[str], instrument: Instrument, clock: Clock
 ) -> Source:
@@ -101,9 +114,8 @@ class Console:
     ) -> None:
         """``settings``: as :func:`engine.settings.load_traced` gives them, the Settings
         page then says where each value came from (plain Settings: "default" or not)."""
-        loaded = settings if isinstance(settings, Loaded) else Loaded(settings, {}, None)
-        settings = loaded.settings
-        self.live_settings = LiveSettings(loaded)
+        self.live_settings = LiveSettings(_loaded(settings))
+        settings = self.live_settings.current
         self.clock = clock or SystemClock()
         self.recorder = rec = Recorder(clock=self.clock)
         self.storage = open_storage(settings.storage, clock=self.clock, instrument=rec)
@@ -135,6 +147,8 @@ class Console:
         self.leases = month_leases(self.storage, self.batch, self.clock, settings.storage)
         self.alerts = build_notifier(self, clock=self.clock)  # events: engine.notify
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
+        feed = ChangeFeed(self.storage.database, clock=self.clock)  # before any read: none missed
+        self.freshness = Freshness(feed=feed, on_change=forget_elsewhere(self.cache, self.storage))
         register_gauges(self.monitor, self.cache, self.storage, self.batch)
         self._closed = threading.Event()
         self._start_lock = threading.Lock()
@@ -240,7 +254,7 @@ class Console:
         if not again and self._closed_meanwhile(month):
             return None
         jobs = self.reconciler.start_month(month, chosen, mode=self.settings.storage.mode)
-        self._invalidate_month(month)
+        invalidate_month(self.cache, month)
         spec: dict[str, Any] = {"kind": "reconcile", "month": month, "until": until.isoformat()}
         if live:  # days before `until` cannot be fetched any more: gaps
             spec["gaps_before"] = until.isoformat()
@@ -356,15 +370,12 @@ class Console:
 
     def _invalidate(self, job: Job) -> None:
         self.cache.invalidate_job(job.id)
-        self._invalidate_month(job.month)
-
-    def _invalidate_month(self, month: str) -> None:
-        self.cache.invalidate("status", ("jobs", month))
-        self.cache.invalidate("status", ("progress", month))
-        self.cache.invalidate("snapshots", month)
+        invalidate_month(self.cache, job.month)
 
     def start_background(self) -> None:
-        """Start the background threads a long-lived process wants (dashboard, API)."""
+        """Start the background threads a long-lived process wants (dashboard, API):
+        among them the one that keeps its caches fresh with other processes' commits."""
+        self.freshness.start()
         self.cache.start()
         self.monitor.start()
         self.batch.start()
@@ -375,6 +386,7 @@ class Console:
             return
         self._closed.set()
         failures: list[EngineError] = []
+        self.freshness.close()
         # The notifier after the batch runner (its last jobs' events); the leases then
         # (they commit the storage's last writes, then free the months), the storage last.
         parts = (

@@ -18,16 +18,51 @@ from engine.errors import NotFoundError
 from engine.instrument import reads_for
 from engine.monitor.core import Monitor
 from engine.settings import StorageSettings
+from engine.store.changes import Changes
 from engine.store.leases import SqlLeases
 from engine.store.storage import Storage
 
-__all__ = ["job_outcome", "month_leases", "prefetcher", "register_gauges"]
+__all__ = [
+    "forget_elsewhere",
+    "invalidate_month",
+    "job_outcome",
+    "month_leases",
+    "prefetcher",
+    "register_gauges",
+]
 
 _ITEM_OF_JOB = {
     JobStatus.COMPLETED: ItemState.SUCCEEDED,
     JobStatus.FAILED: ItemState.FAILED,
     JobStatus.CANCELLED: ItemState.CANCELLED,
 }
+
+
+def invalidate_month(cache: CacheService, month: str) -> None:
+    """Drop the cached reads of a month: its jobs, progress and month-end snapshots."""
+    cache.invalidate("status", ("jobs", month))
+    cache.invalidate("status", ("progress", month))
+    cache.invalidate("snapshots", month)
+
+
+def forget_elsewhere(cache: CacheService, storage: Storage) -> Callable[[Changes], None]:
+    """What to do when another process committed ``changes``: drop what is cached of them.
+    The storage cache goes first, so that a load the console's invalidation discards
+    is the only one that could have read its old values."""
+
+    def forget(changes: Changes) -> None:
+        if changes.everything:
+            storage.clear_cache()
+            for layer in ("jobs", "timelines", "status", "snapshots"):
+                cache.clear(layer)
+            return
+        storage.forget(set(changes.job_ids), set(changes.months))
+        for job_id in changes.job_ids:
+            cache.invalidate_job(job_id)
+        for month in changes.months:
+            invalidate_month(cache, month)
+
+    return forget
 
 
 def job_outcome(storage: Storage) -> Callable[[Mapping[str, Any]], ItemState | None]:

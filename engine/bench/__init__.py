@@ -30,7 +30,7 @@ from typing import Any
 
 from engine.store.bench import BenchStore, Transactions
 
-SUITES = ("e2e", "storage", "cache", "batch", "monitor")
+SUITES = ("e2e", "storage", "cache", "batch", "monitor", "freshness")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ TARGETS: Mapping[str, Mapping[str, Target]] = {
         "speedup_at_20": Target(">=", 0.85 * 20),
     },
     "monitor": {"overhead_vs_prometheus": Target("<=", 2)},
+    "freshness": {"cross_process_staleness_s": Target("<=", 2)},
 }
 
 

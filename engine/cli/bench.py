@@ -1,6 +1,6 @@
-"""``recon bench [--suite e2e|storage|cache|batch|monitor|all] [--quick] [--json FILE]
-[--markdown FILE] [--against ID|FILE [--from ID|FILE]]``: run the benchmark suites
-(see :mod:`engine.bench`).
+"""``recon bench [--suite e2e|storage|cache|batch|monitor|freshness|all] [--quick]
+[--json FILE] [--markdown FILE] [--against ID|FILE [--from ID|FILE]]``: run the benchmark
+suites (see :mod:`engine.bench`).
 
 Prints a table of every field with its target, writes the results as JSON
 (one object per suite, plus ``machine``, ``date`` and ``quick``) and as a

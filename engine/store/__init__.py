@@ -5,6 +5,8 @@
 - ``writes``: the write policies, ``Immediate`` (naive) and ``Deferred`` (optimized).
 - ``jobs``: the ``JobStore`` protocol and ``SqlJobStore``; ``cached``: ``CachedJobStore``
   and its ``ReadCache`` (optimized); ``rows``: their row codecs and statements.
+- ``changes``: the ``changes`` table, written with every job write; ``ChangeFeed``
+  tells a process what other processes committed (freshness across processes).
 - ``bench``: ``BenchStore`` (benchmark results); ``bulk``: many-row SQL helpers.
 - ``storage``: ``Storage``, the one object the engine's callers hold
   (``engine.app.console.open_storage`` builds it from the settings).

@@ -5,7 +5,8 @@ and index queries (the jobs of a run, the latest run of a month) in a TTL cache
 of ``index_timeout_ms``. :class:`CachedJobStore` reads the stored part of a
 value through it and lays the write policy's queued writes on top, as the
 store it wraps does. Entries are dropped when a write changes them: a new run,
-a transition, and every flush (for the jobs it wrote).
+a transition, and every flush (for the jobs it wrote); and when another process
+commits (:meth:`ReadCache.forget`, from the console's freshness watcher).
 """
 
 from __future__ import annotations
@@ -114,6 +115,19 @@ class ReadCache:
             for run_id in run_ids:
                 self._index.pop(("jobs", run_id), None)
 
+    def forget(self, job_ids: set[int], months: set[str]) -> None:
+        """Drop what another process changed: the jobs and timelines of ``job_ids``,
+        and the latest run and job listings of ``months`` (see engine.store.changes)."""
+        with self._lock:
+            runs = {
+                key[1]  # type: ignore[index]
+                for key in list(self._index)
+                if key[0] == "jobs" and _of_months(self._index.get(key), months)  # type: ignore[index]
+            }
+            for month in months:
+                self._index.pop(("latest_run", month), None)
+        self.drop(job_ids, runs)
+
     def clear(self) -> int:
         """Drop every entry; return how many were dropped."""
         with self._lock:
@@ -134,6 +148,11 @@ class ReadCache:
                 misses=self._misses,
                 hit_rate=self._hits / total if total else 0.0,
             )
+
+
+def _of_months(listing: list[Job] | None, months: set[str]) -> bool:
+    """Whether a cached job listing (of one run, or of every run) may list ``months``."""
+    return not listing or listing[0].month in months or listing[-1].month != listing[0].month
 
 
 class CachedJobStore:

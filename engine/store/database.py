@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from engine.errors import StorageError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.store.bulk import bind_nulls_fast
+from engine.store.changes import ChangeLog
 from engine.store.migrate import open_schema
 from engine.store.urls import parse_url
 
@@ -45,6 +46,7 @@ class Database:
         self._instrument = instrument
         self._labels = dict(labels or {})
         self._write_lock = Lock()
+        self._changes = ChangeLog()
         self.engine = _make_engine(url, self._count)
         try:
             open_schema(self.engine, url)
@@ -58,15 +60,28 @@ class Database:
     def _count(self, *_: object) -> None:
         self.roundtrips += 1
 
+    @property
+    def writer(self) -> str:
+        """This database object's name in the ``changes`` rows it writes."""
+        return self._changes.writer
+
     @contextlib.contextmanager
     def transaction(self, operation: str = "transaction") -> Iterator[Connection]:
-        """A connection inside one transaction, committed on exit (write lock held)."""
+        """A connection inside one transaction, committed on exit (write lock held).
+
+        What its statements :func:`~engine.store.changes.note` is written to the
+        ``changes`` table in the same transaction."""
         with self.timed(operation), self._write_lock:
             try:
                 with self.engine.connect() as conn:
                     conn = conn.execution_options(immediate=True)
                     with conn.begin():
-                        yield conn
+                        try:
+                            yield conn
+                        except BaseException:
+                            self._changes.discard(conn)  # rolled back: its notes too
+                            raise
+                        self._changes.commit(conn)  # committed with the data
             except SQLAlchemyError as exc:
                 raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
 

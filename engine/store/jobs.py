@@ -24,7 +24,7 @@ from sqlalchemy import insert, select
 from engine.clock import Clock, SystemClock
 from engine.domain.models import Job, Snapshot, TimelineEntry
 from engine.errors import NotFoundError
-from engine.store import rows
+from engine.store import changes, rows
 from engine.store.bulk import raw_columns, raw_rows
 from engine.store.database import Database
 from engine.store.schema import jobs, month_end_snapshots, runs, timeline
@@ -131,6 +131,7 @@ class SqlJobStore:
             new = [rows.new_job_row(run_id, d, month, now) for d in districts]
             if new:
                 conn.execute(insert(jobs), new)
+            changes.note(conn, months=(month,))  # the month's latest run and its listing
         return self.jobs(run_id=run_id)
 
     def add_jobs(self, run_id: int, month: str, districts: Sequence[str]) -> list[Job]:

@@ -28,11 +28,11 @@ from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, ins
 from engine.errors import StorageError
 from engine.store.schema import metadata
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version of :mod:`engine.store.schema` this code writes.
 
 1: the first stamped version. 2: the ``events`` table. 3: ``timeline.warnings``.
-Each was additive: an older database migrates in place.
+4: the ``changes`` table. Each was additive: an older database migrates in place.
 """
 
 _versions = MetaData()

@@ -29,6 +29,7 @@ from engine.domain.models import (
     TimelineEntry,
 )
 from engine.errors import StorageError
+from engine.store import changes
 from engine.store.bulk import Prepared, dialect_insert
 from engine.store.schema import jobs, month_end_snapshots, timeline
 
@@ -252,15 +253,21 @@ def month_end_row(s: Snapshot, job_id: int, now: datetime) -> dict[str, Any]:
 def update_jobs(conn: Connection, changed: Sequence[Job]) -> None:
     """Write jobs' progress columns in one executemany."""
     _UPDATE_JOBS.execute(conn, map(_job_progress_row, changed))
+    changes.note(conn, job_ids=[j.id for j in changed], months={j.month for j in changed})
 
 
 def upsert_entries(conn: Connection, entries: Iterable[TimelineEntry]) -> None:
+    """Not noted in the ``changes`` table: every entry is written with its job's new
+    counters (``save_progress``), in the same transaction (optimized) or the next one
+    (naive), and the job's note drops its timeline too. A change row of its own would
+    cost a naive check a fifth of its speed."""
     _UPSERT_ENTRIES.execute(conn, map(_entry_row, entries))
 
 
 def upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Replace a month-end snapshot only with strictly newer data of the same month."""
     conn.execute(_month_end_upsert(conn.dialect.name), rows)
+    changes.note(conn, months={r["month"] for r in rows})
 
 
 def _entries_upsert(dialect: str) -> Any:

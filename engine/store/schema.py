@@ -177,6 +177,21 @@ month_end_snapshots = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# --- changes (issue 16: freshness across processes) ------------------------------
+
+# One row per committed transaction that wrote runs, jobs, timeline entries or
+# month-end snapshots, in that transaction: which jobs and months it changed
+# (comma-separated), and which process-level writer (a Database) made it, so that
+# every other process drops what it cached of them (see engine.store.changes).
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("writer", String(32), nullable=False),
+    Column("job_ids", Text, nullable=False),
+    Column("months", Text, nullable=False),
+)
+
 # --- batch runner (issue 4) ----------------------------------------------------
 
 # A batch's status: running -> finished | cancelled (set at cancel time so that

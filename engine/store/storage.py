@@ -133,6 +133,11 @@ class Storage:
         """Drop the storage cache (LRU and index); return the entries dropped."""
         return self._cache.clear()
 
+    def forget(self, job_ids: set[int], months: set[str]) -> None:
+        """Drop from the storage cache what another process changed (the jobs and
+        timelines of ``job_ids``, the runs and job listings of ``months``)."""
+        self._cache.forget(job_ids, months)
+
     def cache_stats(self) -> StorageCacheStats:
         return StorageCacheStats(
             **asdict(self._cache.figures()),

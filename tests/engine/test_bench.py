@@ -60,6 +60,13 @@ FIELDS = {
         "prometheus_observe_ns",
         "overhead_vs_prometheus",
     ),
+    "freshness": (
+        "cross_process_staleness_s",
+        "cross_process_staleness_median_s",
+        "reader_hit_rate",
+        "change_poll_us",
+        "trials",
+    ),
 }
 
 
@@ -115,6 +122,18 @@ def test_one_suite_only(tmp_path: Path) -> None:
     assert main(["bench", "--suite", "monitor", "--quick", "--json", str(out), "--db", db]) == 0
     report = json.loads(out.read_text())
     assert "monitor" in report and "e2e" not in report
+
+
+def test_freshness_suite_sees_a_writer_process_commit_within_its_target(tmp_path: Path) -> None:
+    out = tmp_path / "fresh.json"
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    assert main(["bench", "--suite", "freshness", "--quick", "--json", str(out), "--db", db]) == 0
+    fresh = json.loads(out.read_text())["freshness"]
+    assert fresh["trials"] == 3
+    assert 0 <= fresh["cross_process_staleness_median_s"] <= fresh["cross_process_staleness_s"]
+    assert TARGETS["freshness"]["cross_process_staleness_s"].met(fresh["cross_process_staleness_s"])
+    assert fresh["reader_hit_rate"] > 0.5  # the reader's waiting reads were cache hits
+    assert fresh["change_poll_us"] > 0
 
 
 def test_compare_replays_the_same_work_in_both_modes_and_reports_progress() -> None:
