@@ -168,7 +168,8 @@ class Cursor:
 class ChangeFeed:
     """What other writers committed to ``database`` since the last :meth:`poll`.
 
-    Starts at the newest row when made. Thread-safe.
+    Starts at the newest row when made. Its reads are housekeeping: not timed by
+    the database's instrument (the monitor's figures are the engine's work). Thread-safe.
 
     Args:
         database: the database; its own writes (its :class:`ChangeLog`'s) are skipped.
@@ -179,7 +180,7 @@ class ChangeFeed:
         self._database = database
         self._now = (clock or SystemClock()).monotonic
         self._lock = threading.Lock()
-        with database.reading("changes") as conn:
+        with database.reading("changes", timed=False) as conn:
             newest = conn.execute(select(func.max(changes.c.seq))).scalar()
         self._cursor = Cursor(int(newest or 0))
 
@@ -191,7 +192,7 @@ class ChangeFeed:
                 .where(changes.c.seq > self._cursor.low())
                 .order_by(changes.c.seq)
             )
-            with self._database.reading("changes") as conn:
+            with self._database.reading("changes", timed=False) as conn:
                 rows: list[Any] = [tuple(r) for r in conn.execute(query)]
             return self._cursor.take(rows, own=self._database.writer, now=self._now())
 

@@ -86,9 +86,10 @@ class Database:
                 raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
 
     @contextlib.contextmanager
-    def reading(self, operation: str = "read") -> Iterator[Connection]:
-        """A connection for reads (one transaction: one snapshot)."""
-        with self.timed(operation):
+    def reading(self, operation: str = "read", *, timed: bool = True) -> Iterator[Connection]:
+        """A connection for reads (one transaction: one snapshot). Housekeeping reads
+        (``timed=False``) stay out of the engine's timings."""
+        with self.timed(operation) if timed else contextlib.nullcontext():
             try:
                 with self.engine.connect() as conn:
                     yield conn
