@@ -19,6 +19,7 @@ import pytest
 
 from engine.app.console import Console
 from engine.app.freshness import Freshness
+from engine.app.wiring import forget_elsewhere
 from engine.domain.models import Job, JobStatus
 from engine.errors import StorageError
 from engine.settings import Settings
@@ -156,9 +157,8 @@ def test_everything_changed_clears_the_data_caches(url: str) -> None:
         job = console.storage.create_run(MONTH, ["1"], mode="optimized", source="test")[0]
         console.job(job.id)
         console.storage.get_job(job.id)
-        Freshness(
-            feed=_Fixed(Changes(everything=True)), on_change=console._forget_elsewhere
-        ).check()
+        forget = forget_elsewhere(console.cache, console.storage)
+        Freshness(feed=_Fixed(Changes(everything=True)), on_change=forget).check()
         assert console.cache.stats()["total"]["size"] == 0
         assert console.storage.cache_stats().size == 0
     finally:
