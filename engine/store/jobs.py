@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from datetime import date
 from typing import Any, Protocol
 
@@ -180,7 +180,8 @@ class SqlJobStore:
             if latest is None:
                 return []
             run_id = latest["id"]
-        return self._queued_jobs(stored_jobs(run_id), status)
+        queued = self._writes.queued(JOBS)  # first: see last_entry
+        return self._queued_jobs(stored_jobs(run_id), status, queued)
 
     def stored_jobs(self, run_id: int | None) -> list[Job]:
         """The stored jobs of a run (of every run: None), without queued changes."""
@@ -190,9 +191,10 @@ class SqlJobStore:
         with self._database.reading("load_jobs") as conn:
             return list(map(rows.job_from_row, raw_rows(conn, query)))
 
-    def _queued_jobs(self, found: list[Job], status: str | None) -> list[Job]:
-        """``found`` with queued changes on top, optionally by status."""
-        queued = self._writes.queued(JOBS)
+    def _queued_jobs(
+        self, found: list[Job], status: str | None, queued: dict[Hashable, Any]
+    ) -> list[Job]:
+        """``found`` with ``queued`` changes on top, optionally by status."""
         overlaid = [queued.get(j.id, j) for j in found] if queued else found
         return [j for j in overlaid if status is None or j.status == status]
 
@@ -240,7 +242,8 @@ class SqlJobStore:
     # --- timelines and month-end snapshots ----------------------------------------------
 
     def timeline(self, job_id: int) -> tuple[TimelineEntry, ...]:
-        return self.queued_timeline(job_id, self.stored_timelines([job_id])[job_id])
+        queued = self._queued_entries().get(job_id)  # first: see last_entry
+        return rows.overlay(self.stored_timelines([job_id])[job_id], queued)
 
     def queued_timeline(
         self, job_id: int, stored: tuple[TimelineEntry, ...]
@@ -250,8 +253,8 @@ class SqlJobStore:
 
     def timelines(self, job_ids: Sequence[int]) -> dict[int, tuple[TimelineEntry, ...]]:
         """Timelines of many jobs in one query per 500 jobs (the bulk load)."""
+        queued = self._queued_entries()  # first: see last_entry
         stored = self.stored_timelines(job_ids)
-        queued = self._queued_entries()
         if not queued:
             return stored
         return {j: rows.overlay(entries, queued.get(j)) for j, entries in stored.items()}
@@ -277,6 +280,11 @@ class SqlJobStore:
     def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
         """The job's latest entry of ``month`` (or of no stated month): one query for
         the stored one, queued entries on top."""
+        # Queued first: an entry a flush commits after this read is in the database
+        # read below; read the other way round it could be in neither.
+        queued = [
+            e for e in self._queued_entries().get(job_id, ()) if e.data_month in (month, None)
+        ]
         query = (
             select(*rows.ENTRY_COLUMNS)
             .where(timeline.c.job_id == job_id)
@@ -287,9 +295,6 @@ class SqlJobStore:
         with self._database.reading("last_entry") as conn:
             row = conn.execute(query).first()
         stored = rows.entries_from_columns(list(zip(row, strict=True)))[0] if row else None
-        queued = [
-            e for e in self._queued_entries().get(job_id, ()) if e.data_month in (month, None)
-        ]
         if not queued:
             return stored
         return max([*queued, *([stored] if stored else [])], key=lambda e: e.as_of)
