@@ -51,6 +51,9 @@ def server(tmp_path: Path) -> Iterator[str]:
     """``streamlit run dashboard/app.py`` on a free loopback port and a fresh database."""
     port = free_port()
     env = {**os.environ, "RECON_DB_URL": f"sqlite:///{tmp_path / 'recon.db'}"}
+    # No embedded watcher: its batches of the month closing today would share the
+    # Batch runs page with the run this test starts and reads.
+    env["RECON_WATCH_EMBEDDED"] = "false"
     log = (tmp_path / "streamlit.log").open("w")
     command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py"]
     command += ["--server.port", str(port), "--server.address", "127.0.0.1"]
