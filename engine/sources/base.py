@@ -35,7 +35,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date
-from typing import Protocol
+from typing import Protocol, Required, TypedDict
 
 from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot, validate_district, validate_month
@@ -177,6 +177,16 @@ class _Entry:
         self.lock = threading.Lock()
         self.loaded = False
         self.value: Export | None = None
+
+
+class SourceOptions(TypedDict, total=False):
+    """The keywords every :class:`ExportSource` takes (documented there), so that the
+    folder, HTTP and simulator sources pass them on without repeating them."""
+
+    share_summary: Required[bool]
+    reuse_rows: bool | None
+    max_bytes: int
+    instrument: Instrument
 
 
 class ExportSource(ABC):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Unpack
 
 from engine.cancel import CancelToken
 from engine.domain.models import month_end, normalize_district, validate_month
 from engine.errors import GapError, SourceError
-from engine.instrument import NO_INSTRUMENT, Instrument
-from engine.settings import DEFAULT_MAX_EXPORT_BYTES
-from engine.sources.base import ExportSource, export_too_large
+from engine.sources.base import ExportSource, SourceOptions, export_too_large
 from engine.sources.parse import decode_export
 
 SUMMARY = "districtsummary.csv"
@@ -42,18 +41,9 @@ class FolderSource(ExportSource):
     def __init__(
         self,
         path: str | Path,
-        *,
-        share_summary: bool,
-        reuse_rows: bool | None = None,
-        max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
-        instrument: Instrument = NO_INSTRUMENT,
+        **options: Unpack[SourceOptions],
     ) -> None:
-        super().__init__(
-            share_summary=share_summary,
-            reuse_rows=reuse_rows,
-            max_bytes=max_bytes,
-            instrument=instrument,
-        )
+        super().__init__(**options)
         self.path = Path(path)
         self.name = str(self.path)
         self._root = self.path.resolve()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Unpack
 
 import httpx
 
 from engine.cancel import CancelToken
 from engine.errors import SourceError
-from engine.instrument import NO_INSTRUMENT, Instrument
-from engine.settings import DEFAULT_MAX_EXPORT_BYTES
-from engine.sources.base import ExportSource, export_too_large
+from engine.sources.base import ExportSource, SourceOptions, export_too_large
 from engine.sources.parse import Report, decode_export, report_param
 
 
@@ -30,17 +29,9 @@ class HttpSource(ExportSource):
         base_url: str,
         *,
         timeout_s: float = 30.0,
-        share_summary: bool,
-        reuse_rows: bool | None = None,
-        max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
-        instrument: Instrument = NO_INSTRUMENT,
+        **options: Unpack[SourceOptions],
     ) -> None:
-        super().__init__(
-            share_summary=share_summary,
-            reuse_rows=reuse_rows,
-            max_bytes=max_bytes,
-            instrument=instrument,
-        )
+        super().__init__(**options)
         self.name = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._client = httpx.Client(base_url=self.name, timeout=httpx.Timeout(timeout_s))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Unpack
 
 from engine.cancel import CancelToken
-from engine.instrument import NO_INSTRUMENT, Instrument
-from engine.settings import DEFAULT_MAX_EXPORT_BYTES
-from engine.sources.base import ExportSource
+from engine.sources.base import ExportSource, SourceOptions
 from engine.sources.parse import Report, report_param
 from engine.sources.sim.simulator import Simulator
 
@@ -20,18 +19,9 @@ class SimulatorSource(ExportSource):
     def __init__(
         self,
         sim: Simulator,
-        *,
-        share_summary: bool,
-        reuse_rows: bool | None = None,
-        max_bytes: int = DEFAULT_MAX_EXPORT_BYTES,
-        instrument: Instrument = NO_INSTRUMENT,
+        **options: Unpack[SourceOptions],
     ) -> None:
-        super().__init__(
-            share_summary=share_summary,
-            reuse_rows=reuse_rows,
-            max_bytes=max_bytes,
-            instrument=instrument,
-        )
+        super().__init__(**options)
         self.sim = sim
 
     def _club(
