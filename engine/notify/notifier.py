@@ -38,8 +38,7 @@ from engine.notify.rules import PerfFigures, late_revision, missed_ticks
 from engine.settings import NotifySettings, ReconSettings
 from engine.store.events import Event, EventKind, EventStore, NewEvent
 
-__all__ = [
-    "WatcherTicks","MIN_WAIT_S", "MonthCheck", "Notifier"]
+__all__ = ["WatcherTicks", "MIN_WAIT_S", "MonthCheck", "Notifier"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,7 @@ class WatcherTicks:
     name: str
     last_tick: datetime
     every_s: float
+
 
 log = logging.getLogger(__name__)
 

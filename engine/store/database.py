@@ -10,6 +10,8 @@ the database's write lock up front (``BEGIN IMMEDIATE``).
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from threading import Lock
 from typing import Any
@@ -122,6 +124,8 @@ class Database:
 
 # --- engine set-up ------------------------------------------------------------------------------
 
+_SQLITE_BUSY_MS = 30_000  # how long a SQLite connection waits for another's lock
+
 
 def _make_engine(url: str, on_statement: Any) -> Engine:
     parsed = parse_url(url)  # ConfigError: not a URL, or a SQLite folder that does not exist
@@ -137,7 +141,8 @@ def _make_engine(url: str, on_statement: Any) -> Engine:
 
 
 def _connect_args(backend: str) -> dict[str, Any]:
-    return {"timeout": 30, "check_same_thread": False} if backend == "sqlite" else {}
+    sqlite = {"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False}
+    return sqlite if backend == "sqlite" else {}
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -145,15 +150,12 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        # WAL: readers never block the writer. FULL: a commit reaches the disk before it
-        # returns, so "committed before reported" holds through a power loss too.
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=FULL",
-            "foreign_keys=ON",
-            "busy_timeout=30000",
-        ):
-            cur.execute(f"PRAGMA {pragma}")
+        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+        _wal(cur)
+        # FULL: a commit reaches the disk before it returns, so "committed before
+        # reported" holds through a power loss too.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -162,6 +164,24 @@ def _sqlite_pragmas(engine: Engine) -> None:
         # instead of failing when a read transaction tries to upgrade.
         immediate = conn.get_execution_options().get("immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _wal(cur: Any) -> None:
+    """Put the file in WAL mode (readers never block the writer).
+
+    Two processes opening a new file at once both hold a shared lock and want the
+    exclusive one to switch modes; SQLite answers one of them "locked" at once
+    rather than wait (it would deadlock), so that one tries again until the other
+    is done."""
+    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # the other process needs milliseconds to switch the file
 
 
 def _brief(exc: SQLAlchemyError) -> str:

@@ -119,7 +119,5 @@ def test_the_api_timeline_entries_carry_the_warnings(warned: Warned) -> None:
         assert response.status_code == 200, response.text
         entries = response.json()["entries"]
     day = (WARNED[1] - timedelta(days=1)).isoformat()
-    assert {e["asOf"]: e["warnings"] for e in entries if e["warnings"]} == {
-        day: [expected(warned)]
-    }
+    assert {e["asOf"]: e["warnings"] for e in entries if e["warnings"]} == {day: [expected(warned)]}
     assert all("warnings" in e for e in entries)

@@ -3,11 +3,13 @@ otherwise (PostgreSQL's version row: see test_storage_postgres)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
@@ -170,3 +172,32 @@ def test_a_version_1_database_gains_the_timeline_warnings_and_keeps_its_entries(
     finally:
         storage.close()
     assert _version(path) == SCHEMA_VERSION == 4
+
+
+def _open_when_released(url: str, start: Any, results: Any) -> None:
+    start.wait()
+    try:
+        Database(url).close()
+        results.put("opened")
+    except StorageError as exc:
+        results.put(str(exc))
+
+
+def test_processes_opening_one_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """Two ``recon run`` started together on a new file: the one SQLite answers
+    "locked" while the other switches the file to WAL tries again. A race, so many
+    rounds of six processes released at the same instant (before the fix about one
+    round in sixty failed)."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(40):
+        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
+        start, results = ctx.Barrier(6), ctx.Queue()
+        args = (url, start, results)
+        procs = [ctx.Process(target=_open_when_released, args=args) for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join()
+        assert outcomes == ["opened"] * 6, (round_, outcomes)
+        assert _version(tmp_path / f"new{round_}.db") == SCHEMA_VERSION
