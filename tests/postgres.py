@@ -1,6 +1,9 @@
 """A throwaway PostgreSQL server for tests: Debian's binaries, a temporary data
 directory, 127.0.0.1 on a free port. Missing binaries fail the test (CI
-installs the ``postgresql`` package), they never skip it."""
+installs the ``postgresql`` package), they never skip it.
+
+:func:`restart` restarts a running one on the same port (a fault: a server
+restart in the middle of work)."""
 
 from __future__ import annotations
 
@@ -37,6 +40,20 @@ def _run(args: list[str]) -> None:
     subprocess.run(_as_postgres(args), check=True, capture_output=True)
 
 
+_data: dict[str, Path] = {}  # server URL -> its data directory
+
+
+def _port(url: str) -> str:
+    return url.rsplit(":", 1)[1].split("/", 1)[0]
+
+
+def restart(url: str) -> None:
+    """Restart the server of ``url`` (a URL of one of its databases) on its port:
+    every session is cut (fast shutdown), and the server is back on return."""
+    (data,) = [d for u, d in _data.items() if _port(u) == _port(url)]
+    _run([_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-l", str(data / "log"), "restart"])
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Start a server; yield the SQLAlchemy URL of its ``postgres`` database."""
@@ -47,8 +64,11 @@ def postgres_server() -> Iterator[str]:
     _run([_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
     _run([_bin("pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(data / "log"), "start"])
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    _data[url] = data
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield url
     finally:
+        del _data[url]
         _run([_bin("pg_ctl"), "-D", str(data), "-m", "fast", "stop"])
         shutil.rmtree(data, ignore_errors=True)

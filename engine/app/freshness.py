@@ -14,18 +14,24 @@ processes (dashboard, API, watcher) start it through
 ``Console.start_background``; a one-shot CLI command starts with empty caches
 and does not need it. :meth:`Freshness.check` is the thread's step, callable
 directly (tests, drain-and-return).
+
+On PostgreSQL a waker (:func:`engine.store.changes.waker`: LISTEN/NOTIFY) ends the
+thread's wait as soon as another writer commits, so the poll runs at once; the
+interval stays as the fallback that catches a notification missed (a dropped
+listening connection, a server restart).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from engine.errors import StorageError
-from engine.store.changes import NO_CHANGES, Changes
+from engine.store.changes import NO_CHANGES, Changes, NoWaker, Waker
 
 POLL_INTERVAL_S = 0.25
 """How often the thread asks the store what changed: staleness stays below
@@ -57,6 +63,7 @@ class Freshness:
         feed: the store's change feed.
         on_change: drops the cached values of the changed jobs and months.
         interval_s: the thread's polling interval.
+        wake: ends the thread's wait early when another writer committed (default: none).
     """
 
     def __init__(
@@ -65,8 +72,10 @@ class Freshness:
         feed: ChangeSource,
         on_change: Callable[[Changes], None],
         interval_s: float = POLL_INTERVAL_S,
+        wake: Waker | None = None,
     ) -> None:
         self._feed = feed
+        self._wake = wake or NoWaker()
         self._on_change = on_change
         self._interval_s = interval_s
         self._lock = threading.Lock()  # one check at a time: changes applied in order
@@ -106,6 +115,7 @@ class Freshness:
         self._stop.set()
         if thread is not None:
             thread.join()
+        self._wake.close()
 
     def figures(self) -> FreshnessFigures:
         with self._lock:
@@ -117,7 +127,12 @@ class Freshness:
             )
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while not self._stop.is_set():
+            started = time.monotonic()
+            if not self._wake.wait(self._interval_s):  # no news: wait out the interval
+                self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
+            if self._stop.is_set():
+                return
             try:
                 self.check()
             except Exception:  # keep watching: a failing cache drop must not end freshness
