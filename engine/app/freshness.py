@@ -54,6 +54,7 @@ class FreshnessFigures:
     changes_seen: int  # polls that found other writers' commits
     errors: int  # polls that failed (retried at the next interval)
     running: bool
+    woken: int = 0  # waits another writer's notification ended early (PostgreSQL)
 
 
 class Freshness:
@@ -81,7 +82,7 @@ class Freshness:
         self._lock = threading.Lock()  # one check at a time: changes applied in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._polls = self._seen = self._errors = 0
+        self._polls = self._seen = self._errors = self._woken = 0
 
     def check(self) -> Changes:
         """Poll once and apply what changed; return it. A failed poll is counted,
@@ -105,6 +106,7 @@ class Freshness:
             if self._thread is not None:
                 return
             self._stop.clear()
+            self._wake.wait(0)  # listening before this returns: no commit after it is missed
             self._thread = threading.Thread(target=self._run, name="freshness", daemon=True)
             self._thread.start()
 
@@ -113,9 +115,9 @@ class Freshness:
         with self._lock:
             thread, self._thread = self._thread, None
         self._stop.set()
+        self._wake.close()  # ends its wait
         if thread is not None:
             thread.join()
-        self._wake.close()
 
     def figures(self) -> FreshnessFigures:
         with self._lock:
@@ -124,12 +126,15 @@ class Freshness:
                 changes_seen=self._seen,
                 errors=self._errors,
                 running=self._thread is not None,
+                woken=self._woken,
             )
 
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            if not self._wake.wait(self._interval_s):  # no news: wait out the interval
+            if self._wake.wait(self._interval_s):
+                self._woken += 1
+            else:  # no news: wait out the interval
                 self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
             if self._stop.is_set():
                 return

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from engine.app.freshness import Freshness
+from engine.app.freshness import POLL_INTERVAL_S, Freshness
 from engine.app.month_lease import MonthLeases
 from engine.batch.runner import BatchRunner
 from engine.cache import CacheService
@@ -67,13 +67,16 @@ def forget_elsewhere(cache: CacheService, storage: Storage) -> Callable[[Changes
     return forget
 
 
-def freshness(cache: CacheService, storage: Storage, clock: Clock) -> Freshness:
+def freshness(
+    cache: CacheService, storage: Storage, clock: Clock, *, interval_s: float = POLL_INTERVAL_S
+) -> Freshness:
     """The thread that drops what other processes changed: it polls the change feed
     (made now, so that no commit after this is missed) and, on PostgreSQL, wakes at
     once on their notifications (:func:`~engine.store.changes.waker`)."""
     return Freshness(
         feed=ChangeFeed(storage.database, clock=clock),
         on_change=forget_elsewhere(cache, storage),
+        interval_s=interval_s,
         wake=waker(storage.database),
     )
 

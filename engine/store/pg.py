@@ -104,26 +104,30 @@ class Listener:
         self._dsn = parsed.render_as_string(hide_password=False)
         self._own = own
         self._conn: Any = None  # a psycopg connection (psycopg: the ``postgres`` extra)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one waiter at a time
+        self._closing = threading.Event()
         self.received = 0  # notifications from other writers (a statistic)
 
     def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for another writer's notification; whether one came.
 
-        A failed connection is dropped (and reopened at the next call) and counts
-        as no notification: the caller's poll still runs."""
+        Connects (and listens) first if it is not: ``wait(0)`` just connects. A failed
+        connection is dropped (reopened at the next call) and counts as no
+        notification: the caller's poll still runs. :meth:`close` ends a wait early."""
         import psycopg
 
+        end = time.monotonic() + timeout_s
         with self._lock:
             try:
                 conn = self._connect()
-                woke = any(n.payload != self._own for n in conn.notifies(timeout=timeout_s))
+                while not self._closing.is_set() and (left := end - time.monotonic()) > 0:
+                    for found in conn.notifies(timeout=min(left, _SLICE_S)):
+                        if found.payload != self._own:
+                            self.received += 1
+                            return True
             except psycopg.Error:
                 self._drop()
-                return False
-            if woke:
-                self.received += 1
-            return woke
+            return False
 
     def _connect(self) -> Any:
         import psycopg
@@ -141,8 +145,14 @@ class Listener:
                 conn.close()
 
     def close(self) -> None:
+        """End a wait in progress and close the session (the next wait opens one)."""
+        self._closing.set()
         with self._lock:
             self._drop()
+            self._closing.clear()
+
+
+_SLICE_S = 0.25  # a wait checks this often whether it is asked to end
 
 
 __all__ = [
