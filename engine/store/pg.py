@@ -50,9 +50,13 @@ def sibling_url(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-def create_database(url: str, name: str) -> str:
-    """Create the database ``name`` on the server of ``url``; its URL."""
-    _admin(url, "CREATE DATABASE {}", name)
+def create_database(url: str, name: str, *, template: str | None = None) -> str:
+    """Create the database ``name`` on the server of ``url`` (a copy of the database
+    ``template`` if given: nobody may be connected to it); its URL."""
+    if template is None:
+        _admin(url, "CREATE DATABASE {}", name)
+    else:
+        _admin(url, "CREATE DATABASE {} TEMPLATE {}", name, template)
     return sibling_url(url, name)
 
 
@@ -72,12 +76,12 @@ def scratch_database(url: str, prefix: str = "recon_scratch") -> Iterator[str]:
         drop_database(url, name)
 
 
-def _admin(url: str, statement: str, name: str) -> None:
+def _admin(url: str, statement: str, *names: str) -> None:
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            quoted = conn.dialect.identifier_preparer.quote(name)
-            conn.execute(text(statement.format(quoted)))
+            quoted = [conn.dialect.identifier_preparer.quote(name) for name in names]
+            conn.execute(text(statement.format(*quoted)))
     except SQLAlchemyError as exc:
         raise StorageError("admin", f"{safe_url(url)}: {exc}") from exc
     finally:
