@@ -49,10 +49,13 @@ def districts() -> str:
     return ",".join(str(i) for i in range(1, n + 1))
 
 
-def run_args(db: Path | None = None) -> list[str]:
-    """``recon run`` of the suite's month and districts (on ``db`` if given)."""
+def run_args(db: Path | str | None = None) -> list[str]:
+    """``recon run`` of the suite's month and districts (on ``db`` if given: a SQLite
+    file or a database URL)."""
     args = ["run", "--month", MONTH, "--districts", districts()]
-    return [*args, "--db", f"sqlite:///{db}"] if db is not None else args
+    if db is None:
+        return args
+    return [*args, "--db", db if isinstance(db, str) else f"sqlite:///{db}"]
 
 
 def recon(*args: str) -> list[str]:
