@@ -10,8 +10,9 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.cli.core import main
@@ -24,8 +25,13 @@ from .state import compare, dump, kinds
 RESUMED = ("jobs.attempts",)
 
 
-def entries(db: str) -> int:
-    engine = create_engine(db)
+def _engine(db: Path | str) -> Engine:
+    return create_engine(db if isinstance(db, str) else f"sqlite:///{db}")
+
+
+def entries(db: Path | str) -> int:
+    """The timeline entries committed in ``db`` (a SQLite file or a URL)."""
+    engine = _engine(db)
     try:
         with engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(timeline)).scalar_one())
@@ -35,10 +41,10 @@ def entries(db: str) -> int:
         engine.dispose()
 
 
-def health(db: str) -> dict[str, object]:
+def health(db: Path | str) -> dict[str, object]:
     """The timeline entries stored twice (job, as-of), and SQLite's integrity check
     (PostgreSQL's is its own business: a crashed client cannot corrupt the server)."""
-    engine = create_engine(db)
+    engine = _engine(db)
     try:
         with engine.connect() as conn:
             dupes = conn.execute(text(

@@ -3,11 +3,7 @@ shared database of a multi-instance deployment (same code as SQLite)."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-
 import pytest
-from sqlalchemy import create_engine, text
 
 from engine.app import queries
 from engine.app.console import Console
@@ -15,29 +11,19 @@ from engine.errors import StorageError
 from engine.settings import Settings
 from engine.store.database import Database
 from engine.store.migrate import SCHEMA_VERSION, stamp_version, stored_version
+from tests.databases import NewUrl, closed_to_connections
 from tests.engine.store.test_storage import StorageContract
-from tests.postgres import postgres_server
-
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture
-def pg_url(server: str) -> Iterator[str]:
-    """A fresh database on the shared server for each test."""
-    name = f"recon_test_{next(_names)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield server.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+def pg_url(new_db_url: NewUrl, backend: str) -> str:
+    """A fresh database on the session's server for each test."""
+    return new_db_url()
+
+
+@pytest.fixture(params=["postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)  # this module is about PostgreSQL only
 
 
 class TestPostgresNaive(StorageContract):
@@ -84,3 +70,19 @@ def test_the_schema_version_row_on_postgres(pg_url: str) -> None:
         database.close()
     with pytest.raises(StorageError, match=f"newer version \\(schema {SCHEMA_VERSION + 1}; "):
         Database(pg_url)
+
+
+def test_a_lost_server_is_a_transient_error_and_the_pool_recovers(pg_url: str) -> None:
+    """What a server restart looks like to the engine: its sessions cut, then
+    connections refused, then back. The errors are transient (the batch runner
+    retries the item) and the pool replaces the dead connections (pre-ping)."""
+    database = Database(pg_url)
+    try:
+        database.ping()  # a pooled connection, soon cut
+        with closed_to_connections(pg_url):
+            with pytest.raises(StorageError) as refused:
+                database.ping()
+            assert refused.value.transient
+        database.ping()
+    finally:
+        database.close()
