@@ -3,15 +3,19 @@ shared database of a multi-instance deployment (same code as SQLite)."""
 
 from __future__ import annotations
 
+import multiprocessing
+
 import pytest
+from sqlalchemy import create_engine, inspect, text
 
 from engine.app import queries
-from engine.app.console import Console
+from engine.app.console import Console, open_storage
 from engine.errors import StorageError
-from engine.settings import Settings
+from engine.settings import Settings, StorageSettings
 from engine.store.database import Database
 from engine.store.migrate import SCHEMA_VERSION, stamp_version, stored_version
 from tests.databases import NewUrl, closed_to_connections
+from tests.engine.store.test_migrate import _open_when_released
 from tests.engine.store.test_storage import StorageContract
 
 
@@ -86,3 +90,51 @@ def test_a_lost_server_is_a_transient_error_and_the_pool_recovers(pg_url: str) -
         database.ping()
     finally:
         database.close()
+
+
+def test_processes_opening_one_new_database_at_once_all_open_it(
+    new_db_url: NewUrl, backend: str
+) -> None:
+    """Six processes released at the same instant on a new database: each checks and
+    creates the schema in turn (before the advisory lock, one of them failed on a
+    duplicate table type in two rounds out of three)."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        url = new_db_url()
+        start, results = ctx.Barrier(6), ctx.Queue()
+        procs = [
+            ctx.Process(target=_open_when_released, args=(url, start, results)) for _ in range(6)
+        ]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join()
+        assert outcomes == ["opened"] * 6, (round_, outcomes)
+
+
+def test_an_older_database_is_migrated_in_place_on_postgres(pg_url: str) -> None:
+    """A database of schema 3 (no ``changes`` table, no ``timeline.warnings``) with a
+    run in it: opened, it gets both, keeps its rows and is stamped."""
+    database = Database(pg_url)
+    database.close()
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE changes"))
+        conn.execute(text("ALTER TABLE timeline DROP COLUMN warnings"))
+        stamp_version(conn, 3)
+        conn.execute(
+            text(
+                "INSERT INTO runs (month, created_at, mode, source) VALUES ('2025-06', now(), 'naive', 'sim')"
+            )
+        )
+    storage = open_storage(StorageSettings(db_url=pg_url, mode="naive"))
+    try:
+        assert [r["month"] for r in storage.runs("2025-06")] == ["2025-06"]
+        with storage.engine.connect() as conn:
+            assert stored_version(conn) == SCHEMA_VERSION
+            columns = {c["name"] for c in inspect(conn).get_columns("timeline")}
+            assert "warnings" in columns and inspect(conn).has_table("changes")
+    finally:
+        storage.close()
+        engine.dispose()
