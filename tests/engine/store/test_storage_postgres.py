@@ -125,7 +125,8 @@ def test_an_older_database_is_migrated_in_place_on_postgres(pg_url: str) -> None
         stamp_version(conn, 3)
         conn.execute(
             text(
-                "INSERT INTO runs (month, created_at, mode, source) VALUES ('2025-06', now(), 'naive', 'sim')"
+                "INSERT INTO runs (month, created_at, mode, source)"
+                " VALUES ('2025-06', now(), 'naive', 'sim')"
             )
         )
     storage = open_storage(StorageSettings(db_url=pg_url, mode="naive"))
