@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from engine.sources.sim.folder import export_folder
 from engine.store.leases import Holder
 from engine.store.schema import timeline
 from engine.store.watcher import SqlWatcherStatus
+from tests.databases import closed_to_connections
 from tests.reliability.state import compare, dump
 
 MONTH = "2025-05"
@@ -234,3 +236,38 @@ def test_claim_stands_by_while_another_watcher_holds_the_lease(tmp_path: Path, d
     finally:
         first.close()
         second.close()
+
+
+def test_the_watcher_goes_on_through_a_database_outage(
+    tmp_path: Path, db_url: str, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server restart, as the watcher sees it: its database refuses connections for a
+    while. A tick that fails is logged and tried again; the watcher does not exit."""
+    if backend != "postgres":
+        return  # SQLite cannot be out of reach while its file is there
+    console = make_console(tmp_path, db_url, FakeClock(FIRST_DAY))
+    watcher, stop, reports = Watcher(console, districts=DISTRICTS), threading.Event(), []
+    assert watcher.claim(stop, wait=False)
+    run = threading.Thread(
+        target=watcher.run, kwargs={"every_s": 0.05, "stop": stop, "on_tick": reports.append}
+    )
+    run.start()
+    try:
+        wait_for(lambda: len(reports) >= 1)
+        with closed_to_connections(db_url):
+            wait_for(lambda: "the database failed this tick" in caplog.text)
+            ticked = len(reports)
+        wait_for(lambda: len(reports) > ticked)  # the next tick after the outage
+        assert run.is_alive()
+    finally:
+        stop.set()
+        run.join(timeout=60)
+        console.close()
+    assert reports[-1].open_jobs == 3 and not reports[-1].errors
+
+
+def wait_for(done: Callable[[], bool], deadline_s: float = 60.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not done():
+        assert time.monotonic() < end, "not within the deadline"
+        time.sleep(0.01)  # polling the watcher thread's progress
