@@ -912,7 +912,8 @@ def latency_series(console: Console, window_s: float, top: int = 6) -> list[dict
         return []
     points = console.monitor.latency_series(window_s, max_points=MAX_POINTS, operations=operations)
     gap = timedelta(seconds=2.5 * console.settings.monitor.aggregate_interval_s)
-    return _with_gaps([dataclasses.asdict(p) for p in points], gap)
+    rows = [{**dataclasses.asdict(p), "at": _naive(p.at)} for p in points]  # as the marks
+    return _with_gaps(rows, gap)
 
 
 def _with_gaps(rows: list[dict[str, Any]], gap: timedelta) -> list[dict[str, Any]]:

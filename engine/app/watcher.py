@@ -38,7 +38,7 @@ from engine.app.lease import Lease, LeaseHeld
 from engine.app.months import latest_ended_month
 from engine.clock import Clock
 from engine.domain.models import Job, month_end, validate_district
-from engine.errors import EngineError, SourceError
+from engine.errors import EngineError, SourceError, StorageError
 from engine.store.leases import Holder, LeaseRecord, SqlLeases
 from engine.store.watcher import SqlWatcherStatus, WatcherStatus
 
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 WATCHER_LEASE = "watcher"
 """Name of the lease (and the status row) of a database's one watcher."""
+OUTAGE_RETRY_S = 5.0  # a tick the database failed is tried again this soon
 POLL_S = 0.1  # how often a running tick looks whether its batches are done or it must stop
 
 
@@ -165,12 +166,23 @@ class Watcher:
         try:
             self._save(None, None)
             while not stop.is_set() and not self.lease.lost:
-                report = self.tick(every_s=every_s, stop=stop)
-                if on_tick is not None:
+                report = self._tick_through_outage(every_s, stop)
+                if report is not None and on_tick is not None:
                     on_tick(report)
-                stop.wait(every_s)
+                stop.wait(every_s if report is not None else min(every_s, OUTAGE_RETRY_S))
         finally:
             self.close()
+
+    def _tick_through_outage(self, every_s: float, stop: threading.Event) -> TickReport | None:
+        """A tick; None when the database failed it for a while (a server restart, a
+        lost connection): the watcher goes on and the next tick catches the day up."""
+        try:
+            return self.tick(every_s=every_s, stop=stop)
+        except StorageError as exc:
+            if not exc.transient:
+                raise
+            log.warning("watch: the database failed this tick, trying again: %s", exc)
+            return None
 
     def close(self) -> None:
         """Mark the status row stopped (its writes committed first) and free the lease."""

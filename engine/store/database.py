@@ -1,6 +1,13 @@
 """The database: a SQLAlchemy engine (SQLite file by default, WAL; PostgreSQL by
 URL), its transactions and reads, timed and with errors as :class:`StorageError`.
 
+Errors that a retry can cure are ``transient`` (:func:`is_transient`): SQLite's
+"locked" and "busy", and on PostgreSQL a lost or refused connection (a server
+restart, a network cut), a deadlock or a serialization failure. The batch runner
+retries such an item instead of giving the batch up. On PostgreSQL the pool tests
+a connection before handing it out (``pool_pre_ping``), so the connections a
+restarted server cut are replaced, not used.
+
 One :class:`Database` per process and URL. It opens the schema on creation
 (checked, migrated or refused: see :mod:`engine.store.migrate`). Writers take
 one process-wide write lock (SQLite allows one writer anyway) and, on SQLite,
@@ -17,7 +24,7 @@ from threading import Lock
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from engine.errors import StorageError
 from engine.instrument import NO_INSTRUMENT, Instrument
@@ -85,7 +92,7 @@ class Database:
                             raise
                         self._changes.commit(conn)  # committed with the data
             except SQLAlchemyError as exc:
-                raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
+                raise StorageError(operation, _brief(exc), transient=is_transient(exc)) from exc
 
     @contextlib.contextmanager
     def reading(self, operation: str = "read", *, timed: bool = True) -> Iterator[Connection]:
@@ -96,7 +103,7 @@ class Database:
                 with self.engine.connect() as conn:
                     yield conn
             except SQLAlchemyError as exc:
-                raise StorageError(operation, _brief(exc), transient=_is_locked(exc)) from exc
+                raise StorageError(operation, _brief(exc), transient=is_transient(exc)) from exc
 
     def write(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert rows and commit before returning."""
@@ -112,7 +119,7 @@ class Database:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            raise StorageError("ping", _brief(exc), transient=_is_locked(exc)) from exc
+            raise StorageError("ping", _brief(exc), transient=is_transient(exc)) from exc
 
     def timed(self, operation: str) -> contextlib.AbstractContextManager[object]:
         return self._instrument.timed(f"storage.{operation}", **self._labels)
@@ -125,12 +132,16 @@ class Database:
 # --- engine set-up ------------------------------------------------------------------------------
 
 _SQLITE_BUSY_MS = 30_000  # how long a SQLite connection waits for another's lock
+_PG_CONNECT_TIMEOUT_S = 10  # a server that does not answer: an error (transient), not a hang
 
 
 def _make_engine(url: str, on_statement: Any) -> Engine:
     parsed = parse_url(url)  # ConfigError: not a URL, or a SQLite folder that does not exist
     try:
-        engine = create_engine(url, connect_args=_connect_args(parsed.get_backend_name()))
+        backend = parsed.get_backend_name()
+        engine = create_engine(
+            url, connect_args=_connect_args(backend), pool_pre_ping=backend == "postgresql"
+        )
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise StorageError("open", f"cannot use database URL {url!r}: {exc}") from exc
     event.listen(engine, "before_cursor_execute", on_statement)
@@ -141,8 +152,11 @@ def _make_engine(url: str, on_statement: Any) -> Engine:
 
 
 def _connect_args(backend: str) -> dict[str, Any]:
-    sqlite = {"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False}
-    return sqlite if backend == "sqlite" else {}
+    if backend == "sqlite":
+        return {"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False}
+    if backend == "postgresql":
+        return {"connect_timeout": _PG_CONNECT_TIMEOUT_S}
+    return {}
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -188,8 +202,25 @@ def _brief(exc: SQLAlchemyError) -> str:
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
-def _is_locked(exc: SQLAlchemyError) -> bool:
-    return "locked" in _brief(exc).lower() or "busy" in _brief(exc).lower()
+def is_transient(exc: SQLAlchemyError) -> bool:
+    """Whether trying again later can succeed (see the module's docstring)."""
+    brief = _brief(exc).lower()
+    if "locked" in brief or "busy" in brief:
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True  # the connection was lost: a new one may work
+    orig = getattr(exc, "orig", None)
+    state = str(getattr(orig, "sqlstate", None) or "")
+    # 08: connection exception; 40: transaction rollback (deadlock, serialization);
+    # 57P01-57P03: the server shuts down, crashed, or is starting up
+    if state.startswith(("08", "40", "57P0")):
+        return True
+    # psycopg raises OperationalError without a state when it cannot connect at all
+    return isinstance(exc, OperationalError) and not state and _is_postgres_error(orig)
 
 
-__all__ = ["Database"]
+def _is_postgres_error(orig: object) -> bool:
+    return type(orig).__module__.startswith("psycopg")
+
+
+__all__ = ["Database", "is_transient"]

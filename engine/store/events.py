@@ -151,9 +151,11 @@ class SqlEventStore:
         added = 0
         with self._db.transaction("event_add") as conn:
             stmt = dialect_insert(conn.dialect.name, events_table)
-            stmt = stmt.on_conflict_do_nothing(index_elements=["key"])
+            # RETURNING says whether a row went in: PostgreSQL's rowcount of an INSERT
+            # that returns its key is -1 until the rows are read
+            stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(events_table.c.id)
             for event, at in events:  # one by one: each answers whether it was new
-                added += conn.execute(stmt.values(_row(event, at))).rowcount
+                added += len(conn.execute(stmt.values(_row(event, at))).all())
         return added
 
     def claim(self, now: datetime, until: datetime, limit: int) -> list[Event]:

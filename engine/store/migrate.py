@@ -23,7 +23,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, inspect, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    func,
+    inspect,
+    select,
+)
 
 from engine.errors import StorageError
 from engine.store.schema import metadata
@@ -54,6 +64,7 @@ def open_schema(engine: Engine, url: str) -> None:
     # Immediate: two processes opening a new SQLite file wait for each other instead
     # of failing when both try to upgrade a read to a write.
     with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+        _one_at_a_time(conn)
         found = stored_version(conn)
         if found > SCHEMA_VERSION:
             raise StorageError(
@@ -74,6 +85,18 @@ def open_schema(engine: Engine, url: str) -> None:
             )
         _apply(conn, plan)
         stamp_version(conn, SCHEMA_VERSION)
+
+
+_SCHEMA_LOCK = 0x7265636F  # "reco": PostgreSQL's advisory lock of the schema's opening
+
+
+def _one_at_a_time(conn: Connection) -> None:
+    """Processes opening one database at once check and create its schema one after
+    the other: on SQLite the immediate transaction's lock does it; on PostgreSQL a
+    transaction-scoped advisory lock (without it two processes creating the tables of
+    a new database at once collide, and one of them fails)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
 
 
 def plan_migration(conn: Connection) -> Plan:

@@ -210,7 +210,11 @@ class SqlPerfStore:
                 .group_by(t.c.operation, (t.c.id - lo) // step)
                 .order_by("at")
             )
-            return [LatencyPoint(**row._mapping) for row in conn.execute(query)]
+            # as_utc: SQLite gives the max of a timestamp without its zone, PostgreSQL with
+            return [
+                LatencyPoint(**{**row._mapping, "at": as_utc(row.at)})
+                for row in conn.execute(query)
+            ]
 
     def _query(self, query: Select[Any]) -> list[Any]:
         try:

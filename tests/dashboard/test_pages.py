@@ -581,9 +581,8 @@ def test_close_progress_warns_of_an_unknown_distinguished_code(
     """A folder run whose one export has a club coded ``H``: the warning names the
     district, the file and the code; the districts without one are not listed."""
     name = exports_with_code(tmp_path / "exports")
-    db = Path(db_url.removeprefix("sqlite:///"))
     only = ",".join(FOLDER_DISTRICTS)
-    assert recon_run(tmp_path / "exports", db, FOLDER_MONTH, "--districts", only) == 0
+    assert recon_run(tmp_path / "exports", db_url, FOLDER_MONTH, "--districts", only) == 0
     at = app("close")
     assert_clean(at)
     assert at.title[0].value == f"Close progress · {FOLDER_MONTH}"

@@ -49,10 +49,13 @@ def districts() -> str:
     return ",".join(str(i) for i in range(1, n + 1))
 
 
-def run_args(db: Path | None = None) -> list[str]:
-    """``recon run`` of the suite's month and districts (on ``db`` if given)."""
+def run_args(db: Path | str | None = None) -> list[str]:
+    """``recon run`` of the suite's month and districts (on ``db`` if given: a SQLite
+    file or a database URL)."""
     args = ["run", "--month", MONTH, "--districts", districts()]
-    return [*args, "--db", f"sqlite:///{db}"] if db is not None else args
+    if db is None:
+        return args
+    return [*args, "--db", db if isinstance(db, str) else f"sqlite:///{db}"]
 
 
 def recon(*args: str) -> list[str]:
@@ -87,12 +90,12 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
     found = Figures()
     yield found
     if found.configured or found.measured:
-        with _lock:
-            _session["figures"][request.node.originalname] = {
-                "nodeid": request.node.nodeid,
-                "config": found.configured,
-                "measured": found.measured,
-            }
+        with _lock:  # the runs of a parametrized test add to one entry (name their figures)
+            entry = _session["figures"].setdefault(
+                request.node.originalname, {"nodeid": request.node.nodeid}
+            )
+            entry.setdefault("config", {}).update(found.configured)
+            entry.setdefault("measured", {}).update(found.measured)
 
 
 Reference = Callable[[Sequence[str]], State]

@@ -30,6 +30,9 @@ TITLES = {
     "test_permanent_failures_fail_only_their_jobs_with_the_error_kept": "Permanent source faults",
     "test_database_locked_by_another_process_for_a_while": "Database locked by another process",
     "test_disk_write_failing_mid_run_then_resumed": "Disk writes failing mid-run",
+    "test_a_postgres_restart_mid_batch_and_the_run_completes_as_uninterrupted": (
+        "PostgreSQL restarted mid-batch"
+    ),
     "test_fuzz_figures": "Parser fuzzing (hypothesis)",
     "test_read_endpoints_under_load_while_a_batch_runs": "API under load, token set",
     "test_eight_reader_threads_while_a_batch_runs": "Reader threads during a batch",

@@ -1,7 +1,7 @@
 """Two processes on one month (issue 18, defect 1): a month is worked by one
 process at a time, across processes. A second ``recon run`` exits 2 naming the
 holder; the API answers 409 the same way; either way the final state is that
-of one uninterrupted run."""
+of one uninterrupted run. On SQLite and on PostgreSQL (``db_url``)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ LATENCY_MS = 50
 BATCH = "/api/reconciliation/performance/batch"
 
 
-def slow_run(db: Path) -> list[str]:
+def slow_run(db: str) -> list[str]:
     return recon(*run_args(db), "--latency-ms", str(LATENCY_MS))
 
 
@@ -41,17 +41,19 @@ def one_line(text: str) -> str:
 
 
 def test_two_recon_runs_at_once_on_one_month_work_it_once(
-    tmp_path: Path, figures: Figures, uninterrupted: Reference
+    db_url: str, backend: str, figures: Figures, uninterrupted: Reference
 ) -> None:
-    db = tmp_path / "two.db"
-    assert main(["status", "--month", MONTH, "--db", f"sqlite:///{db}"]) == 0  # the schema
+    db = db_url
+    assert main(["status", "--month", MONTH, "--db", db]) == 0  # the schema
     procs = [start(slow_run(db)) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     codes = [p.returncode for p in procs]
     diff = compare(uninterrupted(run_args()), dump(db))
     figures.config(processes=2, districts=len(districts().split(",")), latency_ms=LATENCY_MS)
     tracebacks = sum(err.count("Traceback") for _, err in outputs)
-    figures.measure(exit_codes=sorted(codes), tracebacks=tracebacks, **diff.figures())
+    measured = dict(exit_codes=sorted(codes), tracebacks=tracebacks, **diff.figures())
+    figures.measure(**{(k if backend == "sqlite" else f"{backend}_{k}"): v
+                       for k, v in measured.items()})  # fmt: skip
 
     assert sorted(codes) == [0, 2], f"exit codes {codes}; {diff.describe(3)}"
     winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
@@ -61,14 +63,14 @@ def test_two_recon_runs_at_once_on_one_month_work_it_once(
 
 
 def test_api_batch_and_recon_run_on_one_month_work_it_once(
-    tmp_path: Path, figures: Figures, uninterrupted: Reference
+    tmp_path: Path, db_url: str, backend: str, figures: Figures, uninterrupted: Reference
 ) -> None:
-    db = tmp_path / "api-cli.db"
+    db = db_url
     port = free_port()
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         api = subprocess.Popen(
-            recon("api", "--port", str(port), "--db", f"sqlite:///{db}"),
+            recon("api", "--port", str(port), "--db", db),
             cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -87,8 +89,10 @@ def test_api_batch_and_recon_run_on_one_month_work_it_once(
     diff = compare(uninterrupted(run_args()), dump(db))
     figures.config(districts=len(listed), latency_ms=LATENCY_MS)
     tracebacks = cli_err.count("Traceback") + log.read_text(errors="replace").count("Traceback")
-    figures.measure(cli_exit_code=cli.returncode, api_status_code=posted.status_code,
+    measured = dict(cli_exit_code=cli.returncode, api_status_code=posted.status_code,
                     api_batch=api_batch, tracebacks=tracebacks, **diff.figures())  # fmt: skip
+    figures.measure(**{(k if backend == "sqlite" else f"{backend}_{k}"): v
+                       for k, v in measured.items()})  # fmt: skip
 
     assert cli_running_at_post, "the run ended before the POST: raise the latency"
     assert cli.returncode == 0, cli_err[-2000:]
@@ -97,7 +101,7 @@ def test_api_batch_and_recon_run_on_one_month_work_it_once(
     assert diff.none, diff.describe()
 
 
-def wait_for_work(db: Path, proc: subprocess.Popen[str]) -> None:
+def wait_for_work(db: str, proc: subprocess.Popen[str]) -> None:
     """Until ``proc`` has stored its first timeline entry (it holds the month)."""
     deadline = time.monotonic() + 60
     while entries(db) == 0 and proc.poll() is None and time.monotonic() < deadline:

@@ -1,20 +1,22 @@
 """A batch whose ``recon run`` was killed (SIGKILL) gets a final state once its work is
-taken over or resumed, with counts from what its jobs really did (issue #18, defect 6)."""
+taken over or resumed, with counts from what its jobs really did (issue #18, defect 6).
+On SQLite and on PostgreSQL (``db_url``)."""
 
 from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine.cli.core import main
+from engine.store.schema import jobs
 
 ROOT = Path(__file__).resolve().parents[3]
 MONTH = "2025-03"
@@ -22,20 +24,23 @@ DISTRICTS = "1,2,3,4,5,6,7,8"
 TOTAL = 8
 
 
-def url(db: Path) -> str:
-    return f"sqlite:///{db}"
+def url(db: str) -> str:
+    return db
 
 
-def completed_jobs(db: Path) -> int:
+def completed_jobs(db: str) -> int:
+    engine = create_engine(db)
+    query = select(func.count()).select_from(jobs).where(jobs.c.status == "completed")
     try:
-        with closing(sqlite3.connect(db, timeout=30)) as conn:
-            query = "SELECT count(*) FROM jobs WHERE status = 'completed'"
-            return int(conn.execute(query).fetchone()[0])
-    except sqlite3.OperationalError:  # not created yet
+        with engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+    except SQLAlchemyError:  # not created yet
         return 0
+    finally:
+        engine.dispose()
 
 
-def killed_run(db: Path) -> int:
+def killed_run(db: str) -> int:
     """A ``recon run`` killed with SIGKILL once some of its jobs completed (fewer than
     a flush of the batch's items: none is recorded); how many had completed."""
     proc = subprocess.Popen(
@@ -53,13 +58,13 @@ def killed_run(db: Path) -> int:
     return done
 
 
-def batches(db: Path, capsys: pytest.CaptureFixture[str]) -> dict[int, dict[str, object]]:
+def batches(db: str, capsys: pytest.CaptureFixture[str]) -> dict[int, dict[str, object]]:
     capsys.readouterr()
     assert main(["batch", "list", "--json", "--db", url(db)]) == 0
     return {b["batch_id"]: b for b in json.loads(capsys.readouterr().out)}
 
 
-def items(db: Path, batch_id: int, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+def items(db: str, batch_id: int, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
     capsys.readouterr()
     assert main(["batch", "show", str(batch_id), "--json", "--db", url(db)]) == 0
     found: list[dict[str, object]] = json.loads(capsys.readouterr().out)["items"]
@@ -67,9 +72,9 @@ def items(db: Path, batch_id: int, capsys: pytest.CaptureFixture[str]) -> list[d
 
 
 def test_a_rerun_of_the_month_ends_the_killed_batch_as_interrupted(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "recon.db"
+    db = db_url
     done = killed_run(db)
     before = batches(db, capsys)[1]
     assert before["status"] == "running" and before["counts"] == {"queued": TOTAL}
@@ -89,9 +94,9 @@ def test_a_rerun_of_the_month_ends_the_killed_batch_as_interrupted(
 
 
 def test_batch_resume_finishes_the_killed_batch_with_its_jobs_real_states(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "recon.db"
+    db = db_url
     done = killed_run(db)
     capsys.readouterr()
     assert main(["batch", "resume", "--json", "--db", url(db)]) == 0

@@ -1,10 +1,9 @@
 """Batches a stopped process left: taken over (``interrupted``) or resumed, each item
-with the state its work reached, on a real SQLite file."""
+with the state its work reached, on a real database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +30,8 @@ def outcome(spec: Mapping[str, Any]) -> ItemState | None:
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    s = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'recon.db'}"))
+def storage(db_url: str) -> Iterator[Storage]:
+    s = open_storage(StorageSettings(db_url=db_url))
     yield s
     s.close()
 

@@ -22,9 +22,11 @@ def same(a: Snapshot, b: Snapshot) -> None:
     assert dict(a.metrics) == dict(b.metrics)
 
 
-def recon_run(folder: Path, db: Path, month: str, *extra: str) -> int:
-    """``recon run --month month --source folder`` on the SQLite file ``db``; its exit code."""
-    argv = ["run", "--month", month, "--source", str(folder), "--db", f"sqlite:///{db}"]
+def recon_run(folder: Path, db: Path | str, month: str, *extra: str) -> int:
+    """``recon run --month month --source folder`` on the SQLite file ``db`` (or the
+    database URL ``db``); its exit code."""
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    argv = ["run", "--month", month, "--source", str(folder), "--db", url]
     return main([*argv, *extra])
 
 

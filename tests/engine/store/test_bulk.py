@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, bindparam, create_engine, insert, select, update
 
 from engine.store.bulk import Prepared, dialect_insert, raw_rows
+from engine.store.pg import scratch_database
 from engine.store.schema import batch_items, batches, metadata
-from tests.postgres import postgres_server
 
 NAMES = ("batch_id", "item_id", "status", "attempts", "history", "result", "error", "finished_at")
 INSERT = Prepared(
@@ -41,18 +41,14 @@ def _upsert(dialect: str) -> Any:
 UPSERT = Prepared(_upsert, NAMES)
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'bulk.db'}"
-    else:
-        url = request.getfixturevalue("pg_server")
+    else:  # a new database on the session's server
+        scratch = scratch_database(request.getfixturevalue("pg_server"), prefix="recon_bulk")
+        url = scratch.__enter__()
+        request.addfinalizer(lambda: scratch.__exit__(None, None, None))
     db = create_engine(url)
     metadata.drop_all(db)
     metadata.create_all(db)

@@ -17,9 +17,9 @@ from engine.errors import StorageError
 from engine.settings import StorageSettings
 from engine.store import changes as changes_module
 from engine.store.changes import HOLE_GRACE_S, KEEP, NO_CHANGES, ChangeFeed, Changes, Cursor
+from engine.store.pg import scratch_database
 from engine.store.schema import changes, perf_resources
 from engine.store.storage import Storage
-from tests.postgres import postgres_server
 
 MONTH = "2025-06"
 NOW = datetime(2025, 7, 2, tzinfo=UTC)
@@ -136,10 +136,10 @@ def test_cursor_gives_up_a_hole_after_the_grace_and_starts_over_when_behind() ->
 # --- PostgreSQL: the same code ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server (its own database is this module's)."""
-    with postgres_server() as url:
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A new database on the session's PostgreSQL server."""
+    with scratch_database(pg_server, prefix="recon_changes") as url:
         yield url
 
 

@@ -17,7 +17,6 @@ from engine.clock import FakeClock
 from engine.settings import StorageSettings
 from engine.store.leases import Holder, SqlLeases
 from engine.store.storage import Storage
-from tests.postgres import postgres_server
 
 NAME = "month:2025-06"
 TTL = 30.0
@@ -137,10 +136,9 @@ class TestSqliteLeases(LeasesContract):
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
+@pytest.fixture
+def server(pg_server: str) -> str:
+    return pg_server  # the session's PostgreSQL server
 
 
 class TestPostgresLeases(LeasesContract):

@@ -3,41 +3,31 @@ shared database of a multi-instance deployment (same code as SQLite)."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+import multiprocessing
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from engine.app import queries
-from engine.app.console import Console
+from engine.app.console import Console, open_storage
 from engine.errors import StorageError
-from engine.settings import Settings
+from engine.settings import Settings, StorageSettings
 from engine.store.database import Database
 from engine.store.migrate import SCHEMA_VERSION, stamp_version, stored_version
+from tests.databases import NewUrl, closed_to_connections
+from tests.engine.store.test_migrate import _open_when_released
 from tests.engine.store.test_storage import StorageContract
-from tests.postgres import postgres_server
-
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture
-def pg_url(server: str) -> Iterator[str]:
-    """A fresh database on the shared server for each test."""
-    name = f"recon_test_{next(_names)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield server.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+def pg_url(new_db_url: NewUrl, backend: str) -> str:
+    """A fresh database on the session's server for each test."""
+    return new_db_url()
+
+
+@pytest.fixture(params=["postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)  # this module is about PostgreSQL only
 
 
 class TestPostgresNaive(StorageContract):
@@ -84,3 +74,68 @@ def test_the_schema_version_row_on_postgres(pg_url: str) -> None:
         database.close()
     with pytest.raises(StorageError, match=f"newer version \\(schema {SCHEMA_VERSION + 1}; "):
         Database(pg_url)
+
+
+def test_a_lost_server_is_a_transient_error_and_the_pool_recovers(pg_url: str) -> None:
+    """What a server restart looks like to the engine: its sessions cut, then
+    connections refused, then back. The errors are transient (the batch runner
+    retries the item) and the pool replaces the dead connections (pre-ping)."""
+    database = Database(pg_url)
+    try:
+        database.ping()  # a pooled connection, soon cut
+        with closed_to_connections(pg_url):
+            with pytest.raises(StorageError) as refused:
+                database.ping()
+            assert refused.value.transient
+        database.ping()
+    finally:
+        database.close()
+
+
+def test_processes_opening_one_new_database_at_once_all_open_it(
+    new_db_url: NewUrl, backend: str
+) -> None:
+    """Six processes released at the same instant on a new database: each checks and
+    creates the schema in turn (before the advisory lock, one of them failed on a
+    duplicate table type in two rounds out of three)."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        url = new_db_url()
+        start, results = ctx.Barrier(6), ctx.Queue()
+        procs = [
+            ctx.Process(target=_open_when_released, args=(url, start, results)) for _ in range(6)
+        ]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join()
+        assert outcomes == ["opened"] * 6, (round_, outcomes)
+
+
+def test_an_older_database_is_migrated_in_place_on_postgres(pg_url: str) -> None:
+    """A database of schema 3 (no ``changes`` table, no ``timeline.warnings``) with a
+    run in it: opened, it gets both, keeps its rows and is stamped."""
+    database = Database(pg_url)
+    database.close()
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE changes"))
+        conn.execute(text("ALTER TABLE timeline DROP COLUMN warnings"))
+        stamp_version(conn, 3)
+        conn.execute(
+            text(
+                "INSERT INTO runs (month, created_at, mode, source)"
+                " VALUES ('2025-06', now(), 'naive', 'sim')"
+            )
+        )
+    storage = open_storage(StorageSettings(db_url=pg_url, mode="naive"))
+    try:
+        assert [r["month"] for r in storage.runs("2025-06")] == ["2025-06"]
+        with storage.engine.connect() as conn:
+            assert stored_version(conn) == SCHEMA_VERSION
+            columns = {c["name"] for c in inspect(conn).get_columns("timeline")}
+            assert "warnings" in columns and inspect(conn).has_table("changes")
+    finally:
+        storage.close()
+        engine.dispose()
