@@ -10,11 +10,10 @@ import ui
 
 from engine.app import actions, queries
 from engine.cache import LAYERS, POLICIES
+from engine.readtrace import TRACE_KEYS
 from engine.store.storage import StorageCacheStats
 
 console = runtime.get_console()
-# The what-if curves' axes and legends name the settings as the seed does.
-SEED_NAMES = {"max_size": "maxSize", "eviction_policy": "evictionPolicy", "ttl_ms": "ttlMs"}
 CACHE_COLUMNS = {
     "layer": "Layer",
     "hits": "Hits",
@@ -221,38 +220,50 @@ def persist_section() -> None:
 
 
 def what_if_section() -> None:
-    st.subheader("What if? Replay recent reads against other settings")
+    st.subheader("What if? Replay the recorded reads against other sizes and TTLs")
+    st.caption(
+        f"Every cache records its last {TRACE_KEYS:,} reads, writes and invalidations, and "
+        "whose they were: the engine's work, the dashboard, the API or simulated viewers. "
+        "The replay runs them through an LRU cache with an expiry (ttlMs) at each size."
+    )
+    names = list(queries.traced_caches(console))
     with st.form("what_if"):
-        layer = st.selectbox("Layer", LAYERS, index=LAYERS.index("jobs"))
-        sizes = st.text_input("maxSize values", "10, 25, 50, 100, 250, 500, 1000")
-        policies = st.multiselect("Policies", POLICIES, default=list(POLICIES))
-        ttls = st.text_input("ttlMs values", "60000, 300000")
+        a, b = st.columns(2)
+        cache = a.selectbox("Cache", names, index=names.index("storage cache"), key="wi_cache")
+        origin = b.selectbox("Reads of", queries.ORIGIN_CHOICES, key="wi_origin")
+        sizes = a.text_input(
+            "Sizes (entries)", "", help=f"Comma-separated; empty: {queries.WHAT_IF_POINTS} "
+            "sizes evenly spaced up to the distinct keys read",
+        )  # fmt: skip
+        ttls = b.text_input("ttlMs values", "60000, 300000")
         if st.form_submit_button("Simulate"):
             with ui.guard():
-                runtime.put(
-                    "what_if", (layer, queries.what_if(console, layer, sizes, policies, ttls))
-                )
+                found = queries.what_if(console, cache, origin=origin, sizes=sizes, ttls=ttls)
+                runtime.put("what_if", found)
     found = runtime.get("what_if")
-    if found is None:
-        return
-    layer, rows = found
-    if not rows or not rows[0]["accesses"]:
-        st.info(f"Layer {layer} has no recorded reads yet: use the dashboard, then simulate.")
-        return
-    fig = px.line(
-        rows,
-        x="max_size",
-        y="hit_rate",
-        color="eviction_policy",
-        line_dash="ttl_ms",
-        markers=True,
-        log_x=True,
-        labels=SEED_NAMES,
+    if found is not None:
+        what_if_result(found)
+
+
+def what_if_result(found: queries.WhatIf) -> None:
+    whose = f"{found.origin}'s" if found.origin else "every origin's"
+    mix = ", ".join(f"{who} {n:,}" for who, n in found.origins.items()) or "none"
+    st.markdown(
+        f"**{found.cache}**: replayed {found.reads:,} of {whose} recorded reads, "
+        f"{found.keys:,} distinct keys (reads in the trace by origin: {mix})."
     )
+    if found.refused:
+        st.info(found.refused, icon=":material/info:")
+        return
+    rows = [{**r, "ttl": f"ttlMs {r['ttl_ms']:,}"} for r in found.rows]
+    fig = px.line(rows, x="max_size", y="hit_rate", color="ttl", markers=True)
+    fig.update_xaxes(title="cache size (entries)", rangemode="tozero", nticks=8)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="hit rate")
-    current = console.cache.config()["layers"][layer]["max_size"]
-    fig.add_vline(x=current, line_dash="dot", annotation_text="current maxSize")
-    st.plotly_chart(ui.layout(fig, f"Hit rate by size: layer {layer}", 380), key="what_if_chart")
+    limit = {r["cache"]: r["limit"] for r in queries.all_caches(console)}.get(found.cache)
+    if limit and limit <= 1.2 * max(r["max_size"] for r in rows):
+        fig.add_vline(x=limit, line_dash="dot", annotation_text=f"current limit {limit:,}")
+    title = f"Hit rate by size: {found.cache}, {found.reads:,} reads"
+    st.plotly_chart(ui.layout(fig, title, 380), key="what_if_chart")
 
 
 with ui.guard():

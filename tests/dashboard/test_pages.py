@@ -206,11 +206,25 @@ def test_cache_page_tunes_a_layer_and_simulates(app: Open, populated: str):
     assert any("clamped" in w.value for w in at.warning)
     assert engine().cache.config()["layers"]["jobs"]["max_size"] == 1_000_000
 
-    next(s for s in at.selectbox if s.label == "Layer" and s.value == "jobs").select("status")
+    button(at, "Simulate").click().run()  # the storage cache of a dashboard that did no work
+    assert_clean(at)
+    assert any(
+        "Run a batch" in i.value and str(queries.MIN_TRACE_READS) in i.value for i in at.info
+    )
+    assert not [c for c in charts(at) if "Hit rate by size" in c["layout"]["title"]["text"]]
+
+    engine().start_batch(MONTH, districts=["1", "2"])
+    engine().batch.run(until_idle=True)  # the month-end work: it reads the source's row memo
+    at.selectbox(key="wi_cache").select("source row memo")
+    at.selectbox(key="wi_origin").select("work")
     button(at, "Simulate").click().run()
     assert_clean(at)
     curve = next(c for c in charts(at) if "Hit rate by size" in c["layout"]["title"]["text"])
-    assert curve["data"], "one curve per policy and TTL"
+    assert "source row memo" in curve["layout"]["title"]["text"]
+    assert len(curve["data"]) == 2, "one curve per TTL"
+    assert curve["layout"]["xaxis"].get("type") != "log"
+    assert curve["layout"]["yaxis"]["tickformat"] == ".0%"
+    assert any("work's recorded reads" in t for t in texts(at))
 
 
 # --- Performance -------------------------------------------------------------------------------
