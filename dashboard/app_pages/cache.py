@@ -8,7 +8,8 @@ import runtime
 import streamlit as st
 import ui
 
-from engine.app import actions, queries
+from engine.app import actions, queries, viewers
+from engine.app.tasks import TaskStatus
 from engine.cache import LAYERS, POLICIES
 from engine.readtrace import TRACE_KEYS
 from engine.store.storage import StorageCacheStats
@@ -219,6 +220,71 @@ def persist_section() -> None:
                 st.success(f"Saved [cache] to {written}: the values last past a restart.")
 
 
+def latest_viewer_load() -> TaskStatus | None:
+    """The newest viewer load of this process (any tab started it)."""
+    return next((t for t in console.tasks.recent() if t.name == actions.VIEWER_LOAD), None)
+
+
+def viewer_load_section() -> None:
+    st.subheader("Viewer load")
+    st.caption(
+        "Simulated dashboard/API readers, each a thread in the engine reading the sidebar's "
+        "month over and over: its status, its jobs list and a job's timeline, through the read "
+        "cache. Their calls are labelled *viewers* on the Performance page, apart from the "
+        "engine's figures."
+    )
+    running = (latest := latest_viewer_load()) is not None and not latest.finished
+    with st.form("viewer_load"):
+        a, b = st.columns(2)
+        readers = a.number_input("Readers", *viewers.READERS, value=10, step=1)
+        seconds = b.number_input("Duration (s)", 1, int(viewers.SECONDS[1]), value=60, step=10)
+        start = st.form_submit_button(
+            "Start", icon=":material/group:", type="primary", disabled=running,
+            help="One load at a time" if running else None,
+        )  # fmt: skip
+        if start:
+            with ui.guard():
+                actions.start_viewer_load(
+                    console, month=runtime.month(), readers=int(readers), seconds=float(seconds)
+                )
+                st.rerun()
+    if latest is not None or running:
+        ui.live_fragment(viewer_load_progress, active=running)
+
+
+def viewer_load_progress() -> bool:
+    status = latest_viewer_load()
+    if status is None:
+        return False
+    if not status.finished:
+        st.progress(status.fraction, text=f"Viewer load: {status.message}")
+        return True
+    if status.error:
+        st.error(f"The viewer load failed: {status.error}. Run a batch of the month, then retry.")
+        return False
+    r = status.result
+    st.markdown(
+        f"Last viewer load: **{r['readers']} readers** on {r['month']} for {r['seconds']:.0f} s"
+        + (f" · {r['errors']} reads failed ({r['first_error']})" if r["errors"] else "")
+    )
+    cols = st.columns(5)
+    cols[0].metric("Reads done", f"{r['reads']:,}")
+    cols[1].metric("Reads / s", f"{r['reads_per_s']:,.0f}")
+    cols[2].metric("Reads / s per reader", f"{r['per_reader_reads_per_s']:,.0f}")
+    cols[3].metric(
+        "Read cache hit rate", ui.percent(r["hit_rate"]),
+        help=f"During the load, every layer: {r['cache_hits']:,} hits, {r['cache_misses']:,} "
+        "misses",
+    )  # fmt: skip
+    uncached = r["uncached_per_reader_reads_per_s"]
+    cols[4].metric(
+        "Without the read cache",
+        "–" if uncached is None else f"{uncached:,.0f} reads / s",
+        help="One reader alone doing the same reads straight from storage, right after the load",
+    )
+    return False
+
+
 def what_if_section() -> None:
     st.subheader("What if? Replay the recorded reads against other sizes and TTLs")
     st.caption(
@@ -275,5 +341,7 @@ with left:
 with right:
     tune_section()
 persist_section()
+st.divider()
+viewer_load_section()
 st.divider()
 what_if_section()

@@ -227,6 +227,25 @@ def test_cache_page_tunes_a_layer_and_simulates(app: Open, populated: str):
     assert any("work's recorded reads" in t for t in texts(at))
 
 
+def test_cache_page_runs_a_viewer_load_and_shows_its_figures(app: Open, populated: str):
+    app("close")
+    at = app("cache")
+    next(n for n in at.number_input if n.label == "Readers").set_value(3)
+    next(n for n in at.number_input if n.label == "Duration (s)").set_value(1)
+    button(at, "Start").click().run()
+    assert_clean(at)
+    task = next(t for t in engine().tasks.recent() if t.name == "viewer load")
+    done = engine().tasks.wait(task.task_id, timeout_s=60)  # the readers are engine threads
+    assert done.error is None and done.result["readers"] == 3
+    at.run()
+    assert_clean(at)
+    found = metrics(at)
+    assert found["Reads done"] == f"{done.result['reads']:,}" != "0"
+    assert found["Read cache hit rate"].endswith("%")
+    assert found["Without the read cache"].endswith("reads / s")
+    assert any("Last viewer load: **3 readers**" in t for t in texts(at))
+
+
 # --- Performance -------------------------------------------------------------------------------
 
 
