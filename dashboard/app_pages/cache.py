@@ -267,7 +267,7 @@ def viewer_load_progress() -> bool:
         f"Last viewer load: **{r['readers']} readers** on {r['month']} for {r['seconds']:.0f} s"
         + (f" · {r['errors']} reads failed ({r['first_error']})" if r["errors"] else "")
     )
-    cols = st.columns(5)
+    cols = st.columns(4)
     cols[0].metric("Reads done", f"{r['reads']:,}")
     cols[1].metric("Reads / s", f"{r['reads_per_s']:,.0f}")
     cols[2].metric("Reads / s per reader", f"{r['per_reader_reads_per_s']:,.0f}")
@@ -276,12 +276,12 @@ def viewer_load_progress() -> bool:
         help=f"During the load, every layer: {r['cache_hits']:,} hits, {r['cache_misses']:,} "
         "misses",
     )  # fmt: skip
-    uncached = r["uncached_per_reader_reads_per_s"]
-    cols[4].metric(
-        "Without the read cache",
-        "–" if uncached is None else f"{uncached:,.0f} reads / s",
-        help="One reader alone doing the same reads straight from storage, right after the load",
-    )
+    alone, uncached = r["alone_reads_per_s"], r["alone_uncached_reads_per_s"]
+    if alone and uncached:
+        st.caption(
+            f"One reader alone, right after: {alone:,.0f} reads/s through the read cache, "
+            f"{uncached:,.0f} reads/s without it ({alone / uncached:.1f}×)."
+        )
     return False
 
 

@@ -6,8 +6,8 @@ month's status, its jobs list, and one job's timeline. Their calls are
 labelled ``origin="viewers"`` (:func:`engine.instrument.reads_for`), so the
 monitor keeps them out of the engine's figures. The result says how many reads
 were done, at what rate, and the read cache's hit rate during the load; then
-one reader does the same reads without the read cache for a moment, for the
-figure without it. Started from a UI with
+one reader alone does the same reads for a moment through the read cache and
+without it, for the figure without it. Started from a UI with
 :func:`engine.app.actions.start_viewer_load` (a task of ``console.tasks``).
 """
 
@@ -63,8 +63,10 @@ class ViewerLoad:
     cache_misses: int
     hit_rate: float | None
     """The read cache's hits over reads during the load (every layer; None: no reads)."""
-    uncached_per_reader_reads_per_s: float | None
-    """One reader doing the same reads without the read cache (None: not measured)."""
+    alone_reads_per_s: float | None
+    """One reader alone right after the load, through the read cache (None: not measured)."""
+    alone_uncached_reads_per_s: float | None
+    """One reader alone doing the same reads without the read cache (None: not measured)."""
     errors: int
     first_error: str | None
 
@@ -156,7 +158,7 @@ def run_viewer_load(
             per_reader_reads_per_s=counts.reads / elapsed / readers,
             cache_hits=hits, cache_misses=misses,
             hit_rate=hits / (hits + misses) if hits + misses else None,
-            uncached_per_reader_reads_per_s=_baseline(console, month, jobs, seconds),
+            **_alone(console, month, jobs, seconds),
             errors=counts.errors, first_error=counts.first_error,
         )
     )  # fmt: skip
@@ -179,10 +181,18 @@ def _watch(
             )  # fmt: skip
 
 
-def _baseline(console: Console, month: str, jobs: list[int], seconds: float) -> float | None:
-    """One reader's reads per second without the read cache, for a short while."""
-    counts, span = _Readers(), min(BASELINE_S, seconds / 4)
-    start = time.monotonic()
-    counts.loop(lambda job: _uncached_round(console, month, job), jobs, start + span)
-    elapsed = time.monotonic() - start
-    return counts.reads / elapsed if counts.reads and not counts.errors else None
+def _alone(console: Console, month: str, jobs: list[int], seconds: float) -> dict[str, Any]:
+    """One reader's reads per second alone, through the read cache and without it, each
+    for a short while: what the cache saves a reader, without the others' contention."""
+    span = min(BASELINE_S, seconds / 4) / 2
+    rounds = {
+        "alone_reads_per_s": lambda job: _cached_round(console, month, job),
+        "alone_uncached_reads_per_s": lambda job: _uncached_round(console, month, job),
+    }
+    out: dict[str, Any] = {}
+    for name, round_ in rounds.items():
+        counts, start = _Readers(), time.monotonic()
+        counts.loop(round_, jobs, start + span)
+        elapsed = time.monotonic() - start
+        out[name] = counts.reads / elapsed if counts.reads and not counts.errors else None
+    return out
