@@ -7,12 +7,12 @@ is shown, Streamlit's script run has ended and every chart is drawn
 (:data:`tests.dashboard.browser.RENDERED`); twice: from a click on its sidebar
 link (``<page>_s``) and from its address typed into a new tab of the same
 browser (``<page>_load_s``, a whole app load). ``app_start_s`` is the very
-first page, which starts the dashboard's engine; ``slowest_page_s`` the
-slowest of the others.
+first page, which starts the dashboard's engine; ``slowest_page_s`` and
+``slowest_load_s`` the slowest click and the slowest new tab.
 
 The figures are recorded, not judged here (no timing thresholds in pytest):
 stored as the ``pages`` benchmark suite in the database, where the Before /
-after page shows them against their target (``slowest_page_s < 2``), and
+after page shows them against their targets (under 2 s), and
 written to ``test-output/page-timings.json``.
 """
 
@@ -111,7 +111,8 @@ def test_every_page_is_timed_and_the_figures_are_recorded(
     result: dict[str, object] = {f"{name}_s": round(s, 3) for name, s in clicked.items()}
     result |= {f"{name}_load_s": round(s, 3) for name, s in loaded.items()}
     result |= {
-        "slowest_page_s": round(max(*clicked.values(), *loaded.values()), 3),
+        "slowest_page_s": round(max(clicked.values()), 3),
+        "slowest_load_s": round(max(loaded.values()), 3),
         "app_start_s": round(app_start, 3),
         "districts": len(DISTRICTS),
         "month": MONTH,
