@@ -296,7 +296,7 @@ def what_if_section() -> None:
     with st.form("what_if"):
         a, b = st.columns(2)
         cache = a.selectbox("Cache", names, index=names.index("storage cache"), key="wi_cache")
-        origin = b.selectbox("Reads of", queries.ORIGIN_CHOICES, key="wi_origin")
+        origin = b.selectbox("Whose reads", queries.ORIGIN_CHOICES, key="wi_origin")
         sizes = a.text_input(
             "Sizes (entries)", "", help=f"Comma-separated; empty: {queries.WHAT_IF_POINTS} "
             "sizes evenly spaced up to the distinct keys read",
@@ -311,11 +311,14 @@ def what_if_section() -> None:
         what_if_result(found)
 
 
+WHOSE = {"work": "the engine's work", "dashboard": "the dashboard", "api": "the API"}
+
+
 def what_if_result(found: queries.WhatIf) -> None:
-    whose = f"{found.origin}'s" if found.origin else "every origin's"
+    whose = f"by {WHOSE.get(found.origin, found.origin)}" if found.origin else "by anyone"
     mix = ", ".join(f"{who} {n:,}" for who, n in found.origins.items()) or "none"
     st.markdown(
-        f"**{found.cache}**: replayed {found.reads:,} of {whose} recorded reads, "
+        f"**{found.cache}**: replayed {found.reads:,} recorded reads {whose}, "
         f"{found.keys:,} distinct keys (reads in the trace by origin: {mix})."
     )
     if found.refused:

@@ -167,7 +167,7 @@ def viewer_load_and_what_if(page: Page) -> None:
     assert int(page.get_by_test_id("stMetric").filter(has_text="Reads done").first
                .get_by_test_id("stMetricValue").inner_text().replace(",", "")) > 0  # fmt: skip
     choose(page, "Cache", "read cache: timelines")
-    choose(page, "Reads of", "viewers")
+    choose(page, "Whose reads", "viewers")
     page.get_by_role("button", name="Simulate", exact=True).click()
     expect(page.get_by_text("Hit rate by size: read cache: timelines")).to_be_visible(
         timeout=WAIT_MS

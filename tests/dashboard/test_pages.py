@@ -224,7 +224,7 @@ def test_cache_page_tunes_a_layer_and_simulates(app: Open, populated: str):
     assert len(curve["data"]) == 2, "one curve per TTL"
     assert curve["layout"]["xaxis"].get("type") != "log"
     assert curve["layout"]["yaxis"]["tickformat"] == ".0%"
-    assert any("work's recorded reads" in t for t in texts(at))
+    assert any("recorded reads by the engine's work" in t for t in texts(at))
 
 
 def test_cache_page_runs_a_viewer_load_and_shows_its_figures(app: Open, populated: str):
