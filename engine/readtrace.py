@@ -33,11 +33,17 @@ class ReadTrace:
         self, maxlen: int = TRACE_KEYS, *, timer: Callable[[], float] = time.monotonic
     ) -> None:
         self._events: deque[Event] = deque(maxlen=maxlen)
+        self._append = self._events.append
+        self._origin = ORIGIN.get
         self._timer = timer
         self.maxlen = maxlen
 
     def read(self, key: Hashable) -> None:
-        self._events.append(("g", key, self._timer(), ORIGIN.get() or WORK))
+        self._append(("g", key, self._timer(), self._origin() or WORK))
+
+    def read_at(self, key: Hashable, at: float) -> None:
+        """A read at ``at`` (the caller's clock reading): the cache layers' hot path."""
+        self._append(("g", key, at, self._origin() or WORK))
 
     def add(self, op: str, key: Hashable, at: float | None = None) -> None:
         """Record a write (``s``), an invalidation (``i``) or a clear (``c``, key None)."""

@@ -89,7 +89,7 @@ class Layer:
 
     def lookup(self, key: Hashable) -> Any:
         now = self.timer()
-        self.trace.add("g", key, now)
+        self.trace.read_at(key, now)
         try:
             entry = self.cache[key]
         except KeyError:
