@@ -102,6 +102,16 @@ shows), nothing is left of the page before, and every Plotly chart of the main e
 is drawn."""
 
 
+TITLED = """title => [...document.querySelectorAll('[data-testid="stMain"] h1')]
+    .some(h => h.innerText.trim() === title)"""
+
+
+def titled(page: Page, title: str) -> None:
+    """Wait until the main element shows the title ``title`` (exactly: a heading of the
+    page before that merely contains it does not count)."""
+    page.wait_for_function(TITLED, arg=title, timeout=WAIT_MS, polling="raf")
+
+
 def rendered(page: Page) -> None:
     """Wait until the page's content is rendered (see :data:`RENDERED`)."""
     page.wait_for_function(RENDERED, timeout=WAIT_MS, polling="raf")

@@ -34,7 +34,15 @@ from engine.app.console import Console, open_storage
 from engine.bench import PAGES_SUITE, store
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS
-from tests.dashboard.browser import OUT, WAIT_MS, chromium, rendered, screenshot, streamlit
+from tests.dashboard.browser import (
+    OUT,
+    WAIT_MS,
+    chromium,
+    rendered,
+    screenshot,
+    streamlit,
+    titled,
+)
 
 MONTH = "2025-06"
 PAGES = {  # sidebar link -> the page's title, its name in the figures, and its URL path
@@ -84,7 +92,7 @@ def load(context: BrowserContext, base: str, link: str) -> tuple[Page, float]:
     tab = context.new_page()
     started = time.perf_counter()
     tab.goto(f"{base}/{path}")
-    expect(tab.get_by_role("heading", name=title).first).to_be_visible(timeout=WAIT_MS)
+    titled(tab, title)
     rendered(tab)
     return tab, time.perf_counter() - started
 
@@ -94,7 +102,7 @@ def visit(page: Page, link: str) -> float:
     title = PAGES[link][0]
     started = time.perf_counter()
     page.get_by_role("link", name=link, exact=True).click()
-    expect(page.get_by_role("heading", name=title).first).to_be_visible(timeout=WAIT_MS)
+    titled(page, title)
     rendered(page)
     took = time.perf_counter() - started
     assert page.get_by_test_id("stException").count() == 0, f"{link} shows a traceback"
