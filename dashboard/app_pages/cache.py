@@ -8,13 +8,13 @@ import runtime
 import streamlit as st
 import ui
 
-from engine.app import actions, queries
+from engine.app import actions, queries, viewers
+from engine.app.tasks import TaskStatus
 from engine.cache import LAYERS, POLICIES
+from engine.readtrace import TRACE_KEYS
 from engine.store.storage import StorageCacheStats
 
 console = runtime.get_console()
-# The what-if curves' axes and legends name the settings as the seed does.
-SEED_NAMES = {"max_size": "maxSize", "eviction_policy": "evictionPolicy", "ttl_ms": "ttlMs"}
 CACHE_COLUMNS = {
     "layer": "Layer",
     "hits": "Hits",
@@ -220,39 +220,119 @@ def persist_section() -> None:
                 st.success(f"Saved [cache] to {written}: the values last past a restart.")
 
 
+def latest_viewer_load() -> TaskStatus | None:
+    """The newest viewer load of this process (any tab started it)."""
+    return next((t for t in console.tasks.recent() if t.name == actions.VIEWER_LOAD), None)
+
+
+def viewer_load_section() -> None:
+    st.subheader("Viewer load")
+    st.caption(
+        "Simulated dashboard/API readers, each a thread in the engine reading the sidebar's "
+        "month over and over: its status, its jobs list and a job's timeline, through the read "
+        "cache. Their calls are labelled *viewers* on the Performance page, apart from the "
+        "engine's figures."
+    )
+    running = (latest := latest_viewer_load()) is not None and not latest.finished
+    with st.form("viewer_load"):
+        a, b = st.columns(2)
+        readers = a.number_input("Readers", *viewers.READERS, value=10, step=1)
+        seconds = b.number_input("Duration (s)", 1, int(viewers.SECONDS[1]), value=60, step=10)
+        start = st.form_submit_button(
+            "Start", icon=":material/group:", type="primary", disabled=running,
+            help="One load at a time" if running else None,
+        )  # fmt: skip
+        if start:
+            with ui.guard():
+                actions.start_viewer_load(
+                    console, month=runtime.month(), readers=int(readers), seconds=float(seconds)
+                )
+                st.rerun()
+    if latest is not None or running:
+        ui.live_fragment(viewer_load_progress, active=running)
+
+
+def viewer_load_progress() -> bool:
+    status = latest_viewer_load()
+    if status is None:
+        return False
+    if not status.finished:
+        st.progress(status.fraction, text=f"Viewer load: {status.message}")
+        return True
+    if status.error:
+        st.error(f"The viewer load failed: {status.error}. Run a batch of the month, then retry.")
+        return False
+    r = status.result
+    st.markdown(
+        f"Last viewer load: **{r['readers']} readers** on {r['month']} for {r['seconds']:.0f} s"
+        + (f" · {r['errors']} reads failed ({r['first_error']})" if r["errors"] else "")
+    )
+    cols = st.columns(4)
+    cols[0].metric("Reads done", f"{r['reads']:,}")
+    cols[1].metric("Reads / s", f"{r['reads_per_s']:,.0f}")
+    cols[2].metric("Reads / s per reader", f"{r['per_reader_reads_per_s']:,.0f}")
+    cols[3].metric(
+        "Read cache hit rate", ui.percent(r["hit_rate"]),
+        help=f"During the load, every layer: {r['cache_hits']:,} hits, {r['cache_misses']:,} "
+        "misses",
+    )  # fmt: skip
+    alone, uncached = r["alone_reads_per_s"], r["alone_uncached_reads_per_s"]
+    if alone and uncached:
+        st.caption(
+            f"One reader alone, right after: {alone:,.0f} reads/s through the read cache, "
+            f"{uncached:,.0f} reads/s without it ({alone / uncached:.1f}×)."
+        )
+    return False
+
+
 def what_if_section() -> None:
-    st.subheader("What if? Replay recent reads against other settings")
+    st.subheader("What if? Replay the recorded reads against other sizes and TTLs")
+    st.caption(
+        f"Every cache records its last {TRACE_KEYS:,} reads, writes and invalidations, and "
+        "whose they were: the engine's work, the dashboard, the API or simulated viewers. "
+        "The replay runs them through an LRU cache with an expiry (ttlMs) at each size."
+    )
+    names = list(queries.traced_caches(console))
     with st.form("what_if"):
-        layer = st.selectbox("Layer", LAYERS, index=LAYERS.index("jobs"))
-        sizes = st.text_input("maxSize values", "10, 25, 50, 100, 250, 500, 1000")
-        policies = st.multiselect("Policies", POLICIES, default=list(POLICIES))
-        ttls = st.text_input("ttlMs values", "60000, 300000")
+        a, b = st.columns(2)
+        cache = a.selectbox("Cache", names, index=names.index("storage cache"), key="wi_cache")
+        origin = b.selectbox("Whose reads", queries.ORIGIN_CHOICES, key="wi_origin")
+        sizes = a.text_input(
+            "Sizes (entries)", "", help=f"Comma-separated; empty: {queries.WHAT_IF_POINTS} "
+            "sizes evenly spaced up to the distinct keys read",
+        )  # fmt: skip
+        ttls = b.text_input("ttlMs values", "60000, 300000")
         if st.form_submit_button("Simulate"):
             with ui.guard():
-                runtime.put(
-                    "what_if", (layer, queries.what_if(console, layer, sizes, policies, ttls))
-                )
+                found = queries.what_if(console, cache, origin=origin, sizes=sizes, ttls=ttls)
+                runtime.put("what_if", found)
     found = runtime.get("what_if")
-    if found is None:
-        return
-    layer, rows = found
-    if not rows or not rows[0]["accesses"]:
-        st.info(f"Layer {layer} has no recorded reads yet: use the dashboard, then simulate.")
-        return
-    fig = px.line(
-        rows,
-        x="max_size",
-        y="hit_rate",
-        color="eviction_policy",
-        line_dash="ttl_ms",
-        markers=True,
-        log_x=True,
-        labels=SEED_NAMES,
+    if found is not None:
+        what_if_result(found)
+
+
+WHOSE = {"work": "the engine's work", "dashboard": "the dashboard", "api": "the API"}
+
+
+def what_if_result(found: queries.WhatIf) -> None:
+    whose = f"by {WHOSE.get(found.origin, found.origin)}" if found.origin else "by anyone"
+    mix = ", ".join(f"{who} {n:,}" for who, n in found.origins.items()) or "none"
+    st.markdown(
+        f"**{found.cache}**: replayed {found.reads:,} recorded reads {whose}, "
+        f"{found.keys:,} distinct keys (reads in the trace by origin: {mix})."
     )
+    if found.refused:
+        st.info(found.refused, icon=":material/info:")
+        return
+    rows = [{**r, "ttl": f"ttlMs {r['ttl_ms']:,}"} for r in found.rows]
+    fig = px.line(rows, x="max_size", y="hit_rate", color="ttl", markers=True)
+    fig.update_xaxes(title="cache size (entries)", rangemode="tozero", nticks=8)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="hit rate")
-    current = console.cache.config()["layers"][layer]["max_size"]
-    fig.add_vline(x=current, line_dash="dot", annotation_text="current maxSize")
-    st.plotly_chart(ui.layout(fig, f"Hit rate by size: layer {layer}", 380), key="what_if_chart")
+    limit = {r["cache"]: r["limit"] for r in queries.all_caches(console)}.get(found.cache)
+    if limit and limit <= 1.2 * max(r["max_size"] for r in rows):
+        fig.add_vline(x=limit, line_dash="dot", annotation_text=f"current limit {limit:,}")
+    title = f"Hit rate by size: {found.cache}, {found.reads:,} reads"
+    st.plotly_chart(ui.layout(fig, title, 380), key="what_if_chart")
 
 
 with ui.guard():
@@ -264,5 +344,7 @@ with left:
 with right:
     tune_section()
 persist_section()
+st.divider()
+viewer_load_section()
 st.divider()
 what_if_section()

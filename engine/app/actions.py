@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.app import viewers
 from engine.app.queries import LIVE_CACHE_FIELDS, RESTART, applies, restart_hint
 from engine.app.tasks import Report
 from engine.bench.e2e import FULL, STEP_LABELS, STEPS, Size, compare
@@ -51,6 +52,26 @@ def clear_caches(console: Console, target: str) -> int:
     if target in LAYERS:
         removed += console.cache.clear(target)
     return removed
+
+
+# --- viewer load ---------------------------------------------------------------------------
+
+VIEWER_LOAD = "viewer load"  # the task's name
+
+
+def start_viewer_load(console: Console, *, month: str, readers: int, seconds: float) -> int:
+    """Start ``readers`` simulated dashboard/API readers of ``month`` for ``seconds`` as a
+    background task (see :mod:`engine.app.viewers`); return the task id. Its progress
+    counts seconds; its result is :class:`~engine.app.viewers.ViewerLoad` as a dict.
+    Out-of-range values raise :class:`ConfigError` and start nothing."""
+    readers, seconds = viewers.validate(readers, seconds)
+    month = viewers.month_jobs(console, month)[0]
+    total = max(1, round(seconds))
+    return console.tasks.start(
+        VIEWER_LOAD,
+        lambda report: viewers.run_viewer_load(console, month, readers, seconds, report),
+        total=total,
+    )
 
 
 # --- before / after ------------------------------------------------------------------------
@@ -223,4 +244,6 @@ __all__ = [
     "clear_caches",
     "save_cache_settings",
     "start_comparison",
+    "start_viewer_load",
+    "VIEWER_LOAD",
 ]

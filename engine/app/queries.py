@@ -29,6 +29,7 @@ from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, ItemRecord
 from engine.bench import TARGETS, judged
 from engine.bench.e2e import STEP_LABELS
 from engine.cache import LAYERS
+from engine.cache.tuning import simulate
 from engine.domain.models import (
     ALL_METRICS,
     Job,
@@ -44,6 +45,7 @@ from engine.instrument import origin_of
 from engine.monitor.advice import INFORMATIONAL
 from engine.monitor.core import Source
 from engine.monitor.stats import OperationStats
+from engine.readtrace import WORK, ReadTrace
 from engine.settings import LiveSettings, Loaded, Settings, describe
 from engine.sources.base import ExportSource
 from engine.store.bench import BenchStore
@@ -734,16 +736,70 @@ def cache_history(console: Console) -> list[dict[str, Any]]:
     return rows
 
 
-def what_if(
-    console: Console, layer: str, sizes: str, policies: Sequence[str], ttls: str
-) -> list[dict[str, Any]]:
-    """The what-if tuner with sizes and TTLs typed as comma-separated whole numbers.
+MIN_TRACE_READS = 300  # fewer recorded reads than this draw no what-if curve
+WHAT_IF_POINTS = 8  # sizes replayed when none are typed: evenly spaced up to the keys seen
+ORIGIN_CHOICES = ("every origin", WORK, "dashboard", "api", "viewers")
 
-    One row per combination: ``max_size, eviction_policy, ttl_ms, accesses, hits, hit_rate``.
-    """
-    return console.cache.simulate(
-        layer, _whole_numbers("sizes", sizes), policies, _whole_numbers("TTLs", ttls)
-    )
+
+def traced_caches(console: Console) -> dict[str, ReadTrace]:
+    """Every cache whose reads are recorded, by the names :func:`all_caches` shows."""
+    found = {f"read cache: {name}": console.cache.trace(name) for name in LAYERS}
+    found["storage cache"] = console.storage.cache_trace()
+    if isinstance(console.source, ExportSource):
+        found.update(console.source.cache_traces())
+    return found
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """A recorded trace of one cache replayed through LRU + TTL caches of other sizes."""
+
+    cache: str
+    origin: str | None
+    """Whose reads were replayed (None: every origin's)."""
+    reads: int
+    """Reads in the replayed trace."""
+    keys: int
+    """Distinct keys read."""
+    origins: dict[str, int]
+    """Reads per origin in the trace."""
+    rows: list[dict[str, Any]]
+    """``max_size, ttl_ms, accesses, hits, hit_rate`` per replayed size and TTL."""
+    refused: str | None
+    """Why no curve is drawn (too few reads), or None."""
+
+
+def what_if(
+    console: Console, cache: str, *, origin: str | None = None, sizes: str = "",
+    ttls: str = "60000, 300000",
+) -> WhatIf:  # fmt: skip
+    """Replay ``cache``'s recorded trace (of ``origin``'s reads, default all) through
+    LRU caches with each size and TTL (ms), typed as comma-separated whole numbers;
+    no sizes: :data:`WHAT_IF_POINTS` evenly spaced up to the distinct keys read.
+    Fewer than :data:`MIN_TRACE_READS` reads are refused (``refused`` says why)."""
+    traces = traced_caches(console)
+    if cache not in traces:
+        raise ConfigError("cache", cache, f"no such cache; expected one of {', '.join(traces)}")
+    origin = None if origin in (None, "", ORIGIN_CHOICES[0]) else origin
+    events = traces[cache].events(origin)
+    read_keys = [key for op, key, _ in events if op == "g"]
+    keys = len(set(read_keys))
+    ttl_values = _whole_numbers("TTLs", ttls)
+    size_values = _whole_numbers("sizes", sizes) if sizes.strip() else _even_sizes(keys)
+    view = WhatIf(cache, origin, len(read_keys), keys, traces[cache].origins(), [], None)
+    if len(read_keys) < MIN_TRACE_READS:
+        whose = f"{origin} reads" if origin else "reads"
+        return dataclasses.replace(view, refused=(
+            f"{cache} has {len(read_keys)} recorded {whose}; a curve needs at least "
+            f"{MIN_TRACE_READS}. Run a batch (Batch runs page, or `recon run`) or the "
+            "viewer load below, then replay."
+        ))  # fmt: skip
+    rows = simulate(events, size_values, ["LRU"], ttl_values)
+    return dataclasses.replace(view, rows=rows)
+
+
+def _even_sizes(keys: int) -> list[int]:
+    return sorted({max(1, round(keys * k / WHAT_IF_POINTS)) for k in range(1, WHAT_IF_POINTS + 1)})
 
 
 def _whole_numbers(name: str, text: str) -> list[int]:
@@ -1325,6 +1381,11 @@ def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
 
 
 __all__ = [
+    "MIN_TRACE_READS",
+    "ORIGIN_CHOICES",
+    "WHAT_IF_POINTS",
+    "WhatIf",
+    "traced_caches",
     "ATTENTION_ORDER",
     "CHANGE_KINDS",
     "COMPARISON_CHARTS",

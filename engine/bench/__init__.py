@@ -31,6 +31,9 @@ from typing import Any
 from engine.store.bench import BenchStore, Transactions
 
 SUITES = ("e2e", "storage", "cache", "batch", "monitor", "freshness")
+PAGES_SUITE = "pages"
+"""Not a ``recon bench`` suite: every dashboard page's time to render in headless Chromium
+on a 130-district June month, stored by tests/dashboard/test_e2e_pages.py."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ TARGETS: Mapping[str, Mapping[str, Target]] = {
     },
     "monitor": {"overhead_vs_prometheus": Target("<=", 2)},
     "freshness": {"cross_process_staleness_s": Target("<=", 2)},
+    PAGES_SUITE: {"slowest_page_s": Target("<", 2), "slowest_load_s": Target("<", 2)},
 }
 
 
@@ -187,6 +191,7 @@ def store(
 
 
 __all__ = [
+    "PAGES_SUITE",
     "SUITES",
     "TARGETS",
     "Target",

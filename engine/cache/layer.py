@@ -14,9 +14,10 @@ from cachetools import Cache
 from engine.cache.policies import Entry, Hooked, Tags, drain, new_cache, pop
 from engine.cache.stats import COUNTERS, ratio
 from engine.cache.tuning import Retune
+from engine.readtrace import TRACE_KEYS, ReadTrace
 from engine.settings import CacheSettings
 
-TRACE_LEN = 10_000  # recorded accesses per layer, replayed by simulate()
+TRACE_LEN = TRACE_KEYS  # recorded accesses per layer, replayed by simulate()
 _LATENCY_WINDOW = 1024  # recent latency samples kept per layer
 
 
@@ -61,7 +62,7 @@ class Layer:
         self.prefetches = self.prefetch_hits = 0
         self.hit_ns: deque[int] = deque(maxlen=_LATENCY_WINDOW)
         self.miss_ns: deque[int] = deque(maxlen=_LATENCY_WINDOW)
-        self.trace: deque[tuple[str, Hashable, float]] = deque(maxlen=TRACE_LEN)
+        self.trace = ReadTrace(TRACE_LEN, timer=timer)
         self.cache = self._new_cache()
 
     def _new_cache(self) -> Hooked:
@@ -88,7 +89,7 @@ class Layer:
 
     def lookup(self, key: Hashable) -> Any:
         now = self.timer()
-        self.trace.append(("g", key, now))
+        self.trace.read_at(key, now)
         try:
             entry = self.cache[key]
         except KeyError:
@@ -132,7 +133,7 @@ class Layer:
     def store(self, key: Hashable, entry: Entry) -> None:
         if entry.prefetched and self._cached(key, entry.inserted):
             return  # a prefetch only fills what is missing
-        self.trace.append(("s", key, entry.inserted))
+        self.trace.add("s", key, entry.inserted)
         self._ground(key)
         self._remove(key)  # a write is a new entry: TTL and use count start again
         self._insert(key, entry)
@@ -150,7 +151,7 @@ class Layer:
         return entry is not None
 
     def invalidate(self, key: Hashable) -> bool:
-        self.trace.append(("i", key, self.timer()))
+        self.trace.add("i", key)
         self._ground(key)
         return self._remove(key)
 
@@ -176,7 +177,7 @@ class Layer:
         self._dropped(key, entry, True)
 
     def clear(self) -> int:
-        self.trace.append(("c", None, self.timer()))
+        self.trace.add("c", None)
         removed = len(self.cache)
         self.cache.clear()
         self.tags.clear()

@@ -17,6 +17,7 @@ from engine.cache.values import freeze
 from engine.clock import Clock, SystemClock
 from engine.errors import ConfigError
 from engine.instrument import NO_INSTRUMENT, Instrument
+from engine.readtrace import ReadTrace
 from engine.settings import CacheSettings
 
 LAYERS = ("jobs", "timelines", "status", "config", "snapshots")
@@ -270,10 +271,11 @@ class CacheService:
         combination with ``max_size``, ``eviction_policy``, ``ttl_ms``, ``accesses``,
         ``hits`` and ``hit_rate``.
         """
-        lay = self._layer(layer)
-        with lay.lock:
-            trace = list(lay.trace)
-        return simulate(trace, sizes, policies, ttls)
+        return simulate(self.trace(layer).events(), sizes, policies, ttls)
+
+    def trace(self, layer: str) -> ReadTrace:
+        """The layer's recorded accesses (see :mod:`engine.readtrace`)."""
+        return self._layer(layer).trace
 
     # --- background thread ---------------------------------------------------------------------
 

@@ -29,9 +29,11 @@ thread), :class:`~engine.monitor.history.History` (through a
 - A window is the last ``window_s`` seconds: a call exactly ``window_s`` old
   has left it. The previous window is the ``window_s`` seconds before that.
 - ``calls_per_second`` counts the observed part of the window: in memory,
-  since the monitor started; from history, between the first and the last
-  persisted interval or resource sample in the window. One call 30 s after
-  start is 1/30 call per second, not infinity nor 1/300.
+  since the monitor started; from history, since history began (the first
+  persisted interval or resource sample of any process), up to the window's
+  end. One call 30 s after start is 1/30 call per second, not infinity nor
+  1/300; a 2 s run 10 minutes into a 15-minute window counts over 15 minutes,
+  not over its own 2 s.
 
 Memory is bounded: each operation keeps its last :data:`MAX_CALLS` calls and
 the sampler its last :data:`MAX_SAMPLES` samples. With a store, per-interval

@@ -111,14 +111,14 @@ class History:
         return build_stats({op: merge_intervals(group) for op, group in by_op.items()}, covered)
 
     def _observed_s(self, start: datetime, end: datetime, rows: list[PerfInterval]) -> float:
-        """Seconds of the window that history saw some process alive: from the first to
-        the last persisted interval or resource sample in it."""
-        span = self._store.sample_span(after=start, until=end)
-        moments = list(span) if span is not None else []
-        moments += [row.interval_start for row in rows] + [row.interval_end for row in rows]
-        if not moments:
+        """Seconds of the window that history covers: from its start, or from when history
+        began if later (the first persisted interval or resource sample of any process),
+        to its end. A short run is counted over the window, not over its own interval."""
+        first = self._store.history_start()
+        if not rows and first is None:
             return 0.0
-        return (min(end, max(moments)) - max(start, min(moments))).total_seconds()
+        begun = min([row.interval_start for row in rows] + ([first] if first else []))
+        return max(0.0, (end - max(start, begun)).total_seconds())
 
     def samples(self, since: datetime) -> list[ResourceSample]:
         """Samples of every process taken after ``since``, oldest first."""

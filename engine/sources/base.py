@@ -41,6 +41,7 @@ from engine.cancel import NEVER, CancelToken
 from engine.domain.models import Snapshot, validate_district, validate_month
 from engine.errors import ParseError, SourceError
 from engine.instrument import NO_INSTRUMENT, Instrument
+from engine.readtrace import ReadTrace
 from engine.settings import DEFAULT_MAX_EXPORT_BYTES
 from engine.sources.parse import (
     CacheCounts,
@@ -92,6 +93,7 @@ class _SummaryCache:
         self._lock = threading.Lock()
         self._hits = 0  # under _lock
         self._misses = 0
+        self.trace = ReadTrace()
 
     def get(
         self,
@@ -114,9 +116,10 @@ class _SummaryCache:
         finally:
             entry.lock.release()
             if not counted:
-                self._count(hit=hit)
+                self._count(key, hit=hit)
 
-    def _count(self, *, hit: bool) -> None:
+    def _count(self, key: tuple[str, date], *, hit: bool) -> None:
+        self.trace.read(key)
         with self._lock:
             if hit:
                 self._hits += 1
@@ -140,13 +143,13 @@ class _SummaryCache:
         """
         entry = self._entry(key)
         if entry.loaded or not entry.lock.acquire(blocking=False):
-            self._count(hit=True)  # loaded, or being loaded by another reader
+            self._count(key, hit=True)  # loaded, or being loaded by another reader
             return
         if entry.loaded:  # loaded between the two checks
             entry.lock.release()
-            self._count(hit=True)
+            self._count(key, hit=True)
             return
-        self._count(hit=False)
+        self._count(key, hit=False)
 
         def run() -> None:
             try:
@@ -170,6 +173,7 @@ class _SummaryCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+        self.trace.add("c", None)
 
 
 class _Entry:
@@ -266,6 +270,15 @@ class ExportSource(ABC):
             found["source day summaries"] = self._summaries.stats()
         if self._rows is not None:
             found["source row memo"] = self._rows.stats()
+        return found
+
+    def cache_traces(self) -> dict[str, ReadTrace]:
+        """The recent reads of the caches :meth:`cache_stats` names, by the same names."""
+        found = {}
+        if self._summaries is not None:
+            found["source day summaries"] = self._summaries.trace
+        if self._rows is not None:
+            found["source row memo"] = self._rows.trace
         return found
 
     def close(self) -> None:

@@ -53,6 +53,7 @@ from engine.domain.models import (
     validate_month,
 )
 from engine.errors import ConfigError, ParseError
+from engine.readtrace import ReadTrace
 from engine.settings import DEFAULT_MAX_EXPORT_BYTES
 
 
@@ -246,8 +247,10 @@ class RowMemo:
         self._counts_lock = threading.Lock()
         self._hits = 0
         self._misses = 0
+        self.trace = ReadTrace()
 
     def get(self, key: tuple[tuple[str, ...], int, str]) -> Row | None:
+        self.trace.read(key)
         return self._rows.get(key)
 
     def put(self, key: tuple[tuple[str, ...], int, str], row: Row) -> None:
@@ -260,6 +263,7 @@ class RowMemo:
 
     def clear(self) -> None:
         self._rows.clear()
+        self.trace.add("c", None)
 
     def count(self, *, hits: int, misses: int) -> None:
         """Add one export's reused and newly read rows (once per export, not per row)."""

@@ -20,6 +20,7 @@ import cachetools
 
 from engine.clock import Clock, SystemClock
 from engine.domain.models import Job, Snapshot, TimelineEntry
+from engine.readtrace import ReadTrace
 from engine.store.jobs import ENTRIES, JOBS, Run, SqlJobStore
 from engine.store.writes import Queue, WritePolicy
 
@@ -60,6 +61,7 @@ class ReadCache:
         self.enabled = enabled
         self.max_size = max_size
         self._lock = threading.Lock()
+        self.trace = ReadTrace(timer=(clock or SystemClock()).monotonic)  # the LRU's reads
         self._lru: cachetools.LRUCache[Hashable, Any] = cachetools.LRUCache(max_size)
         self._index: cachetools.TTLCache[Hashable, Any] = cachetools.TTLCache(
             max_size, index_timeout_ms / 1000, timer=(clock or SystemClock()).monotonic
@@ -69,7 +71,9 @@ class ReadCache:
         self._generation = 0  # bumped by every invalidation (see _through)
 
     def cached(self, key: tuple[str, int], load: Callable[[], T]) -> T:
-        """Read ``(kind, job id)`` through the LRU (see :meth:`drop`)."""
+        """Read ``(kind, job id)`` through the LRU (see :meth:`drop`); traced even when
+        the cache is off, so that the what-if tuner can tell what it would do."""
+        self.trace.read(key)
         return self._through(self._lru, key, load, count=True)
 
     def indexed(self, key: Hashable, load: Callable[[], T]) -> T:
@@ -112,6 +116,9 @@ class ReadCache:
                 stale = [(kind, j) for j in job_ids for kind in ("job", "timeline")]
             for key in stale:
                 self._lru.pop(key, None)
+            for job_id in job_ids:
+                self.trace.add("i", ("job", job_id))
+                self.trace.add("i", ("timeline", job_id))
             for run_id in run_ids:
                 self._index.pop(("jobs", run_id), None)
 
@@ -132,6 +139,7 @@ class ReadCache:
         """Drop every entry; return how many were dropped."""
         with self._lock:
             n = len(self._lru) + len(self._index)
+            self.trace.add("c", None)
             self._lru.clear()
             self._index.clear()
             return n

@@ -113,6 +113,10 @@ class PerfStore(Protocol):
         """The first and last moments a sample was taken in (after, until]."""
         ...
 
+    def history_start(self) -> datetime | None:
+        """The earliest moment history holds: its first interval's start or first sample."""
+        ...
+
     def latency(
         self, *, after: datetime, operations: Sequence[str], max_points: int
     ) -> list[LatencyPoint]:
@@ -185,6 +189,13 @@ class SqlPerfStore:
         query = select(func.min(t.c.at), func.max(t.c.at)).where(t.c.at > after, t.c.at <= until)
         first, last = self._query(query)[0]
         return None if first is None else (as_utc(first), as_utc(last))
+
+    def history_start(self) -> datetime | None:
+        a, r = perf_aggregates, perf_resources
+        first = select(a.c.interval_start).order_by(a.c.interval_end).limit(1)  # indexed
+        found = [row[0] for row in self._query(first)]
+        found += [row[0] for row in self._query(select(func.min(r.c.at))) if row[0] is not None]
+        return min(as_utc(at) for at in found) if found else None
 
     def latency(
         self, *, after: datetime, operations: Sequence[str], max_points: int

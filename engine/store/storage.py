@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table
 
 from engine.domain.models import Job, Snapshot, TimelineEntry
+from engine.readtrace import ReadTrace
 from engine.store.cached import CacheFigures, ReadCache
 from engine.store.database import Database
 from engine.store.jobs import JobStore, Run
@@ -137,6 +138,10 @@ class Storage:
         """Drop from the storage cache what another process changed (the jobs and
         timelines of ``job_ids``, the runs and job listings of ``months``)."""
         self._cache.forget(job_ids, months)
+
+    def cache_trace(self) -> ReadTrace:
+        """The storage cache's recent reads (the engine's job and timeline reads)."""
+        return self._cache.trace
 
     def cache_stats(self) -> StorageCacheStats:
         return StorageCacheStats(

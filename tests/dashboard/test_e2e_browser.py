@@ -8,116 +8,32 @@ of 127.0.0.1 and a fresh SQLite database. Screenshots of every page go to
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-ROOT = Path(__file__).resolve().parents[2]
-OUT = ROOT / "test-output"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.dashboard.browser import WAIT_MS, chromium, screenshot, settle, streamlit
+
 MONTH = "2025-06"
 DISTRICTS = ("1", "2", "F")
-WAIT_MS = 90_000  # a generous bound on each wait, so a broken app fails instead of hanging
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """``streamlit run dashboard/app.py`` on a free loopback port and a fresh database."""
-    port = free_port()
-    env = {**os.environ, "RECON_DB_URL": f"sqlite:///{tmp_path / 'recon.db'}"}
-    # No embedded watcher: its batches of the month closing today would share the
-    # Batch runs page with the run this test starts and reads.
-    env["RECON_WATCH_EMBEDDED"] = "false"
-    log = (tmp_path / "streamlit.log").open("w")
-    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py"]
-    command += ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    command += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(proc, base, tmp_path / "streamlit.log")
+    with streamlit(tmp_path / "recon.db", tmp_path / "streamlit.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/_stcore/health", timeout=2).text == "ok":
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"streamlit did not become healthy:\n{log.read_text()}")
 
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
-
-
-def settle(page: Page) -> None:
-    """Wait until the page has finished its script run and drawn its elements."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=WAIT_MS
-    )
-    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden(timeout=WAIT_MS)
-    page.wait_for_timeout(500)  # charts render after the script run ends
-    assert page.get_by_test_id("stException").count() == 0, "a traceback is shown"
-
-
-def screenshot(page: Page, name: str) -> None:
-    """The whole page: the viewport grows to the app's scroll height first."""
-    OUT.mkdir(exist_ok=True)
-    height = page.evaluate(
-        "() => Math.max(...[...document.querySelectorAll("
-        "'[data-testid=stMain], [data-testid=stAppViewContainer]')].map(e => e.scrollHeight))"
-    )
-    page.set_viewport_size({"width": 1500, "height": min(max(int(height) + 40, 1000), 8000)})
-    page.wait_for_timeout(500)  # charts re-layout to the new size
-    page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
-    page.set_viewport_size({"width": 1500, "height": 1000})
 
 
 def open_page(page: Page, link: str, heading: str | re.Pattern[str]) -> None:

@@ -206,11 +206,44 @@ def test_cache_page_tunes_a_layer_and_simulates(app: Open, populated: str):
     assert any("clamped" in w.value for w in at.warning)
     assert engine().cache.config()["layers"]["jobs"]["max_size"] == 1_000_000
 
-    next(s for s in at.selectbox if s.label == "Layer" and s.value == "jobs").select("status")
+    button(at, "Simulate").click().run()  # the storage cache of a dashboard that did no work
+    assert_clean(at)
+    assert any(
+        "Run a batch" in i.value and str(queries.MIN_TRACE_READS) in i.value for i in at.info
+    )
+    assert not [c for c in charts(at) if "Hit rate by size" in c["layout"]["title"]["text"]]
+
+    engine().start_batch(MONTH, districts=["1", "2"])
+    engine().batch.run(until_idle=True)  # the month-end work: it reads the source's row memo
+    at.selectbox(key="wi_cache").select("source row memo")
+    at.selectbox(key="wi_origin").select("work")
     button(at, "Simulate").click().run()
     assert_clean(at)
     curve = next(c for c in charts(at) if "Hit rate by size" in c["layout"]["title"]["text"])
-    assert curve["data"], "one curve per policy and TTL"
+    assert "source row memo" in curve["layout"]["title"]["text"]
+    assert len(curve["data"]) == 2, "one curve per TTL"
+    assert curve["layout"]["xaxis"].get("type") != "log"
+    assert curve["layout"]["yaxis"]["tickformat"] == ".0%"
+    assert any("recorded reads by the engine's work" in t for t in texts(at))
+
+
+def test_cache_page_runs_a_viewer_load_and_shows_its_figures(app: Open, populated: str):
+    app("close")
+    at = app("cache")
+    next(n for n in at.number_input if n.label == "Readers").set_value(3)
+    next(n for n in at.number_input if n.label == "Duration (s)").set_value(1)
+    button(at, "Start").click().run()
+    assert_clean(at)
+    task = next(t for t in engine().tasks.recent() if t.name == "viewer load")
+    done = engine().tasks.wait(task.task_id, timeout_s=60)  # the readers are engine threads
+    assert done.error is None and done.result["readers"] == 3
+    at.run()
+    assert_clean(at)
+    found = metrics(at)
+    assert found["Reads done"] == f"{done.result['reads']:,}" != "0"
+    assert found["Read cache hit rate"].endswith("%")
+    assert any("One reader alone" in t and "without it" in t for t in texts(at))
+    assert any("Last viewer load: **3 readers**" in t for t in texts(at))
 
 
 # --- Performance -------------------------------------------------------------------------------

@@ -516,3 +516,26 @@ def test_healthz_and_metrics_report_the_watcher(serve: Serve) -> None:
     finally:
         watcher.close()
     assert ok(client.get("/healthz"))["watcher"]["running"] is False
+
+
+def test_the_apis_reads_are_labelled_api_and_kept_out_of_the_engines_figures(
+    serve: Serve,
+) -> None:
+    console, client = serve()
+    console.start_batch(MONTH, districts=["1"])
+    console.batch.run(until_idle=True)
+    console.cache.clear()  # the API's first reads miss, so the monitor sees them all
+
+    def calls() -> dict[str, int]:
+        return {op: len(records) for op, records in console.recorder.calls()}
+
+    engine_before = calls()
+    jobs = ok(client.get(JOBS, params={"month": MONTH}))
+    ok(client.get(f"{JOBS}/{jobs['jobs'][0]['id']}/timeline"))
+    after = calls()
+    api_ops = {op for op in after if op.startswith("api:")}
+    assert "api:cache.get" in api_ops, sorted(after)
+    labels = [r[3] for op, records in console.recorder.calls() if op in api_ops for r in records]
+    assert labels and all(lab and lab["origin"] == "api" for lab in labels)
+    engine_ops = {op: n for op, n in after.items() if ":" not in op}
+    assert engine_ops == {op: n for op, n in engine_before.items() if ":" not in op}

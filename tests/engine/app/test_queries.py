@@ -145,15 +145,29 @@ def test_cache_views_and_what_if(console: Console) -> None:
     rows = queries.cache_rows(console)
     assert [r["layer"] for r in rows][-1] == "total"
     assert rows[-1]["hits"] + rows[-1]["misses"] > 0
-    found = queries.what_if(console, "status", "5, 50", ["LRU", "FIFO"], "60000")
-    assert [(r["max_size"], r["eviction_policy"]) for r in found] == [
-        (5, "LRU"),
-        (5, "FIFO"),
-        (50, "LRU"),
-        (50, "FIFO"),
-    ]
+    traced = queries.traced_caches(console)
+    assert {"storage cache", "source day summaries", "source row memo"} <= set(traced)
+    assert {n for n in traced if n.startswith("read cache: ")} == {
+        f"read cache: {layer}" for layer in queries.LAYERS
+    }
+    memo = queries.what_if(console, "source row memo", origin="work", ttls="60000, 300000")
+    assert memo.refused is None and memo.reads >= queries.MIN_TRACE_READS
+    assert memo.origins.get("work", 0) >= memo.reads  # the month-end work read them
+    sizes = sorted({r["max_size"] for r in memo.rows})
+    assert len(sizes) == queries.WHAT_IF_POINTS and sizes[-1] == memo.keys
+    biggest = [r for r in memo.rows if r["max_size"] == memo.keys]
+    assert all(0 < r["hit_rate"] <= 1 and r["accesses"] == memo.reads for r in biggest)
+    assert {r["ttl_ms"] for r in memo.rows} == {60_000, 300_000}
+    typed = queries.what_if(console, "source row memo", sizes="5, 50", ttls="60000")
+    assert [r["max_size"] for r in typed.rows] == [5, 50]
+    few = queries.what_if(console, "read cache: config")
+    assert few.rows == [] and few.reads < queries.MIN_TRACE_READS
+    assert few.refused is not None and "Run a batch" in few.refused
+    assert str(queries.MIN_TRACE_READS) in few.refused
     with pytest.raises(ConfigError, match="whole numbers"):
-        queries.what_if(console, "status", "5, lots", ["LRU"], "60000")
+        queries.what_if(console, "storage cache", sizes="5, lots")
+    with pytest.raises(ConfigError, match="no such cache"):
+        queries.what_if(console, "no such cache")
 
 
 def test_latency_series_averages_history_per_operation(console: Console) -> None:

@@ -146,3 +146,34 @@ def test_a_monitor_without_store_has_no_history(monitor: Monitor) -> None:
     ):
         with pytest.raises(ConfigError, match="no storage"):
             read()
+
+
+def test_a_short_runs_rate_is_over_the_window_not_over_its_own_interval(
+    make_monitor: MakeMonitor, make_store: MakeStore, clock: FakeClock
+) -> None:
+    store = make_store()
+    earlier = make_monitor(store=store)  # a process seen long before the run
+    earlier.sample_now()
+    earlier.flush()
+    clock.advance(1000)
+    run = make_monitor(store=store)  # `recon run`: a 2 s run, one interval, then it exits
+    record_ms(run, "job.check", [1.0] * 100)
+    clock.advance(2)
+    run.flush()
+    reader = make_monitor(store=store)
+    assert only(reader, "job.check").calls_per_second == pytest.approx(100 / 300)
+    assert only(reader, "job.check").calls == 100
+
+
+def test_before_history_began_the_window_is_not_counted(
+    make_monitor: MakeMonitor, make_store: MakeStore, clock: FakeClock
+) -> None:
+    store = make_store()
+    run = make_monitor(store=store)  # the first process ever on this database
+    record_ms(run, "job.check", [1.0] * 100)
+    clock.advance(2)
+    run.flush()
+    reader = make_monitor(store=store)
+    assert only(reader, "job.check").calls_per_second == pytest.approx(100 / 2)
+    clock.advance(58)  # the run has ended: the window still covers the minute since it began
+    assert only(reader, "job.check").calls_per_second == pytest.approx(100 / 60)

@@ -56,6 +56,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
 
 def test_intervals_and_samples_read_back_as_written(storage: Storage) -> None:
     store = SqlPerfStore(storage)
+    assert store.history_start() is None
     store.add_intervals([row(0, 10), row(10, 20, operation="source.fetch")])
     store.add_samples([sample(5, cache_hit_rate=0.9), sample(15)])
     store.flush()
@@ -69,6 +70,10 @@ def test_intervals_and_samples_read_back_as_written(storage: Storage) -> None:
     assert store.samples(after=at(0)) == [sample(5, cache_hit_rate=0.9), sample(15)]
     assert store.sample_span(after=at(0), until=at(10)) == (at(5), at(5))
     assert store.sample_span(after=at(20), until=at(30)) is None
+    assert store.history_start() == at(0)
+    store.add_samples([sample(-3)])
+    store.flush()
+    assert store.history_start() == at(-3)
 
 
 def test_prune_and_latency(storage: Storage) -> None:
