@@ -23,6 +23,7 @@ from engine.app.wiring import (
     prefetcher,
     register_gauges,
 )
+from engine.batch.distributed import DistributedRunner
 from engine.batch.runner import BatchRunner, SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
@@ -134,15 +135,7 @@ class Console:
             on_write=self._on_write,
             keep_last_entry="caches" in parts,
         )
-        self.batch = BatchRunner(
-            settings.batch,
-            store=SqlBatchStore(self.storage),
-            execute=self._execute,
-            should_skip=self._should_skip,
-            outcome=job_outcome(self.storage),
-            clock=self.clock,
-            instrument=self.recorder,
-        )
+        self.batch = self._runner(settings)
         self.batch.listen(self._on_batch_event)
         self.leases = month_leases(self.storage, self.batch, self.clock, settings.storage)
         self.alerts = build_notifier(self, clock=self.clock)  # events: engine.notify
@@ -152,6 +145,24 @@ class Console:
         register_gauges(self.monitor, self.cache, self.storage, self.batch)
         self._closed = threading.Event()
         self._start_lock = threading.Lock()
+
+    def _runner(self, settings: Settings) -> BatchRunner | DistributedRunner:
+        """The thread runner (default), or the procrastinate one (``[batch] runner``)."""
+        if settings.batch.runner == "procrastinate":
+            return DistributedRunner(
+                settings.batch, db_url=settings.storage.db_url, store=SqlBatchStore(self.storage),
+                engine=self.storage.engine, execute=self._execute, should_skip=self._should_skip,
+                clock=self.clock, before_defer=self.storage.flush,
+            )  # fmt: skip
+        return BatchRunner(
+            settings.batch,
+            store=SqlBatchStore(self.storage),
+            execute=self._execute,
+            should_skip=self._should_skip,
+            outcome=job_outcome(self.storage),
+            clock=self.clock,
+            instrument=self.recorder,
+        )
 
     @property
     def settings(self) -> Settings:
@@ -231,7 +242,9 @@ class Console:
             except BaseException:
                 self.leases.give_up(month)
                 raise
-            if result is None:
+            if result is None or isinstance(self.batch, DistributedRunner):
+                # Workers of any process run a procrastinate batch; the stored batch
+                # keeps the month from a second start (month_batch reads the store).
                 self.leases.give_up(month)
             else:
                 self.leases.bind(month, result.batch_id)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.app.month_lease import MonthLeases
-from engine.batch.runner import BatchRunner
+from engine.batch.distributed import AnyRunner
 from engine.cache import CacheService
 from engine.clock import Clock
 from engine.domain.models import ItemState, JobStatus
@@ -80,7 +80,7 @@ def job_outcome(storage: Storage) -> Callable[[Mapping[str, Any]], ItemState | N
 
 
 def month_leases(
-    storage: Storage, batch: BatchRunner, clock: Clock, settings: StorageSettings
+    storage: Storage, batch: AnyRunner, clock: Clock, settings: StorageSettings
 ) -> MonthLeases:
     """The console's month leases: one process works a month at a time."""
     leases = SqlLeases(storage, clock=clock)
@@ -104,7 +104,7 @@ def prefetcher(cache: CacheService, storage: Storage) -> Callable[[int], None]:
 
 
 def register_gauges(
-    monitor: Monitor, cache: CacheService, storage: Storage, batch: BatchRunner
+    monitor: Monitor, cache: CacheService, storage: Storage, batch: AnyRunner
 ) -> None:
     """The figures the monitor samples beside the process's resources."""
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from engine.store.leases import LeaseRecord
 
 COMMAND_MODULES = (
-    "export", "watch", "sim", "batch", "cache", "perf", "bench", "api", "events",
+    "export", "watch", "sim", "batch", "cache", "perf", "bench", "api", "events", "worker",
 )  # fmt: skip
 out = RichConsole()
 err = RichConsole(stderr=True)

@@ -23,17 +23,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, inspect, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    func,
+    inspect,
+    select,
+)
 
 from engine.errors import StorageError
 from engine.store.schema import metadata
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version of :mod:`engine.store.schema` this code writes.
 
 1: the first stamped version. 2: the ``events`` table. 3: ``timeline.warnings``.
-4: the ``changes`` table. Each was additive: an older database migrates in place.
+4: the ``changes`` table. 5: the ``workers`` table. Each was additive: an older
+database migrates in place.
 """
+
+_SCHEMA_LOCK = 0x7265636F00  # advisory lock held while a PostgreSQL schema is checked
 
 _versions = MetaData()
 schema_version = Table("schema_version", _versions, Column("version", Integer, nullable=False))
@@ -54,6 +67,8 @@ def open_schema(engine: Engine, url: str) -> None:
     # Immediate: two processes opening a new SQLite file wait for each other instead
     # of failing when both try to upgrade a read to a write.
     with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":  # the same for two processes on PostgreSQL
+            conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
         found = stored_version(conn)
         if found > SCHEMA_VERSION:
             raise StorageError(

@@ -345,3 +345,22 @@ watcher_status = Table(
     Column("last_error", Text),
     Column("stopped_at", UTCDateTime()),
 )
+
+# --- batch workers (issue 17) ------------------------------------------------------
+
+# One row per ``recon worker`` process (procrastinate runner): its heartbeat moves
+# ``heartbeat_at`` on every few seconds, ``running`` is the JSON list of the items it
+# works (``[[batch_id, item_id], ...]``). A worker that stops cleanly deletes its row;
+# one whose heartbeat is older than ``batch.stallTimeoutS`` is shown as lost.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    Column("running", Text, nullable=False, default="[]"),
+    Column("done", Integer, nullable=False, default=0),
+)
