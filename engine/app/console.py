@@ -23,7 +23,7 @@ from engine.app.wiring import (
     prefetcher,
     register_gauges,
 )
-from engine.batch.distributed import DistributedRunner
+from engine.batch.distributed import DistributedRunner, needs_postgres
 from engine.batch.runner import BatchRunner, SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
@@ -117,6 +117,8 @@ class Console:
         page then says where each value came from (plain Settings: "default" or not)."""
         self.live_settings = LiveSettings(_loaded(settings))
         settings = self.live_settings.current
+        if settings.batch.runner == "procrastinate":  # before anything is opened
+            needs_postgres(settings.storage.db_url)
         self.clock = clock or SystemClock()
         self.recorder = rec = Recorder(clock=self.clock)
         self.storage = open_storage(settings.storage, clock=self.clock, instrument=rec)

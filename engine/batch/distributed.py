@@ -93,11 +93,16 @@ class ItemRetry(BaseRetryStrategy):
         return None
 
 
+def needs_postgres(db_url: str) -> str:
+    """The libpq URL of ``db_url``; ConfigError naming it unless it is PostgreSQL."""
+    return libpq_url(db_url, needed_by='[batch] runner = "procrastinate"')
+
+
 def make_app(db_url: str, run_item: Callable[..., Any] | None = None) -> procrastinate.App:
     """A procrastinate App on the engine's database, with :data:`TASK` registered
     (``run_item(context, batch_id, item_id, spec)``; deferring needs no body).
     ConfigError (naming the URL) unless it is a ``postgresql+psycopg://`` URL."""
-    conninfo = libpq_url(db_url, needed_by='[batch] runner = "procrastinate"')
+    conninfo = needs_postgres(db_url)
     connector = procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4)
     app = procrastinate.App(connector=connector)
     app.task(name=TASK, pass_context=True, retry=ItemRetry())(run_item or _not_here)
@@ -162,7 +167,7 @@ class DistributedRunner:
         clock: Clock,
         before_defer: Callable[[], object],
     ) -> None:
-        libpq_url(db_url, needed_by='[batch] runner = "procrastinate"')  # fail early
+        needs_postgres(db_url)  # fail early
         self.settings = settings
         self.store = store
         self.db_url = db_url
@@ -375,6 +380,7 @@ __all__ = [
     "ended_row",
     "item_lock",
     "make_app",
+    "needs_postgres",
     "progress_of",
     "settings_of",
 ]

@@ -227,9 +227,7 @@ class ItemWorker:
             raise JobAborted("cancelled")
         return None
 
-    def _end(
-        self, row: ItemRow, spec: Spec, state: str, result: Any, error: str | None
-    ) -> Any:
+    def _end(self, row: ItemRow, spec: Spec, state: str, result: Any, error: str | None) -> Any:
         """Record a finished item (its batch ends with its last one); tell listeners."""
         now = self._clock.now()
         ended = ended_row(row, state, now, error)
@@ -239,8 +237,11 @@ class ItemWorker:
             self.done += 1
         b, n = row["batch_id"], row["item_id"]
         self._say(f"batch {b} item {n}: {state}" + (f" ({error})" if error else ""))
-        if written and state in (ItemState.FAILED.value, CANCELLED):
+        # A cancelled item's job is cancelled again here, after this worker's last
+        # writes of it (its canceller cancelled it while the attempt still ran).
+        if state == CANCELLED or (written and state == ItemState.FAILED.value):
             self._runner.emit([event(state, b, n, spec, ended["attempts"], error)])
+            self._flush()  # the job's new state too
         if batch_ended:
             self._say(f"batch {b}: every item recorded, batch ended")
         return result
