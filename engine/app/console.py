@@ -16,15 +16,15 @@ from engine.app.freshness import Freshness
 from engine.app.months import MONTH_END_BATCH, month_batch, replay_bound
 from engine.app.tasks import TaskRegistry
 from engine.app.wiring import (
+    batch_runner,
     forget_elsewhere,
     invalidate_month,
-    job_outcome,
     month_leases,
     prefetcher,
     register_gauges,
 )
 from engine.batch.distributed import DistributedRunner, needs_postgres
-from engine.batch.runner import BatchRunner, SubmitResult
+from engine.batch.runner import SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
@@ -43,7 +43,6 @@ from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import LiveSettings, Loaded, Settings, StorageSettings
 from engine.sources.base import Source
 from engine.sources.factory import make_source
-from engine.store.batches import SqlBatchStore
 from engine.store.cached import CachedJobStore, ReadCache
 from engine.store.changes import ChangeFeed
 from engine.store.database import Database
@@ -137,7 +136,10 @@ class Console:
             on_write=self._on_write,
             keep_last_entry="caches" in parts,
         )
-        self.batch = self._runner(settings)
+        self.batch = batch_runner(
+            settings, self.storage, execute=self._execute, should_skip=self._should_skip,
+            clock=self.clock, instrument=self.recorder,
+        )  # fmt: skip
         self.batch.listen(self._on_batch_event)
         self.leases = month_leases(self.storage, self.batch, self.clock, settings.storage)
         self.alerts = build_notifier(self, clock=self.clock)  # events: engine.notify
@@ -147,24 +149,6 @@ class Console:
         register_gauges(self.monitor, self.cache, self.storage, self.batch)
         self._closed = threading.Event()
         self._start_lock = threading.Lock()
-
-    def _runner(self, settings: Settings) -> BatchRunner | DistributedRunner:
-        """The thread runner (default), or the procrastinate one (``[batch] runner``)."""
-        if settings.batch.runner == "procrastinate":
-            return DistributedRunner(
-                settings.batch, db_url=settings.storage.db_url, store=SqlBatchStore(self.storage),
-                engine=self.storage.engine, execute=self._execute, should_skip=self._should_skip,
-                clock=self.clock, before_defer=self.storage.flush,
-            )  # fmt: skip
-        return BatchRunner(
-            settings.batch,
-            store=SqlBatchStore(self.storage),
-            execute=self._execute,
-            should_skip=self._should_skip,
-            outcome=job_outcome(self.storage),
-            clock=self.clock,
-            instrument=self.recorder,
-        )
 
     @property
     def settings(self) -> Settings:

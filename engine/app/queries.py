@@ -562,11 +562,16 @@ def workers_view(console: Console) -> list[WorkerView]:
     stall = console.settings.batch.stall_timeout_s
     return [
         WorkerView(
-            id=w.id, host=w.host, pid=w.pid, concurrency=w.concurrency,
-            state="lost" if w.lost(now, stall) else "alive", started_at=w.started_at,
+            id=w.id,
+            host=w.host,
+            pid=w.pid,
+            concurrency=w.concurrency,
+            state="lost" if w.lost(now, stall) else "alive",
+            started_at=w.started_at,
             heartbeat_at=w.heartbeat_at,
             heartbeat_age_s=max(0.0, (now - w.heartbeat_at).total_seconds()),
-            running=tuple(f"{b}/{i}" for b, i in w.running), done=w.done,
+            running=tuple(f"{b}/{i}" for b, i in w.running),
+            done=w.done,
         )  # fmt: skip
         for w in SqlWorkerStore(console.storage).list()
     ]

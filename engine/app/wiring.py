@@ -10,19 +10,24 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.app.month_lease import MonthLeases
-from engine.batch.distributed import AnyRunner
+from engine.batch.distributed import AnyRunner, DistributedRunner
+from engine.batch.records import Spec
+from engine.batch.runner import BatchRunner
+from engine.batch.worker import Execute
 from engine.cache import CacheService
 from engine.clock import Clock
 from engine.domain.models import ItemState, JobStatus
 from engine.errors import NotFoundError
-from engine.instrument import reads_for
+from engine.instrument import Instrument, reads_for
 from engine.monitor.core import Monitor
-from engine.settings import StorageSettings
+from engine.settings import Settings, StorageSettings
+from engine.store.batches import SqlBatchStore
 from engine.store.changes import Changes
 from engine.store.leases import SqlLeases
 from engine.store.storage import Storage
 
 __all__ = [
+    "batch_runner",
     "forget_elsewhere",
     "invalidate_month",
     "job_outcome",
@@ -77,6 +82,33 @@ def job_outcome(storage: Storage) -> Callable[[Mapping[str, Any]], ItemState | N
             return None
 
     return outcome
+
+
+def batch_runner(
+    settings: Settings,
+    storage: Storage,
+    *,
+    execute: Execute,
+    should_skip: Callable[[Spec], bool],
+    clock: Clock,
+    instrument: Instrument,
+) -> AnyRunner:
+    """The thread runner (default), or the procrastinate one (``[batch] runner``)."""
+    if settings.batch.runner == "procrastinate":
+        return DistributedRunner(
+            settings.batch, db_url=settings.storage.db_url, store=SqlBatchStore(storage),
+            engine=storage.engine, execute=execute, should_skip=should_skip, clock=clock,
+            before_defer=storage.flush,
+        )  # fmt: skip
+    return BatchRunner(
+        settings.batch,
+        store=SqlBatchStore(storage),
+        execute=execute,
+        should_skip=should_skip,
+        outcome=job_outcome(storage),
+        clock=clock,
+        instrument=instrument,
+    )
 
 
 def month_leases(

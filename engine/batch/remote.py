@@ -57,7 +57,7 @@ from engine.clock import Clock
 from engine.domain.models import BatchStatus, ItemState
 from engine.settings import BatchSettings
 from engine.store.batches import ItemRow
-from engine.store.taskqueue import Slot, Slots
+from engine.store.taskqueue import Slot, Slots, Waiter
 from engine.store.workers import SqlWorkerStore
 
 log = logging.getLogger(__name__)
@@ -247,11 +247,20 @@ class ItemWorker:
         return result
 
     def _slot(self, limit: int, context: JobContext) -> Slot | None:
-        """One of ``limit`` global slots; None if the job is to abort meanwhile."""
-        while (slot := self._slots.try_take(limit)) is None:
-            if context.should_abort():
-                return None
-            threading.Event().wait(_POLL_S * 2)
+        """One of ``limit`` global slots, taken in priority order; None if the job is
+        to abort meanwhile."""
+        job = context.job
+        waiter = Waiter(f"{job.task_kwargs['batch_id']}/{job.task_kwargs['item_id']}",
+                        job.priority, job.id or 0)  # fmt: skip
+        try:
+            while (slot := self._slots.try_take(limit, waiter)) is None:
+                if context.should_abort():
+                    self._slots.forget(waiter)
+                    return None
+                threading.Event().wait(_POLL_S * 2)
+        except BaseException:
+            self._slots.forget(waiter)
+            raise
         return slot
 
     @contextmanager

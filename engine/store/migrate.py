@@ -42,8 +42,8 @@ SCHEMA_VERSION = 5
 """The version of :mod:`engine.store.schema` this code writes.
 
 1: the first stamped version. 2: the ``events`` table. 3: ``timeline.warnings``.
-4: the ``changes`` table. 5: the ``workers`` table. Each was additive: an older
-database migrates in place.
+4: the ``changes`` table. 5: the ``workers`` and ``slot_waiters`` tables. Each was
+additive: an older database migrates in place.
 """
 
 _SCHEMA_LOCK = 0x7265636F00  # advisory lock held while a PostgreSQL schema is checked

@@ -364,3 +364,16 @@ workers = Table(
     Column("running", Text, nullable=False, default="[]"),
     Column("done", Integer, nullable=False, default=0),
 )
+
+# Items of the procrastinate runner waiting for one of the ``maxConcurrentJobs`` slots
+# (engine.store.taskqueue): the first by (priority desc, job id) takes the next free one.
+# A waiter refreshes ``seen_at`` while it waits; one not seen for a few seconds (its
+# worker died) is ignored.
+slot_waiters = Table(
+    "slot_waiters",
+    metadata,
+    Column("item", String(64), primary_key=True),
+    Column("priority", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("seen_at", UTCDateTime(), nullable=False),
+)

@@ -6,16 +6,23 @@
 - :class:`Slots`: the global concurrency limit. An attempt holds one of
   ``limit`` numbered slots, a PostgreSQL session advisory lock held on its own
   connection; a worker that dies loses its connection, so its slots free
-  themselves. procrastinate limits concurrency per worker only.
+  themselves. procrastinate limits concurrency per worker only. Items waiting
+  for a slot take them in priority order (``slot_waiters``), so a limit below
+  the workers' concurrency keeps the order procrastinate fetched them in.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-__all__ = ["Slot", "Slots", "ensure_schema"]
+from engine.store.schema import slot_waiters
+
+__all__ = ["Slot", "Slots", "Waiter", "ensure_schema"]
 
 _CLASS = 0x7265636F  # "reco": the advisory lock space of this engine
 _SCHEMA_LOCK = -1  # the slot number of the lock taken while applying the schema
@@ -45,30 +52,80 @@ class Slot:
 
     def release(self) -> None:
         try:
-            self._conn.execute(select(func.pg_advisory_unlock(_CLASS, self.number)))
-            self._conn.commit()
+            with self._conn.begin():
+                self._conn.execute(select(func.pg_advisory_unlock(_CLASS, self.number)))
         finally:
             self._conn.close()
 
 
+@dataclass(frozen=True)
+class Waiter:
+    """An item waiting for a slot: ``(priority desc, seq)`` orders the waiters."""
+
+    item: str
+    priority: int
+    seq: int
+
+
 class Slots:
-    """Numbered slots shared by every process of one PostgreSQL database."""
+    """Numbered slots shared by every process of one PostgreSQL database.
 
-    def __init__(self, engine: Engine) -> None:
+    Waiters take slots in priority order (then ``seq``, the job's id): one with a
+    waiter ahead of it seen within ``stale_s`` seconds does not take a free slot.
+    """
+
+    def __init__(self, engine: Engine, *, stale_s: float = 2.0) -> None:
         self._engine = engine
+        self._stale = timedelta(seconds=stale_s)
 
-    def try_take(self, limit: int) -> Slot | None:
-        """One free slot among the first ``limit``, or None when all are taken."""
+    def try_take(self, limit: int, waiter: Waiter) -> Slot | None:
+        """One free slot among the first ``limit`` if no waiter is ahead, else None
+        (``waiter`` is then recorded as waiting; :meth:`forget` when it gives up)."""
         conn = self._engine.connect()
         try:
-            for number in range(limit):
-                taken = conn.execute(select(func.pg_try_advisory_lock(_CLASS, number))).scalar()
-                if taken:
-                    conn.commit()
-                    return Slot(conn, number)
-            conn.commit()
+            slot = self._take(conn, limit, waiter)
         except BaseException:
             conn.close()
             raise
-        conn.close()
+        if slot is None:
+            conn.close()
+        return slot
+
+    def _take(self, conn: Connection, limit: int, waiter: Waiter) -> Slot | None:
+        with conn.begin():
+            now = conn.execute(select(func.now())).scalar_one()
+            stmt = pg_insert(slot_waiters).values(
+                item=waiter.item, priority=waiter.priority, seq=waiter.seq, seen_at=now
+            )
+            conn.execute(stmt.on_conflict_do_update(index_elements=["item"],
+                                                    set_={"seen_at": now}))  # fmt: skip
+            ahead = conn.execute(
+                select(func.count()).where(
+                    slot_waiters.c.seen_at > now - self._stale,
+                    or_(
+                        slot_waiters.c.priority > waiter.priority,
+                        and_(
+                            slot_waiters.c.priority == waiter.priority,
+                            slot_waiters.c.seq < waiter.seq,
+                        ),
+                    ),
+                )  # fmt: skip
+            ).scalar_one()
+        if ahead:
+            return None
+        for number in range(limit):
+            with conn.begin():
+                taken = conn.execute(select(func.pg_try_advisory_lock(_CLASS, number))).scalar()
+            if taken:
+                self.forget(waiter, conn)
+                return Slot(conn, number)
         return None
+
+    def forget(self, waiter: Waiter, conn: Connection | None = None) -> None:
+        """``waiter`` waits no more."""
+        if conn is None:
+            with self._engine.begin() as own:
+                own.execute(delete(slot_waiters).where(slot_waiters.c.item == waiter.item))
+            return
+        with conn.begin():
+            conn.execute(delete(slot_waiters).where(slot_waiters.c.item == waiter.item))
