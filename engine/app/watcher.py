@@ -181,21 +181,39 @@ class Watcher:
         finally:
             self.lease.release()
 
+    def periodic_tick(self, every_s: float) -> TickReport | None:
+        """One tick as a procrastinate periodic task (``recon worker --watch``): the
+        lease is held for the tick only, and its batches are queued for the workers,
+        not waited for. None when another watcher (``recon watch``) holds the lease."""
+        try:
+            self.lease.acquire()
+        except LeaseHeld:
+            return None
+        try:
+            return self.tick(every_s=every_s, drain=False)
+        finally:
+            self.lease.release()
+
     def tick(
-        self, *, every_s: float | None = None, stop: threading.Event | None = None
+        self,
+        *,
+        every_s: float | None = None,
+        stop: threading.Event | None = None,
+        drain: bool = True,
     ) -> TickReport:
         """One step: start, check and finalize up to today; record the tick.
 
         Without ``stop`` the batches run in the calling thread (burst mode); with it
         they run on the runner's background threads and the tick returns early
-        once ``stop`` is set."""
+        once ``stop`` is set. Without ``drain`` the batches are only started (the
+        procrastinate runner's workers run them)."""
         at = self._clock.now()
         today = at.date()
         months = self._months(today)
         before = self._jobs(months)
         errors: list[str] = []
         batches = [b for m in months if (b := self._start(m, today, errors)) is not None]
-        stopped = not self._drain(batches, stop)
+        stopped = drain and not self._drain(batches, stop)
         after = self._jobs(months)
         report = _report(at, today, months, before, after, errors, stopped=stopped)
         log.info("watch: %s", report.line())

@@ -61,6 +61,9 @@ from engine.store.urls import libpq_url
 TASK = "recon.batch_item"
 """The procrastinate task that runs one batch item."""
 
+WATCH_TASK = "recon.watch_tick"
+"""The procrastinate periodic task of the watcher's tick (``recon worker --watch``)."""
+
 _WAIT_S = 0.2  # run(until_idle=True) reads the store this often
 _ABORTABLE = ("todo", "doing")
 
@@ -107,6 +110,22 @@ def make_app(db_url: str, run_item: Callable[..., Any] | None = None) -> procras
     app = procrastinate.App(connector=connector)
     app.task(name=TASK, pass_context=True, retry=ItemRetry())(run_item or _not_here)
     return app
+
+
+def watch_cron(every_s: float) -> str:
+    """The cron line (seconds as a 6th field) of a tick every ``every_s`` seconds;
+    ConfigError unless the period divides a minute, an hour or a day."""
+    s = int(every_s)
+    if s == every_s and s > 0:
+        if s < 60 and 60 % s == 0:
+            return f"* * * * * */{s}"
+        if s % 60 == 0 and s < 3600 and 3600 % s == 0:
+            return f"*/{s // 60} * * * *"
+        if s % 3600 == 0 and 86400 % s == 0:
+            return f"0 */{s // 3600} * * *"
+    raise ConfigError(
+        "watch period", every_s, "expected seconds that divide a minute, an hour or a day"
+    )
 
 
 def apply_schema(engine: Any) -> bool:
@@ -371,6 +390,7 @@ def progress_of(
 
 __all__ = [
     "TASK",
+    "WATCH_TASK",
     "AnyRunner",
     "DistributedRunner",
     "ItemRetry",
@@ -383,6 +403,7 @@ __all__ = [
     "needs_postgres",
     "progress_of",
     "settings_of",
+    "watch_cron",
 ]
 
 

@@ -14,6 +14,10 @@ calls :meth:`ItemWorker.run`; the items go through the console's own ``execute``
 4. records the attempt, then: finished, or retried by procrastinate after the
    delay of :mod:`~engine.batch.policy` (transient errors and timeouts only).
 
+With ``watch``, the worker also registers the watcher's tick as a procrastinate
+periodic task (:data:`~engine.batch.distributed.WATCH_TASK`): procrastinate defers
+one job per period whatever the number of workers, and one worker runs it.
+
 Every few seconds (:data:`HEARTBEAT_S`) the worker writes its heartbeat and running
 items into ``workers`` and hands back to the queue the jobs of workers whose
 procrastinate heartbeat is older than ``stallTimeoutS`` (procrastinate's stalled
@@ -41,12 +45,14 @@ from procrastinate.job_context import AbortReason
 
 from engine.batch.distributed import (
     TASK,
+    WATCH_TASK,
     DistributedRunner,
     RetryItem,
     apply_schema,
     ended_row,
     make_app,
     settings_of,
+    watch_cron,
 )
 from engine.batch.events import event
 from engine.batch.policy import INTERRUPTED, classify, next_retry, retry_delay
@@ -61,6 +67,9 @@ from engine.store.taskqueue import Slot, Slots, Waiter
 from engine.store.workers import SqlWorkerStore
 
 log = logging.getLogger(__name__)
+
+Watch = tuple[float, Callable[[], str]]
+"""The watcher's period in seconds and its tick (returns the tick's line)."""
 
 HEARTBEAT_S = 2.0
 """How often a worker writes its heartbeat (and looks for stalled jobs)."""
@@ -319,7 +328,7 @@ class WorkerProcess:
     """
 
     def __init__(self, console: Any, *, concurrency: int, grace_s: float,
-                 say: Callable[[str], None]) -> None:  # fmt: skip
+                 say: Callable[[str], None], watch: Watch | None = None) -> None:  # fmt: skip
         runner = console.batch
         if not isinstance(runner, DistributedRunner):
             raise TypeError("recon worker needs the procrastinate runner")
@@ -336,6 +345,7 @@ class WorkerProcess:
             slots=Slots(console.storage.engine), clock=self._clock, say=say,
         )  # fmt: skip
         self.worker_id: int | None = None
+        self._watch = watch
 
     def run(self) -> None:
         """Run until SIGINT or SIGTERM (procrastinate's handlers stop it gracefully)."""
@@ -344,6 +354,10 @@ class WorkerProcess:
 
     async def _main(self) -> None:
         app = make_app(self._runner.db_url, self._task)
+        if self._watch is not None:
+            every_s, tick = self._watch
+            task = app.task(name=WATCH_TASK, pass_context=True)(self._ticker(tick))
+            app.periodic(cron=watch_cron(every_s), periodic_id="watcher")(task)
         stall = self._runner.settings.stall_timeout_s
         await app.open_async()
         self.worker_id = self._store.register(
@@ -369,6 +383,12 @@ class WorkerProcess:
             await app.close_async()
             self._say(f"worker {self.worker_id} stopped")
 
+    def _ticker(self, tick: Callable[[], str]) -> Callable[[JobContext, int], None]:
+        def ticked(context: JobContext, timestamp: int) -> None:
+            self._say(f"watcher tick of {timestamp}: {tick()}")
+
+        return ticked
+
     def _task(self, context: JobContext, batch_id: int, item_id: int, spec: Spec) -> Any:
         return self.items.run(context, batch_id, item_id, spec)
 
@@ -386,4 +406,4 @@ class WorkerProcess:
             await asyncio.sleep(HEARTBEAT_S)
 
 
-__all__ = ["HEARTBEAT_S", "ItemWorker", "WorkerProcess"]
+__all__ = ["HEARTBEAT_S", "ItemWorker", "Watch", "WorkerProcess"]

@@ -67,7 +67,13 @@ def worker_env(url: str, **values: str) -> dict[str, str]:
 
 @contextmanager
 def workers(
-    tmp: Path, url: str, count: int, *, concurrency: int = 2, **env: str
+    tmp: Path,
+    url: str,
+    count: int,
+    *,
+    concurrency: int = 2,
+    args: tuple[str, ...] = (),
+    **env: str,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``count`` real ``recon worker`` processes; stopped by SIGTERM at the end, each
     must exit cleanly (a SIGKILLed one is left as it is)."""
@@ -76,7 +82,7 @@ def workers(
         with (tmp / f"worker{n}.log").open("wb") as log:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "engine.cli", "worker", "--concurrency", str(concurrency),
-                 "--grace", "2"],
+                 "--grace", "2", *args],
                 cwd=ROOT, env=worker_env(url, **env), stdout=log, stderr=subprocess.STDOUT,
             ))  # fmt: skip
     try:
@@ -279,6 +285,26 @@ def test_the_workers_api_marks_a_killed_worker_lost(tmp_path: Path, pg_url: str)
                 "the killed worker to be lost",
             )
     assert [w["pid"] for w in lost] == [procs[0].pid]
+
+
+def test_the_watcher_ticks_once_per_period_whatever_the_number_of_workers(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from engine.app import queries
+    from engine.batch.distributed import WATCH_TASK
+
+    watch = ("--watch", "--watch-every", "1", "--watch-districts", "1,2")
+    with workers(tmp_path, pg_url, 3, args=watch):
+        with console_on(pg_url) as console:
+            wait_for(lambda: queries.watcher_view(console).ticks >= 3, "three ticks")
+    with console_on(pg_url) as console:
+        ticks = queries.watcher_view(console).ticks
+        app = console.batch.app()  # type: ignore[union-attr]
+        jobs = [j for j in app.job_manager.list_jobs(task=WATCH_TASK) if j.status == "succeeded"]
+        batches = console.batch.list_batches()
+    stamps = [j.task_kwargs["timestamp"] for j in jobs]
+    assert len(stamps) == len(set(stamps)) == ticks >= 3  # one tick per period, run once
+    assert batches and batches[-1].name == "month-end 2026-11"  # the first tick started it
 
 
 def test_the_procrastinate_runner_needs_postgresql(
