@@ -95,7 +95,11 @@ class BatchSettings:
         "processes; needs a postgresql+psycopg:// database)",
     )
     stall_timeout_s: float = _f(
-        10.0, "stallTimeoutS", 2, 3600, "a worker silent this long is lost: others retry its items"
+        10.0,
+        "stallTimeoutS",
+        6,
+        3600,
+        "a worker silent this long (3 heartbeats at least) is lost: others retry its items",
     )
 
 

@@ -36,7 +36,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from procrastinate import JobContext
@@ -146,6 +145,7 @@ class ItemWorker:
         self._lock = threading.Lock()
         self.running: set[tuple[int, int]] = set()
         self.done = 0
+        self.on_change: Callable[[], None] | None = None  # an item started or ended
 
     def run(self, context: JobContext, batch_id: int, item_id: int, spec: Spec) -> Any:
         """The task's body: one attempt of the item (see the module docstring)."""
@@ -276,11 +276,20 @@ class ItemWorker:
     def _holding(self, batch_id: int, item_id: int) -> Iterator[None]:
         with self._lock:
             self.running.add((batch_id, item_id))
+        self._changed()
         try:
             yield
         finally:
             with self._lock:
                 self.running.discard((batch_id, item_id))
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # the next heartbeat writes it
+                log.warning("worker heartbeat failed", exc_info=True)
 
     def snapshot(self) -> tuple[list[tuple[int, int]], int]:
         with self._lock:
@@ -363,6 +372,7 @@ class WorkerProcess:
         self.worker_id = self._store.register(
             socket.gethostname(), os.getpid(), self._concurrency, self._clock.now()
         )
+        self.items.on_change = self._beat
         self._say(
             f"worker {self.worker_id} ({socket.gethostname()} pid {os.getpid()}): "
             f"{self._concurrency} at once, stall timeout {stall:g} s; Ctrl-C stops"
@@ -392,18 +402,23 @@ class WorkerProcess:
     def _task(self, context: JobContext, batch_id: int, item_id: int, spec: Spec) -> Any:
         return self.items.run(context, batch_id, item_id, spec)
 
-    async def _heartbeat(self, app: Any, stall_s: float) -> None:
+    def _beat(self) -> None:
+        """Write the heartbeat and running items now (also when an item starts or ends)."""
         assert self.worker_id is not None
+        running, done = self.items.snapshot()
+        self._store.beat(self.worker_id, self._clock.now(), running, done)
+
+    async def _heartbeat(self, app: Any, stall_s: float) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            running, done = self.items.snapshot()
-            now: datetime = self._clock.now()
-            await asyncio.to_thread(self._store.beat, self.worker_id, now, running, done)
+            started = loop.time()
+            await asyncio.to_thread(self._beat)
             for job in await app.job_manager.get_stalled_jobs(
                 task_name=TASK, seconds_since_heartbeat=stall_s
             ):
                 self._say(f"job {job.id} ({job.task_kwargs}): its worker was lost; queued again")
                 await app.job_manager.retry_job(job)
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(max(0.0, HEARTBEAT_S - (loop.time() - started)))  # a fixed rate
 
 
 __all__ = ["HEARTBEAT_S", "ItemWorker", "Watch", "WorkerProcess"]

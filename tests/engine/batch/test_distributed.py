@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,10 +244,10 @@ def test_cancel_of_a_batch_stops_its_items(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_a_killed_worker_s_item_is_finished_by_another(tmp_path: Path, pg_url: str) -> None:
-    expected = thread_run(tmp_path, "2025-03", DISTRICTS[:3], latency_ms=100)
-    env = {"RECON_SOURCE_LATENCY_MS": "100", "RECON_BATCH_STALL_TIMEOUT_S": "3"}
+    expected = thread_run(tmp_path, "2025-03", DISTRICTS[:3], latency_ms=150)
+    env = {"RECON_SOURCE_LATENCY_MS": "150", "RECON_BATCH_STALL_TIMEOUT_S": "6"}
     with workers(tmp_path, pg_url, 2, concurrency=1, **env) as procs:
-        with console_on(pg_url, latency_ms=100) as console:
+        with console_on(pg_url, latency_ms=150) as console:
             result = console.start_batch("2025-03", districts=DISTRICTS[:3])
             pid, _ = wait_for(lambda: running_item(console), "an item to run")
             victim = next(p for p in procs if p.pid == pid)
@@ -259,6 +260,25 @@ def test_a_killed_worker_s_item_is_finished_by_another(tmp_path: Path, pg_url: s
             assert results(console, "2025-03") == expected
 
 
+def test_a_stopped_worker_queues_its_item_again(tmp_path: Path, pg_url: str) -> None:
+    no_grace = ("--grace", "0")
+    with console_on(pg_url, latency_ms=200) as console:
+        with workers(tmp_path, pg_url, 1, args=no_grace, RECON_SOURCE_LATENCY_MS="200") as procs:
+            result = console.start_batch("2025-03", districts=["1"])
+            progress = console.batch.progress
+            wait_for(lambda: progress(result.batch_id).running, "the item to run")
+            procs[0].send_signal(signal.SIGTERM)  # no grace: the attempt is interrupted
+            assert procs[0].wait(timeout=60) == 0
+        (item,) = console.batch.batch_detail(result.batch_id).items
+        assert item.status == "queued"
+        assert [a.outcome for a in item.attempts] == ["interrupted"]
+        with workers(tmp_path, pg_url, 1, RECON_SOURCE_LATENCY_MS="200"):
+            finished(console, result.batch_id)
+        (item,) = console.batch.batch_detail(result.batch_id).items
+    assert item.status == "succeeded"
+    assert [a.outcome for a in item.attempts] == ["interrupted", "succeeded"]
+
+
 def workers_api(client: httpx.Client) -> Mapping[str, Any]:
     response = client.get("/api/reconciliation/workers")
     assert response.status_code == 200
@@ -267,9 +287,9 @@ def workers_api(client: httpx.Client) -> Mapping[str, Any]:
 
 
 def test_the_workers_api_marks_a_killed_worker_lost(tmp_path: Path, pg_url: str) -> None:
-    with workers(tmp_path, pg_url, 2, RECON_BATCH_STALL_TIMEOUT_S="2") as procs:
+    with workers(tmp_path, pg_url, 2, RECON_BATCH_STALL_TIMEOUT_S="6") as procs:
         with (
-            console_on(pg_url, stall_s=2) as console,
+            console_on(pg_url, stall_s=6) as console,
             serving(create_app(console)) as url,
             httpx.Client(base_url=url, timeout=30) as client,
         ):
@@ -300,10 +320,14 @@ def test_the_watcher_ticks_once_per_period_whatever_the_number_of_workers(
     with console_on(pg_url) as console:
         ticks = queries.watcher_view(console).ticks
         app = console.batch.app()  # type: ignore[union-attr]
-        jobs = [j for j in app.job_manager.list_jobs(task=WATCH_TASK) if j.status == "succeeded"]
+        jobs = list(app.job_manager.list_jobs(task=WATCH_TASK))
         batches = console.batch.list_batches()
-    stamps = [j.task_kwargs["timestamp"] for j in jobs]
-    assert len(stamps) == len(set(stamps)) == ticks >= 3  # one tick per period, run once
+    stamps = sorted(j.task_kwargs["timestamp"] for j in jobs)
+    assert len(stamps) == len(set(stamps)) >= 3  # one job per period
+    logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in range(3))
+    ran = sorted(int(t) for t in re.findall(r"watcher tick of (\d+)", logs))
+    assert ran == stamps  # each run once, by one of the three workers
+    assert 3 <= ticks <= len(stamps)  # a tick that finds the last one still on skips
     assert batches and batches[-1].name == "month-end 2026-11"  # the first tick started it
 
 
