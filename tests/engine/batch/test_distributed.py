@@ -5,6 +5,7 @@ killed mid-item, the workers list, and the clear error on SQLite (issue 17)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -243,6 +244,27 @@ def test_cancel_of_a_batch_stops_its_items(tmp_path: Path, pg_url: str) -> None:
     assert statuses <= {"cancelled", "aborted"}  # nothing left to run
 
 
+def test_cancel_of_a_running_job_stops_its_item_only(tmp_path: Path, pg_url: str) -> None:
+    with workers(tmp_path, pg_url, 1, concurrency=1, RECON_SOURCE_LATENCY_MS="300"):
+        with console_on(pg_url, latency_ms=300) as console:
+            result = console.start_batch("2025-03", districts=["1", "2"])
+            progress = console.batch.progress
+            wait_for(lambda: progress(result.batch_id).running, "an item to run")
+            running = next(
+                i for i in console.batch.batch_detail(result.batch_id).items
+                if i.status == "running"
+            )  # fmt: skip
+            console.cancel_job(int(running.spec["job_id"]))
+            finished(console, result.batch_id)
+            items = {i.item_id: i for i in console.batch.batch_detail(result.batch_id).items}
+            jobs = {j.id: j.status.value for j in console.storage.jobs(month="2025-03")}
+    other = items[3 - running.item_id]
+    assert items[running.item_id].status == "cancelled"
+    assert other.status == "succeeded"
+    assert jobs[running.spec["job_id"]] == "cancelled"
+    assert jobs[other.spec["job_id"]] == "completed"
+
+
 def test_a_killed_worker_s_item_is_finished_by_another(tmp_path: Path, pg_url: str) -> None:
     expected = thread_run(tmp_path, "2025-03", DISTRICTS[:3], latency_ms=150)
     env = {"RECON_SOURCE_LATENCY_MS": "150", "RECON_BATCH_STALL_TIMEOUT_S": "6"}
@@ -286,7 +308,10 @@ def workers_api(client: httpx.Client) -> Mapping[str, Any]:
     return body
 
 
-def test_the_workers_api_marks_a_killed_worker_lost(tmp_path: Path, pg_url: str) -> None:
+def test_the_workers_api_marks_a_killed_worker_lost(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECON_BATCH_STALL_TIMEOUT_S", "6")  # for `recon workers` below
     with workers(tmp_path, pg_url, 2, RECON_BATCH_STALL_TIMEOUT_S="6") as procs:
         with (
             console_on(pg_url, stall_s=6) as console,
@@ -305,6 +330,10 @@ def test_the_workers_api_marks_a_killed_worker_lost(tmp_path: Path, pg_url: str)
                 "the killed worker to be lost",
             )
     assert [w["pid"] for w in lost] == [procs[0].pid]
+    capsys.readouterr()
+    assert main(["workers", "--json", "--db", pg_url]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {(w["pid"], w["state"]) for w in listed} >= {(procs[0].pid, "lost")}
 
 
 def test_the_watcher_ticks_once_per_period_whatever_the_number_of_workers(
