@@ -173,7 +173,9 @@ class ItemWorker:
     ) -> Any:
         history = json.loads(row["history"])
         number = len(history) + 1
-        self._store.record_item(_with(row, RUNNING, number, history), self._clock.now())
+        started_row = _with(row, RUNNING, number, history)
+        if not self._store.record_item(started_row, self._clock.now())[0]:
+            return None  # cancelled while it waited for a slot
         token = CancelToken()
         watchdog = _Watchdog(token, context, settings.timeout_ms / 1000)
         started, started_mono = self._clock.now(), self._clock.monotonic()
@@ -204,6 +206,11 @@ class ItemWorker:
         if outcome == SUCCEEDED:
             return self._end(_with(row, SUCCEEDED, len(history), history), spec, SUCCEEDED, value,
                              None)  # fmt: skip
+        if outcome == INTERRUPTED and context.abort_reason() is None:
+            # The database refused a write (not the item's fault): queued again later.
+            queued = _with(row, ItemState.QUEUED.value, len(history), history)
+            self._store.record_item(queued, self._clock.now())
+            raise RetryItem(settings.retry_delay_ms / 1000, describe(value)) from value
         if outcome in (CANCELLED, INTERRUPTED):
             return self._stopped(row, spec, context, history, value)
         retry = next_retry(outcome, progressed=_progressed(history), retries=_retries(history),
@@ -351,7 +358,7 @@ class WorkerProcess:
         self.items = ItemWorker(
             runner, execute=runner.execute, should_skip=runner.should_skip,
             flush=console.storage.flush, forget=console.storage.clear_cache,
-            slots=Slots(console.storage.engine), clock=self._clock, say=say,
+            slots=Slots(console.storage.engine, task=TASK), clock=self._clock, say=say,
         )  # fmt: skip
         self.worker_id: int | None = None
         self._watch = watch

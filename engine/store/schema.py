@@ -365,15 +365,15 @@ workers = Table(
     Column("done", Integer, nullable=False, default=0),
 )
 
-# Items of the procrastinate runner waiting for one of the ``maxConcurrentJobs`` slots
-# (engine.store.taskqueue): the first by (priority desc, job id) takes the next free one.
-# A waiter refreshes ``seen_at`` while it waits; one not seen for a few seconds (its
-# worker died) is ignored.
+# Items of the procrastinate runner at the global ``maxConcurrentJobs`` slots
+# (engine.store.taskqueue): one row per item waiting for a slot or holding one
+# (``holding``); ``seq`` is its procrastinate job's id. A job that procrastinate has
+# handed to a worker (``doing``) and that holds no slot waits: it goes first when its
+# priority is higher, or equal and its job older.
 slot_waiters = Table(
     "slot_waiters",
     metadata,
     Column("item", String(64), primary_key=True),
-    Column("priority", Integer, nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("seen_at", UTCDateTime(), nullable=False),
+    Column("seq", Integer, nullable=False, index=True),
+    Column("holding", Boolean, nullable=False, default=False),
 )

@@ -6,18 +6,18 @@
 - :class:`Slots`: the global concurrency limit. An attempt holds one of
   ``limit`` numbered slots, a PostgreSQL session advisory lock held on its own
   connection; a worker that dies loses its connection, so its slots free
-  themselves. procrastinate limits concurrency per worker only. Items waiting
-  for a slot take them in priority order (``slot_waiters``), so a limit below
-  the workers' concurrency keeps the order procrastinate fetched them in.
+  themselves. procrastinate limits concurrency per worker only. Waiting jobs
+  take slots in procrastinate's order (priority, then job id): a job waits while
+  a job ahead of it is handed to a worker and holds no slot (``slot_waiters``
+  says which hold one), so a limit below the workers' concurrency keeps the order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text
+from sqlalchemy import Connection, Engine, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from engine.store.schema import slot_waiters
@@ -46,40 +46,51 @@ def ensure_schema(engine: Engine, schema_sql: str) -> bool:
 class Slot:
     """One slot taken; :meth:`release` gives it back."""
 
-    def __init__(self, conn: Connection, number: int) -> None:
+    def __init__(self, conn: Connection, number: int, item: str) -> None:
         self._conn = conn
         self.number = number
+        self._item = item
 
     def release(self) -> None:
         try:
             with self._conn.begin():
                 self._conn.execute(select(func.pg_advisory_unlock(_CLASS, self.number)))
+                self._conn.execute(delete(slot_waiters).where(slot_waiters.c.item == self._item))
         finally:
             self._conn.close()
 
 
 @dataclass(frozen=True)
 class Waiter:
-    """An item waiting for a slot: ``(priority desc, seq)`` orders the waiters."""
+    """An item waiting for a slot: its procrastinate job's priority and id."""
 
     item: str
     priority: int
     seq: int
 
 
+# procrastinate's jobs of ``task`` handed to a worker, ahead of a waiter, holding no slot.
+_AHEAD = text(
+    "SELECT count(*) FROM procrastinate_jobs AS j"
+    " WHERE j.task_name = :task AND j.status = 'doing'"
+    " AND (j.priority > :priority OR (j.priority = :priority AND j.id < :seq))"
+    " AND NOT EXISTS (SELECT 1 FROM slot_waiters AS w WHERE w.seq = j.id AND w.holding)"
+)
+
+
 class Slots:
     """Numbered slots shared by every process of one PostgreSQL database.
 
-    Waiters take slots in priority order (then ``seq``, the job's id): one with a
-    waiter ahead of it seen within ``stale_s`` seconds does not take a free slot.
+    Jobs of ``task`` take slots in procrastinate's order (priority, then job id): one
+    that a job ahead of it waits for (handed to a worker, holding no slot) takes none.
     """
 
-    def __init__(self, engine: Engine, *, stale_s: float = 2.0) -> None:
+    def __init__(self, engine: Engine, *, task: str) -> None:
         self._engine = engine
-        self._stale = timedelta(seconds=stale_s)
+        self._task = task
 
     def try_take(self, limit: int, waiter: Waiter) -> Slot | None:
-        """One free slot among the first ``limit`` if no waiter is ahead, else None
+        """One free slot among the first ``limit`` if no job waits ahead, else None
         (``waiter`` is then recorded as waiting; :meth:`forget` when it gives up)."""
         conn = self._engine.connect()
         try:
@@ -92,40 +103,27 @@ class Slots:
         return slot
 
     def _take(self, conn: Connection, limit: int, waiter: Waiter) -> Slot | None:
+        mine = slot_waiters.c.item == waiter.item
         with conn.begin():
-            now = conn.execute(select(func.now())).scalar_one()
-            stmt = pg_insert(slot_waiters).values(
-                item=waiter.item, priority=waiter.priority, seq=waiter.seq, seen_at=now
-            )
-            conn.execute(stmt.on_conflict_do_update(index_elements=["item"],
-                                                    set_={"seen_at": now}))  # fmt: skip
+            stmt = pg_insert(slot_waiters).values(item=waiter.item, seq=waiter.seq, holding=False)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["item"], set_={"seq": waiter.seq, "holding": False}
+            ))  # fmt: skip
             ahead = conn.execute(
-                select(func.count()).where(
-                    slot_waiters.c.seen_at > now - self._stale,
-                    or_(
-                        slot_waiters.c.priority > waiter.priority,
-                        and_(
-                            slot_waiters.c.priority == waiter.priority,
-                            slot_waiters.c.seq < waiter.seq,
-                        ),
-                    ),
-                )  # fmt: skip
+                _AHEAD, {"task": self._task, "priority": waiter.priority, "seq": waiter.seq}
             ).scalar_one()
         if ahead:
             return None
         for number in range(limit):
             with conn.begin():
                 taken = conn.execute(select(func.pg_try_advisory_lock(_CLASS, number))).scalar()
+                if taken:
+                    conn.execute(update(slot_waiters).where(mine).values(holding=True))
             if taken:
-                self.forget(waiter, conn)
-                return Slot(conn, number)
+                return Slot(conn, number, waiter.item)
         return None
 
-    def forget(self, waiter: Waiter, conn: Connection | None = None) -> None:
+    def forget(self, waiter: Waiter) -> None:
         """``waiter`` waits no more."""
-        if conn is None:
-            with self._engine.begin() as own:
-                own.execute(delete(slot_waiters).where(slot_waiters.c.item == waiter.item))
-            return
-        with conn.begin():
+        with self._engine.begin() as conn:
             conn.execute(delete(slot_waiters).where(slot_waiters.c.item == waiter.item))
