@@ -38,7 +38,7 @@ from engine.app.lease import Lease, LeaseHeld
 from engine.app.months import latest_ended_month
 from engine.clock import Clock
 from engine.domain.models import Job, month_end, validate_district
-from engine.errors import EngineError, SourceError
+from engine.errors import ConflictError, EngineError, SourceError
 from engine.store.leases import Holder, LeaseRecord, SqlLeases
 from engine.store.watcher import SqlWatcherStatus, WatcherStatus
 
@@ -212,7 +212,9 @@ class Watcher:
         months = self._months(today)
         before = self._jobs(months)
         errors: list[str] = []
-        batches = [b for m in months if (b := self._start(m, today, errors)) is not None]
+        batches = [
+            b for m in months if (b := self._start(m, today, errors, busy_ok=not drain)) is not None
+        ]
         stopped = drain and not self._drain(batches, stop)
         after = self._jobs(months)
         report = _report(at, today, months, before, after, errors, stopped=stopped)
@@ -229,8 +231,12 @@ class Watcher:
         still_open = [m for m in sorted(earlier) if _open(self._console.storage.jobs(month=m))]
         return (*still_open, latest)
 
-    def _start(self, month: str, today: date, errors: list[str]) -> int | None:
-        """Submit ``month``'s open jobs for the days up to today; the batch, if any."""
+    def _start(
+        self, month: str, today: date, errors: list[str], *, busy_ok: bool = False
+    ) -> int | None:
+        """Submit ``month``'s open jobs for the days up to today; the batch, if any.
+        ``busy_ok``: a month a batch still works is no error (periodic ticks do not
+        wait for their batches: the next tick goes on)."""
         try:
             jobs = self._console.storage.jobs(month=month)
             districts = self._add_new_districts(month, today, jobs)
@@ -241,6 +247,10 @@ class Watcher:
             )
         except LeaseHeld as held:  # e.g. a `recon run` of that month: the next tick goes on
             errors.append(f"{month} skipped: {held}")
+            return None
+        except ConflictError as exc:  # a batch still works the month
+            if not busy_ok:
+                errors.append(f"{month}: {exc}")
             return None
         except EngineError as exc:
             errors.append(f"{month}: {exc}")
