@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from procrastinate import JobContext
@@ -151,10 +152,13 @@ class ItemWorker:
         """The task's body: one attempt of the item (see the module docstring)."""
         stored, row = self._store.item(batch_id, item_id)
         row = row or queued_row(batch_id, item_id)
+        if row["status"] == CANCELLED:
+            raise JobAborted("cancelled")  # the job ends as procrastinate's "aborted"
         if row["status"] in FINISHED:
             return None
         if stored.status != BatchStatus.RUNNING:
-            return self._end(row, spec, CANCELLED, None, "cancelled")
+            self._end(row, spec, CANCELLED, None, "cancelled")
+            raise JobAborted("cancelled")
         self._forget()
         if self._should_skip(spec):
             return self._end(row, spec, ItemState.SKIPPED.value, None, None)
@@ -171,14 +175,15 @@ class ItemWorker:
     def _attempt(
         self, context: JobContext, settings: BatchSettings, row: ItemRow, spec: Spec
     ) -> Any:
-        history = json.loads(row["history"])
+        history = self._history(row)
         number = len(history) + 1
-        started_row = _with(row, RUNNING, number, history)
+        started, started_mono = self._clock.now(), self._clock.monotonic()
+        running = attempt_json(number, started, 0.0, RUNNING, None, False)  # until it ends
+        started_row = _with(row, RUNNING, number, [*history, running])
         if not self._store.record_item(started_row, self._clock.now())[0]:
-            return None  # cancelled while it waited for a slot
+            raise JobAborted("cancelled")  # while it waited for a slot
         token = CancelToken()
         watchdog = _Watchdog(token, context, settings.timeout_ms / 1000)
-        started, started_mono = self._clock.now(), self._clock.monotonic()
         outcome, value = SUCCEEDED, None
         try:
             value = self._execute(spec, token)
@@ -190,8 +195,8 @@ class ItemWorker:
         error = None if outcome == SUCCEEDED else describe(value)
         duration = self._clock.monotonic() - started_mono
         attempt = attempt_json(number, started, duration, outcome, error, token.steps > 0)
-        history = [*map(json.dumps, history), attempt]
-        return self._conclude(context, settings, row, spec, outcome, value, history)
+        texts = [*map(json.dumps, history), attempt]
+        return self._conclude(context, settings, row, spec, outcome, value, texts)
 
     def _conclude(
         self,
@@ -234,14 +239,12 @@ class ItemWorker:
         count = len(history) or row["attempts"]
         shutdown = context.abort_reason() == AbortReason.SHUTDOWN
         if shutdown:
-            queued = _with(row, ItemState.QUEUED.value, count, history or _listed(row))
+            queued = _with(row, ItemState.QUEUED.value, count, history or self._history(row))
             self._store.record_item(queued, self._clock.now())
             raise RetryItem(0.0, "the worker stopped")
-        cancelled = _with(row, CANCELLED, count, history or _listed(row))
+        cancelled = _with(row, CANCELLED, count, history or self._history(row))
         self._end(cancelled, spec, CANCELLED, None, "cancelled")
-        if context.should_abort():
-            raise JobAborted("cancelled")
-        return None
+        raise JobAborted("cancelled")
 
     def _end(self, row: ItemRow, spec: Spec, state: str, result: Any, error: str | None) -> Any:
         """Record a finished item (its batch ends with its last one); tell listeners."""
@@ -261,6 +264,17 @@ class ItemWorker:
         if batch_ended:
             self._say(f"batch {b}: every item recorded, batch ended")
         return result
+
+    def _history(self, row: ItemRow) -> list[dict[str, Any]]:
+        """The item's attempts; one still ``running`` is an attempt whose worker was
+        lost: recorded as interrupted, lasting until its item ran again."""
+        history: list[dict[str, Any]] = json.loads(row["history"])
+        if history and history[-1].get("outcome") == RUNNING:
+            last = history[-1]
+            lasted = self._clock.now() - datetime.fromisoformat(last["started_at"])
+            last.update(outcome=INTERRUPTED, error="its worker was lost",
+                        duration_s=max(0.0, lasted.total_seconds()))  # fmt: skip
+        return history
 
     def _slot(self, limit: int, context: JobContext) -> Slot | None:
         """One of ``limit`` global slots, taken in priority order; None if the job is
@@ -311,10 +325,6 @@ def _with(row: ItemRow, status: str, attempts: int, history: list[Any]) -> ItemR
     return out
 
 
-def _listed(row: ItemRow) -> list[Any]:
-    return list(json.loads(row["history"]))
-
-
 def _progressed(history: list[str]) -> bool:
     return bool(json.loads(history[-1]).get("progressed"))
 
@@ -323,9 +333,10 @@ def _retries(history: list[str]) -> int:
     """Retries since the item last made progress (the attempt just made left out)."""
     count = 0
     for text in reversed(history[:-1]):
-        if json.loads(text).get("progressed"):
+        attempt = json.loads(text)
+        if attempt.get("progressed"):
             break
-        count += 1
+        count += attempt.get("outcome") != INTERRUPTED  # a lost worker's: not the item's
     return count
 
 

@@ -278,6 +278,8 @@ def test_a_killed_worker_s_item_is_finished_by_another(tmp_path: Path, pg_url: s
             finished(console, result.batch_id)
             detail = console.batch.batch_detail(result.batch_id)
             assert [i.status for i in detail.items] == ["succeeded"] * 3
+            outcomes = sorted([a.outcome for a in i.attempts] for i in detail.items)
+            assert outcomes == [["interrupted", "succeeded"], ["succeeded"], ["succeeded"]]
             assert no_duplicate_checks(console, "2025-03")
             assert results(console, "2025-03") == expected
 
