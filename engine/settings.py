@@ -30,6 +30,8 @@ DEFAULT_DB_URL = "sqlite:///data/recon.db"
 DEFAULT_MAX_EXPORT_BYTES = 20_000_000
 # What the optimized mode adds to the naive one, in the order `recon bench` adds them.
 OPTIMIZATIONS = ("concurrency", "shared_summary", "batched_writes", "caches")
+RUNNERS = ("threads", "procrastinate")
+"""The batch runners: a thread pool in the process, or procrastinate workers."""
 
 
 def _f(
@@ -86,6 +88,19 @@ class BatchSettings:
     timeout_ms: int = _f(300_000, "timeoutMs", 1_000, 1_800_000)
     enable_resource_throttling: bool = _f(True, "enableResourceThrottling")
     memory_threshold_mb: int = _f(1024, "memoryThresholdMB", 128, 4096)
+    runner: str = _f(
+        "threads",
+        "runner",
+        doc="threads (in the process that starts a batch) or procrastinate (recon worker "
+        "processes; needs a postgresql+psycopg:// database)",
+    )
+    stall_timeout_s: float = _f(
+        10.0,
+        "stallTimeoutS",
+        6,
+        3600,
+        "a worker silent this long (3 heartbeats at least) is lost: others retry its items",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,6 +325,8 @@ def _check(group: str, name: str, value: Any) -> None:
         raise ConfigError("storage.mode", value, "expected 'naive' or 'optimized'")
     if name == "optimizations":
         _check_optimizations(value)
+    if (group, name) == ("batch", "runner") and value not in RUNNERS:
+        raise ConfigError("batch.runner", value, "expected 'threads' or 'procrastinate'")
     if (group, name) == ("source", "source"):
         _check_source_url(value)
 

@@ -208,6 +208,36 @@ def history() -> bool:
     return batch_is_live(rows)
 
 
+WORKER_COLUMNS = {
+    "id": "Worker",
+    "host": "Host",
+    "pid": "PID",
+    "state": "State",
+    "started_at": "Started",
+    "heartbeat_at": "Last heartbeat",
+    "running": "Running (batch/item)",
+    "done": "Items done",
+}
+
+
+def workers() -> bool:
+    """The ``recon worker`` processes of this database (procrastinate runner)."""
+    rows = queries.workers_rows(console)
+    st.subheader("Workers")
+    runner = console.settings.batch.runner
+    if not rows:
+        st.caption(
+            f"No `recon worker` runs on this database (runner: {runner}). With "
+            '`[batch] runner = "procrastinate"` on PostgreSQL, items run in workers.'
+        )
+        return False
+    stall = console.settings.batch.stall_timeout_s
+    st.caption(f"A worker silent for {stall:g} s is lost: the others run its items again.")
+    ui.table(rows, key="workers", column_order=tuple(WORKER_COLUMNS),
+             column_config=WORKER_COLUMNS)  # fmt: skip
+    return any(r["state"] == "alive" for r in rows)
+
+
 def batch_is_live(rows: list[dict[str, Any]]) -> bool:
     picked = shown_batch(rows)
     return picked is not None and queries.batch_view(console, picked).live
@@ -230,3 +260,6 @@ with ui.guard():
             resume()
     st.divider()
     ui.live_fragment(history, active=live)
+    st.divider()
+    alive = any(w.state == "alive" for w in queries.workers_view(console))
+    ui.live_fragment(workers, active=alive)  # live while a worker heart-beats

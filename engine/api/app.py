@@ -24,6 +24,7 @@ Endpoints (JSON field names in camelCase, as in the seed; routers in
     GET  /api/reconciliation/jobs/{id}/timeline
     POST /api/reconciliation/jobs/{id}/cancel
     GET  /api/reconciliation/events?month=YYYY-MM&kind=K       (alert events, delivery state)
+    GET  /api/reconciliation/workers                            (recon workers: alive or lost)
     GET  /healthz
     GET  /metrics                                              (Prometheus text format)
 
@@ -50,7 +51,7 @@ from engine.api import errors
 from engine.api.guard import SameOrigin
 from engine.api.metrics import registry_for
 from engine.api.paths import redactor_for
-from engine.api.routers import batches, events, jobs, months, ops, performance
+from engine.api.routers import batches, events, jobs, months, ops, performance, workers
 from engine.app.console import Console
 from engine.instrument import reads_for
 
@@ -83,7 +84,7 @@ def create_app(
     app.add_middleware(ReadsForApi)
     if app.state.token is None:  # the outermost layer: refused before the body is read
         app.add_middleware(SameOrigin)
-    routers = (performance, batches, jobs, months, events, ops)
+    routers = (performance, batches, jobs, months, events, workers, ops)
     for router in (module.router for module in routers):
         app.include_router(router)
     return app

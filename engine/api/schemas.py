@@ -42,7 +42,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import CoreSchema
 
-from engine.app.queries import WatcherView
+from engine.app.queries import WatcherView, WorkerView
 from engine.batch.runner import AttemptRecord, BatchInfo, BatchProgress, ItemRecord
 from engine.clock import as_utc
 from engine.domain.models import Job, MetricChange, TimelineEntry, validate_month
@@ -530,6 +530,14 @@ class TimelineOut(Out):
 
 
 WatcherOut = derive(WatcherView, name="WatcherOut", add={"summary": str})
+
+WorkerOut = derive(WorkerView, name="WorkerOut", types={"state": Literal["alive", "lost"]})
+
+
+class WorkersOut(Out):
+    workers: list[Annotated[WorkerView, As(WorkerOut)]]
+    total: int
+    alive: int
 
 
 class HealthOut(Out):

@@ -15,14 +15,15 @@ from engine.app.alerts import build_notifier
 from engine.app.months import MONTH_END_BATCH, month_batch, replay_bound
 from engine.app.tasks import TaskRegistry
 from engine.app.wiring import (
+    batch_runner,
     freshness,
     invalidate_month,
-    job_outcome,
     month_leases,
     prefetcher,
     register_gauges,
 )
-from engine.batch.runner import BatchRunner, SubmitResult
+from engine.batch.distributed import DistributedRunner, needs_postgres
+from engine.batch.runner import SubmitResult
 from engine.cache import CacheService
 from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
@@ -41,7 +42,6 @@ from engine.reconcile import MonthProgress, Reconciler
 from engine.settings import LiveSettings, Loaded, Settings, StorageSettings
 from engine.sources.base import Source
 from engine.sources.factory import make_source
-from engine.store.batches import SqlBatchStore
 from engine.store.cached import CachedJobStore, ReadCache
 from engine.store.database import Database
 from engine.store.jobs import JobStore, SqlJobStore
@@ -114,6 +114,8 @@ class Console:
         page then says where each value came from (plain Settings: "default" or not)."""
         self.live_settings = LiveSettings(_loaded(settings))
         settings = self.live_settings.current
+        if settings.batch.runner == "procrastinate":  # before anything is opened
+            needs_postgres(settings.storage.db_url)
         self.clock = clock or SystemClock()
         self.recorder = rec = Recorder(clock=self.clock)
         self.storage = open_storage(settings.storage, clock=self.clock, instrument=rec)
@@ -132,15 +134,10 @@ class Console:
             on_write=self._on_write,
             keep_last_entry="caches" in parts,
         )
-        self.batch = BatchRunner(
-            settings.batch,
-            store=SqlBatchStore(self.storage),
-            execute=self._execute,
-            should_skip=self._should_skip,
-            outcome=job_outcome(self.storage),
-            clock=self.clock,
-            instrument=self.recorder,
-        )
+        self.batch = batch_runner(
+            settings, self.storage, execute=self._execute, should_skip=self._should_skip,
+            clock=self.clock, instrument=self.recorder,
+        )  # fmt: skip
         self.batch.listen(self._on_batch_event)
         self.leases = month_leases(self.storage, self.batch, self.clock, settings.storage)
         self.alerts = build_notifier(self, clock=self.clock)  # events: engine.notify
@@ -228,7 +225,9 @@ class Console:
             except BaseException:
                 self.leases.give_up(month)
                 raise
-            if result is None:
+            if result is None or isinstance(self.batch, DistributedRunner):
+                # Workers of any process run a procrastinate batch; the stored batch
+                # keeps the month from a second start (month_batch reads the store).
                 self.leases.give_up(month)
             else:
                 self.leases.bind(month, result.batch_id)

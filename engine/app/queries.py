@@ -53,6 +53,7 @@ from engine.store.events import CLOSE_KINDS, Event, EventKind
 from engine.store.leases import SqlLeases
 from engine.store.urls import safe_url
 from engine.store.watcher import SqlWatcherStatus
+from engine.store.workers import SqlWorkerStore
 
 if TYPE_CHECKING:
     from engine.app.console import Console
@@ -532,6 +533,61 @@ def _batch_row(info: BatchInfo) -> dict[str, Any]:
         "concurrency": info.config.get("max_concurrent_jobs"),
         "throttled_s": info.throttled_s,
     }
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """A ``recon worker`` of the procrastinate runner, as its heartbeat last said."""
+
+    id: int
+    host: str
+    pid: int
+    concurrency: int
+    """Items it runs at once."""
+    state: str
+    """``alive``, or ``lost``: no heartbeat for longer than ``batch.stallTimeoutS``
+    (its items are run again by the other workers)."""
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age_s: float
+    """Seconds since its last heartbeat."""
+    running: tuple[str, ...]
+    """The items it runs, ``batch/item``."""
+    done: int
+    """Items it finished since it started."""
+
+
+def workers_view(console: Console) -> list[WorkerView]:
+    """Every worker with a row, oldest first; lost ones marked (any runner: empty
+    when no worker ever ran on this database)."""
+    now = console.clock.now()
+    stall = console.settings.batch.stall_timeout_s
+    return [
+        WorkerView(
+            id=w.id,
+            host=w.host,
+            pid=w.pid,
+            concurrency=w.concurrency,
+            state="lost" if w.lost(now, stall) else "alive",
+            started_at=w.started_at,
+            heartbeat_at=w.heartbeat_at,
+            heartbeat_age_s=max(0.0, (now - w.heartbeat_at).total_seconds()),
+            running=tuple(f"{b}/{i}" for b, i in w.running),
+            done=w.done,
+        )  # fmt: skip
+        for w in SqlWorkerStore(console.storage).list()
+    ]
+
+
+def workers_rows(console: Console) -> list[dict[str, Any]]:
+    """:func:`workers_view` as table rows (times as text)."""
+    rows = []
+    for w in workers_view(console):
+        row = dataclasses.asdict(w)
+        row["started_at"], row["heartbeat_at"] = _when(w.started_at), _when(w.heartbeat_at)
+        row["running"] = list(w.running)
+        rows.append(row)
+    return rows
 
 
 def last_start(console: Console) -> dict[str, Any] | None:
@@ -1397,6 +1453,9 @@ __all__ = [
     "AdviceItem",
     "DONE",
     "BatchView",
+    "WorkerView",
+    "workers_rows",
+    "workers_view",
     "ChangeMatrix",
     "CloseView",
     "ComparisonChart",

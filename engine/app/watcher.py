@@ -38,7 +38,7 @@ from engine.app.lease import Lease, LeaseHeld
 from engine.app.months import latest_ended_month
 from engine.clock import Clock
 from engine.domain.models import Job, month_end, validate_district
-from engine.errors import EngineError, SourceError, StorageError
+from engine.errors import ConflictError, EngineError, SourceError, StorageError
 from engine.store.leases import Holder, LeaseRecord, SqlLeases
 from engine.store.watcher import SqlWatcherStatus, WatcherStatus
 
@@ -193,21 +193,41 @@ class Watcher:
         finally:
             self.lease.release()
 
+    def periodic_tick(self, every_s: float) -> TickReport | None:
+        """One tick as a procrastinate periodic task (``recon worker --watch``): the
+        lease is held for the tick only, and its batches are queued for the workers,
+        not waited for. None when another watcher (``recon watch``) holds the lease."""
+        try:
+            self.lease.acquire()
+        except LeaseHeld:
+            return None
+        try:
+            return self.tick(every_s=every_s, drain=False)
+        finally:
+            self.lease.release()
+
     def tick(
-        self, *, every_s: float | None = None, stop: threading.Event | None = None
+        self,
+        *,
+        every_s: float | None = None,
+        stop: threading.Event | None = None,
+        drain: bool = True,
     ) -> TickReport:
         """One step: start, check and finalize up to today; record the tick.
 
         Without ``stop`` the batches run in the calling thread (burst mode); with it
         they run on the runner's background threads and the tick returns early
-        once ``stop`` is set."""
+        once ``stop`` is set. Without ``drain`` the batches are only started (the
+        procrastinate runner's workers run them)."""
         at = self._clock.now()
         today = at.date()
         months = self._months(today)
         before = self._jobs(months)
         errors: list[str] = []
-        batches = [b for m in months if (b := self._start(m, today, errors)) is not None]
-        stopped = not self._drain(batches, stop)
+        batches = [
+            b for m in months if (b := self._start(m, today, errors, busy_ok=not drain)) is not None
+        ]
+        stopped = drain and not self._drain(batches, stop)
         after = self._jobs(months)
         report = _report(at, today, months, before, after, errors, stopped=stopped)
         log.info("watch: %s", report.line())
@@ -223,8 +243,12 @@ class Watcher:
         still_open = [m for m in sorted(earlier) if _open(self._console.storage.jobs(month=m))]
         return (*still_open, latest)
 
-    def _start(self, month: str, today: date, errors: list[str]) -> int | None:
-        """Submit ``month``'s open jobs for the days up to today; the batch, if any."""
+    def _start(
+        self, month: str, today: date, errors: list[str], *, busy_ok: bool = False
+    ) -> int | None:
+        """Submit ``month``'s open jobs for the days up to today; the batch, if any.
+        ``busy_ok``: a month a batch still works is no error (periodic ticks do not
+        wait for their batches: the next tick goes on)."""
         try:
             jobs = self._console.storage.jobs(month=month)
             districts = self._add_new_districts(month, today, jobs)
@@ -235,6 +259,10 @@ class Watcher:
             )
         except LeaseHeld as held:  # e.g. a `recon run` of that month: the next tick goes on
             errors.append(f"{month} skipped: {held}")
+            return None
+        except ConflictError as exc:  # a batch still works the month
+            if not busy_ok:
+                errors.append(f"{month}: {exc}")
             return None
         except EngineError as exc:
             errors.append(f"{month}: {exc}")

@@ -11,19 +11,24 @@ from typing import Any
 
 from engine.app.freshness import POLL_INTERVAL_S, Freshness
 from engine.app.month_lease import MonthLeases
+from engine.batch.distributed import AnyRunner, DistributedRunner
+from engine.batch.records import Spec
 from engine.batch.runner import BatchRunner
+from engine.batch.worker import Execute
 from engine.cache import CacheService
 from engine.clock import Clock
 from engine.domain.models import ItemState, JobStatus
 from engine.errors import NotFoundError
-from engine.instrument import reads_for
+from engine.instrument import Instrument, reads_for
 from engine.monitor.core import Monitor
-from engine.settings import StorageSettings
+from engine.settings import Settings, StorageSettings
+from engine.store.batches import SqlBatchStore
 from engine.store.changes import ChangeFeed, Changes, waker
 from engine.store.leases import SqlLeases
 from engine.store.storage import Storage
 
 __all__ = [
+    "batch_runner",
     "freshness",
     "forget_elsewhere",
     "invalidate_month",
@@ -95,8 +100,35 @@ def job_outcome(storage: Storage) -> Callable[[Mapping[str, Any]], ItemState | N
     return outcome
 
 
+def batch_runner(
+    settings: Settings,
+    storage: Storage,
+    *,
+    execute: Execute,
+    should_skip: Callable[[Spec], bool],
+    clock: Clock,
+    instrument: Instrument,
+) -> AnyRunner:
+    """The thread runner (default), or the procrastinate one (``[batch] runner``)."""
+    if settings.batch.runner == "procrastinate":
+        return DistributedRunner(
+            settings.batch, db_url=settings.storage.db_url, store=SqlBatchStore(storage),
+            engine=storage.engine, execute=execute, should_skip=should_skip, clock=clock,
+            before_defer=storage.flush,
+        )  # fmt: skip
+    return BatchRunner(
+        settings.batch,
+        store=SqlBatchStore(storage),
+        execute=execute,
+        should_skip=should_skip,
+        outcome=job_outcome(storage),
+        clock=clock,
+        instrument=instrument,
+    )
+
+
 def month_leases(
-    storage: Storage, batch: BatchRunner, clock: Clock, settings: StorageSettings
+    storage: Storage, batch: AnyRunner, clock: Clock, settings: StorageSettings
 ) -> MonthLeases:
     """The console's month leases: one process works a month at a time."""
     leases = SqlLeases(storage, clock=clock)
@@ -120,7 +152,7 @@ def prefetcher(cache: CacheService, storage: Storage) -> Callable[[int], None]:
 
 
 def register_gauges(
-    monitor: Monitor, cache: CacheService, storage: Storage, batch: BatchRunner
+    monitor: Monitor, cache: CacheService, storage: Storage, batch: AnyRunner
 ) -> None:
     """The figures the monitor samples beside the process's resources."""
 

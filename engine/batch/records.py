@@ -171,6 +171,16 @@ def batch_info(
     )
 
 
+def entry(item: ItemSpec | tuple[Spec, int] | Spec) -> tuple[Spec, int]:
+    """An item as submitted (an ItemSpec, a ``(spec, priority)`` pair or a bare spec)
+    as ``(spec, priority)``."""
+    if isinstance(item, ItemSpec):
+        return item.spec, item.priority
+    if isinstance(item, tuple):
+        return item[0], int(item[1])
+    return item, 0
+
+
 def manifest(entries: list[tuple[Spec, int]]) -> str:
     """The batch's items as stored: one JSON list of ``[spec, priority]``."""
     try:
@@ -239,6 +249,7 @@ __all__ = [
     "batch_info",
     "counts_of",
     "describe",
+    "entry",
     "history_json",
     "item_record",
     "item_rows",

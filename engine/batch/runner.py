@@ -61,6 +61,7 @@ from engine.batch.records import (
     ItemSpec,
     Spec,
     SubmitResult,
+    entry,
     manifest,
 )
 from engine.batch.scheduler import CANCELLED, QUEUED, Scheduler
@@ -149,7 +150,7 @@ class BatchRunner:
         runner = self.settings  # one read: reconfigure() may replace it
         settings, notes = batch_config(runner, config)
         settings, limited = within_runner(settings, runner)
-        entries = [_entry(item) for item in items]
+        entries = [entry(item) for item in items]
         if not entries:
             raise ConfigError("items", [], "a batch needs at least one item")
         self._check_open()
@@ -383,14 +384,6 @@ def _top_up(threads: list[threading.Thread], loop: Callable[[], None], count: in
     for n in range(len(threads), count):
         threads.append(threading.Thread(target=loop, name=f"batch-worker-{n}", daemon=True))
         threads[-1].start()
-
-
-def _entry(item: ItemSpec | tuple[Spec, int] | Spec) -> tuple[Spec, int]:
-    if isinstance(item, ItemSpec):
-        return item.spec, item.priority
-    if isinstance(item, tuple):
-        return item[0], int(item[1])
-    return item, 0
 
 
 class _LiveView:

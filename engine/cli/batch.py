@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from engine.batch.distributed import AnyRunner
 from engine.batch.records import FINISHED, BatchInfo, BatchProgress
-from engine.batch.runner import BatchRunner
 from engine.cli.options import Clamped, district_ids, split_ids
 from engine.domain.models import validate_district, validate_month
 
@@ -88,7 +88,7 @@ def cmd_start(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, ctx: Any) -> int:
-    runner: BatchRunner = ctx.console().batch
+    runner: AnyRunner = ctx.console().batch
     batch_ids = runner.resume()
     if not batch_ids:
         err.print("Nothing to resume: every batch is finished or cancelled.")
@@ -156,7 +156,7 @@ def cmd_cancel(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def drain(
-    runner: BatchRunner, batch_ids: list[int], *, as_json: bool = False, summary: bool = True
+    runner: AnyRunner, batch_ids: list[int], *, as_json: bool = False, summary: bool = True
 ) -> int:
     """Run until every batch is finished, with a progress bar fed by the runner's events,
     then print the batches' summary (unless the caller prints its own)."""

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from engine.store.leases import LeaseRecord
 
 COMMAND_MODULES = (
-    "export", "watch", "sim", "batch", "cache", "perf", "bench", "api", "events", "cluster",
+    "export", "watch", "sim", "batch", "cache", "perf", "bench", "api", "events", "worker",
+    "cluster",
 )  # fmt: skip
 out = RichConsole()
 err = RichConsole(stderr=True)
@@ -171,6 +172,8 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     else:
         for note in result.notes:
             err.print(f"[yellow]note:[/] {escape(note)}")
+        if console.settings.batch.runner == "procrastinate":
+            err.print("items run in `recon worker` processes: waiting for them")
         code = drain(console.batch, [result.batch_id], summary=False)  # the month's, below
         console.settle(result.batch_id)  # every job's outcome in before counting them
     print_run_summary(ctx, args.month, until, time.monotonic() - started)

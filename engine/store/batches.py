@@ -230,6 +230,52 @@ class SqlBatchStore:
         with self._db.reading("batch_detail") as conn:
             return _batch_row(conn, batch_id), _item_rows(conn, batch_id)
 
+    # --- one item at a time (the procrastinate runner's workers) -------------------------
+
+    def item(self, batch_id: int, item_id: int) -> tuple[StoredBatch, ItemRow | None]:
+        """A batch and one item's row (None: it has none yet)."""
+        query = select(batch_items).where(
+            batch_items.c.batch_id == batch_id, batch_items.c.item_id == item_id
+        )
+        with self._db.reading("batch_item") as conn:
+            row = conn.execute(query).first()
+            return _batch_row(conn, batch_id), cast(ItemRow, row._asdict()) if row else None
+
+    def record_item(self, row: ItemRow, now: datetime) -> tuple[bool, bool]:
+        """Write one item's row unless the item is finished already (say cancelled
+        meanwhile), and end its batch when this was its last unfinished item: one
+        transaction, the batch row locked so that two last items end it once.
+        Return (written, the batch ended)."""
+        batch_id = row["batch_id"]
+        with self._db.transaction("batch_item") as conn:
+            head = conn.execute(
+                select(batches.c.status, batches.c.total, batches.c.finished_at)
+                .where(batches.c.id == batch_id)
+                .with_for_update()
+            ).first()
+            if head is None:
+                raise NotFoundError("batch", batch_id)
+            current = conn.execute(
+                select(batch_items.c.status).where(
+                    batch_items.c.batch_id == batch_id, batch_items.c.item_id == row["item_id"]
+                )
+            ).scalar()
+            if current in _FINISHED:
+                return False, False
+            _write_items(conn, [row])
+            if row["status"] not in _FINISHED or head.finished_at is not None:
+                return True, False
+            done = _finished_counts(conn, [batch_id])[batch_id]
+            if sum(done.values()) < head.total:
+                return True, False
+            status = BatchStatus.FINISHED.value if head.status == "running" else head.status
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(status=status, finished_at=now)
+            )
+            return True, True
+
 
 def _end_stored(
     conn: Connection,

@@ -38,12 +38,14 @@ from sqlalchemy import (
 from engine.errors import StorageError
 from engine.store.schema import metadata
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version of :mod:`engine.store.schema` this code writes.
 
 1: the first stamped version. 2: the ``events`` table. 3: ``timeline.warnings``.
-4: the ``changes`` table. Each was additive: an older database migrates in place.
+4: the ``changes`` table. 5: the ``workers`` and ``slot_waiters`` tables. Each was
+additive: an older database migrates in place.
 """
+
 
 _versions = MetaData()
 schema_version = Table("schema_version", _versions, Column("version", Integer, nullable=False))

@@ -345,3 +345,35 @@ watcher_status = Table(
     Column("last_error", Text),
     Column("stopped_at", UTCDateTime()),
 )
+
+# --- batch workers (issue 17) ------------------------------------------------------
+
+# One row per ``recon worker`` process (procrastinate runner): its heartbeat moves
+# ``heartbeat_at`` on every few seconds, ``running`` is the JSON list of the items it
+# works (``[[batch_id, item_id], ...]``). A worker that stops cleanly deletes its row;
+# one whose heartbeat is older than ``batch.stallTimeoutS`` is shown as lost.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+    Column("running", Text, nullable=False, default="[]"),
+    Column("done", Integer, nullable=False, default=0),
+)
+
+# Items of the procrastinate runner at the global ``maxConcurrentJobs`` slots
+# (engine.store.taskqueue): one row per item waiting for a slot or holding one
+# (``holding``); ``seq`` is its procrastinate job's id. A job that procrastinate has
+# handed to a worker (``doing``) and that holds no slot waits: it goes first when its
+# priority is higher, or equal and its job older.
+slot_waiters = Table(
+    "slot_waiters",
+    metadata,
+    Column("item", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False, index=True),
+    Column("holding", Boolean, nullable=False, default=False),
+)

@@ -42,4 +42,17 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
-__all__ = ["parse_url", "safe_url"]
+def libpq_url(url: str, *, needed_by: str) -> str:
+    """The ``postgresql://`` URL libpq (psycopg) takes for a ``postgresql+psycopg://``
+    SQLAlchemy URL; ConfigError naming ``needed_by`` for any other database."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() != "psycopg":
+        raise ConfigError(
+            "db",
+            safe_url(url),
+            f"{needed_by} needs a PostgreSQL database: a postgresql+psycopg:// URL",
+        )
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+__all__ = ["libpq_url", "parse_url", "safe_url"]

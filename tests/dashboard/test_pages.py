@@ -21,6 +21,7 @@ from engine.domain.models import ItemState, Snapshot
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
 from engine.store.schema import bench_results
+from engine.store.workers import SqlWorkerStore
 from tests.engine.sources.common import DISTRICTS as FOLDER_DISTRICTS
 from tests.engine.sources.common import MONTH as FOLDER_MONTH
 from tests.engine.sources.common import WARNED, exports_with_code, recon_run
@@ -160,6 +161,23 @@ def test_batch_cancel_and_resume_buttons(app: Open, db_url: str, monkeypatch):
     assert at.dataframe[1].value.iloc[0]["status"] == "cancelled"
     button(at, "Resume interrupted batches").click().run()
     assert any("Nothing to resume" in t for t in texts(at))
+
+
+def test_batch_page_lists_workers_alive_and_lost(app: Open, db_url: str, monkeypatch):
+    monkeypatch.setenv("RECON_BATCH_STALL_TIMEOUT_S", "3600")  # lost: silent for an hour
+    at = app("batch")
+    assert any("No `recon worker` runs" in t for t in texts(at))
+    now = engine().clock.now()  # the dashboard's clock says who is lost
+    workers = SqlWorkerStore(engine().storage)
+    alive = workers.register("host-a", 111, 2, now)
+    workers.beat(alive, now, [(3, 1), (3, 2)], 5)
+    workers.register("host-b", 222, 2, now - timedelta(hours=2))
+    at.run()
+    assert_clean(at)
+    shown = at.dataframe[-1].value
+    assert list(shown["host"]) == ["host-a", "host-b"]
+    assert list(shown["state"]) == ["alive", "lost"]
+    assert list(shown.iloc[0]["running"]) == ["3/1", "3/2"]
 
 
 def test_batch_form_refuses_a_bad_month_with_a_clear_message(app: Open, db_url: str):

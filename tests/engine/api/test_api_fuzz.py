@@ -64,7 +64,7 @@ def test_every_operation_answers_as_documented(
     schema: schemathesis.BaseSchema, mode: GenerationMode
 ) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 19  # every endpoint of the module docstring
+    assert len(operations) == 20  # every endpoint of the module docstring
 
     for operation in operations:
         if mode == GenerationMode.NEGATIVE and not (
