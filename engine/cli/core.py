@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 COMMAND_MODULES = (
     "export", "watch", "sim", "batch", "cache", "perf", "bench", "api", "events", "worker",
+    "cluster",
 )  # fmt: skip
 out = RichConsole()
 err = RichConsole(stderr=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -40,26 +41,30 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
-    monitor, window = _monitor(args, ctx)
-    found = monitor.stats(window, source="history")
-    if args.json:
-        return _json([asdict(s) for s in found])
-    if not found:
-        out.print(f"No operations recorded in the last {_span(window)}.")
-        return 0
-    out.print(_stats_table(found, f"Operations, last {_span(window)}"))
-    return 0
+    return _listing(args, ctx, "stats", _stats_table, "Operations", "operations recorded")
 
 
 def cmd_bottlenecks(args: argparse.Namespace, ctx: Context) -> int:
+    return _listing(args, ctx, "bottlenecks", _bottleneck_table, "Bottlenecks", "bottlenecks")
+
+
+def _listing(
+    args: argparse.Namespace,
+    ctx: Context,
+    view: str,
+    table: Callable[[Any, str], Table],
+    title: str,
+    none: str,
+) -> int:
+    """One of the monitor's lists over the window: JSON, a table, or a line saying it is empty."""
     monitor, window = _monitor(args, ctx)
-    found = monitor.bottlenecks(window, source="history")
+    found = getattr(monitor, view)(window, source="history")
     if args.json:
-        return _json([asdict(b) for b in found])
+        return _json([asdict(row) for row in found])
     if not found:
-        out.print(f"No bottlenecks in the last {_span(window)}.")
+        out.print(f"No {none} in the last {_span(window)}.")
         return 0
-    out.print(_bottleneck_table(found, f"Bottlenecks, last {_span(window)}"))
+    out.print(table(found, f"{title}, last {_span(window)}"))
     return 0
 
 

@@ -12,16 +12,14 @@ resume with the next watcher, and the lease is freed.
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console as RichConsole
 from rich.markup import escape
 
 from engine.app.watcher import TickReport, Watcher
+from engine.cli.signals import stopped_by_signals
 from engine.sources.factory import serves_only_today
 
 if TYPE_CHECKING:
@@ -56,7 +54,7 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
         districts=split_districts(args.districts),
     )
     stop = threading.Event()
-    with _stopped_by_signals(stop.set):
+    with stopped_by_signals(stop.set):
         if not watcher.claim(stop, on_wait=_standing_by):
             err.print("stopped while standing by")
             return 0
@@ -85,19 +83,3 @@ def _log(report: TickReport) -> None:
 
 def _standing_by(record: LeaseRecord) -> None:
     err.print(f"standing by: the watcher is {escape(record.describe())}")
-
-
-@contextmanager
-def _stopped_by_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM and SIGINT call ``stop`` (instead of ending the process mid-write)."""
-
-    def handler(signum: int, _frame: object) -> None:
-        err.print(f"{signal.Signals(signum).name}: stopping after the current step")
-        stop()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)

@@ -3,10 +3,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -466,3 +467,32 @@ def test_an_entry_built_from_stored_fields_is_the_entry_its_init_makes() -> None
     with pytest.raises(TypeError):
         stored.metrics["membership"] = 0  # type: ignore[index]
     assert replace(stored, note="m").note == "m" and stored.note == "n"
+
+
+class _FlushesBeforeEachQueueRead(Deferred):
+    """A flusher at its worst moment: it commits everything just before a read
+    looks at the queue (a real Deferred; only the timing is forced)."""
+
+    def queued(self, kind: Any) -> dict[Hashable, Any]:
+        self.flush()
+        return super().queued(kind)
+
+
+def test_a_flush_between_a_reads_two_halves_loses_no_entry(tmp_path: Path) -> None:
+    """Reads take the queue before the database rows: an entry the flusher commits
+    in between is then in the rows. Read the other way round, it was in neither."""
+    database = Database(f"sqlite:///{tmp_path / 'race.db'}")
+    writes = _FlushesBeforeEachQueueRead(database, batch_size=1_000, max_delay_ms=60_000)
+    store = SqlJobStore(database, writes)
+    try:
+        (job,) = store.create_run("2025-06", ["42"], mode="optimized", source="sim")
+        store.save_progress(job, entry(job.id, 2, 100), None)
+        assert store.last_entry(job.id, "2025-06") == entry(job.id, 2, 100)
+        store.save_progress(job, entry(job.id, 3, 101), None)
+        assert [e.as_of for e in store.timeline(job.id)] == [date(2025, 7, 2), date(2025, 7, 3)]
+        store.save_progress(job, entry(job.id, 4, 102), None)
+        assert len(store.timelines([job.id])[job.id]) == 3
+        assert writes.pending() == 0, "the forced flushes really ran"
+    finally:
+        writes.close()
+        database.close()
