@@ -12,11 +12,10 @@ from datetime import date, timedelta
 from typing import Any
 
 from engine.app.alerts import build_notifier
-from engine.app.freshness import Freshness
 from engine.app.months import MONTH_END_BATCH, month_batch, replay_bound
 from engine.app.tasks import TaskRegistry
 from engine.app.wiring import (
-    forget_elsewhere,
+    freshness,
     invalidate_month,
     job_outcome,
     month_leases,
@@ -45,7 +44,6 @@ from engine.sources.base import Source
 from engine.sources.factory import make_source
 from engine.store.batches import SqlBatchStore
 from engine.store.cached import CachedJobStore, ReadCache
-from engine.store.changes import ChangeFeed
 from engine.store.database import Database
 from engine.store.jobs import JobStore, SqlJobStore
 from engine.store.perf import SqlPerfStore
@@ -142,8 +140,7 @@ class Console:
         self.leases = month_leases(self.storage, self.batch, self.clock, settings.storage)
         self.alerts = build_notifier(self, clock=self.clock)  # events: engine.notify
         self.tasks = TaskRegistry(clock=self.clock)  # long UI-started work, e.g. before/after
-        feed = ChangeFeed(self.storage.database, clock=self.clock)  # before any read: none missed
-        self.freshness = Freshness(feed=feed, on_change=forget_elsewhere(self.cache, self.storage))
+        self.freshness = freshness(self.cache, self.storage, self.clock)  # before any read
         register_gauges(self.monitor, self.cache, self.storage, self.batch)
         self._closed = threading.Event()
         self._start_lock = threading.Lock()

@@ -14,18 +14,24 @@ processes (dashboard, API, watcher) start it through
 ``Console.start_background``; a one-shot CLI command starts with empty caches
 and does not need it. :meth:`Freshness.check` is the thread's step, callable
 directly (tests, drain-and-return).
+
+On PostgreSQL a waker (:func:`engine.store.changes.waker`: LISTEN/NOTIFY) ends the
+thread's wait as soon as another writer commits, so the poll runs at once; the
+interval stays as the fallback that catches a notification missed (a dropped
+listening connection, a server restart).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from engine.errors import StorageError
-from engine.store.changes import NO_CHANGES, Changes
+from engine.store.changes import NO_CHANGES, Changes, NoWaker, Waker
 
 POLL_INTERVAL_S = 0.25
 """How often the thread asks the store what changed: staleness stays below
@@ -48,6 +54,7 @@ class FreshnessFigures:
     changes_seen: int  # polls that found other writers' commits
     errors: int  # polls that failed (retried at the next interval)
     running: bool
+    woken: int = 0  # waits another writer's notification ended early (PostgreSQL)
 
 
 class Freshness:
@@ -57,6 +64,7 @@ class Freshness:
         feed: the store's change feed.
         on_change: drops the cached values of the changed jobs and months.
         interval_s: the thread's polling interval.
+        wake: ends the thread's wait early when another writer committed (default: none).
     """
 
     def __init__(
@@ -65,14 +73,16 @@ class Freshness:
         feed: ChangeSource,
         on_change: Callable[[Changes], None],
         interval_s: float = POLL_INTERVAL_S,
+        wake: Waker | None = None,
     ) -> None:
         self._feed = feed
+        self._wake = wake or NoWaker()
         self._on_change = on_change
         self._interval_s = interval_s
         self._lock = threading.Lock()  # one check at a time: changes applied in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._polls = self._seen = self._errors = 0
+        self._polls = self._seen = self._errors = self._woken = 0
 
     def check(self) -> Changes:
         """Poll once and apply what changed; return it. A failed poll is counted,
@@ -96,6 +106,7 @@ class Freshness:
             if self._thread is not None:
                 return
             self._stop.clear()
+            self._wake.wait(0)  # listening before this returns: no commit after it is missed
             self._thread = threading.Thread(target=self._run, name="freshness", daemon=True)
             self._thread.start()
 
@@ -104,6 +115,7 @@ class Freshness:
         with self._lock:
             thread, self._thread = self._thread, None
         self._stop.set()
+        self._wake.close()  # ends its wait
         if thread is not None:
             thread.join()
 
@@ -114,10 +126,18 @@ class Freshness:
                 changes_seen=self._seen,
                 errors=self._errors,
                 running=self._thread is not None,
+                woken=self._woken,
             )
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while not self._stop.is_set():
+            started = time.monotonic()
+            if self._wake.wait(self._interval_s):
+                self._woken += 1
+            else:  # no news: wait out the interval
+                self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
+            if self._stop.is_set():
+                return
             try:
                 self.check()
             except Exception:  # keep watching: a failing cache drop must not end freshness

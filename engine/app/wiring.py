@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.app.freshness import POLL_INTERVAL_S, Freshness
 from engine.app.month_lease import MonthLeases
 from engine.batch.distributed import AnyRunner
 from engine.cache import CacheService
@@ -18,11 +19,12 @@ from engine.errors import NotFoundError
 from engine.instrument import reads_for
 from engine.monitor.core import Monitor
 from engine.settings import StorageSettings
-from engine.store.changes import Changes
+from engine.store.changes import ChangeFeed, Changes, waker
 from engine.store.leases import SqlLeases
 from engine.store.storage import Storage
 
 __all__ = [
+    "freshness",
     "forget_elsewhere",
     "invalidate_month",
     "job_outcome",
@@ -63,6 +65,20 @@ def forget_elsewhere(cache: CacheService, storage: Storage) -> Callable[[Changes
             invalidate_month(cache, month)
 
     return forget
+
+
+def freshness(
+    cache: CacheService, storage: Storage, clock: Clock, *, interval_s: float = POLL_INTERVAL_S
+) -> Freshness:
+    """The thread that drops what other processes changed: it polls the change feed
+    (made now, so that no commit after this is missed) and, on PostgreSQL, wakes at
+    once on their notifications (:func:`~engine.store.changes.waker`)."""
+    return Freshness(
+        feed=ChangeFeed(storage.database, clock=clock),
+        on_change=forget_elsewhere(cache, storage),
+        interval_s=interval_s,
+        wake=waker(storage.database),
+    )
 
 
 def job_outcome(storage: Storage) -> Callable[[Mapping[str, Any]], ItemState | None]:

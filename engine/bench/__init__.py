@@ -152,17 +152,25 @@ def machine() -> dict[str, Any]:
 
 
 def run_suite(
-    name: str, *, quick: bool, on_progress: Callable[[str, int, int], None] | None = None
+    name: str,
+    *,
+    quick: bool,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    db_url: str | None = None,
 ) -> dict[str, Any]:
     """Run one suite; ``on_progress(what, done, total)`` reaches the suites that report
-    progress (e2e), the others run without."""
+    progress (e2e), ``db_url`` (the database the command was given) the suites that
+    can run on its server (freshness, on PostgreSQL); the others run without."""
     if name not in SUITES:
         raise ValueError(name)
     module = importlib.import_module(f"engine.bench.{name}")
-    if on_progress is not None and "on_progress" in inspect.signature(module.run).parameters:
-        reported: dict[str, Any] = module.run(quick=quick, on_progress=on_progress)
-        return reported
-    result: dict[str, Any] = module.run(quick=quick)
+    accepts = inspect.signature(module.run).parameters
+    options: dict[str, Any] = {}
+    if on_progress is not None and "on_progress" in accepts:
+        options["on_progress"] = on_progress
+    if db_url is not None and "db_url" in accepts:
+        options["db_url"] = db_url
+    result: dict[str, Any] = module.run(quick=quick, **options)
     return result
 
 

@@ -12,6 +12,10 @@ Fields: ``cross_process_staleness_s`` (the worst trial; target <= 2) and
 ``cross_process_staleness_median_s``; ``reader_hit_rate`` (the reader's reads
 served by its cache while it waited: the hit path stays); ``change_poll_us``
 (one poll of the change feed that finds nothing, median); ``trials``.
+
+The database is a temporary SQLite file, or, when ``recon bench`` is given a
+PostgreSQL ``--db``, a scratch database on that server (created and dropped by the
+suite), where the reader is woken by the writer's notification (LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from engine.app.console import Console, open_storage
 from engine.errors import EngineError
 from engine.settings import Settings, StorageSettings
 from engine.store.changes import ChangeFeed
+from engine.store.pg import is_postgres, scratch_database
 
 MONTH = "2025-06"
 DEADLINE_S = 10.0  # a trial that takes longer fails the suite: freshness is broken
@@ -38,10 +43,9 @@ _READ_EVERY_S = 0.001  # the reader's pace while it waits (a dashboard re-reads 
 _ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*, quick: bool) -> dict[str, float]:
+def run(*, quick: bool, db_url: str | None = None) -> dict[str, float]:
     trials = 3 if quick else 20
-    with tempfile.TemporaryDirectory(prefix="recon-bench-fresh-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'fresh.db'}"
+    with _database(db_url) as url:
         console = Console(Settings().with_values("storage", db_url=url))
         try:
             job = console.storage.create_run(MONTH, ["1"], mode="optimized", source="bench")[0]
@@ -79,6 +83,17 @@ def _trial(
     seen = time.time()
     committed = float(from_writer.readline())
     return max(0.0, seen - committed)
+
+
+@contextmanager
+def _database(db_url: str | None) -> Iterator[str]:
+    """A scratch database on ``db_url``'s server if it is PostgreSQL, else a SQLite file."""
+    if db_url is not None and is_postgres(db_url):
+        with scratch_database(db_url, prefix="recon_bench_fresh") as url:
+            yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="recon-bench-fresh-") as tmp:
+        yield f"sqlite:///{Path(tmp) / 'fresh.db'}"
 
 
 @contextmanager

@@ -84,7 +84,9 @@ def cmd_bench(args: argparse.Namespace, ctx: Context) -> int:
 def _run_and_store(args: argparse.Namespace, ctx: Context) -> Baseline:
     names = SUITES if args.suite == "all" else (args.suite,)
     started = SystemClock().now()
-    results = _run(names, quick=args.quick)  # before the console starts its threads
+    # before the console starts its threads; suites that use a database (freshness) use
+    # a scratch one on --db's server when it is PostgreSQL
+    results = _run(names, quick=args.quick, db_url=ctx.settings.storage.db_url)
     storage = ctx.console().storage
     ids = [store(storage, name, r, quick=args.quick, when=started) for name, r in results.items()]
     report = {
@@ -102,10 +104,10 @@ def _run_and_store(args: argparse.Namespace, ctx: Context) -> Baseline:
     return Baseline("this run", args.quick, results)
 
 
-def _run(names: tuple[str, ...], *, quick: bool) -> dict[str, dict[str, Any]]:
+def _run(names: tuple[str, ...], *, quick: bool, db_url: str) -> dict[str, dict[str, Any]]:
     """Run the suites, with a progress bar on a terminal (nothing when piped)."""
     if not err.is_terminal:
-        return {name: run_suite(name, quick=quick) for name in names}
+        return {name: run_suite(name, quick=quick, db_url=db_url) for name in names}
     results = {}
     columns = (
         SpinnerColumn(),
@@ -124,7 +126,7 @@ def _run(names: tuple[str, ...], *, quick: bool) -> dict[str, dict[str, Any]]:
             ) -> None:
                 bar.update(task, description=f"{label}: {what}", completed=done, total=total)
 
-            results[name] = run_suite(name, quick=quick, on_progress=report)
+            results[name] = run_suite(name, quick=quick, on_progress=report, db_url=db_url)
             bar.update(task, description=f"{label}: done", total=1, completed=1)
     return results
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 from engine.domain.models import BatchStatus, ItemState
 from engine.errors import NotFoundError
 from engine.store.bulk import Prepared, dialect_insert
+from engine.store.rows import storable_id
 from engine.store.schema import batch_items, batches
 
 __all__ = [
@@ -193,8 +194,10 @@ class SqlBatchStore:
             )
 
     def cancel(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
-        with self._db.transaction("batch_cancel") as conn:
-            cancelled = _end_stored(conn, batch_id, BatchStatus.CANCELLED, finished_at, rows)
+        cancelled = None
+        if storable_id(batch_id):
+            with self._db.transaction("batch_cancel") as conn:
+                cancelled = _end_stored(conn, batch_id, BatchStatus.CANCELLED, finished_at, rows)
         if cancelled is None:
             raise NotFoundError("batch", batch_id, "no unfinished batch with this id")
         return cancelled
@@ -222,6 +225,8 @@ class SqlBatchStore:
         return [(batch, counts[batch.id]) for batch in found]
 
     def batch(self, batch_id: int) -> tuple[StoredBatch, dict[int, ItemRow]]:
+        if not storable_id(batch_id):
+            raise NotFoundError("batch", batch_id)
         with self._db.reading("batch_detail") as conn:
             return _batch_row(conn, batch_id), _item_rows(conn, batch_id)
 

@@ -12,6 +12,10 @@ transaction leaves none. Transactions that note nothing (batches, the monitor,
 benchmarks) write nothing. Each row names its writer (one per ``Database``) so a
 process can skip its own writes, which it has invalidated already.
 
+On PostgreSQL the same transaction also notifies the channel
+:data:`~engine.store.pg.CHANNEL` (LISTEN/NOTIFY, delivered at the commit), so a
+listening process (:func:`waker`) polls at once instead of at its next interval.
+
 **Reading.** :meth:`ChangeFeed.poll` returns what *other* writers committed since
 the last poll, with one indexed query: the jobs and months to drop from caches,
 or ``everything`` when the feed fell further behind than the rows kept.
@@ -31,13 +35,14 @@ import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.clock import Clock, SystemClock
 from engine.store.bulk import Prepared
+from engine.store.pg import Listener, is_postgres, notify
 from engine.store.schema import changes
 
 if TYPE_CHECKING:
@@ -109,6 +114,8 @@ class ChangeLog:
         job_ids, months = noted
         row = (self.writer, ",".join(map(str, sorted(job_ids))), ",".join(sorted(months)))
         _INSERT.execute(conn, (row,))
+        if conn.dialect.name == "postgresql":
+            notify(conn, self.writer)  # delivered to the listeners when this commits
         self._written += 1
         if self._written % PRUNE_EVERY == 0:
             newest = select(func.max(changes.c.seq)).scalar_subquery()
@@ -197,6 +204,36 @@ class ChangeFeed:
             return self._cursor.take(rows, own=self._database.writer, now=self._now())
 
 
+class Waker(Protocol):
+    """Wakes a change poller early when another writer committed."""
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for news of a commit; whether some came (``False``
+        at once when this waker has no way to hear of one)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NoWaker:
+    """SQLite has no notifications: the poller just polls."""
+
+    def wait(self, timeout_s: float) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def waker(database: Database) -> Waker:
+    """The way ``database``'s other writers' commits wake a poller: LISTEN/NOTIFY on
+    PostgreSQL (:class:`~engine.store.pg.Listener`), none on SQLite. The one place
+    that chooses."""
+    if is_postgres(database.url):
+        return Listener(database.url, own=database.writer)
+    return NoWaker()
+
+
 __all__ = [
     "HOLE_GRACE_S",
     "KEEP",
@@ -206,5 +243,8 @@ __all__ = [
     "ChangeLog",
     "Changes",
     "Cursor",
+    "NoWaker",
+    "Waker",
     "note",
+    "waker",
 ]

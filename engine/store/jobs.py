@@ -213,6 +213,8 @@ class SqlJobStore:
         return found
 
     def stored_job(self, job_id: int) -> Job:
+        if not rows.storable_id(job_id):
+            raise NotFoundError("job", job_id)
         with self._database.reading("get_job") as conn:
             row = conn.execute(select(*rows.JOB_COLUMNS).where(jobs.c.id == job_id)).first()
         if row is None:

@@ -51,6 +51,16 @@ _JOB_PROGRESS_COLUMNS = (
 )
 
 
+MAX_ID = 2**31 - 1
+"""The largest row id a table can hold (PostgreSQL's ``integer``; SQLite has more)."""
+
+
+def storable_id(row_id: int) -> bool:
+    """Whether ``row_id`` fits an id column: a larger one names no row (PostgreSQL
+    would refuse the comparison as out of range, not answer "none")."""
+    return -MAX_ID - 1 <= row_id <= MAX_ID
+
+
 def new_job_row(run_id: int, district: str, month: str, now: datetime) -> dict[str, Any]:
     return {
         "run_id": run_id,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, select, text, update
 
 from engine.app.console import open_storage
 from engine.bench import TARGETS, Target, against, e2e
@@ -124,16 +124,35 @@ def test_one_suite_only(tmp_path: Path) -> None:
     assert "monitor" in report and "e2e" not in report
 
 
-def test_freshness_suite_sees_a_writer_process_commit_within_its_target(tmp_path: Path) -> None:
+def test_freshness_suite_sees_a_writer_process_commit_within_its_target(
+    tmp_path: Path, db_url: str
+) -> None:
+    """On SQLite in a temporary file; with a PostgreSQL ``--db``, in a scratch database
+    on its server, dropped after."""
     out = tmp_path / "fresh.json"
-    db = f"sqlite:///{tmp_path / 'b.db'}"
-    assert main(["bench", "--suite", "freshness", "--quick", "--json", str(out), "--db", db]) == 0
+    before = databases(db_url)
+    assert (
+        main(["bench", "--suite", "freshness", "--quick", "--json", str(out), "--db", db_url]) == 0
+    )
+    assert databases(db_url) == before
     fresh = json.loads(out.read_text())["freshness"]
     assert fresh["trials"] == 3
     assert 0 <= fresh["cross_process_staleness_median_s"] <= fresh["cross_process_staleness_s"]
     assert TARGETS["freshness"]["cross_process_staleness_s"].met(fresh["cross_process_staleness_s"])
     assert fresh["reader_hit_rate"] > 0.5  # the reader's waiting reads were cache hits
     assert fresh["change_poll_us"] > 0
+
+
+def databases(url: str) -> set[str]:
+    """The databases on ``url``'s PostgreSQL server (none for SQLite)."""
+    if not url.startswith("postgresql"):
+        return set()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(text("SELECT datname FROM pg_database")).scalars())
+    finally:
+        engine.dispose()
 
 
 def test_compare_replays_the_same_work_in_both_modes_and_reports_progress() -> None:

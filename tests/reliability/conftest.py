@@ -87,12 +87,12 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
     found = Figures()
     yield found
     if found.configured or found.measured:
-        with _lock:
-            _session["figures"][request.node.originalname] = {
-                "nodeid": request.node.nodeid,
-                "config": found.configured,
-                "measured": found.measured,
-            }
+        with _lock:  # the runs of a parametrized test add to one entry (name their figures)
+            entry = _session["figures"].setdefault(
+                request.node.originalname, {"nodeid": request.node.nodeid}
+            )
+            entry.setdefault("config", {}).update(found.configured)
+            entry.setdefault("measured", {}).update(found.measured)
 
 
 Reference = Callable[[Sequence[str]], State]

@@ -68,9 +68,10 @@ def _kept(table: Table) -> list[str]:
     return [c.name for c in table.columns if f"{table.name}.{c.name}" not in VOLATILE]
 
 
-def dump(db: Path) -> dict[Key, Row]:
-    """Every run, job, timeline entry and month-end snapshot of the SQLite file ``db``."""
-    engine = create_engine(f"sqlite:///{db}")
+def dump(db: Path | str) -> dict[Key, Row]:
+    """Every run, job, timeline entry and month-end snapshot of ``db`` (a SQLite file,
+    or a database URL: SQLite or PostgreSQL)."""
+    engine = create_engine(db if isinstance(db, str) else f"sqlite:///{db}")
     try:
         with engine.connect() as conn:
             run_rows = conn.execute(select(runs).order_by(runs.c.id)).mappings().all()

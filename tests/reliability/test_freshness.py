@@ -7,15 +7,15 @@ tests. The wait is capped, and a change not seen by then is reported as such.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
-from contextlib import closing
-from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, select
 
 from engine.app.console import Console
 from engine.domain.models import JobStatus
 from engine.settings import Settings
+from engine.store.schema import jobs
 
 from .conftest import MONTH, ROOT, Figures, clean_env, recon
 
@@ -23,10 +23,10 @@ WAIT_CAP_S = 10.0
 POLL_S = 0.01
 
 
-def stored_status(db: Path, job_id: int) -> str:
+def stored_status(db: Engine, job_id: int) -> str:
     """The job's status as committed, read past every cache."""
-    with closing(sqlite3.connect(db, timeout=30)) as conn:
-        return str(conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+    with db.connect() as conn:
+        return str(conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one())
 
 
 def seen_after(committed: float | None, seen: float | None) -> float | str:
@@ -38,34 +38,36 @@ def seen_after(committed: float | None, seen: float | None) -> float | str:
 
 
 def test_a_job_change_from_another_process_reaches_a_console(
-    tmp_path: Path, figures: Figures
+    db_url: str, backend: str, figures: Figures
 ) -> None:
-    db = tmp_path / "fresh.db"
-    settings = Settings().with_values("storage", db_url=f"sqlite:///{db}")
+    settings = Settings().with_values("storage", db_url=db_url)
     reader = Console(settings)
+    reader.start_background()  # as the dashboard's and the API's consoles run
+    db = create_engine(db_url)
     try:
         (job,) = reader.reconciler.start_month(MONTH, ["1"], mode=settings.storage.mode)
         assert reader.job(job.id).status == JobStatus.PENDING  # now cached here
         assert [j.status for j in reader.jobs(MONTH)] == [JobStatus.PENDING]
         writer = subprocess.Popen(  # works the pending job: pending -> active -> completed
-            recon("run", "--month", MONTH, "--districts", "1", "--db", f"sqlite:///{db}"),
+            recon("run", "--month", MONTH, "--districts", "1", "--db", db_url),
             cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         committed, by_job, by_jobs = watch(db, reader, job.id)
         writer_err = writer.communicate(timeout=120)[1]
     finally:
         reader.close()
+        db.dispose()
     figures.config(wait_cap_s=WAIT_CAP_S, poll_s=POLL_S, cache_ttl_ms=settings.cache.ttl_ms)
-    figures.measure(
-        writer_exit_code=writer.returncode,
-        console_job_seen_after_s=seen_after(committed, by_job),
-        console_jobs_seen_after_s=seen_after(committed, by_jobs),
-    )  # fmt: skip
+    figures.measure(**{
+        f"{backend}_writer_exit_code": writer.returncode,
+        f"{backend}_console_job_seen_after_s": seen_after(committed, by_job),
+        f"{backend}_console_jobs_seen_after_s": seen_after(committed, by_jobs),
+    })  # fmt: skip
     assert writer.returncode == 0, writer_err[-2000:]
     assert committed is not None, "the writer committed no change to the job"
 
 
-def watch(db: Path, reader: Console, job_id: int) -> tuple[float | None, ...]:
+def watch(db: Engine, reader: Console, job_id: int) -> tuple[float | None, ...]:
     """When the change was committed, and when ``console.job``/``console.jobs`` showed it."""
     committed = by_job = by_jobs = None
     deadline = time.monotonic() + 120  # the writer's start and first commit

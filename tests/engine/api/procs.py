@@ -26,14 +26,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def recon_api(folder: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run ``recon api --port P --db <folder>/served.db ARGS`` until the block ends.
+def recon_api(
+    folder: Path, *args: str, db: str | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``recon api --port P --db DB ARGS`` until the block ends (``DB``: by default
+    ``<folder>/served.db``; its log goes to ``<folder>/api.log``).
 
     Yields the base URL (once ``/healthz`` answers ok) and the process; stops it
     with SIGTERM at the end and checks that it exited cleanly.
     """
     port = free_port()
-    db = f"sqlite:///{folder / 'served.db'}"
+    db = db or f"sqlite:///{folder / 'served.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECON_")}
     log = folder / "api.log"
     command = [sys.executable, "-m", "engine.cli", "api", "--port", str(port), "--db", db, *args]

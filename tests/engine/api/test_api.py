@@ -1,9 +1,11 @@
-"""The REST API over real HTTP on 127.0.0.1, against a console on a real SQLite file."""
+"""The REST API over real HTTP on 127.0.0.1, against a console on a real database: each
+test that uses one runs on SQLite and on PostgreSQL (``db_url``, ``module_db_url``)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ from engine.app.console import Console
 from engine.cli.api import is_loopback
 from engine.cli.core import main
 from engine.settings import Settings
+from tests.databases import closed_to_connections
 from tests.engine.api.procs import DEADLINE_S, recon_api
 from tests.engine.api.procs import free_port as free_port  # used here by other tests' modules
 from tests.engine.api.procs import wait_until_up as wait_until_up
@@ -55,15 +58,17 @@ def serving(app: Any) -> Iterator[str]:
 
 def make_served(
     stack: ExitStack,
-    db: Path,
+    db: Path | str,
     *,
     token: str | None = None,
     max_body_bytes: int = 1_000_000,
     background: bool = False,
     latency_ms: float = 0.0,
 ) -> tuple[Console, httpx.Client]:
-    """A console on ``db`` and an HTTP client of an app served over it, closed by ``stack``."""
-    settings = Settings().with_values("storage", db_url=f"sqlite:///{db}")
+    """A console on ``db`` (a SQLite file or a URL) and an HTTP client of an app served
+    over it, closed by ``stack``."""
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    settings = Settings().with_values("storage", db_url=url)
     console = Console(settings.with_values("source", latency_ms=latency_ms))
     stack.callback(console.close)
     if background:
@@ -75,17 +80,17 @@ def make_served(
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    """Factory: ``make_served`` on a database in ``tmp_path``."""
+def serve(db_url: str) -> Iterator[Serve]:
+    """Factory: ``make_served`` on the test's database (SQLite, PostgreSQL)."""
     with ExitStack() as stack:
-        yield lambda **options: make_served(stack, tmp_path / "api.db", **options)
+        yield lambda **options: make_served(stack, db_url, **options)
 
 
 @pytest.fixture(scope="module")
-def worked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Console, httpx.Client]]:
+def worked(module_db_url: str) -> Iterator[tuple[Console, httpx.Client]]:
     """A served console whose engine has reconciled a small month (shared by read-only tests)."""
     with ExitStack() as stack:
-        console, client = make_served(stack, tmp_path_factory.mktemp("worked") / "api.db")
+        console, client = make_served(stack, module_db_url)
         console.start_batch(MONTH, districts=["1", "F"])
         console.batch.run(until_idle=True)
         console.monitor.sample_now()
@@ -281,11 +286,12 @@ def test_an_unfinished_run_continues_and_says_so(serve: Serve) -> None:
     assert any("unfinished run: its districts 1, 2 continue" in n for n in started["notes"])
 
 
-def test_unknown_ids_are_404(serve: Serve) -> None:
+@pytest.mark.parametrize("unknown", [4242, 2**31, 10**16])  # beyond PostgreSQL's integer too
+def test_unknown_ids_are_404(serve: Serve, unknown: int) -> None:
     _, client = serve()
-    for path in (f"{JOBS}/4242", f"{JOBS}/4242/timeline", f"{PERF}/batch/4242"):
+    for path in (f"{JOBS}/{unknown}", f"{JOBS}/{unknown}/timeline", f"{PERF}/batch/{unknown}"):
         refused(client.get(path), 404, "id")
-    for path in (f"{JOBS}/4242/cancel", f"{PERF}/batch/4242/cancel"):
+    for path in (f"{JOBS}/{unknown}/cancel", f"{PERF}/batch/{unknown}/cancel"):
         refused(client.post(path), 404, "id")
 
 
@@ -387,23 +393,36 @@ def test_recon_api_refuses_a_public_host_without_a_token(
 # --- operations -------------------------------------------------------------------------------
 
 
-def test_healthz(serve: Serve, tmp_path: Path) -> None:
+def test_healthz(serve: Serve, db_url: str) -> None:
     console, client = serve()
     health = ok(client.get("/healthz"))
     assert {k: health[k] for k in ("status", "database")} == {"status": "ok", "database": "ok"}
     assert health["watcher"]["running"] is False
     assert health["watcher"]["summary"] == "no watcher: start one with `recon watch`"
-    moved = tmp_path.with_name(tmp_path.name + "-moved")
-    tmp_path.rename(moved)  # the database file is gone from where the engine looks
-    try:
+    with unreachable(db_url):
         console.storage.engine.dispose()
         response = client.get("/healthz")
         assert response.status_code == 503
         assert response.json()["status"] == "fail" and response.json()["database"]
-        assert str(tmp_path) not in response.text  # no local paths in what anyone may read
-    finally:
-        moved.rename(tmp_path)
+        assert tempfile.gettempdir() not in response.text  # no local paths anyone may read
     assert ok(client.get("/healthz"))["status"] == "ok"
+
+
+@contextmanager
+def unreachable(db_url: str) -> Iterator[None]:
+    """The database out of reach for the block: a SQLite file moved away, or a
+    PostgreSQL database closed to connections."""
+    if db_url.startswith("sqlite"):
+        folder = Path(db_url.removeprefix("sqlite:///")).parent
+        moved = folder.with_name(folder.name + "-moved")
+        folder.rename(moved)  # the database file is gone from where the engine looks
+        try:
+            yield
+        finally:
+            moved.rename(folder)
+        return
+    with closed_to_connections(db_url):
+        yield
 
 
 def test_metrics_parse_and_show_the_engine(worked: tuple[Console, httpx.Client]) -> None:
@@ -459,17 +478,17 @@ def test_openapi_documents_every_endpoint(serve: Serve) -> None:
 # --- `recon api` as a real process ------------------------------------------------------------
 
 
-def test_recon_api_serves_over_real_http(tmp_path: Path) -> None:
-    with recon_api(tmp_path) as (url, _), httpx.Client(base_url=url, timeout=30) as client:
+def test_recon_api_serves_over_real_http(tmp_path: Path, db_url: str) -> None:
+    served = recon_api(tmp_path, db=db_url)
+    with served as (url, _), httpx.Client(base_url=url, timeout=30) as client:
         jobs = {"jobs": [{"districtId": "2", "targetMonth": "2025-03"}]}
         started = ok(client.post(f"{PERF}/batch/process", json=jobs))
         batch = wait_until_done(client, started["batchId"])
         assert batch["counts"] == {"succeeded": 1}
         done = ok(client.get(JOBS, params={"month": "2025-03"}))
         assert [j["status"] for j in done["jobs"]] == ["completed"]
-    # What the server did is on disk for the next process.
-    db = f"sqlite:///{tmp_path / 'served.db'}"
-    console = Console(Settings().with_values("storage", db_url=db))
+    # What the server did is stored for the next process.
+    console = Console(Settings().with_values("storage", db_url=db_url))
     try:
         assert [j.status for j in console.storage.jobs(month="2025-03")] == ["completed"]
     finally:

@@ -41,11 +41,11 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
-    """An app over a console with a little history. The batch runner is not started, so
-    batches the fuzzer starts stay queued and each request stays cheap."""
-    db = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
-    settings_ = Settings().with_values("storage", db_url=f"sqlite:///{db}")
+def app(module_db_url: str) -> Iterator[FastAPI]:
+    """An app over a console with a little history (on SQLite, then on PostgreSQL). The
+    batch runner is not started, so batches the fuzzer starts stay queued and each
+    request stays cheap."""
+    settings_ = Settings().with_values("storage", db_url=module_db_url)
     console = Console(settings_)
     console.start_batch("2025-06", districts=["1"])
     console.batch.run(until_idle=True)

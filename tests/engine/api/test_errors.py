@@ -40,10 +40,13 @@ is sent to the cache clearing (which knows none of these fields but its own two)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A ``recon api`` process (no token) and the folder of its database and log."""
+def served(
+    tmp_path_factory: pytest.TempPathFactory, module_db_url: str
+) -> Iterator[tuple[str, Path]]:
+    """A ``recon api`` process (no token) on a database of each backend, and the folder
+    of its log."""
     folder = tmp_path_factory.mktemp("errors")
-    with recon_api(folder) as (url, _):
+    with recon_api(folder, db=module_db_url) as (url, _):
         yield url, folder
 
 

@@ -12,10 +12,10 @@ EVENTS = "/api/reconciliation/events"
 
 
 def test_events_are_listed_by_month_and_kind_in_camel_case_without_local_paths(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
     with ExitStack() as stack:
-        console, client = make_served(stack, tmp_path / "api.db")
+        console, client = make_served(stack, db_url)
         console.start_batch("2025-06", districts=["1", "2"])
         console.batch.run(until_idle=True)
         console.alerts.evaluate_months()

@@ -33,11 +33,11 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what a plain HTM
 
 
 @pytest.fixture
-def working(tmp_path: Path) -> Iterator[tuple[Console, httpx.Client, int]]:
+def working(db_url: str) -> Iterator[tuple[Console, httpx.Client, int]]:
     """A served console without a token, a batch of it still running (its runner is not
     started) and entries in its cache."""
     with ExitStack() as stack:
-        console, client = make_served(stack, tmp_path / "guard.db")
+        console, client = make_served(stack, db_url)
         batch_id = console.start_batch(MONTH, districts=["1", "2"]).batch_id
         ok(client.get(JOBS, params={"month": MONTH}))  # fills the cache
         assert console.cache.stats()["total"]["size"] > 0

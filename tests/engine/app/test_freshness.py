@@ -2,7 +2,9 @@
 cached reads within 2 seconds, and reads stay cache hits while nothing changes.
 
 The writer is a real subprocess with its own console (tests/engine/app/fresh_writer.py)
-on the same SQLite file as the reader console of the test process.
+on the same database as the reader console of the test process: a SQLite file (the
+reader polls the change feed) and a PostgreSQL database (a notification wakes the
+reader at once; the poll stays as the fallback).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import pytest
 
 from engine.app.console import Console
 from engine.app.freshness import Freshness
-from engine.app.wiring import forget_elsewhere
+from engine.app.wiring import forget_elsewhere, freshness
 from engine.domain.models import Job, JobStatus
 from engine.errors import StorageError
 from engine.settings import Settings
 from engine.store.changes import NO_CHANGES, Changes
+from tests.databases import NewUrl
 
 ROOT = Path(__file__).resolve().parents[3]
 MONTH = "2025-06"
@@ -36,8 +39,8 @@ def reader(url: str, mode: str) -> Console:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'fresh.db'}"
+def url(db_url: str) -> str:
+    return db_url
 
 
 @contextmanager
@@ -117,6 +120,27 @@ def test_a_commit_of_another_process_reaches_job_jobs_and_progress_in_2_s(
             seen_within(committed, lambda: len(console.timeline(second.id)) == 1)
             seen_within(committed, lambda: _listed(console.jobs(MONTH), second.id).checks == 3)
         assert console.freshness.figures().changes_seen >= 2
+    finally:
+        console.close()
+
+
+def test_on_postgres_a_notification_wakes_the_reader_long_before_its_poll(
+    new_db_url: NewUrl, backend: str
+) -> None:
+    if backend != "postgres":
+        return  # SQLite has no notifications: its reader polls (the test above)
+    url = new_db_url()
+    console = reader(url, "optimized")
+    try:
+        job = console.storage.create_run(MONTH, ["1"], mode="optimized", source="test")[0]
+        # A poll once a minute: only the writer's notification can bring its commit in 2 s.
+        console.freshness = freshness(console.cache, console.storage, console.clock, interval_s=60)
+        console.start_background()
+        with writer(url) as commit:
+            assert console.job(job.id).status == JobStatus.PENDING  # cached
+            committed = commit(f"cancel {job.id}")
+            seen_within(committed, lambda: console.job(job.id).status == JobStatus.CANCELLED)
+        assert console.freshness.figures().woken >= 1
     finally:
         console.close()
 

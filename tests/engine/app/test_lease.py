@@ -1,5 +1,6 @@
-"""A lease's holder side (heartbeat, loss, release) on a real SQLite file with a fake
-clock, and the console's month leases between two consoles on one database."""
+"""A lease's holder side (heartbeat, loss, release) on a real database with a fake
+clock, and the console's month leases between two consoles on one database; each
+test on SQLite and on PostgreSQL (``db_url``, tests/databases.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -33,8 +33,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    s = open_storage(StorageSettings(db_url=f"sqlite:///{tmp_path / 'lease.db'}", mode="naive"))
+def storage(db_url: str) -> Iterator[Storage]:
+    s = open_storage(StorageSettings(db_url=db_url, mode="naive"))
     yield s
     s.close()
 
@@ -165,14 +165,12 @@ def test_wait_until_free_waits_out_a_dead_holder(store: SqlLeases, clock: FakeCl
 # --- the console's month leases ------------------------------------------------------------
 
 
-def _settings(tmp_path: Path) -> Settings:
-    return settings_mod.load(
-        env={}, overrides={"storage": {"db_url": f"sqlite:///{tmp_path / 'm.db'}"}}
-    )
+def _settings(db_url: str) -> Settings:
+    return settings_mod.load(env={}, overrides={"storage": {"db_url": db_url}})
 
 
-def test_a_month_is_worked_by_one_console_at_a_time(tmp_path: Path) -> None:
-    first, second = Console(_settings(tmp_path)), Console(_settings(tmp_path))
+def test_a_month_is_worked_by_one_console_at_a_time(db_url: str) -> None:
+    first, second = Console(_settings(db_url)), Console(_settings(db_url))
     try:
         first.start_batch(MONTH, districts=["1", "2"])
         with pytest.raises(LeaseHeld) as refused:
@@ -191,14 +189,14 @@ def test_a_month_is_worked_by_one_console_at_a_time(tmp_path: Path) -> None:
         second.close()
 
 
-def test_closing_a_console_frees_its_months(tmp_path: Path) -> None:
-    first = Console(_settings(tmp_path))
+def test_closing_a_console_frees_its_months(db_url: str) -> None:
+    first = Console(_settings(db_url))
     try:
         first.start_batch(MONTH, districts=["1", "2"])
         first.start_batch("2025-04", districts=["1"])
     finally:
         first.close()  # interrupted: the jobs stay unfinished and the months free
-    second = Console(_settings(tmp_path))
+    second = Console(_settings(db_url))
     try:
         assert second.leases.held_by(MONTH) is None
         result = second.continue_month(MONTH)
@@ -210,10 +208,10 @@ def test_closing_a_console_frees_its_months(tmp_path: Path) -> None:
         second.close()
 
 
-def test_a_console_that_lost_its_month_stops_and_leaves_the_jobs_alone(tmp_path: Path) -> None:
+def test_a_console_that_lost_its_month_stops_and_leaves_the_jobs_alone(db_url: str) -> None:
     clock = FakeClock()
-    stalled = Console(_settings(tmp_path), clock=clock)
-    taker = Console(_settings(tmp_path), clock=clock)
+    stalled = Console(_settings(db_url), clock=clock)
+    taker = Console(_settings(db_url), clock=clock)
     try:
         batch_id = stalled.start_batch(MONTH, districts=["1", "2"]).batch_id
         clock.advance(stalled.leases.ttl_s)  # no heartbeat for a whole ttl
@@ -229,7 +227,7 @@ def test_a_console_that_lost_its_month_stops_and_leaves_the_jobs_alone(tmp_path:
     finally:
         stalled.close()
         taker.close()
-    after = open_storage(_settings(tmp_path).storage)
+    after = open_storage(_settings(db_url).storage)
     try:
         assert after.jobs(month=MONTH) == jobs, "closing the loser wrote nothing over them"
     finally:
