@@ -47,7 +47,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check engine dashboard tests
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) system-packages
 	$(VENV)/bin/recon bench --suite all
 
 # RELIABILITY.md from a run of the reliability suite, written whether it passed or not
