@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-random system-packages lint bench reliability soak clean
+.PHONY: run cluster test test-random system-packages lint bench reliability soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -12,6 +12,11 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(VENV)/bin/streamlit run dashboard/app.py
+
+# Several machines on this one: a throwaway PostgreSQL, three workers, the API and the
+# dashboard, on 127.0.0.1; Ctrl-C stops them all (README: Running on several machines).
+cluster: $(STAMP) system-packages
+	$(VENV)/bin/recon cluster
 
 test: $(STAMP) system-packages
 	$(PY) -m pytest -q
@@ -42,7 +47,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check engine dashboard tests
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) system-packages
 	$(VENV)/bin/recon bench --suite all
 
 # RELIABILITY.md from a run of the reliability suite, written whether it passed or not

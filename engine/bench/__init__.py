@@ -30,7 +30,7 @@ from typing import Any
 
 from engine.store.bench import BenchStore, Transactions
 
-SUITES = ("e2e", "storage", "cache", "batch", "monitor", "freshness")
+SUITES = ("e2e", "storage", "cache", "batch", "monitor", "freshness", "scale")
 PAGES_SUITE = "pages"
 """Not a ``recon bench`` suite: every dashboard page's time to render in headless Chromium
 on a 130-district June month, stored by tests/dashboard/test_e2e_pages.py."""
@@ -69,6 +69,11 @@ TARGETS: Mapping[str, Mapping[str, Target]] = {
     },
     "monitor": {"overhead_vs_prometheus": Target("<=", 2)},
     "freshness": {"cross_process_staleness_s": Target("<=", 2)},
+    "scale": {
+        "speedup_at_2": Target(">=", 1.7),
+        "speedup_at_4": Target(">=", 3.4),
+        "cross_process_staleness_s": Target("<=", 2),
+    },
     PAGES_SUITE: {"slowest_page_s": Target("<", 2), "slowest_load_s": Target("<", 2)},
 }
 

@@ -1,4 +1,4 @@
-"""``recon bench [--suite e2e|storage|cache|batch|monitor|freshness|all] [--quick]
+"""``recon bench [--suite e2e|storage|cache|batch|monitor|freshness|scale|all] [--quick]
 [--json FILE] [--markdown FILE] [--against ID|FILE [--from ID|FILE]]``: run the benchmark
 suites (see :mod:`engine.bench`).
 
@@ -7,7 +7,9 @@ Prints a table of every field with its target, writes the results as JSON
 Markdown table, and stores each suite's result in the database (the
 dashboard's Before / after page lists them). Targets are judged on full runs;
 a missed target is reported, not an error. A progress bar (per suite, and per
-step of the e2e suite) shows on a terminal, on stderr.
+step of the e2e and scale suites) shows on a terminal, on stderr. The scale suite
+needs PostgreSQL's programs (it starts a throwaway server) unless ``--db`` is a
+PostgreSQL URL.
 
 ``--against`` compares the run with a stored one (a ``bench_results`` id or a
 ``--json`` file; see :mod:`engine.bench.against`) and exits 1 when a figure

@@ -53,7 +53,8 @@ def cmd_cluster(args: argparse.Namespace, ctx: Context) -> int:
         with throwaway_postgres() as server:
             env = _environment(server.url)
             with _parts(_commands(args), env) as procs:
-                err.print(f"database   {server.url}  (deleted when the cluster stops)")
+                err.print(f"database   {server.url}", soft_wrap=True)
+                err.print(f"           data in {server.data}, deleted when the cluster stops")
                 err.print(f"api        http://127.0.0.1:{args.api_port}/docs")
                 err.print(f"dashboard  http://127.0.0.1:{args.dashboard_port}")
                 err.print(f"workers    {args.workers} x {args.concurrency}; Ctrl-C stops all")

@@ -67,6 +67,16 @@ FIELDS = {
         "change_poll_us",
         "trials",
     ),
+    "scale": (
+        "threads_s",
+        "workers_1_s",
+        "workers_2_s",
+        "workers_4_s",
+        "speedup_at_2",
+        "speedup_at_4",
+        "per_item_overhead_ms",
+        "cross_process_staleness_s",
+    ),
 }
 
 
@@ -114,6 +124,9 @@ def test_quick_run_of_every_suite_writes_json_markdown_and_the_database(tmp_path
     stored = {r.suite: json.loads(r.result) for r in rows}
     assert stored["storage"]["write_speedup"] == report["storage"]["write_speedup"]
     assert stored["e2e"]["machine"] == report["machine"]
+    scale = report["scale"]  # the workers ran every item: each configuration timed it all
+    assert scale["items"] == 4 and scale["workers_4_s"] > 0 and scale["threads_s"] > 0
+    assert scale["speedup_at_2"] == scale["workers_1_s"] / scale["workers_2_s"]
 
 
 def test_one_suite_only(tmp_path: Path) -> None:
