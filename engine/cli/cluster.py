@@ -2,8 +2,9 @@
 
 Every part of a several-machine set-up on this one: a throwaway PostgreSQL
 (a new data folder, 127.0.0.1, deleted at the end), ``--workers`` batch workers
-(``recon worker``), the REST API (``recon api``) and the dashboard, each its own
-process on that database with the procrastinate runner, all on 127.0.0.1. It
+(``recon worker --watch``: they also tick the watcher), the REST API (``recon
+api``) and the dashboard, each its own process on that database with the
+procrastinate runner, all on 127.0.0.1. It
 prints the URLs and stops everything together on Ctrl-C or SIGTERM (and when any
 part exits: a cluster missing a part is not the one you asked for). ``make
 cluster`` runs it.
@@ -68,12 +69,17 @@ def cmd_cluster(args: argparse.Namespace, ctx: Context) -> int:
 
 def _environment(url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RECON_DB_URL", "RECON_SETTINGS")}
-    return env | {"RECON_DB_URL": url, "RECON_BATCH_RUNNER": "procrastinate"}
+    # The workers tick the watcher (a periodic task), so the dashboard does not.
+    return env | {
+        "RECON_DB_URL": url,
+        "RECON_BATCH_RUNNER": "procrastinate",
+        "RECON_WATCH_EMBEDDED": "false",
+    }
 
 
 def _commands(args: argparse.Namespace) -> dict[str, list[str]]:
     recon = [sys.executable, "-m", "engine.cli"]
-    worker = [*recon, "worker", "--concurrency", str(args.concurrency)]
+    worker = [*recon, "worker", "--concurrency", str(args.concurrency), "--watch"]
     commands = {f"worker {n}": worker for n in range(1, args.workers + 1)}
     commands["api"] = [*recon, "api", "--port", str(args.api_port)]
     commands["dashboard"] = [
