@@ -27,6 +27,7 @@ jobs): another worker runs them again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -73,7 +74,8 @@ Watch = tuple[float, Callable[[], str]]
 
 HEARTBEAT_S = 2.0
 """How often a worker writes its heartbeat (and looks for stalled jobs)."""
-_POLL_S = 0.05  # the watchdog's and the slot wait's step
+_POLL_S = 0.05  # the watchdog's step
+_SLOT_WAIT_MAX_S = 0.1  # the longest step of a wait for a global slot
 
 RUNNING, CANCELLED, SUCCEEDED = (s.value for s in (ItemState.RUNNING, ItemState.CANCELLED,
                                                    ItemState.SUCCEEDED))  # fmt: skip
@@ -283,11 +285,15 @@ class ItemWorker:
         waiter = Waiter(f"{job.task_kwargs['batch_id']}/{job.task_kwargs['item_id']}",
                         job.priority, job.id or 0)  # fmt: skip
         try:
-            while (slot := self._slots.try_take(limit, waiter)) is None:
+            for tries in itertools.count():
+                if (slot := self._slots.try_take(limit, waiter)) is not None:
+                    break
                 if context.should_abort():
                     self._slots.forget(waiter)
                     return None
-                threading.Event().wait(_POLL_S * 2)
+                # the job ahead usually takes its slot within milliseconds: look again
+                # soon, then less often (a full limit can last minutes)
+                threading.Event().wait(min(_SLOT_WAIT_MAX_S, 0.005 * 2**tries))
         except BaseException:
             self._slots.forget(waiter)
             raise
