@@ -52,7 +52,7 @@ from engine.store.bench import BenchStore
 from engine.store.events import CLOSE_KINDS, Event, EventKind
 from engine.store.leases import SqlLeases
 from engine.store.urls import safe_url
-from engine.store.watcher import SqlWatcherStatus
+from engine.store.watcher import SqlWatcherStatus, WatcherStatus
 from engine.store.workers import SqlWorkerStore
 
 if TYPE_CHECKING:
@@ -226,11 +226,17 @@ def watcher_view(console: Console) -> WatcherView:
     lease = SqlLeases(console.storage, clock=console.clock).holder(WATCHER_LEASE)
     status = SqlWatcherStatus(console.storage).load(WATCHER_LEASE)
     mine = status is not None and lease is not None and status.holder == lease.holder.id
+    # The workers' periodic ticks hold the lease only while they tick: between ticks
+    # the watcher runs while a worker is alive and the next tick is due.
+    mine = mine or (lease is None and _scheduled(console, status))
+    host, pid = (lease.holder.host, lease.holder.pid) if lease else (None, None)
+    if mine and lease is None and status is not None:
+        host, pid = status.host, status.pid  # the worker that ticked last
     return WatcherView(
-        running=lease is not None,
+        running=mine or lease is not None,
         source=status.source if mine and status else None,
-        host=lease.holder.host if lease else None,
-        pid=lease.holder.pid if lease else None,
+        host=host,
+        pid=pid,
         started_at=status.started_at if mine and status else None,
         last_tick_at=status.last_tick_at if status else None,
         next_tick_at=status.next_tick_at if mine and status else None,
@@ -238,6 +244,20 @@ def watcher_view(console: Console) -> WatcherView:
         open_jobs=status.open_jobs if status else 0,
         last_error=status.last_error if status else None,
     )
+
+
+_PERIODIC_SLACK = timedelta(minutes=1)  # a tick waits for a free worker: it may start late
+
+
+def _scheduled(console: Console, status: WatcherStatus | None) -> bool:
+    """A periodic watcher (``recon worker --watch``): a worker is alive to run the
+    next tick, which is due."""
+    if status is None or status.period_s is None or status.next_tick_at is None:
+        return False
+    slack = max(_PERIODIC_SLACK, timedelta(seconds=status.period_s))
+    if console.clock.now() > status.next_tick_at + slack:
+        return False
+    return any(w.state == "alive" for w in workers_view(console))
 
 
 def _by_state(row: Mapping[str, Any]) -> tuple[int, bool, int, str]:

@@ -115,6 +115,7 @@ class Watcher:
             holder=holder,
         )
         self._started = self._clock.now()
+        self._period_s: float | None = None  # set by periodic_tick
 
     @property
     def source(self) -> str:
@@ -201,6 +202,7 @@ class Watcher:
             self.lease.acquire()
         except LeaseHeld:
             return None
+        self._period_s = every_s
         try:
             return self.tick(every_s=every_s, drain=False)
         finally:
@@ -329,6 +331,7 @@ class Watcher:
             source=self.source,
             started_at=self._started,
             stopped_at=self._clock.now() if stopped else None,
+            period_s=self._period_s,
         )
         if report is not None:
             status = replace(

@@ -344,6 +344,9 @@ watcher_status = Table(
     Column("open_jobs", Integer, nullable=False, default=0),
     Column("last_error", Text),
     Column("stopped_at", UTCDateTime()),
+    # Set by the workers' periodic ticks (``recon worker --watch``), which hold the
+    # lease only while they tick: the period they tick at (None for ``recon watch``).
+    Column("period_s", Float),
 )
 
 # --- batch workers (issue 17) ------------------------------------------------------

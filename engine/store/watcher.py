@@ -37,6 +37,7 @@ class WatcherStatus:
     open_jobs: int = 0
     last_error: str | None = None
     stopped_at: datetime | None = None
+    period_s: float | None = None  # a periodic task's period (recon worker --watch)
 
 
 class WatcherStatusStore(Protocol):

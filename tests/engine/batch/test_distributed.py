@@ -348,6 +348,9 @@ def test_the_watcher_ticks_once_per_period_whatever_the_number_of_workers(
     with workers(tmp_path, pg_url, 3, args=watch):
         with console_on(pg_url) as console:
             wait_for(lambda: queries.watcher_view(console).ticks >= 3, "three ticks")
+            seen = queries.watcher_view(console)  # between ticks too: the workers watch
+            assert seen.running and seen.summary.startswith("watcher on "), seen.summary
+            assert seen.pid in {w.pid for w in queries.workers_view(console)}
     with console_on(pg_url) as console:
         ticks = queries.watcher_view(console).ticks
         app = console.batch.app()  # type: ignore[union-attr]
