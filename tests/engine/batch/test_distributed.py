@@ -19,19 +19,18 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from engine.api.app import create_app
 from engine.app.console import Console
 from engine.cli.core import main
 from engine.errors import ConfigError
 from engine.settings import Settings
+from engine.store.pg import scratch_database
 from tests.engine.api.test_api import serving
 from tests.postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parents[3]
 DEADLINE_S = 90.0  # generous: the machine is shared
-_names = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +42,8 @@ def server() -> Iterator[str]:
 @pytest.fixture
 def pg_url(server: str) -> Iterator[str]:
     """A fresh database on the shared server for each test."""
-    name = f"recon_dist_{next(_names)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield server.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+    with scratch_database(server, prefix="recon_dist") as url:
+        yield url
 
 
 def settings(

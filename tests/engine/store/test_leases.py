@@ -3,19 +3,18 @@ fake clock: acquire, renew, release and expiry, and one winner among racing clai
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from engine.app.console import open_storage
 from engine.clock import FakeClock
 from engine.settings import StorageSettings
 from engine.store.leases import Holder, SqlLeases
+from engine.store.pg import scratch_database
 from engine.store.storage import Storage
 
 NAME = "month:2025-06"
@@ -133,7 +132,6 @@ class TestSqliteLeases(LeasesContract):
         return f"sqlite:///{tmp_path / 'leases.db'}"
 
 
-_names = itertools.count()
 
 
 @pytest.fixture
@@ -144,11 +142,5 @@ def server(pg_server: str) -> str:
 class TestPostgresLeases(LeasesContract):
     @pytest.fixture
     def url(self, server: str) -> Iterator[str]:
-        name = f"recon_lease_{next(_names)}"
-        admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
-        yield server.rsplit("/", 1)[0] + f"/{name}"
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
+        with scratch_database(server, prefix="recon_lease") as url:
+            yield url

@@ -183,21 +183,26 @@ def _open_when_released(url: str, start: Any, results: Any) -> None:
         results.put(str(exc))
 
 
+def opened_at_once(url: str, processes: int = 6) -> list[str]:
+    """Open the database of ``url`` from ``processes`` processes released at the same
+    instant; what each said ("opened" or its error)."""
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(processes), ctx.Queue()
+    args = (url, start, results)
+    procs = [ctx.Process(target=_open_when_released, args=args) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return outcomes
+
+
 def test_processes_opening_one_new_file_at_once_all_open_it(tmp_path: Path) -> None:
     """Two ``recon run`` started together on a new file: the one SQLite answers
     "locked" while the other switches the file to WAL tries again. A race, so many
-    rounds of six processes released at the same instant (before the fix about one
-    round in sixty failed)."""
-    ctx = multiprocessing.get_context("fork")
+    rounds (before the fix about one round of six processes in sixty failed)."""
     for round_ in range(40):
-        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
-        start, results = ctx.Barrier(6), ctx.Queue()
-        args = (url, start, results)
-        procs = [ctx.Process(target=_open_when_released, args=args) for _ in range(6)]
-        for proc in procs:
-            proc.start()
-        outcomes = [results.get(timeout=60) for _ in procs]
-        for proc in procs:
-            proc.join()
+        outcomes = opened_at_once(f"sqlite:///{tmp_path / f'new{round_}.db'}")
         assert outcomes == ["opened"] * 6, (round_, outcomes)
         assert _version(tmp_path / f"new{round_}.db") == SCHEMA_VERSION

@@ -3,8 +3,6 @@ shared database of a multi-instance deployment (same code as SQLite)."""
 
 from __future__ import annotations
 
-import multiprocessing
-
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
@@ -15,7 +13,7 @@ from engine.settings import Settings, StorageSettings
 from engine.store.database import Database
 from engine.store.migrate import SCHEMA_VERSION, stamp_version, stored_version
 from tests.databases import NewUrl, closed_to_connections
-from tests.engine.store.test_migrate import _open_when_released
+from tests.engine.store.test_migrate import opened_at_once
 from tests.engine.store.test_storage import StorageContract
 
 
@@ -98,18 +96,8 @@ def test_processes_opening_one_new_database_at_once_all_open_it(
     """Six processes released at the same instant on a new database: each checks and
     creates the schema in turn (before the advisory lock, one of them failed on a
     duplicate table type in two rounds out of three)."""
-    ctx = multiprocessing.get_context("fork")
     for round_ in range(5):
-        url = new_db_url()
-        start, results = ctx.Barrier(6), ctx.Queue()
-        procs = [
-            ctx.Process(target=_open_when_released, args=(url, start, results)) for _ in range(6)
-        ]
-        for proc in procs:
-            proc.start()
-        outcomes = [results.get(timeout=60) for _ in procs]
-        for proc in procs:
-            proc.join()
+        outcomes = opened_at_once(new_db_url())
         assert outcomes == ["opened"] * 6, (round_, outcomes)
 
 
