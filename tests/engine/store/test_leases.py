@@ -132,8 +132,6 @@ class TestSqliteLeases(LeasesContract):
         return f"sqlite:///{tmp_path / 'leases.db'}"
 
 
-
-
 @pytest.fixture
 def server(pg_server: str) -> str:
     return pg_server  # the session's PostgreSQL server
