@@ -8,8 +8,12 @@ recon batch list | show ID | cancel ID | resume
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console as RichConsole
@@ -18,12 +22,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from engine.batch.distributed import AnyRunner
-from engine.batch.records import FINISHED, BatchInfo, BatchProgress
+from engine.batch.records import BatchInfo, BatchProgress
 from engine.cli.options import Clamped, district_ids, split_ids
 from engine.domain.models import validate_district, validate_month
+from engine.errors import EngineError
 
 out = RichConsole()
 err = RichConsole(stderr=True)
+_BAR_REFRESH_S = 0.25  # how often the progress bar reads the batches' progress
 COUNTS = ("succeeded", "failed", "skipped", "cancelled", "queued", "running", "retrying")
 
 
@@ -158,7 +164,8 @@ def cmd_cancel(args: argparse.Namespace, ctx: Any) -> int:
 def drain(
     runner: AnyRunner, batch_ids: list[int], *, as_json: bool = False, summary: bool = True
 ) -> int:
-    """Run until every batch is finished, with a progress bar fed by the runner's events,
+    """Run until every batch is finished, with a progress bar read from the runner's
+    progress (so it moves whichever process runs the items: threads here, or workers),
     then print the batches' summary (unless the caller prints its own)."""
     if as_json:
         runner.run(until_idle=True)
@@ -170,27 +177,39 @@ def drain(
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=err) as bar:
-            tasks = {}
-            for batch_id in batch_ids:
-                p = runner.progress(batch_id)
-                tasks[batch_id] = bar.add_task(
-                    f"batch {batch_id}", total=p.total, completed=_finished(p)
-                )
+            total = {b: runner.progress(b).total for b in batch_ids}
+            tasks = {b: bar.add_task(f"batch {b}", total=total[b]) for b in batch_ids}
 
-            def on_event(event: dict[str, Any]) -> None:
-                task = tasks.get(event["batch_id"])
-                if task is not None and event["type"] in FINISHED:
-                    bar.advance(task)
+            def refresh() -> None:
+                for batch_id, task in tasks.items():
+                    bar.update(task, completed=_finished(runner.progress(batch_id)))
 
-            unsubscribe = runner.listen(on_event)
-            try:
+            with _every(_BAR_REFRESH_S, refresh):
                 runner.run(until_idle=True)
-            finally:
-                unsubscribe()
+            refresh()
     progress = [runner.progress(batch_id) for batch_id in batch_ids]
     if summary:
         _print_summary(progress, as_json=as_json)
     return 1 if any(p.failed for p in progress) else 0
+
+
+@contextmanager
+def _every(seconds: float, step: Callable[[], None]) -> Iterator[None]:
+    """Call ``step`` every ``seconds`` on a thread while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            with contextlib.suppress(EngineError):  # a failed read: the next one retries
+                step()
+
+    thread = threading.Thread(target=loop, name="progress-bar", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _finished(p: BatchProgress) -> int:

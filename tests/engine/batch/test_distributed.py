@@ -359,6 +359,19 @@ def test_the_watcher_ticks_once_per_period_whatever_the_number_of_workers(
     assert batches and batches[-1].name == "month-end 2026-11"  # the first tick started it
 
 
+def test_recon_run_on_the_workers_shows_their_progress(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar reads the batch's progress from the store: it moves although the items
+    run in other processes (it stayed at 0 while it counted this process's events)."""
+    monkeypatch.setenv("RECON_BATCH_RUNNER", "procrastinate")
+    months = ["run", "--month", "2025-03", "--districts", ",".join(DISTRICTS)]
+    with workers(tmp_path, pg_url, 2, RECON_SOURCE_LATENCY_MS="2"):
+        assert main([*months, "--db", pg_url, "--latency-ms", "2"]) == 0
+    shown = capsys.readouterr().err
+    assert "batch 1 " in shown and f"{len(DISTRICTS)}/{len(DISTRICTS)}" in shown, shown
+
+
 def test_the_procrastinate_runner_needs_postgresql(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
