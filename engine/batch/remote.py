@@ -27,6 +27,7 @@ jobs): another worker runs them again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -41,7 +42,8 @@ from datetime import datetime
 from typing import Any
 
 from procrastinate import JobContext
-from procrastinate.exceptions import JobAborted
+from procrastinate.exceptions import AppNotOpen as ProcrastinateAppClosed
+from procrastinate.exceptions import ConnectorException, JobAborted
 from procrastinate.job_context import AbortReason
 
 from engine.batch.distributed import (
@@ -62,6 +64,7 @@ from engine.batch.worker import Execute
 from engine.cancel import CancelToken
 from engine.clock import Clock
 from engine.domain.models import BatchStatus, ItemState
+from engine.errors import StorageError
 from engine.settings import BatchSettings
 from engine.store.batches import ItemRow
 from engine.store.taskqueue import Slot, Slots, Waiter
@@ -72,6 +75,7 @@ log = logging.getLogger(__name__)
 Watch = tuple[float, Callable[[], str]]
 """The watcher's period in seconds and its tick (returns the tick's line)."""
 
+_RECONNECT_MAX_S = 5.0  # the longest wait between two tries to reach a lost database
 HEARTBEAT_S = 2.0
 """How often a worker writes its heartbeat (and looks for stalled jobs)."""
 _POLL_S = 0.05  # the watchdog's step
@@ -403,6 +407,19 @@ class WorkerProcess:
         )
         beat = asyncio.create_task(self._heartbeat(app, stall))
         try:
+            while not await self._work(app, stall):
+                await self._reconnect(app)
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            self._store.remove(self.worker_id)
+            await app.close_async()
+            self._say(f"worker {self.worker_id} stopped")
+
+    async def _work(self, app: Any, stall: float) -> bool:
+        """Run procrastinate's worker: True when it stopped as asked (a signal), False
+        when it lost the database (a server restart: :meth:`_reconnect`, then again)."""
+        try:
             await app.run_worker_async(
                 concurrency=self._concurrency, name=f"recon-{os.getpid()}",
                 additional_context={}, install_signal_handlers=True,
@@ -410,12 +427,27 @@ class WorkerProcess:
                 shutdown_graceful_timeout=self._grace_s, abort_job_polling_interval=0.5,
                 fetch_job_polling_interval=1.0,
             )  # fmt: skip
-        finally:
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
-            self._store.remove(self.worker_id)
-            await app.close_async()
-            self._say(f"worker {self.worker_id} stopped")
+        except ConnectorException as exc:
+            self._say(f"worker {self.worker_id}: the database was lost ({exc.__cause__}); "
+                      "reconnecting")  # fmt: skip
+            return False
+        return True
+
+    async def _reconnect(self, app: Any) -> None:
+        """Open the app's connections again once the database answers (waits double up
+        to :data:`_RECONNECT_MAX_S`); the items the lost worker ran are queued again by
+        the stalled-job check."""
+        for tries in itertools.count():
+            await asyncio.sleep(min(_RECONNECT_MAX_S, 0.25 * 2**tries))
+            with contextlib.suppress(Exception):
+                await app.close_async()
+            try:
+                await app.open_async()
+                await app.job_manager.list_queues_async()  # the database answers
+            except Exception:  # noqa: BLE001 - still down: try again
+                continue
+            self._say(f"worker {self.worker_id}: reconnected")
+            return
 
     def _ticker(self, tick: Callable[[], str]) -> Callable[[JobContext, int], None]:
         def ticked(context: JobContext, timestamp: int) -> None:
@@ -424,7 +456,14 @@ class WorkerProcess:
         return ticked
 
     def _task(self, context: JobContext, batch_id: int, item_id: int, spec: Spec) -> Any:
-        return self.items.run(context, batch_id, item_id, spec)
+        try:
+            return self.items.run(context, batch_id, item_id, spec)
+        except StorageError as exc:
+            if not exc.transient:
+                raise
+            # The database went away under the item (a server restart): run it again
+            # once it is back; what it committed stays, so it goes on from there.
+            raise RetryItem(_RECONNECT_MAX_S, f"database out of reach: {exc}") from exc
 
     def _beat(self) -> None:
         """Write the heartbeat and running items now (also when an item starts or ends)."""
@@ -436,12 +475,17 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            await asyncio.to_thread(self._beat)
-            for job in await app.job_manager.get_stalled_jobs(
-                task_name=TASK, seconds_since_heartbeat=stall_s
-            ):
-                self._say(f"job {job.id} ({job.task_kwargs}): its worker was lost; queued again")
-                await app.job_manager.retry_job(job)
+            try:
+                await asyncio.to_thread(self._beat)
+                for job in await app.job_manager.get_stalled_jobs(
+                    task_name=TASK, seconds_since_heartbeat=stall_s
+                ):
+                    self._say(
+                        f"job {job.id} ({job.task_kwargs}): its worker was lost; queued again"
+                    )
+                    await app.job_manager.retry_job(job)
+            except (StorageError, ConnectorException, ProcrastinateAppClosed):
+                pass  # the database is out of reach: the next beat tries again
             await asyncio.sleep(max(0.0, HEARTBEAT_S - (loop.time() - started)))  # a fixed rate
 
 

@@ -14,13 +14,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
 
+from engine.errors import StorageError
 from engine.store.schema import slot_waiters
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Slot", "Slots", "Waiter", "ensure_schema"]
 
@@ -56,6 +61,10 @@ class Slot:
             with self._conn.begin():
                 self._conn.execute(select(func.pg_advisory_unlock(_CLASS, self.number)))
                 self._conn.execute(delete(slot_waiters).where(slot_waiters.c.item == self._item))
+        except SQLAlchemyError:
+            # The session is lost (a server restart): its advisory lock went with it,
+            # and the waiter row is replaced when the item waits again.
+            log.warning("slot %d of %s: session lost, released with it", self.number, self._item)
         finally:
             self._conn.close()
 
@@ -92,9 +101,15 @@ class Slots:
     def try_take(self, limit: int, waiter: Waiter) -> Slot | None:
         """One free slot among the first ``limit`` if no job waits ahead, else None
         (``waiter`` is then recorded as waiting; :meth:`forget` when it gives up)."""
-        conn = self._engine.connect()
+        try:
+            conn = self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise StorageError("slot", str(exc).splitlines()[0], transient=True) from exc
         try:
             slot = self._take(conn, limit, waiter)
+        except SQLAlchemyError as exc:
+            conn.close()
+            raise StorageError("slot", str(exc).splitlines()[0], transient=True) from exc
         except BaseException:
             conn.close()
             raise
@@ -124,6 +139,10 @@ class Slots:
         return None
 
     def forget(self, waiter: Waiter) -> None:
-        """``waiter`` waits no more."""
-        with self._engine.begin() as conn:
-            conn.execute(delete(slot_waiters).where(slot_waiters.c.item == waiter.item))
+        """``waiter`` waits no more (its row stays if the database is out of reach: the
+        item's next wait replaces it)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(delete(slot_waiters).where(slot_waiters.c.item == waiter.item))
+        except SQLAlchemyError as exc:
+            log.warning("waiter %s: not forgotten: %s", waiter.item, str(exc).splitlines()[0])
