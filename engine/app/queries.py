@@ -627,8 +627,8 @@ class BatchView:
     progress: BatchProgress | None
     items: list[dict[str, Any]]
     throughput: list[dict[str, Any]]
-    """``at, items_per_s``: items done per second, in up to 30 time buckets (cancelled
-    items left out)."""
+    """``at, width_s, items_per_s``: items done per second, in up to 30 time buckets
+    (``at`` is a bucket's middle; cancelled items left out)."""
     rate: float | None
     """Items done per second while items ran (idle and cancelled time left out); None
     before the first item is done."""
@@ -712,8 +712,14 @@ def _throughput(start: datetime, finished: Iterable[datetime], buckets: int = 30
         n = int(max(0.0, (t - start).total_seconds()) // width)
         counts[n] = counts.get(n, 0) + 1
     last = max(counts)
+    # ``at`` is the bucket's middle and ``width_s`` its span, so that a bar covers the
+    # seconds its items finished in (a bar at the bucket's end read as one second late)
     return [
-        {"at": start + timedelta(seconds=(n + 1) * width), "items_per_s": counts.get(n, 0) / width}
+        {
+            "at": start + timedelta(seconds=(n + 0.5) * width),
+            "width_s": width,
+            "items_per_s": counts.get(n, 0) / width,
+        }
         for n in range(last + 1)
     ]
 

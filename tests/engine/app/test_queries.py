@@ -336,3 +336,17 @@ def test_months_offer_only_months_that_have_ended(tmp_path: Path) -> None:
         assert len(found) == queries.MONTHS_BACK
     finally:
         c.close()
+
+
+def test_throughput_bars_span_the_seconds_their_items_finished_in() -> None:
+    """A bar is centred on its bucket and as wide as it: items finished at 0.5 s and
+    1.5 s are drawn over 0-1 s and 1-2 s (a bar at the bucket's end read a second late)."""
+    start = datetime(2025, 7, 1, tzinfo=UTC)
+    finished = [start + timedelta(seconds=s) for s in (0.5, 1.5, 1.6, 3.9)]
+    bars = queries._throughput(start, finished, buckets=4)
+    assert [b["width_s"] for b in bars] == [1.0] * 4
+    assert [(b["at"] - start).total_seconds() for b in bars] == [0.5, 1.5, 2.5, 3.5]
+    assert [b["items_per_s"] for b in bars] == [1.0, 2.0, 0.0, 1.0]
+    for t in finished:
+        (bar,) = [b for b in bars if abs((t - b["at"]).total_seconds()) <= b["width_s"] / 2]
+        assert bar["items_per_s"] > 0
