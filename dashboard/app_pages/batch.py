@@ -91,15 +91,11 @@ def submitted() -> None:
             st.warning(f"Clamped: {note}", icon=":material/warning:")
     c = last["config"]
     if c:
-        throttling = (
-            "no memory throttling (the workers do not throttle)"
-            if c.get("runner") == "procrastinate"
-            else f"throttling **{'on' if c.get('enable_resource_throttling') else 'off'}** "
-            f"above **{c.get('memory_threshold_mb')} MB**"
-        )
         st.markdown(
             f"Runs with concurrency **{c.get('max_concurrent_jobs')}**, retries "
-            f"**{c.get('retry_attempts')}**, timeout **{c.get('timeout_ms')} ms**, {throttling}."
+            f"**{c.get('retry_attempts')}**, timeout **{c.get('timeout_ms')} ms**, throttling "
+            f"**{'on' if c.get('enable_resource_throttling') else 'off'}** above "
+            f"**{c.get('memory_threshold_mb')} MB**."
         )
 
 

@@ -334,8 +334,9 @@ class DistributedRunner:
     def progress(self, batch_id: int) -> BatchProgress:
         """The batch's counters, throughput and ETA from the store (any process)."""
         stored, rows = self.store.batch(batch_id)
-        return progress_of(stored.id, stored.total, stored.created_at, stored.finished_at,
-                           rows, self._clock.now())  # fmt: skip
+        progress = progress_of(stored.id, stored.total, stored.created_at, stored.finished_at,
+                               rows, self._clock.now())  # fmt: skip
+        return dataclasses.replace(progress, throttled_s=stored.throttled_s)
 
     def queue_depth(self) -> int:
         return self._counts().get(ItemState.QUEUED.value, 0)

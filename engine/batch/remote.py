@@ -58,6 +58,7 @@ from engine.batch.distributed import (
     watch_cron,
 )
 from engine.batch.events import event
+from engine.batch.memory import MemoryReader, process_memory_reader
 from engine.batch.policy import INTERRUPTED, classify, next_retry, retry_delay
 from engine.batch.records import FINISHED, Spec, attempt_json, describe, history_json, queued_row
 from engine.batch.worker import Execute
@@ -138,8 +139,10 @@ class ItemWorker:
         clock: Clock,
         say: Callable[[str], None],
         rng: random.Random | None = None,
+        memory: MemoryReader | None = None,
     ) -> None:
         self._runner = runner
+        self._memory = memory or process_memory_reader()
         self._store = runner.store
         self._execute = execute
         self._should_skip = should_skip
@@ -170,6 +173,8 @@ class ItemWorker:
             return self._end(row, spec, ItemState.SKIPPED.value, None, None)
         settings = settings_of(stored.config)
         with self._holding(batch_id, item_id):
+            if not self._memory_allows(settings, context, batch_id):
+                return self._stopped(row, spec, context, [], None)
             slot = self._slot(settings.max_concurrent_jobs, context)
             if slot is None:
                 return self._stopped(row, spec, context, [], None)
@@ -281,6 +286,24 @@ class ItemWorker:
             last.update(outcome=INTERRUPTED, error="its worker was lost",
                         duration_s=max(0.0, lasted.total_seconds()))  # fmt: skip
         return history
+
+    def _memory_allows(self, settings: BatchSettings, context: JobContext, batch_id: int) -> bool:
+        """Wait while this process's resident memory is above the batch's threshold
+        (``enableResourceThrottling``, as the thread runner does), adding the wait to
+        the batch's throttled seconds; False if the job is to abort meanwhile."""
+        if not settings.enable_resource_throttling:
+            return True
+        started = self._clock.monotonic()
+        try:
+            while self._memory() > settings.memory_threshold_mb:
+                if context.should_abort():
+                    return False
+                threading.Event().wait(_POLL_S)
+        finally:
+            waited = self._clock.monotonic() - started
+            if waited >= _POLL_S:
+                self._store.add_throttled(batch_id, waited)
+        return True
 
     def _slot(self, limit: int, context: JobContext) -> Slot | None:
         """One of ``limit`` global slots, taken in priority order; None if the job is

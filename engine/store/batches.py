@@ -241,6 +241,15 @@ class SqlBatchStore:
             row = conn.execute(query).first()
             return _batch_row(conn, batch_id), cast(ItemRow, row._asdict()) if row else None
 
+    def add_throttled(self, batch_id: int, seconds: float) -> None:
+        """Add ``seconds`` an item of the batch waited for memory (workers add theirs)."""
+        with self._db.transaction("batch_throttled") as conn:
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(throttled_s=batches.c.throttled_s + seconds)
+            )
+
     def record_item(self, row: ItemRow, now: datetime) -> tuple[bool, bool]:
         """Write one item's row unless the item is finished already (say cancelled
         meanwhile), and end its batch when this was its last unfinished item: one

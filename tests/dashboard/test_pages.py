@@ -20,7 +20,6 @@ from engine.clock import FakeClock
 from engine.domain.models import ItemState, Snapshot
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
-from engine.store.batches import NewBatch, SqlBatchStore
 from engine.store.schema import bench_results
 from engine.store.workers import SqlWorkerStore
 from tests.engine.sources.common import DISTRICTS as FOLDER_DISTRICTS
@@ -133,20 +132,6 @@ def test_batch_start_shows_clamping_runs_to_completion_and_jobs_appear(app: Open
     assert {j.district for j in engine().jobs(MONTH)} == {"1", "2"}
     month = next(s for s in at.sidebar.selectbox if s.label == "Month")
     assert month.value == MONTH, "the sidebar follows the month just started"
-    assert any("throttling **on** above **1024 MB**" in t for t in texts(at))
-
-
-def test_last_start_of_a_batch_for_the_workers_claims_no_memory_throttling(app: Open, db_url: str):
-    """The procrastinate runner's workers do not throttle on memory: the page says so."""
-    config = {"max_concurrent_jobs": 4, "retry_attempts": 3, "timeout_ms": 300000,
-              "enable_resource_throttling": True, "memory_threshold_mb": 1024,
-              "runner": "procrastinate"}  # fmt: skip
-    batch = NewBatch("month-end 2025-06", json.dumps(config), 0, "[]", engine().clock.now())
-    SqlBatchStore(engine().storage).create(batch)
-    at = app("batch")
-    assert_clean(at)
-    shown = [t for t in texts(at) if "Runs with concurrency **4**" in t]
-    assert shown and "no memory throttling" in shown[0] and "above" not in shown[0], shown
 
 
 def hold_fetches(monkeypatch: pytest.MonkeyPatch) -> None:
