@@ -55,6 +55,9 @@ def start_run(page: Page) -> None:
         chooser.fill(district)
         page.get_by_role("option", name=district, exact=True).click()
     page.keyboard.press("Escape")
+    # each pick reruns the page: a click on Start during a rerun can be lost (it was once
+    # on a loaded CI machine), so the page settles first
+    settle(page)
     page.get_by_role("button", name="Start", exact=True).click()
 
 
@@ -87,7 +90,7 @@ def test_month_end_run_from_the_browser(server: str, browser: Browser) -> None:
     screenshot(page, "cache")
 
     open_page(page, "Performance", "Performance")
-    expect(page.get_by_role("heading", name="Bottlenecks")).to_be_visible()
+    expect(page.get_by_role("heading", name="Bottlenecks")).to_be_visible(timeout=WAIT_MS)
     screenshot(page, "performance")
 
     open_page(page, "Before / after", "Before / after")
