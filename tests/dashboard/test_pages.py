@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,12 +15,14 @@ from streamlit.testing.v1 import AppTest
 from engine import settings as settings_mod
 from engine.app import queries
 from engine.app.console import Console, open_storage
+from engine.app.watcher import Watcher
 from engine.bench.e2e import STEPS
 from engine.cancel import NEVER, CancelToken
-from engine.clock import FakeClock
+from engine.clock import FakeClock, ShiftedClock
 from engine.domain.models import ItemState, Snapshot
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
+from engine.store.leases import Holder
 from engine.store.schema import bench_results
 from engine.store.workers import SqlWorkerStore
 from tests.engine.sources.common import DISTRICTS as FOLDER_DISTRICTS
@@ -441,6 +444,30 @@ def test_close_progress_offers_the_final_figures_as_csv(app: Open, populated: st
     assert download.proto.label == "Download final figures (CSV)"
     rows = queries.final_csv(engine(), MONTH).splitlines()
     assert len(rows) == 1 + len(DISTRICTS)  # header, then one row per district
+
+
+def test_close_progress_shows_the_watcher_or_how_to_start_one(
+    app: Open, populated: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("RECON_TODAY", "2025-07-20")  # June 2025 is the month just ended
+    at = app("close")
+    assert_clean(at)
+    assert "no watcher: start one with `recon watch`" in texts(at)
+    # A watcher of another process (`recon watch` elsewhere): its own console and holder.
+    settings = settings_mod.load(env={}, overrides={"storage": {"db_url": populated}})
+    console = Console(settings, clock=ShiftedClock(date(2025, 7, 20)))
+    watcher = Watcher(console, holder=Holder("elsewhere", "box-7", 4242))
+    try:
+        assert watcher.claim(threading.Event(), wait=False)
+        watcher.tick(every_s=3600)  # June is closed already: nothing to check
+        shown = " ".join(texts(at.run()))
+        assert "watcher on box-7 pid 4242, source sim: last tick 2025-07-20" in shown
+        assert "next tick 2025-07-20" in shown
+    finally:
+        watcher.close()
+        console.close()
+    shown = " ".join(texts(at.run()))
+    assert "no watcher: start one with `recon watch` (the last one ticked at 2025-07-20" in shown
 
 
 def test_the_default_month_has_ended_and_a_run_stops_at_today(

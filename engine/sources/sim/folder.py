@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
-from engine.domain.models import month_end
+from engine.domain.models import month_end, normalize_district
 from engine.sources.sim.simulator import Simulator
 
 
@@ -49,11 +49,11 @@ def summary_of(summary: str, districts: Sequence[str]) -> str:
     lines = summary.splitlines(keepends=True)
     header = next(csv.reader(lines[:1]))
     column = [h.strip().upper() for h in header].index("DISTRICT")
-    wanted = {d.lstrip("0") for d in districts}
+    wanted = {normalize_district(d) for d in districts}
     rows = [
         line
         for line, cells in zip(lines[1:-1], csv.reader(lines[1:-1]), strict=True)
-        if cells[column].strip().lstrip("0") in wanted
+        if normalize_district(cells[column].strip()) in wanted  # "02" is district 2
     ]
     return "".join((lines[0], *rows, lines[-1]))
 

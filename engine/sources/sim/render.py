@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 
 from engine.sources.sim.model import Club, ClubState
@@ -22,10 +22,16 @@ CLUB_PERFORMANCE_HEADER = (
     "Add. New Members", "Off. Trained Round 1", "Off. Trained Round 2", "Mem. dues on time Oct",
     "Mem. dues on time Apr", "Off. List On Time", "Club Distinguished Status",
 )
+# Today's layout (2025-26 on; header quoted in shared/real-exports/SOURCES.md): 25 columns,
+# REGION first, REGION and DISTRICT zero-padded, every cell quoted. The parser reads it
+# and the older 12-column one.
 DISTRICT_SUMMARY_HEADER = (
-    "DISTRICT", "REGION", "Paid Clubs", "Paid Club Base", "% Club Growth", "Total YTD Payments",
-    "Payment Base", "% Payment Growth", "Active Clubs", "Total Distinguished Clubs",
-    "Select Distinguished Clubs", "Presidents Distinguished Clubs",
+    "REGION", "DISTRICT", "DSP", "Training", "Market Analysis", "Communication Plan",
+    "Region Advisor Visit", "New Payments", "April Payments", "October Payments",
+    "Late Payments", "Charter Payments", "Total YTD Payments", "Payment Base",
+    "% Payment Growth", "Paid Club Base", "Paid Clubs", "% Club Growth", "Active Clubs",
+    "Distinguished Clubs", "Select Distinguished Clubs", "Presidents Distinguished Clubs",
+    "Smedley Distinguished Clubs", "Total Distinguished Clubs", "% Distinguished Clubs",
 )
 DISTRICT_PERFORMANCE_HEADER = (
     "District", "Division", "Area", "Club", "Club Name", "New", "Late Ren.", "Oct. Ren.",
@@ -35,9 +41,20 @@ DISTRICT_PERFORMANCE_HEADER = (
 # fmt: on
 
 
-def csv_text(header: Sequence[str], rows: list[list[str]], data_month: str, collected: date) -> str:
+def csv_text(
+    header: Sequence[str],
+    rows: list[list[str]],
+    data_month: str,
+    collected: date,
+    *,
+    quote_all: bool = False,
+) -> str:
+    """The export's text; ``quote_all``: every cell quoted, as the real files have them."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    if quote_all:
+        writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+    else:
+        writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
     writer.writerows(rows)
     out.write(footer(data_month, collected))
@@ -104,3 +121,49 @@ def payment_row(district: str, s: ClubState) -> list[str]:
 
 def pct(value: int, base: int) -> str:
     return f"{100 * (value - base) / base:.2f}%"
+
+
+def summary_row(
+    district: str,
+    region: int,
+    goals: Sequence[bool],
+    bases: tuple[int, int],
+    states: Iterable[ClubState],
+) -> list[str]:
+    """One district's row of :data:`DISTRICT_SUMMARY_HEADER`.
+
+    ``goals``: the five district goals met (DSP .. Region Advisor Visit); ``bases``:
+    the paid club base and the payment base; ``states``: the district's clubs.
+    """
+    club_base, payment_base = bases
+    paid = active = 0
+    payments = [0, 0, 0, 0]  # new, April, October, late
+    levels = dict.fromkeys(("", "D", "S", "P", "M"), 0)
+    # One pass over the clubs: this runs for every district of every summary.
+    for s in states:
+        payments[0] += s.new
+        payments[1] += s.apr_ren
+        payments[2] += s.oct_ren
+        payments[3] += s.late_ren
+        if s.standing == "good":
+            paid += 1
+            active += s.status == "Active"
+        levels[s.level] += 1
+    total, distinguished = sum(payments), sum(levels.values()) - levels[""]
+    return [
+        f"{region:02d}",
+        district.zfill(2) if district.isdigit() else district,  # "02", as the real file
+        *("Y" if met else "N" for met in goals),
+        *(f"{n:,}" for n in payments),
+        "0",  # charter payments: the model charters no club
+        f"{total:,}",
+        f"{payment_base:,}",
+        pct(total, payment_base),
+        f"{club_base:,}",
+        f"{paid:,}",
+        pct(paid, club_base),
+        str(active),
+        *(str(levels[code]) for code in ("D", "S", "P", "M")),
+        str(distinguished),
+        f"{100 * distinguished / paid if paid else 0:.2f}%",
+    ]

@@ -48,8 +48,8 @@ from engine.sources.sim.render import (
     csv_text,
     footer,
     payment_row,
-    pct,
     row_start,
+    summary_row,
 )
 
 
@@ -203,33 +203,14 @@ class Simulator:
 
     def _summary(self, month: str, collection_date: date) -> str:
         rows = [self._summary_row(d, month, collection_date) for d in DISTRICTS]
-        return csv_text(DISTRICT_SUMMARY_HEADER, rows, month, collection_date)
+        return csv_text(DISTRICT_SUMMARY_HEADER, rows, month, collection_date, quote_all=True)
 
     def _summary_row(self, district: str, month: str, collection_date: date) -> list[str]:
         info = self._district(district)
-        paid = payments = active = 0
-        levels = dict.fromkeys(("", "D", "S", "P", "M"), 0)
-        # One pass over the clubs: this runs for every district of every summary.
-        for s in self.clubs(district, month, collection_date):
-            payments += s.payments
-            if s.standing == "good":
-                paid += 1
-                active += s.status == "Active"
-            levels[s.level] += 1
-        return [
-            district,
-            f"{info.region:02d}",
-            f"{paid:,}",
-            f"{info.club_base:,}",
-            pct(paid, info.club_base),
-            f"{payments:,}",
-            f"{info.payment_base:,}",
-            pct(payments, info.payment_base),
-            str(active),
-            str(sum(levels.values()) - levels[""]),
-            str(levels["S"]),
-            str(levels["P"]),
-        ]
+        goals = random.Random(f"{self.seed}:goals:{district}:{month}").choices((True, False), k=5)
+        bases = (info.club_base, info.payment_base)
+        states = self.clubs(district, month, collection_date)
+        return summary_row(district, info.region, goals, bases, states)
 
     def _request(
         self, district: str, month: str, collection_date: date, cancel: CancelToken

@@ -7,6 +7,7 @@ a run on PostgreSQL must end in the same state."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -20,7 +21,7 @@ from sqlalchemy import create_engine, select
 
 from engine.app import queries
 from engine.app.console import Console
-from engine.app.watcher import WATCHER_LEASE, TickReport, Watcher
+from engine.app.watcher import WATCHER_LEASE, TickReport, Watcher, start_embedded
 from engine.clock import FakeClock
 from engine.settings import Settings
 from engine.sources.sim import Simulator
@@ -271,3 +272,49 @@ def wait_for(done: Callable[[], bool], deadline_s: float = 60.0) -> None:
     while not done():
         assert time.monotonic() < end, "not within the deadline"
         time.sleep(0.01)  # polling the watcher thread's progress
+
+
+def test_the_dashboard_runs_its_own_watcher_unless_another_holds_the_lease(
+    tmp_path: Path, db_url: str
+) -> None:
+    """``make run``: the dashboard's console starts a watcher thread on the simulator by
+    its clock; a second dashboard on the same database shows that one and starts none."""
+    clock = FakeClock(FIRST_DAY)
+    first, second = (make_console(tmp_path, db_url, clock) for _ in range(2))
+    try:
+        halt = start_embedded(first)
+        assert halt is not None
+        try:
+            assert start_embedded(second) is None  # the lease is held: it stands aside
+            wait_for(lambda: queries.watcher_view(second).ticks >= 1)
+            shown = queries.watcher_view(second)
+            assert (shown.running, shown.source, shown.pid) == (True, "sim", os.getpid())
+            jobs = second.jobs(MONTH)  # the month that ended by the clock, every district
+            assert sorted(j.district for j in jobs) == sorted(Simulator().districts())
+            assert {j.last_check_date for j in jobs} == {FIRST_DAY.date()}
+        finally:
+            halt()
+        assert queries.watcher_view(second).running is False  # stopped: the lease is free
+        again = start_embedded(second)
+        assert again is not None
+        again()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_no_embedded_watcher_when_turned_off_or_the_source_is_not_the_simulator(
+    tmp_path: Path, db_url: str
+) -> None:
+    clock = FakeClock(FIRST_DAY)
+    off = Settings().with_values("storage", db_url=db_url).with_values("watch", embedded=False)
+    folder = tmp_path / "exports"
+    list(export_folder(Simulator(), MONTH, folder, districts=DISTRICTS))
+    on_folder = make_console(tmp_path, db_url, clock, source=str(folder))
+    consoles = [Console(off, clock=clock), on_folder]
+    try:
+        assert [start_embedded(c) for c in consoles] == [None, None]
+        assert queries.watcher_view(consoles[0]).running is False
+    finally:
+        for console in consoles:
+            console.close()

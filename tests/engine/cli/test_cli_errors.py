@@ -230,7 +230,7 @@ def test_sim_export_of_some_districts_writes_only_their_summary_rows(
     assert summaries
     for summary in summaries:
         rows = list(csv.reader(summary.read_text(encoding="utf-8").splitlines()))
-        assert [r[0] for r in rows[1:-1]] == ["1", "2"]
+        assert [r[1] for r in rows[1:-1]] == ["01", "02"]  # DISTRICT, zero-padded
         assert rows[-1][0].startswith("Month of")
     # a run on that folder, every district it lists: both complete, none fails
     assert main(["run", "--month", MONTH, "--source", str(out), "--db", db_url(tmp_path)]) == 0

@@ -1,6 +1,6 @@
 """``recon watch`` in real processes on one SQLite file: two watchers, the active one
 killed with SIGKILL and the standby taking over without checking a (job, collection
-date) twice; SIGTERM stopping a watcher cleanly mid-tick."""
+date) twice; SIGTERM or SIGINT stopping a watcher cleanly mid-tick."""
 
 from __future__ import annotations
 
@@ -139,16 +139,17 @@ def _held_by(store: Any, pid: int) -> Any:
     return record if record is not None and record.holder.pid == pid else None
 
 
-def test_sigterm_stops_a_watcher_mid_tick_cleanly(
-    tmp_path: Path, reference: dict[str, Any]
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_watcher_mid_tick_cleanly(
+    tmp_path: Path, reference: dict[str, Any], sig: signal.Signals
 ) -> None:
     db = tmp_path / "term.db"
     proc = recon(*watch_args(db, tmp_path, "--every", "1"), env=env(**SLOW))
     poll(lambda: entries(db) >= 2 or None, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)  # SIGINT: Ctrl-C
     code, err = finish(proc)
     assert code == 0, err
-    assert "SIGTERM: stopping" in err
+    assert f"{sig.name}: stopping" in err
     with leases(db) as store:
         assert store.holder("watcher") is None  # released, not left to expire
     with closing(sqlite3.connect(db)) as conn:

@@ -29,6 +29,7 @@ from engine.sources.parse import (
     summary_districts,
     summary_metrics,
 )
+from engine.sources.sim import Simulator
 from tests.engine.sources.common import recon_run, results
 
 SHUBHWIP = "shubhwip__toastmasters-program-quality-leaderboard/testdata"
@@ -228,6 +229,20 @@ def test_the_district_summary_of_2025_26_parses() -> None:
     assert first.numbers["Total Distinguished Clubs"] == 45.0
     assert first.numbers["% Payment Growth"] == 2.10
     assert first.numbers["Presidents Distinguished Clubs"] == 9.0
+
+
+def test_the_simulator_renders_the_2025_26_layout_every_cell_quoted() -> None:
+    text = Simulator(seed=3).district_summary_csv("2026-05", date(2026, 6, 2))
+    lines = text.split("\r\n")
+    assert lines[0] == SUMMARY_2025_26
+    rows = list(csv.reader(lines[1:-2]))
+    assert all(line.startswith('"') and line.endswith('"') for line in lines[1:-2])
+    assert all(len(row) == 25 for row in rows)
+    assert [row[1] for row in rows[:3]] == ["01", "02", "03"]  # DISTRICT zero-padded
+    assert lines[-2] == "Month of May, As of 06/01/2026" and lines[-1] == ""
+    export = parse_export(text, "districtsummary.csv", requested="2026-05")
+    assert summary_districts(export)[:3] == ["1", "2", "3"]
+    assert summary_metrics(export, "02")["paid_clubs"] == float(rows[1][16])
 
 
 # --- whole runs (`recon run --source FOLDER`) on folders of real exports ----------------

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import csv
+import io
+from collections import Counter
 from datetime import date, timedelta
 
 import pytest
@@ -105,13 +108,23 @@ def test_distinguished_levels_obey_the_rules(sim: Simulator) -> None:
 
 def test_district_summary_lists_every_district_with_consistent_figures(sim: Simulator) -> None:
     day = date(2025, 4, 3)
-    summary = parse_export(sim.district_summary_csv("2025-03", day), "summary")
+    text = sim.district_summary_csv("2025-03", day)
+    summary = parse_export(text, "summary")
     assert summary.report == Report.DISTRICT_SUMMARY
     assert [r.text["DISTRICT"] for r in summary.rows] == sim.districts()
     row = next(r for r in summary.rows if r.text["DISTRICT"] == "42")
     states = sim.clubs("42", "2025-03", day)
     assert row.numbers["Total YTD Payments"] == sum(s.payments for s in states)
     assert row.numbers["Active Clubs"] == sum(s.status == "Active" for s in states)
+    levels = Counter(s.level for s in states)
+    assert row.numbers["Distinguished Clubs"] == levels["D"]
+    assert row.numbers["Smedley Distinguished Clubs"] == levels["M"]
+    assert row.numbers["Total Distinguished Clubs"] == sum(levels[c] for c in "DSPM") > 0
+    # Columns the parser leaves out (the engine uses none of them), as the file has them:
+    cells = next(r for r in csv.DictReader(io.StringIO(text)) if r["DISTRICT"] == "42")
+    parts = ("New Payments", "April Payments", "October Payments", "Late Payments")
+    assert sum(int(cells[p].replace(",", "")) for p in parts) == sum(s.payments for s in states)
+    assert cells["Charter Payments"] == "0"
 
 
 def test_injected_failures_are_transient_and_retries_can_succeed() -> None:
