@@ -4,7 +4,8 @@ The file records the suite run it comes from (time, commit, whether the working
 tree had other changes, how many tests passed) and ends with a SHA-256 of
 everything above it. ``python -m tests.reliability.report --check`` (and
 tests/reliability/test_report.py, part of ``make test``) verifies that hash and
-that the recorded run passed: a hand edit, or a report of a failing run, fails.
+that the recorded run passed with a row for each of today's tests (:data:`TITLES`): a
+hand edit, a report of a failing run, or one from before a row was added, fails.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ non-loopback address without a token (tests/engine/api/test_api.py); the API is 
 from its OpenAPI schema with no 5xx (tests/engine/api/test_api_fuzz.py). No pickle or
 eval touches outside data."""
 
+TABLE_HEADER = "| what was tried | outcome | configured | measured |"
 SEAL = re.compile(r"^<!-- sha256 of the text above: ([0-9a-f]{64}) -->$")
 SUMMARY = re.compile(r"^Suite: (\d+) passed, (\d+) failed, (\d+) skipped, (\d+) rows not run\.$")
 
@@ -112,7 +114,7 @@ def body(run: Run) -> str:
         "",
         EXPLANATION,
         "",
-        "| what was tried | outcome | configured | measured |",
+        TABLE_HEADER,
         "|---|---|---|---|",
     ]
     figures: Mapping[str, Mapping[str, Mapping[str, object]]] = run["figures"]
@@ -130,7 +132,8 @@ def seal(text: str) -> str:
 
 
 def verify(report: str) -> list[str]:
-    """What is wrong with a RELIABILITY.md: edited by hand, or from a run that did not pass."""
+    """What is wrong with a RELIABILITY.md: edited by hand, from a run that did not pass,
+    or from a suite with other rows than today's."""
     text, _, last = report.rstrip("\n").rpartition("\n")
     sealed = SEAL.match(last)
     if sealed is None:
@@ -143,7 +146,25 @@ def verify(report: str) -> list[str]:
     passed, failed, _, not_run = (int(g) for g in found.groups())
     problems = [f"{failed} tests failed in the recorded run"] if failed else []
     problems += [f"{not_run} rows were not run"] if not_run else []
-    return problems + (["no test passed in the recorded run"] if not passed else [])
+    problems += [] if passed else ["no test passed in the recorded run"]
+    return problems + stale_rows(text)
+
+
+def stale_rows(text: str) -> list[str]:
+    """The suite's rows a report lacks, and rows it holds that no test makes now: the
+    report of a run before a row's test was added (or renamed) is not this suite's."""
+    shown = [
+        line.split(" | ")[0].removeprefix("| ")
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith(TABLE_HEADER)
+    ]
+    missing = [t for t in TITLES.values() if t not in shown]
+    extra = [r for r in shown if r not in TITLES.values()]
+    return [
+        f"{what} {', '.join(names)}: regenerate it with `make reliability`"
+        for what, names in (("no row for", missing), ("rows no test makes:", extra))
+        if names
+    ]
 
 
 def main(argv: Sequence[str] = ()) -> int:

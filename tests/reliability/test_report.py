@@ -44,3 +44,18 @@ def test_a_report_of_a_failing_or_partial_run_is_refused() -> None:
     partial = a_run()
     del partial["outcomes"][next(iter(partial["outcomes"]))]
     assert verify(seal(body(partial))) == ["1 rows were not run"]
+
+
+def test_a_report_from_before_a_row_was_added_is_refused() -> None:
+    """A report of the suite as it was before a test was added (the committed one lacked
+    'PostgreSQL restarted mid-batch' for a while, and verified) or renamed."""
+    rows = body(a_run()).splitlines(keepends=True)
+    older = "".join(r for r in rows if not r.startswith("| Parser fuzzing (hypothesis) |"))
+    renamed = body(a_run()).replace("| Memory of a large run |", "| Memory, large run |", 1)
+    assert verify(seal(older)) == [
+        "no row for Parser fuzzing (hypothesis): regenerate it with `make reliability`"
+    ]
+    assert verify(seal(renamed)) == [
+        "no row for Memory of a large run: regenerate it with `make reliability`",
+        "rows no test makes: Memory, large run: regenerate it with `make reliability`",
+    ]

@@ -304,6 +304,12 @@ BAD_JOBS = [
     ({"districtId": "1", "targetMonth": "2025-13"}, "jobs.0.targetMonth"),
     ({"districtId": "1", "targetMonth": "1999-12"}, "jobs.0.targetMonth"),
     ({"districtId": "1", "targetMonth": "June"}, "jobs.0.targetMonth"),
+    # other scripts' digits and a trailing newline (issue #18, defect 4): runs that never moved
+    ({"districtId": "1", "targetMonth": "２０２５-06"}, "jobs.0.targetMonth"),
+    ({"districtId": "1", "targetMonth": "٢٠٢٥-٠٦"}, "jobs.0.targetMonth"),
+    ({"districtId": "1", "targetMonth": f"{MONTH}\n"}, "jobs.0.targetMonth"),
+    ({"districtId": "４２", "targetMonth": MONTH}, "jobs.0.districtId"),
+    ({"districtId": "42\n", "targetMonth": MONTH}, "jobs.0.districtId"),
     ({"districtId": "1", "targetMonth": MONTH, "priority": 10**6}, "jobs.0.priority"),
     ({"districtId": "1", "targetMonth": MONTH, "extra": 1}, "jobs.0.extra"),
     ({"targetMonth": MONTH}, "jobs.0.districtId"),
@@ -325,6 +331,11 @@ def test_more_validation_errors(serve: Serve) -> None:
         client.post(JOBS, json={"targetMonth": MONTH, "districtIds": ["?"]}), 422, "districtIds.0"
     )
     refused(client.get(JOBS, params={"month": "2025-6"}), 422, "month")
+    for month in ("２０２５-06", f"{MONTH}\n"):
+        refused(
+            client.post(JOBS, json={"targetMonth": month, "districtIds": ["1"]}), 422, "targetMonth"
+        )
+        refused(client.get(JOBS, params={"month": month}), 422, "month")
     refused(client.get(JOBS), 422, "month")
     refused(client.get(JOBS, params={"month": MONTH, "status": "done"}), 422, "status")
     refused(client.get(f"{JOBS}/0"), 422, "job_id")

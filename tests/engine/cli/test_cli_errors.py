@@ -115,6 +115,33 @@ def test_status_json_into_a_closed_pipe_exits_quietly(
     assert proc.returncode == 128 + signal.SIGPIPE
 
 
+# --- defect 4: months and district ids are ASCII, matched in full ----------------------
+
+
+@pytest.mark.parametrize("month", ["２０２５-06", "٢٠٢٥-٠٦", f"{MONTH}\n", f"{MONTH} "])
+def test_a_month_in_other_digits_or_with_a_newline_is_refused(
+    month: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--month $'2025-03\\n'`` was stored as a month of its own; no batch is started."""
+    for command in (
+        ["run", "--districts", "1"],
+        ["batch", "start", "--districts", "1"],
+        ["status"],
+    ):
+        assert main([*command, "--month", month, "--db", db_url(tmp_path)]) == 2
+        one_line_error(capsys, "month=", "expected YYYY-MM")
+    assert batch_list(tmp_path, capsys) == []
+
+
+@pytest.mark.parametrize("district", ["４２", "٤٢", "4-2"])
+def test_a_district_in_other_digits_is_refused(
+    district: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--month", MONTH, "--districts", f"1,{district}", "--db", db_url(tmp_path)]
+    assert main(argv) == 2
+    one_line_error(capsys, "district=", "letters or digits")
+
+
 # --- defect 8: smaller ones -------------------------------------------------------------
 
 
