@@ -122,8 +122,12 @@ class Console:
         self.storage = open_storage(settings.storage, clock=self.clock, instrument=rec)
         perf = SqlPerfStore(self.storage)
         self.monitor = Monitor(settings.monitor, clock=self.clock, store=perf, recorder=rec)
-        self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
-        self.cache.set_prefetcher(prefetcher(self.cache, self.storage))
+        self.cache = CacheService(
+            settings.cache,
+            clock=self.clock,
+            instrument=self.recorder,
+            prefetch=prefetcher(self.storage),
+        )
         parts = settings.storage.parts()
         self.source = source or _make_source(settings, parts, self.recorder, self.clock)
         self.reconciler = Reconciler(
