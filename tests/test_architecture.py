@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.domain.models import BatchStatus, ItemState, JobStatus
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("engine", "dashboard")
 STORE = ROOT / "engine" / "store"
@@ -155,3 +157,107 @@ def test_a_function_body_is_counted_without_its_docstring(source: str, lines: in
 )
 def test_sql_text_is_recognised(text: str, sql: bool) -> None:
     assert bool(_SQL.match(text)) is sql
+
+
+# --- one vocabulary ----------------------------------------------------------------------------
+
+_VOCABULARY = frozenset(s.value for enum in (JobStatus, BatchStatus, ItemState) for s in enum)
+
+
+def _literals(node: ast.expr) -> Iterator[str]:
+    """The string constants of a comparison's operand (a tuple, list or set of them too)."""
+    items = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
+    for item in items:
+        if isinstance(item, ast.Constant) and isinstance(item.value, str):
+            yield item.value
+
+
+def test_statuses_are_compared_through_their_enums() -> None:
+    """``status == JobStatus.FAILED``, never ``status == "failed"``: one vocabulary, so a
+    renamed or added state is found by the type checker, not by a user."""
+    offenders = [
+        f"{_where(path, node)}: {word!r}"
+        for path in _sources(*PACKAGES)
+        for node in ast.walk(_tree(path))
+        if isinstance(node, ast.Compare)
+        for operand in (node.left, *node.comparators)
+        for word in _literals(operand)
+        if word in _VOCABULARY
+    ]
+    assert not offenders, (
+        "a status compared with a bare string (use JobStatus, BatchStatus or ItemState):\n"
+        + "\n".join(offenders)
+    )
+
+
+# --- the storage mode --------------------------------------------------------------------------
+
+COMPOSITION_ROOT = ROOT / "engine" / "app" / "console.py"
+# Settings define the mode; the benchmarks build settings for each step they compare.
+_MODE_DEFINED = (ROOT / "engine" / "settings.py", ROOT / "engine" / "bench")
+_MODES = frozenset({"naive", "optimized"})
+
+
+def _asks_for_the_mode(node: ast.AST) -> bool:
+    """A comparison with a mode name or a ``.mode``, or a call of ``.parts()`` (the
+    storage parts the mode stands for)."""
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Attribute) and node.func.attr == "parts"
+    if not isinstance(node, ast.Compare):
+        return False
+    operands = (node.left, *node.comparators)
+    return any(isinstance(o, ast.Attribute) and o.attr == "mode" for o in operands) or any(
+        word in _MODES for o in operands for word in _literals(o)
+    )
+
+
+def test_only_the_composition_root_asks_for_the_storage_mode() -> None:
+    """naive vs optimized is chosen once, by choosing implementations in
+    :mod:`engine.app.console`; every other part is given what it needs."""
+    offenders = [
+        _where(path, node)
+        for path in _sources(*PACKAGES)
+        if path != COMPOSITION_ROOT and not any(path.is_relative_to(d) for d in _MODE_DEFINED)
+        for node in ast.walk(_tree(path))
+        if _asks_for_the_mode(node)
+    ]
+    assert not offenders, "the storage mode asked for outside the composition root:\n" + "\n".join(
+        offenders
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "asks"),
+    [
+        ("settings.mode == 'naive'", True),
+        ("'optimized' != storage.mode", True),
+        ("settings.storage.mode in ('naive', 'optimized')", True),
+        ("'caches' in settings.parts()", True),
+        ("f'{storage.mode} mode'", False),
+        ("step == 'warm-up'", False),
+    ],
+)
+def test_asking_for_the_mode_is_recognised(source: str, asks: bool) -> None:
+    tree = ast.parse(source, mode="eval")
+    assert any(_asks_for_the_mode(node) for node in ast.walk(tree)) is asks
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("info.status == 'running'", ["running"]),
+        ("row['status'] in ('active', 'pending')", ["active", "pending"]),
+        ("status is JobStatus.FAILED", []),
+        ("counts.get('failed')", []),
+    ],
+)
+def test_a_bare_status_is_recognised(source: str, words: list[str]) -> None:
+    tree = ast.parse(source, mode="eval")
+    found = [
+        word
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare)
+        for operand in (node.left, *node.comparators)
+        for word in _literals(operand)
+    ]
+    assert found == words

@@ -98,7 +98,7 @@ def batch_out(console: Console, detail: BatchDetail, redact: PathRedactor) -> An
     return view(
         BatchOut,
         info,
-        done=info.status != "running",
+        done=info.status.finished,
         progress=_progress(console, info.batch_id),
         items=[_item_out(item, redact) for item in detail.items],
     )

@@ -42,13 +42,14 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import CoreSchema
 
+from engine.app.months import MonthStatus
 from engine.app.queries import WatcherView, WorkerView
 from engine.batch.runner import AttemptRecord, BatchInfo, BatchProgress, ItemRecord
 from engine.clock import as_utc
 from engine.domain.models import Job, MetricChange, TimelineEntry, validate_month
 from engine.domain.rules import JobProgress
 from engine.errors import ConfigError
-from engine.monitor.core import Bottleneck, OperationStats
+from engine.monitor.core import Bottleneck, OperationStats, Recommendation
 from engine.reconcile import MonthProgress
 from engine.settings import BatchSettings
 from engine.store.storage import StorageCacheStats
@@ -286,6 +287,12 @@ BottleneckOut = derive(
     types={"values": (CamelFloats, Field(description="the numbers that made the rule fire"))},
     add={"stats": Annotated[OperationStats, As(OperationStatsOut)] | None},
 )
+RecommendationOut = derive(
+    Recommendation,
+    name="RecommendationOut",
+    rename={"message": "recommendation"},
+    types={"values": CamelFloats},
+)
 ChangeOut = derive(
     MetricChange,
     name="ChangeOut",
@@ -354,13 +361,6 @@ BatchOut = derive(
 
 
 # --- engine mappings, declared -----------------------------------------------------------------
-
-
-class RecommendationOut(Out):
-    category: str
-    priority: Level
-    recommendation: str = Field(validation_alias="message")
-    values: CamelFloats
 
 
 class ReportSummaryOut(Out):
@@ -434,6 +434,7 @@ StorageCacheOut = derive(StorageCacheStats, name="StorageCacheOut")
 
 OperationStatsJson = Annotated[OperationStats, As(OperationStatsOut)]
 BottleneckJson = Annotated[Bottleneck, As(BottleneckOut)]
+RecommendationJson = Annotated[Recommendation, As(RecommendationOut)]
 
 
 class ErrorOut(Out):
@@ -459,7 +460,7 @@ class BottlenecksOut(Out):
 
 
 class RecommendationsOut(Out):
-    recommendations: list[RecommendationOut]
+    recommendations: list[RecommendationJson]
     total_recommendations: int
     high_priority: int
     medium_priority: int
@@ -480,7 +481,7 @@ class ReportBodyOut(Out):
     top_operations: list[OperationStatsJson]
     bottlenecks: list[BottleneckJson]
     resource_summary: ResourceSummaryOut
-    recommendations: list[RecommendationOut]
+    recommendations: list[RecommendationJson]
     source: str
 
 
@@ -521,6 +522,9 @@ class JobsOut(Out):
     jobs: list[Annotated[Job, As(JobOut)]]
     total: int
     progress: Annotated[MonthProgress, As(MonthProgressOut)]
+    month_status: MonthStatus = Field(
+        description="where the month's close stands (as `recon status` and the dashboard say)"
+    )
 
 
 class TimelineOut(Out):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from engine.app.months import MonthStatus, status_of
 from engine.clock import Clock
+from engine.domain.models import JobStatus
 from engine.notify.delivery import Transport
 from engine.notify.notifier import Notifier, WatcherTicks
 from engine.notify.rules import OperationP95, PerfFigures
@@ -48,7 +49,7 @@ def month_final_event(console: Console, month: str) -> NewEvent | None:
     progress = console.reconciler.month_progress(month)  # fresh: not the cached figures
     if status_of(progress, None) is not MonthStatus.CLOSED:
         return None
-    if progress.by_status.get("failed") or progress.by_status.get("cancelled"):
+    if progress.by_status.get(JobStatus.FAILED) or progress.by_status.get(JobStatus.CANCELLED):
         return None
     jobs = console.storage.jobs(month=month)
     final = max((j.final_as_of for j in jobs if j.final_as_of), default=None)

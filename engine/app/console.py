@@ -28,6 +28,7 @@ from engine.cache import CacheService
 from engine.cancel import CancelToken
 from engine.clock import Clock, SystemClock
 from engine.domain.models import (
+    ItemState,
     Job,
     TimelineEntry,
     month_end,
@@ -121,8 +122,12 @@ class Console:
         self.storage = open_storage(settings.storage, clock=self.clock, instrument=rec)
         perf = SqlPerfStore(self.storage)
         self.monitor = Monitor(settings.monitor, clock=self.clock, store=perf, recorder=rec)
-        self.cache = CacheService(settings.cache, clock=self.clock, instrument=self.recorder)
-        self.cache.set_prefetcher(prefetcher(self.cache, self.storage))
+        self.cache = CacheService(
+            settings.cache,
+            clock=self.clock,
+            instrument=self.recorder,
+            prefetch=prefetcher(self.storage),
+        )
         parts = settings.storage.parts()
         self.source = source or _make_source(settings, parts, self.recorder, self.clock)
         self.reconciler = Reconciler(
@@ -289,12 +294,12 @@ class Console:
 
     def _on_batch_event(self, event: Mapping[str, Any]) -> None:
         kind, spec = event.get("type"), event.get("spec") or {}
-        if kind not in ("failed", "cancelled") or "job_id" not in spec:
+        if kind not in (ItemState.FAILED, ItemState.CANCELLED) or "job_id" not in spec:
             return
         if self.leases.lost(str(spec.get("month"))):
             return  # the month's jobs are another process's now: leave them to it
         # A job fails only when the runner has given up on its item (retries exhausted).
-        if kind == "failed":
+        if kind == ItemState.FAILED:
             self.reconciler.fail(int(spec["job_id"]), str(event.get("error", "")))
         else:
             self.reconciler.cancel(int(spec["job_id"]))
@@ -307,7 +312,7 @@ class Console:
         call counts every job's outcome. Applying an outcome twice changes nothing.
         """
         for item in self.batch.batch_detail(batch_id).items:
-            if item.status in ("failed", "cancelled"):
+            if item.status in (ItemState.FAILED, ItemState.CANCELLED):
                 self._on_batch_event({"type": item.status, "spec": item.spec, "error": item.error})
 
     # --- reads (through the cache) -----------------------------------------------------------

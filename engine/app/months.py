@@ -21,7 +21,7 @@ from datetime import date, timedelta
 from typing import Protocol
 
 from engine.batch.runner import BatchInfo, BatchProgress
-from engine.domain.models import month_end, month_of, validate_month
+from engine.domain.models import JobStatus, month_end, month_of, validate_month
 from engine.errors import ConfigError
 from engine.reconcile import MonthProgress
 
@@ -128,7 +128,9 @@ def status_of(progress: MonthProgress, batch_id: int | None) -> MonthStatus:
         return MonthStatus.NOT_STARTED
     if progress.percent_finalized < 100:  # some districts have not stopped
         return MonthStatus.OPEN
-    stopped = progress.by_status.get("failed", 0) + progress.by_status.get("cancelled", 0)
+    stopped = progress.by_status.get(JobStatus.FAILED, 0) + progress.by_status.get(
+        JobStatus.CANCELLED, 0
+    )
     return MonthStatus.INCOMPLETE if stopped else MonthStatus.CLOSED
 
 

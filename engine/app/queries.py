@@ -32,8 +32,11 @@ from engine.cache import LAYERS
 from engine.cache.tuning import simulate
 from engine.domain.models import (
     ALL_METRICS,
+    BatchStatus,
+    ItemState,
     Job,
     JobStatus,
+    Phase,
     TimelineEntry,
     month_end,
     month_of,
@@ -94,24 +97,22 @@ def _previous_month(month: str) -> str:
 
 
 DISTRICT_STATES = (
-    "pending",
-    "monitoring",
-    "stabilizing",
-    "finalizing",
-    "completed",
-    "failed",
-    "cancelled",
+    JobStatus.PENDING.value,
+    *(phase.value for phase in Phase),
+    JobStatus.COMPLETED.value,
+    JobStatus.FAILED.value,
+    JobStatus.CANCELLED.value,
 )
 """The states a district is shown in, each district in exactly one: not checked yet,
 one of the phases of an active job, or how it stopped."""
 ATTENTION_ORDER = (
-    "failed",
-    "cancelled",
-    "finalizing",
-    "stabilizing",
-    "monitoring",
-    "pending",
-    "completed",
+    JobStatus.FAILED.value,
+    JobStatus.CANCELLED.value,
+    Phase.FINALIZING.value,
+    Phase.STABILIZING.value,
+    Phase.MONITORING.value,
+    JobStatus.PENDING.value,
+    JobStatus.COMPLETED.value,
 )
 """The order districts are listed in: what needs a person first, final ones last."""
 
@@ -528,8 +529,9 @@ def batch_history(console: Console, limit: int = 50) -> list[dict[str, Any]]:
     return [_batch_row(info) for info in console.batch.list_batches(limit=limit)]
 
 
-DONE = frozenset({"succeeded", "failed", "skipped"})
+DONE = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.SKIPPED})
 """Items that ran to an end; cancelled items are finished but not done."""
+_SHOWN_COUNTS = (ItemState.SUCCEEDED, ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
 
 
 def _batch_row(info: BatchInfo) -> dict[str, Any]:
@@ -543,10 +545,7 @@ def _batch_row(info: BatchInfo) -> dict[str, Any]:
         "created_at": info.created_at,
         "finished_at": info.finished_at,
         "total": info.total,
-        "succeeded": counts.get("succeeded", 0),
-        "failed": counts.get("failed", 0),
-        "skipped": counts.get("skipped", 0),
-        "cancelled": counts.get("cancelled", 0),
+        **{state.value: counts.get(state, 0) for state in _SHOWN_COUNTS},
         "done": done,
         "unfinished": info.total - finished,
         "percent": 100.0 * done / info.total if info.total else 0.0,
@@ -1080,7 +1079,7 @@ def batch_marks(console: Console, window_s: float) -> list[dict[str, Any]]:
         if info.created_at >= after:
             marks.append({"at": _naive(info.created_at), "label": f"batch {info.batch_id} start"})
         if info.finished_at is not None and info.finished_at >= after:
-            end = "cancelled" if info.status == "cancelled" else "finished"
+            end = info.status if info.status is BatchStatus.CANCELLED else BatchStatus.FINISHED
             marks.append({"at": _naive(info.finished_at), "label": f"batch {info.batch_id} {end}"})
     return marks
 

@@ -15,7 +15,7 @@ from engine.batch.distributed import AnyRunner, DistributedRunner
 from engine.batch.records import Spec
 from engine.batch.runner import BatchRunner
 from engine.batch.worker import Execute
-from engine.cache import CacheService
+from engine.cache import CacheService, Prefetch
 from engine.clock import Clock
 from engine.domain.models import ItemState, JobStatus
 from engine.errors import NotFoundError
@@ -135,10 +135,10 @@ def month_leases(
     return MonthLeases(leases, runner=batch, ttl_s=settings.lease_ttl_s, flush=storage.flush)
 
 
-def prefetcher(cache: CacheService, storage: Storage) -> Callable[[int], None]:
+def prefetcher(storage: Storage) -> Prefetch:
     """A job read often: load its timeline and its district's other recent jobs."""
 
-    def prefetch(job_id: int) -> None:
+    def prefetch(cache: CacheService, job_id: int) -> None:
         with reads_for("prefetch"):  # for the UIs' reads: not the engine's work
             job = storage.get_job(job_id)
             timeline = storage.timeline(job_id)

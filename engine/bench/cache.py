@@ -106,8 +106,7 @@ def _time_dict(batches: int) -> list[float]:
 def workload_hit_rate(*, seconds: int, seed: int = 7) -> float:
     """Total hit rate of the month-end workload described above."""
     clock = FakeClock()
-    cache = CacheService(CacheSettings(), clock=clock)
-    cache.set_prefetcher(lambda job_id: _prefetch(cache, job_id))
+    cache = CacheService(CacheSettings(), clock=clock, prefetch=_prefetch)
     rng = random.Random(seed)
     weights = [1 / (rank + 1) for rank in range(_DISTRICTS)]  # a few districts draw most eyes
     looking_at = [0] * _SESSIONS

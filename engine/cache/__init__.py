@@ -21,9 +21,9 @@ Tags let writes invalidate what they change: ``set("timelines", 17, entries,
 tags=(("job", 17), ("district", "42")))`` is removed by ``invalidate_job(17)``
 and by ``invalidate_district("42")``. Job ids are ints.
 
-Prefetching: the owner registers ``set_prefetcher(fn)``. When an entry of a
+Prefetching: the owner passes ``CacheService(..., prefetch=fn)``. When an entry of a
 job (a ``jobs`` key, or an entry tagged ``("job", id)``) has been read
-``prefetchThreshold`` times, ``fn(job_id)`` runs on one background thread fed
+``prefetchThreshold`` times, ``fn(cache, job_id)`` runs on one background thread fed
 by a bounded queue (a full queue drops the request and counts it). Entries
 written while ``fn`` runs, or with ``set(..., prefetched=True)``, are counted
 as prefetches, and their first later read as a prefetch hit.
@@ -45,7 +45,7 @@ from engine.cache.housekeeping import SAMPLE_INTERVAL_S
 from engine.cache.layer import TRACE_LEN
 from engine.cache.policies import POLICIES
 from engine.cache.prefetch import PREFETCH_QUEUE
-from engine.cache.service import HISTORY_LEN, LAYERS, CacheService
+from engine.cache.service import HISTORY_LEN, LAYERS, CacheService, Prefetch
 from engine.cache.values import freeze
 
 __all__ = [
@@ -56,5 +56,6 @@ __all__ = [
     "SAMPLE_INTERVAL_S",
     "TRACE_LEN",
     "CacheService",
+    "Prefetch",
     "freeze",
 ]

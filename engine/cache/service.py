@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
@@ -25,6 +26,10 @@ HISTORY_LEN = 720  # one hour of samples
 _TIMING_MASK = 15  # get() times one call in 16: the clock costs as much as a hit
 
 
+Prefetch = Callable[["CacheService", int], None]
+"""Loads a hot job's related entries into the cache it is given (on the prefetch thread)."""
+
+
 class CacheService:
     """Multi-layer cache with expiry, single-flight loads, prefetching and statistics.
 
@@ -32,6 +37,8 @@ class CacheService:
         settings: sizes, TTL, prefetch and cleanup settings; every layer starts with them.
         clock: drives expiry, cleanup and sampling (a ``FakeClock`` in tests).
         on_sample: called with each history sample (e.g. to export it).
+        prefetch: ``prefetch(cache, job_id)`` loads a hot job's related entries into
+            ``cache`` (see :mod:`engine.cache`); None: no prefetching.
 
     Thread-safe. ``start()`` runs the cleanup and sampling thread; ``close()`` stops it.
     """
@@ -43,6 +50,7 @@ class CacheService:
         clock: Clock | None = None,
         on_sample: Callable[[dict[str, Any]], None] | None = None,
         instrument: Instrument = NO_INSTRUMENT,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock or SystemClock()
@@ -55,7 +63,9 @@ class CacheService:
             )
             for name in LAYERS
         }
-        self._prefetch: PrefetchWorker | None = None
+        self._prefetch = (
+            PrefetchWorker(functools.partial(prefetch, self), self._local) if prefetch else None
+        )
         self._lock = threading.Lock()  # prefetcher and history
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LEN)
         self._housekeeper = Housekeeper(
@@ -179,13 +189,6 @@ class CacheService:
             ) from None
 
     # --- prefetching ---------------------------------------------------------------------------
-
-    def set_prefetcher(self, fn: Callable[[int], None] | None) -> None:
-        """Register what loads a hot job's related entries (``None`` turns prefetching off)."""
-        with self._lock:
-            old, self._prefetch = self._prefetch, PrefetchWorker(fn, self._local) if fn else None
-        if old is not None:
-            old.close()
 
     def _hot(self, job_id: int) -> None:
         worker = self._prefetch

@@ -24,13 +24,18 @@ from rich.table import Table
 from engine.batch.distributed import AnyRunner
 from engine.batch.records import BatchInfo, BatchProgress
 from engine.cli.options import Clamped, district_ids, split_ids
-from engine.domain.models import validate_district, validate_month
+from engine.domain.models import ItemState, validate_district, validate_month
 from engine.errors import EngineError
 
 out = RichConsole()
 err = RichConsole(stderr=True)
 _BAR_REFRESH_S = 0.25  # how often the progress bar reads the batches' progress
-COUNTS = ("succeeded", "failed", "skipped", "cancelled", "queued", "running", "retrying")
+COUNTS = tuple(
+    state.value
+    for state in (ItemState.SUCCEEDED, ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED,
+                  ItemState.QUEUED, ItemState.RUNNING, ItemState.RETRYING)
+)  # fmt: skip
+"""Item states in the order the tables show them (the first four: how items ended)."""
 
 
 def register(subparsers: Any) -> None:

@@ -30,7 +30,7 @@ from engine import settings as settings_mod
 from engine.app import queries
 from engine.cli.options import Clamped, check_simulator_options, district_ids, finite_float
 from engine.clock import clock_from_env
-from engine.domain.models import validate_month
+from engine.domain.models import JobStatus, validate_month
 from engine.errors import ConfigError, EngineError
 from engine.settings import Settings
 
@@ -208,6 +208,11 @@ def _wait_for_month(console: Console, month: str) -> None:
         console.leases.wait(month, clock=console.clock, on_wait=say)
 
 
+_STOPPED = (JobStatus.FAILED, JobStatus.CANCELLED)
+_OPEN = (JobStatus.ACTIVE, JobStatus.PENDING)
+"""Job states of a run summary's rows after the completed ones, in this order."""
+
+
 def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -> None:
     from engine.app.months import month_status
 
@@ -219,9 +224,9 @@ def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -
     table.add_column("districts", justify="right")
     for reason, n in sorted(progress.by_reason.items()):
         table.add_row(f"completed: {reason}", str(n))
-    for status in ("failed", "cancelled", "active", "pending"):
+    for status in _STOPPED + _OPEN:
         if progress.by_status.get(status):
-            table.add_row(status, str(progress.by_status[status]))
+            table.add_row(status.value, str(progress.by_status[status]))
     table.add_row("checks made", str(sum(r["checks"] for r in rows)))
     table.add_row("elapsed", f"{elapsed_s:.1f} s")
     out.print(table)
@@ -230,7 +235,7 @@ def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -
         text = escape(line) if line.startswith(" ") else f"[red]failed:[/] {escape(line)}"
         out.print(text, soft_wrap=True)
     print_warnings(rows, month, limit=_SUMMARY_WARNINGS)
-    still_open = [r for r in rows if r["status"] in ("active", "pending")]
+    still_open = [r for r in rows if r["status"] in _OPEN]
     if still_open:
         note = open_note(month, until, len(still_open), ctx.console().today())
         out.print(escape(note), soft_wrap=True)
@@ -245,7 +250,7 @@ def failure_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     district left out), most frequent first, with the first district's own error."""
     by_error: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        if r["status"] == "failed":
+        if r["status"] == JobStatus.FAILED:
             error = r["error"] or "no error recorded"
             by_error.setdefault(_WHERE.sub("…", error), []).append(r)
     lines = []

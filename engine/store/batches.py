@@ -277,7 +277,9 @@ class SqlBatchStore:
             done = _finished_counts(conn, [batch_id])[batch_id]
             if sum(done.values()) < head.total:
                 return True, False
-            status = BatchStatus.FINISHED.value if head.status == "running" else head.status
+            status = (
+                BatchStatus.FINISHED.value if head.status == BatchStatus.RUNNING else head.status
+            )
             conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.bench import cache as cache_bench
-from engine.cache import HISTORY_LEN, LAYERS, POLICIES, PREFETCH_QUEUE, CacheService
+from engine.cache import HISTORY_LEN, LAYERS, POLICIES, PREFETCH_QUEUE, CacheService, Prefetch
 from engine.cli import cache as cache_commands
 from engine.clock import FakeClock
 from engine.errors import ConfigError
@@ -28,8 +28,8 @@ def clock() -> FakeClock:
 def make(clock: FakeClock) -> Any:
     made: list[CacheService] = []
 
-    def factory(**settings: Any) -> CacheService:
-        service = CacheService(CacheSettings(**settings), clock=clock)
+    def factory(*, prefetch: Prefetch | None = None, **settings: Any) -> CacheService:
+        service = CacheService(CacheSettings(**settings), clock=clock, prefetch=prefetch)
         made.append(service)
         return service
 
@@ -278,18 +278,17 @@ def test_a_write_during_a_load_keeps_the_loaded_value_out(make: Any) -> None:
 
 
 def test_hot_job_triggers_prefetch_and_later_reads_count_as_prefetch_hits(make: Any) -> None:
-    cache = make(prefetch_threshold=3)
     done = threading.Event()
     requested: list[int] = []
 
-    def prefetch(job_id: int) -> None:
+    def prefetch(cache: CacheService, job_id: int) -> None:
         requested.append(job_id)
         cache.set("timelines", job_id, ("t",), tags=(("job", job_id),))  # marked: prefetch thread
         cache.set("jobs", 8, "job8", prefetched=True)
         cache.set("jobs", job_id, "already cached", prefetched=True)  # kept as it is
         done.set()
 
-    cache.set_prefetcher(prefetch)
+    cache = make(prefetch_threshold=3, prefetch=prefetch)
     cache.set("jobs", 7, "job7")
     for _ in range(3):
         assert cache.get("jobs", 7) == "job7"
@@ -309,14 +308,13 @@ def test_hot_job_triggers_prefetch_and_later_reads_count_as_prefetch_hits(make: 
 
 
 def test_prefetch_queue_is_bounded_and_drops_are_counted(make: Any) -> None:
-    cache = make(prefetch_threshold=1)
     entered, release = threading.Event(), threading.Event()
 
-    def prefetch(job_id: int) -> None:
+    def prefetch(cache: CacheService, job_id: int) -> None:
         entered.set()
         release.wait(10)
 
-    cache.set_prefetcher(prefetch)
+    cache = make(prefetch_threshold=1, prefetch=prefetch)
     extra = 5
     for job_id in range(PREFETCH_QUEUE + extra + 1):
         cache.set("jobs", job_id, "j")
@@ -329,9 +327,8 @@ def test_prefetch_queue_is_bounded_and_drops_are_counted(make: Any) -> None:
 
 
 def test_prefetch_off_for_a_layer(make: Any) -> None:
-    cache = make(prefetch_threshold=1)
     requested: list[int] = []
-    cache.set_prefetcher(requested.append)
+    cache = make(prefetch_threshold=1, prefetch=lambda _, job_id: requested.append(job_id))
     cache.tune("jobs", enable_prefetch=False)
     cache.set("jobs", 1, "j")
     cache.get("jobs", 1)
@@ -564,8 +561,11 @@ def test_background_thread_cleans_up_and_samples_until_closed(clock: FakeClock) 
 
 
 def test_eight_threads_mixing_operations_keep_counters_consistent(clock: FakeClock) -> None:
-    cache = CacheService(CacheSettings(max_size=50, ttl_ms=2000, prefetch_threshold=5), clock=clock)
-    cache.set_prefetcher(lambda job: cache.set("timelines", job, ("p",), tags=(("job", job),)))
+    cache = CacheService(
+        CacheSettings(max_size=50, ttl_ms=2000, prefetch_threshold=5),
+        clock=clock,
+        prefetch=lambda c, job: c.set("timelines", job, ("p",), tags=(("job", job),)),
+    )
     gets = [0] * 8
     errors: list[BaseException] = []
     deadline = time.monotonic() + 2.0

@@ -34,7 +34,7 @@ def batch_status(console: ConsoleDep, redact: RedactDep, batch_id: Id) -> Any:
 @post(router, "/{batch_id}/cancel", 404, 409, response_model=BatchOut)
 def cancel_batch(console: ConsoleDep, redact: RedactDep, batch_id: Id) -> Any:
     """Cancel a running batch: queued items are dropped, running ones stopped."""
-    if console.batch.batch_detail(batch_id).info.status != "running":
+    if console.batch.batch_detail(batch_id).info.status.finished:
         raise ApiError(409, f"batch {batch_id} has already ended", "id")
     try:
         console.batch.cancel(batch_id)

@@ -10,6 +10,7 @@ from engine.api.convert import job_out
 from engine.api.deps import PREFIX, ConsoleDep, Id, RedactDep, post, responses
 from engine.api.schemas import JobOut, JobsOut, Month, StartedOut, StartJobsIn, TimelineOut
 from engine.api.starts import start
+from engine.app.months import month_status
 from engine.domain.models import JobStatus
 
 router = APIRouter(prefix=f"{PREFIX}/jobs")
@@ -29,13 +30,15 @@ def list_jobs(
     month: Annotated[Month, Query(description="target month YYYY-MM")],
     status: JobStatus | None = None,
 ) -> JobsOut:
-    """The jobs of the month's latest run, optionally with one status, and its progress."""
+    """The jobs of the month's latest run, optionally with one status, its progress and
+    where its close stands."""
     found = console.jobs(month, status.value if status else None)
     return JobsOut(
         target_month=month,
         jobs=[job_out(console, j, redact) for j in found],
         total=len(found),
         progress=console.month_progress(month),
+        month_status=month_status(console, month),
     )
 
 

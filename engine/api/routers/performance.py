@@ -22,7 +22,6 @@ from engine.api.schemas import (
     CacheClearIn,
     CacheClearOut,
     CacheOut,
-    RecommendationOut,
     RecommendationsOut,
     ReportBodyOut,
     ReportOut,
@@ -106,10 +105,7 @@ def recommendations(
     console: ConsoleDep, time_window: TimeWindow = DEFAULT_WINDOW_MS
 ) -> RecommendationsOut:
     """Advice from the monitor's findings, most urgent first."""
-    found = [
-        RecommendationOut.model_validate(a)
-        for a in console.monitor.recommendations(time_window / 1000)
-    ]
+    found = console.monitor.recommendations(time_window / 1000)
     high, medium, low = _levels([a.priority for a in found])
     return RecommendationsOut(
         recommendations=found,

@@ -229,6 +229,7 @@ def test_a_batch_started_over_the_api_runs_to_completion(serve: Serve) -> None:
     jobs = ok(client.get(JOBS, params={"month": MONTH, "status": "completed"}))
     assert jobs["total"] == 2 and {j["districtId"] for j in jobs["jobs"]} == {"1", "F"}
     assert jobs["progress"]["percentFinalized"] == 100.0
+    assert jobs["monthStatus"] == "closed"
     job = jobs["jobs"][0]
     assert job["reason"] in ("closing-ended", "stable", "window-reached")
     assert ok(client.get(f"{JOBS}/{job['id']}"))["checks"] == job["checks"] > 0
@@ -246,7 +247,9 @@ def test_jobs_start_conflict_and_cancel(serve: Serve) -> None:
     started = ok(client.post(JOBS, json=body))
     assert started["jobCount"] == 2  # the repeated district is started once
     refused(client.post(JOBS, json=body), 409, "targetMonth")
-    jobs = ok(client.get(JOBS, params={"month": MONTH}))["jobs"]
+    listed = ok(client.get(JOBS, params={"month": MONTH}))
+    assert listed["monthStatus"] == "running"  # a batch of this process works it
+    jobs = listed["jobs"]
     assert {j["status"] for j in jobs} == {"pending"}
     cancelled = ok(client.post(f"{JOBS}/{jobs[0]['id']}/cancel"))
     assert cancelled["status"] == "cancelled"
@@ -276,6 +279,8 @@ def test_cancelling_a_running_job_stops_its_work(serve: Serve) -> None:
     # The replay stopped: it did not finalize the job behind the cancel's back.
     assert ok(client.get(f"{JOBS}/{job_id}"))["status"] == "cancelled"
     assert console.storage.get_job(job_id).status == "cancelled"
+    # Stopped, not final: the month is incomplete (run it again), as `recon status` says.
+    assert ok(client.get(JOBS, params={"month": MONTH}))["monthStatus"] == "incomplete"
 
 
 def test_an_unfinished_run_continues_and_says_so(serve: Serve) -> None:
