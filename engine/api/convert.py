@@ -25,6 +25,7 @@ from engine.api.schemas import (
 )
 from engine.app.console import Console
 from engine.batch.runner import BatchDetail, BatchProgress, ItemRecord
+from engine.cache import CacheStats
 from engine.domain.models import Job
 from engine.errors import ConfigError
 from engine.monitor.core import Bottleneck, OperationStats
@@ -86,9 +87,9 @@ def sample_out(sample: Mapping[str, Any]) -> ResourceSampleOut:
     )
 
 
-def cache_out(stats: Mapping[str, Any]) -> CacheStatsOut:
+def cache_out(stats: CacheStats) -> Any:
     """The cache service's totals with its layers."""
-    return CacheStatsOut.model_validate({**stats["total"], "layers": stats["layers"]})
+    return view(CacheStatsOut, stats.total, layers=stats.layers)
 
 
 def batch_out(console: Console, detail: BatchDetail, redact: PathRedactor) -> Any:

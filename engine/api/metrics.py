@@ -52,19 +52,19 @@ class EngineCollector:
         yield from (window, calls, failures, latency)
 
     def _cache(self) -> Iterator[Metric]:
-        layers = self._console.cache.stats()["layers"]
+        layers = self._console.cache.stats().layers
         hits = CounterMetricFamily("recon_cache_hits", "Cache hits", labels=["layer"])
         misses = CounterMetricFamily("recon_cache_misses", "Cache misses", labels=["layer"])
         evictions = CounterMetricFamily("recon_cache_evictions", "Evictions", labels=["layer"])
         rate = GaugeMetricFamily("recon_cache_hit_rate", "Hits over gets", labels=["layer"])
         size = GaugeMetricFamily("recon_cache_entries", "Entries cached", labels=["layer"])
         for name, layer in layers.items():
-            hits.add_metric([name], layer["hits"])
-            misses.add_metric([name], layer["misses"])
-            evictions.add_metric([name], layer["evictions"])
-            size.add_metric([name], layer["size"])
-            if layer["hit_rate"] is not None:
-                rate.add_metric([name], layer["hit_rate"])
+            hits.add_metric([name], layer.hits)
+            misses.add_metric([name], layer.misses)
+            evictions.add_metric([name], layer.evictions)
+            size.add_metric([name], layer.size)
+            if layer.hit_rate is not None:
+                rate.add_metric([name], layer.hit_rate)
         yield from (hits, misses, evictions, rate, size)
 
     def _storage(self) -> Iterator[Metric]:

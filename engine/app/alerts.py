@@ -66,13 +66,13 @@ def month_final_event(console: Console, month: str) -> NewEvent | None:
 def perf_figures(console: Console) -> PerfFigures:
     """This process's cache counters, p95 per operation over the monitor's window, and
     resident memory (peak of the samples of the last evaluation interval)."""
-    total = console.cache.stats()["total"]
+    total = console.cache.stats().total
     stats = console.monitor.stats(source="memory")
     window = console.settings.notify.evaluate_interval_s
     rss = console.monitor.resources(window, source="memory")["summary"].get("rss_mb")
     return PerfFigures(
-        cache_hits=int(total["hits"]),
-        cache_misses=int(total["misses"]),
+        cache_hits=total.hits,
+        cache_misses=total.misses,
         operations=[OperationP95(s.operation, s.p95_ms, s.calls) for s in stats],
         rss_mb=rss["peak"] if rss else None,
         memory_threshold_mb=float(console.settings.batch.memory_threshold_mb),

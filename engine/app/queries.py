@@ -745,8 +745,8 @@ CACHE_COLUMNS = (
 def cache_rows(console: Console) -> list[dict[str, Any]]:
     """One row per cache layer, then the total, columns in display order."""
     stats = console.cache.stats()
-    parts = [*((name, stats["layers"][name]) for name in LAYERS), ("total", stats["total"])]
-    return [{"layer": name, **{k: s.get(k) for k in CACHE_COLUMNS}} for name, s in parts]
+    parts = [*((name, stats.layers[name]) for name in LAYERS), ("total", stats.total)]
+    return [{"layer": name, **{k: getattr(s, k) for k in CACHE_COLUMNS}} for name, s in parts]
 
 
 def _rate(hits: int, misses: int) -> float | None:
@@ -756,8 +756,8 @@ def _rate(hits: int, misses: int) -> float | None:
 
 def cache_reads(console: Console) -> tuple[int, int]:
     """The read cache's hits and misses since the start, over every layer."""
-    total = console.cache.stats()["total"]
-    return int(total["hits"]), int(total["misses"])
+    total = console.cache.stats().total
+    return total.hits, total.misses
 
 
 def cache_hit_rate(console: Console) -> float | None:
@@ -773,11 +773,10 @@ def all_caches(console: Console) -> list[dict[str, Any]]:
     cache (the engine's job reads) and the source's day-summary cache and row memo
     (the month-end checks; optimized mode only).
     """
-    stats = console.cache.stats()["layers"]
+    stats = console.cache.stats().layers
     rows = [
         _cache_row(f"read cache: {name}", "dashboard, API and CLI reads",
-                   stats[name]["hits"], stats[name]["misses"], stats[name]["size"],
-                   stats[name]["max_size"])
+                   stats[name].hits, stats[name].misses, stats[name].size, stats[name].max_size)
         for name in LAYERS
     ]  # fmt: skip
     storage = console.storage.cache_stats()

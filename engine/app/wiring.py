@@ -157,10 +157,10 @@ def register_gauges(
     """The figures the monitor samples beside the process's resources."""
 
     def cache_reads() -> float:
-        total = cache.stats()["total"]
-        return float(total["hits"] + total["misses"])
+        total = cache.stats().total
+        return float(total.hits + total.misses)
 
-    monitor.register_gauge("cache_hit_rate", lambda: cache.stats()["total"]["hit_rate"])
+    monitor.register_gauge("cache_hit_rate", lambda: cache.stats().total.hit_rate)
     monitor.register_gauge("cache_reads", cache_reads)
     monitor.register_gauge("storage_pending_writes", lambda: float(storage.pending_writes()))
     monitor.register_gauge("batch_queue_depth", lambda: float(batch.queue_depth()))

@@ -119,10 +119,10 @@ def workload_hit_rate(*, seconds: int, seed: int = 7) -> float:
                     if rng.random() < 0.1:
                         looking_at[session] = rng.choices(range(_DISTRICTS), weights)[0]
                     _refresh(cache, rng, looking_at[session], page=session % 6)
-        total = cache.stats()["total"]
+        total = cache.stats().total
     finally:
         cache.close()
-    return float(total["hits"] / (total["hits"] + total["misses"]))
+    return float(total.hits / (total.hits + total.misses))
 
 
 def _job_id(district: int, months_back: int = 0) -> int:

@@ -54,14 +54,14 @@ def run(*, quick: bool, db_url: str | None = None) -> dict[str, float]:
                 delays = [
                     _trial(console, job.id, n, to_writer, from_writer) for n in range(1, trials + 1)
                 ]
-            stats = console.cache.stats()["layers"]["jobs"]
+            stats = console.cache.stats().layers["jobs"]
             poll_us = _poll_us(ChangeFeed(console.storage.database))
         finally:
             console.close()
     return {
         "cross_process_staleness_s": max(delays),
         "cross_process_staleness_median_s": statistics.median(delays),
-        "reader_hit_rate": stats["hits"] / max(1, stats["hits"] + stats["misses"]),
+        "reader_hit_rate": stats.hits / max(1, stats.hits + stats.misses),
         "change_poll_us": poll_us,
         "trials": float(trials),
     }

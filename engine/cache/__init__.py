@@ -46,6 +46,7 @@ from engine.cache.layer import TRACE_LEN
 from engine.cache.policies import POLICIES
 from engine.cache.prefetch import PREFETCH_QUEUE
 from engine.cache.service import HISTORY_LEN, LAYERS, CacheService, Prefetch
+from engine.cache.stats import CacheFigures, CacheStats, CacheTotals
 from engine.cache.values import freeze
 
 __all__ = [
@@ -55,7 +56,10 @@ __all__ = [
     "PREFETCH_QUEUE",
     "SAMPLE_INTERVAL_S",
     "TRACE_LEN",
+    "CacheFigures",
     "CacheService",
+    "CacheStats",
+    "CacheTotals",
     "Prefetch",
     "freeze",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 from engine.cache.housekeeping import Housekeeper
 from engine.cache.layer import Flight, Layer
 from engine.cache.prefetch import PrefetchWorker
-from engine.cache.stats import collect, history_point
+from engine.cache.stats import CacheStats, collect, history_point
 from engine.cache.tuning import retune, simulate
 from engine.cache.values import freeze
 from engine.clock import Clock, SystemClock
@@ -200,7 +200,7 @@ class CacheService:
 
     # --- statistics ----------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> CacheStats:
         """Counters, sizes and latencies (microseconds) per layer and in total."""
         worker = self._prefetch
         return collect(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console as RichConsole
 from rich.table import Table
 
-from engine.cache import LAYERS
+from engine.cache import LAYERS, CacheFigures
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
@@ -45,20 +46,19 @@ def register(subparsers: Any) -> None:
 def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
     stats = ctx.console().cache.stats()
     if args.json:
-        print(json.dumps(stats, indent=2))
+        print(json.dumps(asdict(stats), indent=2))
         return 0
-    columns = {**stats["layers"], "total": stats["total"]}
+    columns: dict[str, CacheFigures] = {**stats.layers, "total": stats.total}
     table = Table(title="Cache")
     table.add_column("", no_wrap=True)
     for name in columns:
         table.add_column(name, justify="right", no_wrap=True)
     for key, title in _ROWS:
-        table.add_row(title, *(_cell(key, column[key]) for column in columns.values()))
+        table.add_row(title, *(_cell(key, getattr(column, key)) for column in columns.values()))
     out = RichConsole()
     out.print(table)
-    total = stats["total"]
-    out.print(f"prefetches dropped (queue full): {total['prefetch_dropped']}")
-    out.print(f"prefetches failed: {total['prefetch_errors']}")
+    out.print(f"prefetches dropped (queue full): {stats.total.prefetch_dropped}")
+    out.print(f"prefetches failed: {stats.total.prefetch_errors}")
     return 0
 
 

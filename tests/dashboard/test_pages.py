@@ -214,7 +214,7 @@ def test_cache_page_clears_caches_to_zero(app: Open, populated: str):
     assert metrics(at)["Entries"].startswith("0 / ")
     assert metrics(at)["Storage cache entries"] == "0"
     assert (at.dataframe[0].value["size"] == 0).all()
-    assert engine().cache.stats()["total"]["size"] == 0
+    assert engine().cache.stats().total.size == 0
 
 
 def test_cache_page_tunes_a_layer_and_simulates(app: Open, populated: str):

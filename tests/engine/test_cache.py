@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from engine.bench import cache as cache_bench
-from engine.cache import HISTORY_LEN, LAYERS, POLICIES, PREFETCH_QUEUE, CacheService, Prefetch
+from engine.cache import (
+    HISTORY_LEN,
+    LAYERS,
+    POLICIES,
+    PREFETCH_QUEUE,
+    CacheFigures,
+    CacheService,
+    Prefetch,
+)
 from engine.cli import cache as cache_commands
 from engine.clock import FakeClock
 from engine.errors import ConfigError
@@ -38,8 +46,8 @@ def make(clock: FakeClock) -> Any:
         service.close()
 
 
-def layer_stats(cache: CacheService, layer: str = "jobs") -> dict[str, Any]:
-    return cache.stats()["layers"][layer]  # type: ignore[no-any-return]
+def layer_stats(cache: CacheService, layer: str = "jobs") -> CacheFigures:
+    return cache.stats().layers[layer]
 
 
 def wait_until(condition: Any, timeout: float = 10.0) -> None:
@@ -64,8 +72,8 @@ def test_full_layer_evicts_least_recently_used_and_keeps_caching(make: Any) -> N
     assert cache.get("jobs", "c") is None
     assert [cache.get("jobs", k) for k in "ade"] == ["A", "D", "E"]
     stats = layer_stats(cache)
-    assert stats["evictions"] == 2
-    assert stats["size"] == 3
+    assert stats.evictions == 2
+    assert stats.size == 3
 
 
 def test_entries_expire_ttl_after_they_were_written(make: Any, clock: FakeClock) -> None:
@@ -77,7 +85,7 @@ def test_entries_expire_ttl_after_they_were_written(make: Any, clock: FakeClock)
     assert cache.get("status", "k") == 1
     clock.advance(0.001)
     assert cache.get("status", "k") is None
-    assert layer_stats(cache, "status")["expirations"] == 1
+    assert layer_stats(cache, "status").expirations == 1
 
 
 def test_cleanup_removes_expired_entries_and_their_tags(make: Any, clock: FakeClock) -> None:
@@ -90,8 +98,8 @@ def test_cleanup_removes_expired_entries_and_their_tags(make: Any, clock: FakeCl
     assert cache.cleanup() == 2
     assert cache.invalidate_job(1) == 0
     assert cache.get("snapshots", "2025-07") == "fresh"
-    assert cache.stats()["total"]["expirations"] == 2
-    assert cache.stats()["total"]["size"] == 1
+    assert cache.stats().total.expirations == 2
+    assert cache.stats().total.size == 1
 
 
 def test_invalidate_by_key_job_district_and_layer(make: Any) -> None:
@@ -118,7 +126,7 @@ def test_invalidate_by_key_job_district_and_layer(make: Any) -> None:
     assert cache.clear("jobs") == 1
     assert cache.get("config", "b") == 2
     assert cache.clear() == 1
-    assert cache.stats()["total"]["size"] == 0
+    assert cache.stats().total.size == 0
 
 
 def test_rewriting_an_entry_replaces_its_tags(make: Any) -> None:
@@ -151,17 +159,17 @@ def test_stats_arithmetic_per_layer_and_total(make: Any) -> None:
     cache.get("timelines", 2)
 
     jobs = layer_stats(cache)
-    assert (jobs["hits"], jobs["misses"], jobs["evictions"]) == (3, 1, 1)
-    assert jobs["hit_rate"] == pytest.approx(0.75)
-    assert (jobs["size"], jobs["max_size"]) == (2, 2)
-    total = cache.stats()["total"]
-    assert (total["hits"], total["misses"]) == (4, 2)
-    assert total["hit_rate"] == pytest.approx(4 / 6)
-    assert total["size"] == 3
-    assert total["max_size"] == 2 * len(LAYERS)
-    assert layer_stats(cache, "config")["hit_rate"] is None
+    assert (jobs.hits, jobs.misses, jobs.evictions) == (3, 1, 1)
+    assert jobs.hit_rate == pytest.approx(0.75)
+    assert (jobs.size, jobs.max_size) == (2, 2)
+    total = cache.stats().total
+    assert (total.hits, total.misses) == (4, 2)
+    assert total.hit_rate == pytest.approx(4 / 6)
+    assert total.size == 3
+    assert total.max_size == 2 * len(LAYERS)
+    assert layer_stats(cache, "config").hit_rate is None
     for name in ("hit_mean_us", "hit_p95_us", "miss_mean_us", "miss_p95_us"):
-        assert total[name] >= 0.0
+        assert getattr(total, name) >= 0.0
 
 
 def test_get_or_load_records_load_time_as_miss_latency(make: Any) -> None:
@@ -169,8 +177,8 @@ def test_get_or_load_records_load_time_as_miss_latency(make: Any) -> None:
     assert cache.get_or_load("jobs", 1, lambda: "loaded") == "loaded"
     assert cache.get_or_load("jobs", 1, lambda: "other") == "loaded"
     stats = layer_stats(cache)
-    assert (stats["hits"], stats["misses"]) == (1, 1)
-    assert stats["miss_mean_us"] > 0 and stats["hit_mean_us"] > 0
+    assert (stats.hits, stats.misses) == (1, 1)
+    assert stats.miss_mean_us > 0 and stats.hit_mean_us > 0
 
 
 def test_history_samples_interval_hit_rate() -> None:
@@ -214,7 +222,7 @@ def test_threads_missing_together_share_one_load(make: Any) -> None:
     ]
     for thread in threads:
         thread.start()
-    wait_until(lambda: layer_stats(cache)["misses"] == threads_n)  # every thread has missed
+    wait_until(lambda: layer_stats(cache).misses == threads_n)  # every thread has missed
     release.set()
     for thread in threads:
         thread.join()
@@ -241,7 +249,7 @@ def test_a_failed_load_reaches_every_waiter_and_caches_nothing(make: Any) -> Non
     threads = [threading.Thread(target=read) for _ in range(4)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: layer_stats(cache)["misses"] == 4)
+    wait_until(lambda: layer_stats(cache).misses == 4)
     release.set()
     for thread in threads:
         thread.join()
@@ -299,11 +307,11 @@ def test_hot_job_triggers_prefetch_and_later_reads_count_as_prefetch_hits(make: 
     assert cache.get("jobs", 7) == "job7"
     assert cache.get("timelines", 7) == ("t",)
     assert cache.get("timelines", 7) == ("t",)  # only the first read is a prefetch hit
-    total = cache.stats()["total"]
-    assert total["prefetches"] == 2
-    assert total["prefetch_hits"] == 1
+    total = cache.stats().total
+    assert total.prefetches == 2
+    assert total.prefetch_hits == 1
     assert cache.get("jobs", 8) == "job8"
-    assert cache.stats()["total"]["prefetch_hits"] == 2
+    assert cache.stats().total.prefetch_hits == 2
     assert requested == [7]
 
 
@@ -322,7 +330,7 @@ def test_prefetch_queue_is_bounded_and_drops_are_counted(make: Any) -> None:
     assert entered.wait(10)  # the worker is busy with job 0
     for job_id in range(1, PREFETCH_QUEUE + extra + 1):
         cache.get("jobs", job_id)
-    assert cache.stats()["total"]["prefetch_dropped"] == extra
+    assert cache.stats().total.prefetch_dropped == extra
     release.set()
 
 
@@ -349,9 +357,9 @@ def test_shrinking_keeps_the_most_recently_used_entries(make: Any) -> None:
     assert cache.tune("jobs", max_size=5) == []
     kept = [k for k in range(10) if cache.get("jobs", k) is not None]
     assert kept == [0, 1, 2, 8, 9]
-    assert layer_stats(cache)["evictions"] == 5
+    assert layer_stats(cache).evictions == 5
     cache.tune("jobs", max_size=50)
-    assert layer_stats(cache)["size"] == 5
+    assert layer_stats(cache).size == 5
     assert cache.invalidate_district("1") == 2  # tags survive the rebuild: 1 and 9
     assert cache.config()["layers"]["jobs"]["max_size"] == 50
 
@@ -365,7 +373,7 @@ def test_shorter_ttl_counts_from_the_original_write(make: Any, clock: FakeClock)
     cache.tune("config", ttl_ms=10_000)
     assert cache.get("config", "old") is None
     assert cache.get("config", "new") == 2
-    assert layer_stats(cache, "config")["expirations"] == 1
+    assert layer_stats(cache, "config").expirations == 1
 
 
 @pytest.mark.parametrize(
@@ -385,7 +393,7 @@ def test_policy_change_keeps_entries_and_changes_eviction(
     cache.set("jobs", "d", "d")
     cache.set("jobs", "e", "e")  # LRU: out c, a; LFU: out c, d; FIFO: out a, b
     assert cache.get("jobs", survivor) == survivor
-    assert layer_stats(cache)["size"] == 3
+    assert layer_stats(cache).size == 3
     assert cache.config()["layers"]["jobs"]["eviction_policy"] == policy
 
 
@@ -410,7 +418,7 @@ def test_ttl_lru_evicts_expired_entries_first(make: Any, clock: FakeClock) -> No
     cache.set("jobs", "new", 3)
     assert cache.get("jobs", "young") == 2
     stats = layer_stats(cache)
-    assert (stats["expirations"], stats["evictions"]) == (1, 0)
+    assert (stats.expirations, stats.evictions) == (1, 0)
 
 
 def test_tune_clamps_out_of_range_values_with_a_note(make: Any) -> None:
@@ -552,7 +560,7 @@ def test_background_thread_cleans_up_and_samples_until_closed(clock: FakeClock) 
     cache.set("jobs", 1, "j")
     cache.start()
     wait_until(lambda: clock.advance(1) or sampled.is_set())  # the thread reads the clock
-    assert cache.stats()["total"]["expirations"] == 1
+    assert cache.stats().total.expirations == 1
     cache.close()
     assert not any(t.name == "cache-cleanup" for t in threading.enumerate())
 
@@ -588,13 +596,13 @@ def test_eight_threads_mixing_operations_keep_counters_consistent(clock: FakeClo
     cache.close()
     assert errors == []
     stats = cache.stats()
-    total = stats["total"]
-    assert total["hits"] + total["misses"] == sum(gets) > 0
-    for layer in stats["layers"].values():
-        assert layer["size"] <= layer["max_size"]
+    total = stats.total
+    assert total.hits + total.misses == sum(gets) > 0
+    for layer in stats.layers.values():
+        assert layer.size <= layer.max_size
     cache.clear()
     assert cache.invalidate_district(1) == 0
-    assert cache.stats()["total"]["size"] == 0
+    assert cache.stats().total.size == 0
 
 
 def random_operation(cache: CacheService, clock: FakeClock, rng: random.Random) -> int:
@@ -633,6 +641,24 @@ class _Ctx:
         return self._console
 
 
+LAYER_KEYS = [
+    "hits",
+    "misses",
+    "evictions",
+    "expirations",
+    "prefetches",
+    "prefetch_hits",
+    "size",
+    "max_size",
+    "hit_rate",
+    "hit_mean_us",
+    "hit_p95_us",
+    "miss_mean_us",
+    "miss_p95_us",
+]
+"""``recon cache stats --json``: a layer's keys, in the order the first version printed them."""
+
+
 def run_cli(cache: CacheService, argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     cache_commands.register(parser.add_subparsers(dest="command", required=True))
@@ -648,13 +674,16 @@ def test_cli_stats_and_clear(make: Any, capsys: pytest.CaptureFixture[str]) -> N
     assert run_cli(cache, ["cache", "stats", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["layers"]["jobs"]["hits"] == 1
+    assert list(printed) == ["layers", "total"] and list(printed["layers"]) == list(LAYERS)
+    assert list(printed["layers"]["jobs"]) == LAYER_KEYS  # the keys, in order, as before
+    assert list(printed["total"]) == [*LAYER_KEYS, "prefetch_dropped", "prefetch_errors"]
     assert run_cli(cache, ["cache", "stats"]) == 0
     assert "timelines" in capsys.readouterr().out
     assert run_cli(cache, ["cache", "clear", "--layer", "jobs"]) == 0
     assert "cleared 1 entries" in capsys.readouterr().out
     assert cache.get("config", "c") == 1
     assert run_cli(cache, ["cache", "clear"]) == 0
-    assert cache.stats()["total"]["size"] == 0
+    assert cache.stats().total.size == 0
 
 
 def test_bench_quick_reports_every_field() -> None:

@@ -71,19 +71,19 @@ def test_eight_reader_threads_while_a_batch_runs(
     for t in threads:
         t.join(timeout=300)
     statuses = [j.status.value for j in console.jobs(MONTH)]
-    stats = console.cache.stats()["total"]
+    stats = console.cache.stats().total
     figures.config(reader_threads=READERS, districts=len(districts))
     logged = [r.levelno for r in caplog.records]
     figures.measure(read_rounds=sum(reads), readers_that_read=sum(r > 0 for r in reads),
                     exceptions=len(errors), inconsistent_progress=len(bad_progress),
                     jobs_completed=statuses.count("completed"),
-                    cache_lookups=stats["hits"] + stats["misses"],
+                    cache_lookups=stats.hits + stats.misses,
                     error_log_records=sum(level >= logging.ERROR for level in logged),
                     warning_log_records=logged.count(logging.WARNING))  # fmt: skip
     assert not errors and not bad_progress, (errors[:3], bad_progress[:3])
     assert all(r > 0 for r in reads)
     assert set(statuses) == {"completed"}
-    assert stats["hits"] + stats["misses"] >= sum(reads) * 2
+    assert stats.hits + stats.misses >= sum(reads) * 2
 
 
 def test_low_memory_threshold_throttles_then_completes(console: Console, figures: Figures) -> None:

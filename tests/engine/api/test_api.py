@@ -190,7 +190,7 @@ def test_cache_statistics_and_clearing(worked: tuple[Console, httpx.Client]) -> 
     assert cleared["success"] and cleared["clearedItems"] == 1
     assert cleared["cacheEntriesCleared"] == before["cache"]["size"]
     assert cleared["storageEntriesCleared"] == 0
-    assert console.cache.stats()["total"]["size"] == 0
+    assert console.cache.stats().total.size == 0
     both = ok(client.post(f"{PERF}/cache/clear", json={"clearCache": False, "clearStorage": True}))
     assert both["clearedItems"] == 1 and both["cacheEntriesCleared"] == 0
     assert console.storage.cache_stats().size == 0
@@ -452,7 +452,7 @@ def test_metrics_parse_and_show_the_engine(worked: tuple[Console, httpx.Client])
     quantiles = {s.labels["quantile"] for s in families["recon_operation_latency_seconds"].samples}
     assert quantiles == {"0.5", "0.95", "0.99"}
     misses = {s.labels["layer"]: s.value for s in families["recon_cache_misses"].samples}
-    assert misses["status"] == console.cache.stats()["layers"]["status"]["misses"] > 0
+    assert misses["status"] == console.cache.stats().layers["status"].misses > 0
     for name in ("recon_batch_queue_depth", "recon_storage_pending_writes", "recon_cache_hits"):
         assert name in families
     # A second app on the same console has its own registry: nothing is global.

@@ -40,7 +40,7 @@ def working(db_url: str) -> Iterator[tuple[Console, httpx.Client, int]]:
         console, client = make_served(stack, db_url)
         batch_id = console.start_batch(MONTH, districts=["1", "2"]).batch_id
         ok(client.get(JOBS, params={"month": MONTH}))  # fills the cache
-        assert console.cache.stats()["total"]["size"] > 0
+        assert console.cache.stats().total.size > 0
         yield console, client, batch_id
 
 
@@ -64,7 +64,7 @@ def test_cross_site_posts_are_refused_and_change_nothing(
     working: tuple[Console, httpx.Client, int], headers: dict[str, str]
 ) -> None:
     console, client, batch_id = working
-    cached = console.cache.stats()["total"]["size"]
+    cached = console.cache.stats().total.size
     for path in (f"{PERF}/batch/{batch_id}/cancel", f"{PERF}/cache/clear", JOBS):
         refused = client.post(path, headers={**FORM, **headers}, content=b"clearCache=true")
         assert refused.status_code == 403, refused.text
@@ -72,7 +72,7 @@ def test_cross_site_posts_are_refused_and_change_nothing(
         assert "cross-site" in refused.json()["error"]
     assert console.batch.batch_detail(batch_id).info.status == "running"
     assert {j.status for j in console.storage.jobs(month=MONTH)} == {"pending"}
-    assert console.cache.stats()["total"]["size"] == cached
+    assert console.cache.stats().total.size == cached
 
 
 @pytest.mark.parametrize(

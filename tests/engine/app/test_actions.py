@@ -67,20 +67,20 @@ def test_clear_targets_name_every_layer_and_the_storage_cache() -> None:
 
 
 def test_clearing_one_layer_leaves_the_others(read: Console) -> None:
-    sizes = {name: s["size"] for name, s in read.cache.stats()["layers"].items()}
+    sizes = {name: s.size for name, s in read.cache.stats().layers.items()}
     assert sizes["jobs"] > 0 and sizes["timelines"] > 0
     assert actions.clear_caches(read, "jobs") == sizes["jobs"]
-    after = read.cache.stats()["layers"]
-    assert after["jobs"]["size"] == 0 and after["timelines"]["size"] == sizes["timelines"]
+    after = read.cache.stats().layers
+    assert after["jobs"].size == 0 and after["timelines"].size == sizes["timelines"]
     assert read.storage.cache_stats().size > 0
 
 
 def test_clearing_everything_empties_layers_and_storage_cache(read: Console) -> None:
-    layers = read.cache.stats()["total"]["size"]
+    layers = read.cache.stats().total.size
     storage = read.storage.cache_stats()
     removed = actions.clear_caches(read, "everything")
     assert removed >= layers + storage.size > layers > 0
-    assert read.cache.stats()["total"]["size"] == 0
+    assert read.cache.stats().total.size == 0
     assert read.storage.cache_stats().size == 0
 
 

@@ -45,11 +45,11 @@ def test_a_job_read_often_prefetches_its_districts_recent_jobs(console: Console)
     (latest,) = [j for j in console.jobs("2025-03") if j.district == "7"]
     for _ in range(3):  # past the threshold of 2 reads
         console.job(latest.id)
-    wait_until(lambda: console.cache.stats()["total"]["prefetches"] >= 3)
+    wait_until(lambda: console.cache.stats().total.prefetches >= 3)
     earlier = [j for m in ("2025-01", "2025-02") for j in console.jobs(m) if j.district == "7"]
-    hits_before = console.cache.stats()["total"]["prefetch_hits"]
+    hits_before = console.cache.stats().total.prefetch_hits
     assert [console.job(j.id).district for j in earlier] == ["7", "7"]
-    assert console.cache.stats()["total"]["prefetch_hits"] == hits_before + 2
+    assert console.cache.stats().total.prefetch_hits == hits_before + 2
 
 
 def test_a_month_being_worked_cannot_be_started_twice(console: Console) -> None:

@@ -154,23 +154,23 @@ def test_reads_stay_cache_hits_while_nothing_changes_and_own_writes_do_not_count
         reads = (lambda: console.job(job.id), lambda: console.jobs(MONTH))
         for read in reads:
             read()  # the misses that fill the cache
-        before = console.cache.stats()["total"]
+        before = console.cache.stats().total
         storage_before = console.storage.cache_stats()
         for _ in range(5):
             assert console.freshness.check() == NO_CHANGES
             for read in reads:
                 read()
-        after = console.cache.stats()["total"]
-        assert after["misses"] == before["misses"]
-        assert after["hits"] == before["hits"] + 10
+        after = console.cache.stats().total
+        assert after.misses == before.misses
+        assert after.hits == before.hits + 10
         assert console.storage.cache_stats().misses == storage_before.misses
 
         console.cancel_job(job.id)  # this process's own commit: invalidated at once
         assert console.job(job.id).status == JobStatus.CANCELLED
         assert not console.freshness.check()  # and not again by the watcher
-        misses = console.cache.stats()["total"]["misses"]
+        misses = console.cache.stats().total.misses
         console.job(job.id)
-        assert console.cache.stats()["total"]["misses"] == misses
+        assert console.cache.stats().total.misses == misses
     finally:
         console.close()
 
@@ -183,7 +183,7 @@ def test_everything_changed_clears_the_data_caches(url: str) -> None:
         console.storage.get_job(job.id)
         forget = forget_elsewhere(console.cache, console.storage)
         Freshness(feed=_Fixed(Changes(everything=True)), on_change=forget).check()
-        assert console.cache.stats()["total"]["size"] == 0
+        assert console.cache.stats().total.size == 0
         assert console.storage.cache_stats().size == 0
     finally:
         console.close()
