@@ -45,6 +45,7 @@ from pydantic_core import CoreSchema
 from engine.app.months import MonthStatus
 from engine.app.queries import WatcherView, WorkerView
 from engine.batch.runner import AttemptRecord, BatchInfo, BatchProgress, ItemRecord
+from engine.cache import CacheFigures, CacheTotals
 from engine.clock import as_utc
 from engine.domain.models import Job, MetricChange, TimelineEntry, validate_month
 from engine.domain.rules import JobProgress
@@ -341,6 +342,13 @@ BatchProgressOut = derive(
     },
     omit=("batch_id", "total", "done"),
 )
+CacheLayerOut = derive(CacheFigures, name="CacheLayerOut")
+CacheStatsOut = derive(
+    CacheTotals,
+    name="CacheStatsOut",
+    rename={"hits": "total_hits", "misses": "total_misses"},
+    add={"layers": dict[str, Annotated[CacheFigures, As(CacheLayerOut)]]},
+)
 BatchOut = derive(
     BatchInfo,
     name="BatchOut",
@@ -396,35 +404,6 @@ class ResourceSampleOut(Out):
     cpu_usage_percent: float
     cache_hit_rate: float | None
     figures: dict[str, float]
-
-
-class CacheFiguresOut(Out):
-    """What a cache layer and the whole cache service both report; latencies in microseconds."""
-
-    hit_rate: float | None
-    evictions: int
-    expirations: int
-    prefetches: int
-    prefetch_hits: int
-    size: int
-    max_size: int
-    hit_mean_us: float
-    hit_p95_us: float
-    miss_mean_us: float
-    miss_p95_us: float
-
-
-class CacheLayerOut(CacheFiguresOut):
-    hits: int
-    misses: int
-
-
-class CacheStatsOut(CacheFiguresOut):
-    total_hits: int = Field(validation_alias="hits")
-    total_misses: int = Field(validation_alias="misses")
-    prefetch_dropped: int
-    prefetch_errors: int
-    layers: dict[str, CacheLayerOut]
 
 
 StorageCacheOut = derive(StorageCacheStats, name="StorageCacheOut")
@@ -492,7 +471,7 @@ class ReportOut(Out):
 
 
 class CacheOut(Out):
-    cache: CacheStatsOut
+    cache: Annotated[Out, As(CacheStatsOut)]
     storage: Annotated[StorageCacheStats, As(StorageCacheOut)]
     timestamp: Timestamp
 

@@ -185,6 +185,14 @@ def test_cache_statistics_and_clearing(worked: tuple[Console, httpx.Client]) -> 
     assert set(before) == {"cache", "storage", "timestamp"}
     assert before["cache"]["size"] > 0 and before["cache"]["totalMisses"] > 0
     assert set(before["cache"]["layers"]) == {"jobs", "timelines", "status", "config", "snapshots"}
+    stats = console.cache.stats()  # the engine's figures under the seed's names
+    assert (before["cache"]["totalHits"], before["cache"]["totalMisses"]) == (
+        stats.total.hits,
+        stats.total.misses,
+    )
+    misses = {name: layer["misses"] for name, layer in before["cache"]["layers"].items()}
+    assert misses == {name: layer.misses for name, layer in stats.layers.items()}
+    assert before["cache"]["maxSize"] == stats.total.max_size
     assert {"hitRate", "pendingWrites", "cacheMaxSize"} <= set(before["storage"])
     cleared = ok(client.post(f"{PERF}/cache/clear", json={}))
     assert cleared["success"] and cleared["clearedItems"] == 1
