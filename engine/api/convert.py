@@ -28,7 +28,7 @@ from engine.batch.runner import BatchDetail, BatchProgress, ItemRecord
 from engine.cache import CacheStats
 from engine.domain.models import Job
 from engine.errors import ConfigError
-from engine.monitor.core import Bottleneck, OperationStats
+from engine.monitor.core import Bottleneck, Figure, OperationStats, Resources
 
 
 def job_out(console: Console, job: Job, redact: PathRedactor) -> Any:
@@ -45,23 +45,23 @@ def bottleneck_out(
     return view(BottleneckOut, bottleneck, stats=stats.get(name))
 
 
-def resources_out(found: Mapping[str, Any], time_window_ms: int) -> ResourcesOut:
+def resources_out(found: Resources, time_window_ms: int) -> ResourcesOut:
     """The monitor's samples (the latest :data:`MAX_SAMPLES`) and their summary."""
     return ResourcesOut(
-        metrics=[sample_out(s) for s in found["samples"][-MAX_SAMPLES:]],
-        summary=resource_summary(found["summary"], found["count"]),
+        metrics=[sample_out(s.as_dict()) for s in found.samples[-MAX_SAMPLES:]],
+        summary=resource_summary(found.summary, found.count),
         time_window_ms=time_window_ms,
-        data_points=found["count"],
-        source=found["source"],
+        data_points=found.count,
+        source=found.source,
     )
 
 
-def resource_summary(summary: Mapping[str, Mapping[str, float]], count: int) -> ResourceSummaryOut:
+def resource_summary(summary: Mapping[str, Figure], count: int) -> ResourceSummaryOut:
     """Memory and CPU under the seed's names, and every figure's average and peak."""
 
     def figure(name: str, key: str) -> float | None:
         found = summary.get(name)
-        return None if found is None else found[key]
+        return None if found is None else float(getattr(found, key))
 
     return ResourceSummaryOut(
         average_memory_mb=figure("rss_mb", "avg"),

@@ -69,12 +69,12 @@ def perf_figures(console: Console) -> PerfFigures:
     total = console.cache.stats().total
     stats = console.monitor.stats(source="memory")
     window = console.settings.notify.evaluate_interval_s
-    rss = console.monitor.resources(window, source="memory")["summary"].get("rss_mb")
+    rss = console.monitor.resources(window, source="memory").summary.get("rss_mb")
     return PerfFigures(
         cache_hits=total.hits,
         cache_misses=total.misses,
         operations=[OperationP95(s.operation, s.p95_ms, s.calls) for s in stats],
-        rss_mb=rss["peak"] if rss else None,
+        rss_mb=rss.peak if rss else None,
         memory_threshold_mb=float(console.settings.batch.memory_threshold_mb),
     )
 

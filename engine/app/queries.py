@@ -45,7 +45,7 @@ from engine.domain.models import (
 from engine.domain.rules import window_days
 from engine.errors import ConfigError, NotFoundError
 from engine.instrument import origin_of
-from engine.monitor.advice import INFORMATIONAL
+from engine.monitor.advice import INFORMATIONAL, Bottleneck, Recommendation
 from engine.monitor.core import Source
 from engine.monitor.stats import OperationStats
 from engine.readtrace import WORK, ReadTrace
@@ -987,50 +987,50 @@ def advice(console: Console, window_s: float) -> Advice:
     source = _engine_stats(console, window_s)[1]
     cache = (_rate(*reads), sum(reads))
     report = console.monitor.report(window_s, source=source, cache=cache)
-    found = report["bottlenecks"]
+    found = report.bottlenecks
     return Advice(
-        bottlenecks=_bottleneck_cards([b for b in found if b["rule"] not in INFORMATIONAL]),
-        recommendations=[_recommendation_item(r) for r in report["recommendations"]],
-        notes=_bottleneck_cards([b for b in found if b["rule"] in INFORMATIONAL]),
+        bottlenecks=_bottleneck_cards([b for b in found if b.rule not in INFORMATIONAL]),
+        recommendations=[_recommendation_item(r) for r in report.recommendations],
+        notes=_bottleneck_cards([b for b in found if b.rule in INFORMATIONAL]),
     )
 
 
 _LEVELS = ("high", "medium", "low")
 
 
-def _bottleneck_cards(found: Sequence[Mapping[str, Any]]) -> list[AdviceItem]:
+def _bottleneck_cards(found: Sequence[Bottleneck]) -> list[AdviceItem]:
     """One card per rule: repeated findings of a rule become rows of one table."""
-    by_rule: dict[str, list[Mapping[str, Any]]] = {}
+    by_rule: dict[str, list[Bottleneck]] = {}
     for b in found:
-        by_rule.setdefault(b["rule"], []).append(b)
+        by_rule.setdefault(b.rule, []).append(b)
     cards = [_bottleneck_card(rule, group) for rule, group in by_rule.items()]
     return sorted(cards, key=lambda c: _LEVELS.index(c.level))
 
 
-def _bottleneck_card(rule: str, group: list[Mapping[str, Any]]) -> AdviceItem:
-    level = min((b["severity"] for b in group), key=_LEVELS.index)
+def _bottleneck_card(rule: str, group: list[Bottleneck]) -> AdviceItem:
+    level = min((b.severity for b in group), key=_LEVELS.index)
     first = group[0]
     if len(group) == 1:
-        message = f"**{first['operation']}** · `{rule}` — {first['message']}"
+        message = f"**{first.operation}** · `{rule}` — {first.message}"
     else:
-        names = ", ".join(f"**{b['operation']}**" for b in group)
+        names = ", ".join(f"**{b.operation}**" for b in group)
         message = f"`{rule}` on {len(group)} operations: {names} (figures below)"
     rows = [
-        {"operation": b["operation"], "severity": b["severity"], **_figures_of(b["values"])}
-        for b in sorted(group, key=lambda b: _LEVELS.index(b["severity"]))
+        {"operation": b.operation, "severity": b.severity, **_figures_of(b.values)}
+        for b in sorted(group, key=lambda b: _LEVELS.index(b.severity))
     ]
-    return AdviceItem(level, level.upper(), message, first["recommendation"], rows)
+    return AdviceItem(level, level.upper(), message, first.recommendation, rows)
 
 
 def _figures_of(values: Mapping[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in values.items()}
 
 
-def _recommendation_item(found: Mapping[str, Any]) -> AdviceItem:
+def _recommendation_item(found: Recommendation) -> AdviceItem:
     return AdviceItem(
-        level=found["priority"],
-        label=f"{found['priority'].upper()} · {found['category']}",
-        message=found["message"],
+        level=found.priority,
+        label=f"{found.priority.upper()} · {found.category}",
+        message=found.message,
         detail="",
         rows=[],
     )
@@ -1090,13 +1090,13 @@ def _naive(at: datetime) -> datetime:
 
 def resource_series(console: Console, window_s: float) -> list[dict[str, Any]]:
     """CPU and memory samples over the window, per process (long series averaged)."""
-    samples = console.monitor.resources(window_s)["samples"]
+    samples = console.monitor.resources(window_s).samples
     rows = [
         {
-            "at": s["at"],
-            "process": s["process"],
-            "cpu_percent": s["cpu_percent"],
-            "rss_mb": s["rss_mb"],
+            "at": s.at,
+            "process": s.process,
+            "cpu_percent": s.values["cpu_percent"],
+            "rss_mb": s.values["rss_mb"],
         }
         for s in samples
     ]

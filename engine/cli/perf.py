@@ -16,7 +16,15 @@ from rich import box
 from rich.console import Console as RichConsole
 from rich.table import Table
 
-from engine.monitor.core import Bottleneck, Monitor, OperationStats, parse_window
+from engine.monitor.core import (
+    Bottleneck,
+    Figure,
+    Monitor,
+    OperationStats,
+    Recommendation,
+    ReportSummary,
+    parse_window,
+)
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
@@ -72,30 +80,29 @@ def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
     monitor, window = _monitor(args, ctx)
     report = monitor.report(window, source="history")
     if args.json:
-        return _json(report)
-    out.print(_summary_table(report["summary"], f"Performance report, last {_span(window)}"))
-    if report["top_operations"]:
-        top = [OperationStats(**s) for s in report["top_operations"]]
-        out.print(_stats_table(top, "Top operations (by total time)"))
-    if report["bottlenecks"]:
-        found = [Bottleneck(**b) for b in report["bottlenecks"]]
-        out.print(_bottleneck_table(found, "Bottlenecks"))
-    if report["resources"]["summary"]:
-        out.print(_resource_table(report["resources"], "Resources"))
-    if report["recommendations"]:
-        out.print(_advice_table(report["recommendations"]))
+        return _json(asdict(report))
+    out.print(_summary_table(report.summary, f"Performance report, last {_span(window)}"))
+    if report.top_operations:
+        out.print(_stats_table(report.top_operations, "Top operations (by total time)"))
+    if report.bottlenecks:
+        out.print(_bottleneck_table(report.bottlenecks, "Bottlenecks"))
+    resources = report.resources
+    if resources.summary:
+        out.print(_resource_table(resources.count, resources.summary, "Resources"))
+    if report.recommendations:
+        out.print(_advice_table(report.recommendations))
     return 0
 
 
 def cmd_resources(args: argparse.Namespace, ctx: Context) -> int:
     monitor, window = _monitor(args, ctx)
     found = monitor.resources(window, source="history")
-    if args.json:
-        return _json(found)
-    if not found["count"]:
+    if args.json:  # each sample flat, its figures beside its time and process
+        return _json({**asdict(found), "samples": [s.as_dict() for s in found.samples]})
+    if not found.count:
         out.print(f"No resource samples in the last {_span(window)}.")
         return 0
-    out.print(_resource_table(found, f"Resources, last {_span(window)}"))
+    out.print(_resource_table(found.count, found.summary, f"Resources, last {_span(window)}"))
     return 0
 
 
@@ -156,33 +163,33 @@ def _bottleneck_table(found: list[Bottleneck], title: str) -> Table:
     return table
 
 
-def _summary_table(summary: dict[str, Any], title: str) -> Table:
+def _summary_table(summary: ReportSummary, title: str) -> Table:
     table = Table(title=title, show_header=False)
     table.add_column("figure")
     table.add_column("value", justify="right")
-    rate, mean = summary["success_rate"], summary["mean_response_ms"]
-    table.add_row("operations", str(summary["total_operations"]))
-    table.add_row("distinct operations", str(summary["distinct_operations"]))
+    rate, mean = summary.success_rate, summary.mean_response_ms
+    table.add_row("operations", str(summary.total_operations))
+    table.add_row("distinct operations", str(summary.distinct_operations))
     table.add_row("success rate", "-" if rate is None else f"{rate:.1%}")
     table.add_row("mean response", "-" if mean is None else f"{mean:.2f} ms")
     return table
 
 
-def _resource_table(found: dict[str, Any], title: str) -> Table:
-    table = Table(title=title, caption=f"{found['count']} samples")
+def _resource_table(count: int, summary: dict[str, Figure], title: str) -> Table:
+    table = Table(title=title, caption=f"{count} samples")
     table.add_column("figure")
     table.add_column("average", justify="right")
     table.add_column("peak", justify="right")
-    for name, figure in found["summary"].items():
-        table.add_row(name, f"{figure['avg']:.4g}", f"{figure['peak']:.4g}")
+    for name, figure in summary.items():
+        table.add_row(name, f"{figure.avg:.4g}", f"{figure.peak:.4g}")
     return table
 
 
-def _advice_table(advice: list[dict[str, Any]]) -> Table:
+def _advice_table(advice: list[Recommendation]) -> Table:
     table = Table(title="Recommendations")
     for name in ("priority", "category", "recommendation"):
         table.add_column(name)
     for a in advice:
-        priority = f"[{_SEVERITY_STYLE[a['priority']]}]{a['priority']}[/]"
-        table.add_row(priority, a["category"], a["message"])
+        priority = f"[{_SEVERITY_STYLE[a.priority]}]{a.priority}[/]"
+        table.add_row(priority, a.category, a.message)
     return table

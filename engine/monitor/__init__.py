@@ -7,5 +7,6 @@
 - :mod:`~engine.monitor.history`: figures persisted through a
   :class:`~engine.store.perf.PerfStore` and read back;
 - :mod:`~engine.monitor.advice`: bottleneck rules and recommendations;
+- :mod:`~engine.monitor.report`: what the monitor reports (``Report``, ``Resources``);
 - :mod:`~engine.monitor.core`: :class:`~engine.monitor.core.Monitor`, the facade over them.
 """

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.instrument import origin_of
-from engine.monitor.stats import OperationStats
+from engine.monitor.stats import Figure, OperationStats
 
 __all__ = [
     "INFORMATIONAL",
@@ -108,8 +108,8 @@ class Findings:
 
     stats: list[OperationStats]
     bottlenecks: list[Bottleneck]
-    resources: Mapping[str, Mapping[str, float]]
-    """Per resource figure and gauge, its ``avg`` and ``peak`` over the window."""
+    resources: Mapping[str, Figure]
+    """Per resource figure and gauge, its average and peak over the window."""
     hit_rate: float | None
     """The cache hit rate over the window, if known."""
 
@@ -369,7 +369,7 @@ def _rec_concurrency(f: Findings, t: Thresholds) -> Recommendation | None:
     summary = f.resources
     if "batch_queue_depth" not in summary or "cpu_percent" not in summary:
         return None
-    queue, cpu = summary["batch_queue_depth"]["avg"], summary["cpu_percent"]["avg"]
+    queue, cpu = summary["batch_queue_depth"].avg, summary["cpu_percent"].avg
     if queue < 1 or cpu >= t.cpu_idle_percent:
         return None
     message = (
@@ -388,7 +388,7 @@ def _rec_concurrency(f: Findings, t: Thresholds) -> Recommendation | None:
 
 def _peak(f: Findings, name: str) -> float | None:
     figure = f.resources.get(name)
-    return None if figure is None else float(figure["peak"])
+    return None if figure is None else figure.peak
 
 
 _RECOMMENDATIONS: tuple[Callable[[Findings, Thresholds], Recommendation | None], ...] = (

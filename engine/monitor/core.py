@@ -47,7 +47,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -63,10 +63,13 @@ from engine.monitor.advice import (
 )
 from engine.monitor.history import History
 from engine.monitor.recorder import MAX_CALLS, Labels, Recorder, Timer
+from engine.monitor.report import Report, Resources, ResourceSummary
 from engine.monitor.resources import ProcessReader
 from engine.monitor.sampler import MAX_SAMPLES, Gauge, ResourceReader, Sampler
 from engine.monitor.stats import (
+    Figure,
     OperationStats,
+    ReportSummary,
     aggregate,
     build_stats,
     has_labels,
@@ -81,10 +84,15 @@ __all__ = [
     "MAX_CALLS",
     "MAX_SAMPLES",
     "Bottleneck",
+    "Figure",
     "Monitor",
     "OperationStats",
     "Recommendation",
+    "Report",
+    "ReportSummary",
     "ResourceSample",
+    "ResourceSummary",
+    "Resources",
     "Source",
     "Thresholds",
     "Timer",
@@ -102,7 +110,7 @@ unless it has nothing for the window and a store is attached."""
 class _Analysis:
     window_s: float
     source: str
-    resources: dict[str, Any]
+    resources: Resources
     findings: Findings
 
 
@@ -243,7 +251,7 @@ class Monitor:
         *,
         source: Source = "auto",
         cache: tuple[float | None, int] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Report:
         """Summary, top operations, bottlenecks, resource summary and recommendations.
 
         ``cache``: the cache's hit rate and the reads behind it, as the caller shows them
@@ -251,16 +259,16 @@ class Monitor:
         """
         found = self._analyse(window_s, source, cache)
         stats = found.findings.stats
-        return {
-            "window_s": found.window_s,
-            "generated_at": self._clock.now(),
-            "source": found.source,
-            "summary": summary(stats),
-            "top_operations": [asdict(s) for s in stats[:TOP_OPERATIONS]],
-            "bottlenecks": [asdict(b) for b in found.findings.bottlenecks],
-            "resources": {k: found.resources[k] for k in ("source", "count", "summary")},
-            "recommendations": [asdict(r) for r in recommend(found.findings, self.thresholds)],
-        }
+        return Report(
+            window_s=found.window_s,
+            generated_at=self._clock.now(),
+            source=found.source,
+            summary=summary(stats),
+            top_operations=stats[:TOP_OPERATIONS],
+            bottlenecks=found.findings.bottlenecks,
+            resources=found.resources.summed_up,
+            recommendations=recommend(found.findings, self.thresholds),
+        )
 
     def _analyse(
         self, window_s: float | None, source: Source, cache: tuple[float | None, int] | None = None
@@ -269,16 +277,16 @@ class Monitor:
         current, used = self._window_stats(window, 0, source, None)
         previous, _ = self._window_stats(window, 1, used, None)
         resources = self.resources(window, source=source)
-        hit_rate, reads = cache or (self._hit_rate(resources["summary"], used), self._reads(used))
+        hit_rate, reads = cache or (self._hit_rate(resources.summary, used), self._reads(used))
         found = find_bottlenecks(current, previous, hit_rate, self.thresholds, cache_reads=reads)
-        findings = Findings(current, found, resources["summary"], hit_rate)
+        findings = Findings(current, found, resources.summary, hit_rate)
         return _Analysis(window, used, resources, findings)
 
-    def _hit_rate(self, summary: dict[str, dict[str, float]], source: str) -> float | None:
+    def _hit_rate(self, summary: dict[str, Figure], source: str) -> float | None:
         """The window's average of the cache_hit_rate gauge; without samples, its value now
         (only for figures from memory: this process's cache says nothing about history)."""
         if "cache_hit_rate" in summary:
-            return summary["cache_hit_rate"]["avg"]
+            return summary["cache_hit_rate"].avg
         if source == "history":
             return None
         return self._sampler.gauges(("cache_hit_rate",)).get("cache_hit_rate")
@@ -302,19 +310,17 @@ class Monitor:
         """Read resources and gauges once, keep the sample and return it."""
         return self._sampler.sample_now()
 
-    def resources(
-        self, window_s: float | None = None, *, source: Source = "auto"
-    ) -> dict[str, Any]:
-        """Samples over the window and, per figure and gauge, its ``avg`` and ``peak``."""
+    def resources(self, window_s: float | None = None, *, source: Source = "auto") -> Resources:
+        """Samples over the window and, per figure and gauge, its average and peak."""
         window = self._window(window_s)
         samples, used = self._window_samples(window, source)
-        return {
-            "window_s": window,
-            "source": used,
-            "count": len(samples),
-            "samples": [s.as_dict() for s in samples],
-            "summary": resource_summary(samples),
-        }
+        return Resources(
+            window_s=window,
+            source=used,
+            count=len(samples),
+            samples=samples,
+            summary=resource_summary(samples),
+        )
 
     def _window_samples(self, window: float, source: str) -> tuple[list[ResourceSample], str]:
         if source != "history":

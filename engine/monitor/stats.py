@@ -19,7 +19,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from engine.errors import ConfigError
 from engine.monitor.recorder import Labels, Record
@@ -28,7 +27,9 @@ from engine.store.perf import PerfInterval, ResourceSample
 __all__ = [
     "PERCENTILES",
     "Aggregate",
+    "Figure",
     "OperationStats",
+    "ReportSummary",
     "aggregate",
     "build_stats",
     "has_labels",
@@ -67,6 +68,30 @@ class OperationStats:
     share_of_time: float
     errors: dict[str, int]
     """Failures by error type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """A resource figure's or gauge's average and peak over a window's samples, in the
+    figure's own unit (``rss_mb`` in MiB, ``cpu_percent`` in percent of one core, ...)."""
+
+    avg: float
+    peak: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportSummary:
+    """A report's totals over every operation in the window."""
+
+    total_operations: int
+    """Calls of every operation."""
+    distinct_operations: int
+    """Operations called at least once."""
+    failures: int
+    success_rate: float | None
+    """Calls that succeeded, 0 to 1; None without calls."""
+    mean_response_ms: float | None
+    """Mean duration of a call in milliseconds; None without calls."""
 
 
 @dataclass(frozen=True)
@@ -215,24 +240,24 @@ def _to_stats(
     )
 
 
-def resource_summary(samples: list[ResourceSample]) -> dict[str, dict[str, float]]:
-    """Per figure and gauge, its ``avg`` and ``peak`` over the samples."""
+def resource_summary(samples: list[ResourceSample]) -> dict[str, Figure]:
+    """Per figure and gauge, its average and peak over the samples."""
     columns: dict[str, list[float]] = defaultdict(list)
     for sample in samples:
         for name, value in sample.values.items():
             columns[name].append(value)
-    return {name: {"avg": sum(v) / len(v), "peak": max(v)} for name, v in columns.items()}
+    return {name: Figure(avg=sum(v) / len(v), peak=max(v)) for name, v in columns.items()}
 
 
-def summary(stats: list[OperationStats]) -> dict[str, Any]:
+def summary(stats: list[OperationStats]) -> ReportSummary:
     """The report's totals over all operations."""
     calls = sum(s.calls for s in stats)
     failures = sum(s.failures for s in stats)
     total_ms = sum(s.total_ms for s in stats)
-    return {
-        "total_operations": calls,
-        "distinct_operations": len(stats),
-        "failures": failures,
-        "success_rate": (calls - failures) / calls if calls else None,
-        "mean_response_ms": total_ms / calls if calls else None,
-    }
+    return ReportSummary(
+        total_operations=calls,
+        distinct_operations=len(stats),
+        failures=failures,
+        success_rate=(calls - failures) / calls if calls else None,
+        mean_response_ms=total_ms / calls if calls else None,
+    )

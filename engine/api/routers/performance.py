@@ -82,16 +82,16 @@ def report(console: ConsoleDep, time_window: TimeWindow = DEFAULT_WINDOW_MS) -> 
     window = time_window / 1000
     found = console.monitor.report(window)
     by_name = {s.operation: s for s in console.monitor.stats(window)}
-    resources = found["resources"]
+    resources = found.resources
     body = ReportBodyOut(
-        summary=ReportSummaryOut.model_validate(found["summary"]),
-        top_operations=found["top_operations"],
-        bottlenecks=[bottleneck_out(b, by_name) for b in found["bottlenecks"]],
-        resource_summary=resource_summary(resources["summary"], resources["count"]),
-        recommendations=found["recommendations"],
-        source=found["source"],
+        summary=ReportSummaryOut.model_validate(found.summary),
+        top_operations=found.top_operations,
+        bottlenecks=[bottleneck_out(b, by_name) for b in found.bottlenecks],
+        resource_summary=resource_summary(resources.summary, resources.count),
+        recommendations=found.recommendations,
+        source=found.source,
     )
-    return ReportOut(report=body, generated_at=found["generated_at"], time_window_ms=time_window)
+    return ReportOut(report=body, generated_at=found.generated_at, time_window_ms=time_window)
 
 
 @router.get("/resources")

@@ -18,6 +18,7 @@ from engine.app.months import MonthStatus, month_status
 from engine.clock import FakeClock
 from engine.domain.models import ALL_METRICS, month_of
 from engine.errors import ConfigError, NotFoundError
+from engine.monitor.advice import Bottleneck, Recommendation
 from engine.store.schema import bench_results
 
 MONTH = "2025-06"
@@ -230,19 +231,19 @@ def test_advice_turns_the_monitor_report_into_items(console: Console) -> None:
 
 
 def test_advice_items_show_the_figures_behind_a_bottleneck() -> None:
-    bottleneck = {
-        "operation": "storage.write",
-        "rule": "slow_p95",
-        "severity": "high",
-        "message": "p95 is slow",
-        "values": {"p95_ms": 12.345678},
-        "recommendation": "Batch the writes.",
-    }
+    bottleneck = Bottleneck(
+        operation="storage.write",
+        rule="slow_p95",
+        severity="high",
+        message="p95 is slow",
+        values={"p95_ms": 12.345678},
+        recommendation="Batch the writes.",
+    )
     item = queries._bottleneck_cards([bottleneck])[0]
     assert item.label == "HIGH" and "**storage.write**" in item.message
     assert item.detail == "Batch the writes."
     assert item.rows == [{"operation": "storage.write", "severity": "high", "p95_ms": 12.3457}]
-    advice = {"priority": "low", "category": "cache", "message": "Raise maxSize."}
+    advice = Recommendation(category="cache", priority="low", message="Raise maxSize.", values={})
     assert queries._recommendation_item(advice).label == "LOW · cache"
 
 

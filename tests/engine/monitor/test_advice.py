@@ -15,7 +15,7 @@ from engine.monitor.advice import (
     recommend,
 )
 from engine.monitor.core import Monitor
-from engine.monitor.stats import OperationStats
+from engine.monitor.stats import Figure, OperationStats
 from tests.engine.monitor.support import MakeMonitor, Reader, categories, fired, record_ms
 
 # --- bottleneck rules ---------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_rules_are_functions_of_the_figures() -> None:
 
 def test_recommendations_are_typed_and_most_urgent_first() -> None:
     bottlenecks = find_bottlenecks([FETCH], [], 0.5, Thresholds())
-    resources = {"rss_mb": {"avg": 900.0, "peak": 2000.0}}
+    resources = {"rss_mb": Figure(avg=900.0, peak=2000.0)}
     advice = recommend(Findings([FETCH], bottlenecks, resources, 0.5), Thresholds())
     assert [(r.category, r.priority) for r in advice] == [
         ("Performance", "high"),

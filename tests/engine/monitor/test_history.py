@@ -47,8 +47,8 @@ def test_aggregates_persist_and_read_back_across_monitors(
     assert merged.p50_ms == pytest.approx(51, rel=0.01)  # from the merged sketches
     assert merged.p95_ms == pytest.approx(96, rel=0.01)
     assert merged.calls_per_second == pytest.approx(101 / 20)
-    assert reader.report()["source"] == "history"
-    assert reader.resources()["summary"]["cache_hit_rate"]["avg"] == 0.9
+    assert reader.report().source == "history"
+    assert reader.resources().summary["cache_hit_rate"].avg == 0.9
     assert only(writer, "source.fetch", source="memory").calls == 101
     with pytest.raises(ConfigError):
         reader.stats(labels={"mode": "naive"}, source="history")

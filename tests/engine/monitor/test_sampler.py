@@ -8,7 +8,7 @@ import pytest
 
 from engine.clock import FakeClock
 from engine.errors import ConfigError
-from engine.monitor.core import Monitor
+from engine.monitor.core import Figure, Monitor
 from engine.monitor.resources import RESOURCE_FIELDS
 from engine.monitor.sampler import Sampler
 from engine.settings import MonitorSettings
@@ -38,11 +38,11 @@ def test_sampler_with_injected_reader_and_gauges(
     depth[0] = 4
     monitor.sample_now()
     found = monitor.resources()
-    assert found["count"] == 2 and found["samples"][1]["at"] == clock.now()
-    assert found["summary"]["rss_mb"] == {"avg": 200.0, "peak": 300.0}
-    assert found["summary"]["cpu_percent"] == {"avg": 40.0, "peak": 60.0}
-    assert found["summary"]["batch_queue_depth"] == {"avg": 3.0, "peak": 4.0}
-    assert monitor.resources(window_s=60)["count"] == 1
+    assert found.count == 2 and found.samples[1].at == clock.now()
+    assert found.summary["rss_mb"] == Figure(avg=200.0, peak=300.0)
+    assert found.summary["cpu_percent"] == Figure(avg=40.0, peak=60.0)
+    assert found.summary["batch_queue_depth"] == Figure(avg=3.0, peak=4.0)
+    assert monitor.resources(window_s=60).count == 1
     with pytest.raises(ConfigError):
         monitor.register_gauge("rss_mb", lambda: 1.0)
 

@@ -10,6 +10,7 @@ from engine.monitor.core import Monitor, parse_window
 from engine.monitor.recorder import Record
 from engine.monitor.stats import (
     PERCENTILES,
+    ReportSummary,
     build_stats,
     interval,
     merge_intervals,
@@ -183,10 +184,10 @@ def test_observed_time_counts_as_at_least_one_second(clock: FakeClock) -> None:
     )
     (found,) = build_stats({"parse": agg}, covered_s=0.2)
     assert found.calls_per_second == 1.0 and found.share_of_time == 1.0
-    assert summary([]) == {
-        "total_operations": 0,
-        "distinct_operations": 0,
-        "failures": 0,
-        "success_rate": None,
-        "mean_response_ms": None,
-    }
+    assert summary([]) == ReportSummary(
+        total_operations=0,
+        distinct_operations=0,
+        failures=0,
+        success_rate=None,
+        mean_response_ms=None,
+    )
