@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from engine.api.paths import PathRedactor
@@ -14,13 +13,9 @@ from engine.api.schemas import (
     BatchOut,
     BottleneckOut,
     CacheStatsOut,
-    FigureOut,
     JobOut,
     ResourceSampleOut,
     ResourcesOut,
-    ResourceSummaryOut,
-    camel,
-    camel_keys,
     view,
 )
 from engine.app.console import Console
@@ -28,7 +23,7 @@ from engine.batch.runner import BatchDetail, BatchProgress, ItemRecord
 from engine.cache import CacheStats
 from engine.domain.models import Job
 from engine.errors import ConfigError
-from engine.monitor.core import Bottleneck, Figure, OperationStats, Resources
+from engine.monitor.core import Bottleneck, OperationStats, Resources, ResourceSample
 
 
 def job_out(console: Console, job: Job, redact: PathRedactor) -> Any:
@@ -37,53 +32,31 @@ def job_out(console: Console, job: Job, redact: PathRedactor) -> Any:
     return view(JobOut, job, progress=progress, error=redact.optional(job.error))
 
 
-def bottleneck_out(
-    bottleneck: Bottleneck | Mapping[str, Any], stats: Mapping[str, OperationStats]
-) -> Any:
+def bottleneck_out(bottleneck: Bottleneck, stats: Mapping[str, OperationStats]) -> Any:
     """A bottleneck with the figures of its operation (``None`` once they left the window)."""
-    name = bottleneck["operation"] if isinstance(bottleneck, Mapping) else bottleneck.operation
-    return view(BottleneckOut, bottleneck, stats=stats.get(name))
+    return view(BottleneckOut, bottleneck, stats=stats.get(bottleneck.operation))
 
 
 def resources_out(found: Resources, time_window_ms: int) -> ResourcesOut:
     """The monitor's samples (the latest :data:`MAX_SAMPLES`) and their summary."""
     return ResourcesOut(
-        metrics=[sample_out(s.as_dict()) for s in found.samples[-MAX_SAMPLES:]],
-        summary=resource_summary(found.summary, found.count),
+        metrics=[sample_out(s) for s in found.samples[-MAX_SAMPLES:]],
+        summary=found.summed_up,
         time_window_ms=time_window_ms,
         data_points=found.count,
         source=found.source,
     )
 
 
-def resource_summary(summary: Mapping[str, Figure], count: int) -> ResourceSummaryOut:
-    """Memory and CPU under the seed's names, and every figure's average and peak."""
-
-    def figure(name: str, key: str) -> float | None:
-        found = summary.get(name)
-        return None if found is None else float(getattr(found, key))
-
-    return ResourceSummaryOut(
-        average_memory_mb=figure("rss_mb", "avg"),
-        peak_memory_mb=figure("rss_mb", "peak"),
-        average_cpu_percent=figure("cpu_percent", "avg"),
-        peak_cpu_percent=figure("cpu_percent", "peak"),
-        data_points=count,
-        figures={camel(k): FigureOut.model_validate(v) for k, v in summary.items()},
-    )
-
-
-def sample_out(sample: Mapping[str, Any]) -> ResourceSampleOut:
-    """One resource sample: the seed's three figures and every figure by name."""
-    figures = {k: float(v) for k, v in sample.items() if k not in ("at", "process")}
-    at: datetime = sample["at"]
-    return ResourceSampleOut(
-        timestamp=round(at.timestamp() * 1000),
-        process=sample["process"],
-        memory_usage_mb=figures.get("rss_mb", 0.0),
-        cpu_usage_percent=figures.get("cpu_percent", 0.0),
-        cache_hit_rate=figures.get("cache_hit_rate"),
-        figures=camel_keys(figures),
+def sample_out(sample: ResourceSample) -> Any:
+    """One resource sample: every figure by name, and the seed's three beside them."""
+    values = sample.values
+    return view(
+        ResourceSampleOut,
+        sample,
+        memory_usage_mb=values.get("rss_mb", 0.0),
+        cpu_usage_percent=values.get("cpu_percent", 0.0),
+        cache_hit_rate=values.get("cache_hit_rate"),
     )
 
 

@@ -14,10 +14,9 @@ is shown, ``add`` adds what the API shows beside the dataclass's fields
 When an engine field is renamed or changes type, the matching entry here is
 the one line to change.
 
-Engine results that are still mappings (cache and storage statistics, the
-report's summary) get declared models whose ``validation_alias`` names the
-engine's key; they validate from a mapping or from attributes alike, so a
-dataclass replacing the mapping needs no change here.
+Every engine result the API shows is a dataclass and derived here; what is
+declared by hand are the requests and the envelopes (``...Out`` models whose
+fields are the route's: counts, the window, a timestamp) around derived models.
 
 In annotations a derived model is written ``Annotated[EngineType, As(Model)]``: the
 engine type for the type checker, the model for pydantic's schema.
@@ -50,7 +49,16 @@ from engine.clock import as_utc
 from engine.domain.models import Job, MetricChange, TimelineEntry, validate_month
 from engine.domain.rules import JobProgress
 from engine.errors import ConfigError
-from engine.monitor.core import Bottleneck, OperationStats, Recommendation
+from engine.monitor.core import (
+    Bottleneck,
+    Figure,
+    OperationStats,
+    Recommendation,
+    Report,
+    ReportSummary,
+    ResourceSample,
+    ResourceSummary,
+)
 from engine.reconcile import MonthProgress
 from engine.settings import BatchSettings
 from engine.store.storage import StorageCacheStats
@@ -84,6 +92,13 @@ def camel_keys(values: Mapping[str, Any]) -> dict[str, Any]:
 
 Timestamp = Annotated[datetime, AfterValidator(as_utc)]
 """A datetime that always carries its offset (RFC 3339 ``date-time``)."""
+
+
+def epoch_ms(at: datetime) -> int:
+    """A datetime as the seed's timestamps: milliseconds since the epoch."""
+    return round(at.timestamp() * 1000)
+
+
 CamelFloats = Annotated[dict[str, float], BeforeValidator(camel_keys)]
 CamelValues = Annotated[dict[str, Any], BeforeValidator(camel_keys)]
 Level = Literal["high", "medium", "low"]
@@ -368,45 +383,49 @@ BatchOut = derive(
 )
 
 
-# --- engine mappings, declared -----------------------------------------------------------------
-
-
-class ReportSummaryOut(Out):
-    total_operations: int
-    unique_operations: int = Field(validation_alias="distinct_operations")
-    failures: int
-    overall_success_rate: float | None = Field(validation_alias="success_rate")
-    average_response_time: float | None = Field(
-        validation_alias="mean_response_ms", description="milliseconds"
-    )
-
-
-class FigureOut(Out):
-    avg: float
-    peak: float
-
-
-class ResourceSummaryOut(Out):
-    """Averages and peaks over the window; ``null`` without samples."""
-
-    average_memory_mb: float | None
-    peak_memory_mb: float | None
-    average_cpu_percent: float | None
-    peak_cpu_percent: float | None
-    data_points: int
-    figures: dict[str, FigureOut] = Field(description="every resource figure and engine gauge")
-
-
-class ResourceSampleOut(Out):
-    timestamp: int = Field(description="milliseconds since the epoch")
-    process: str
-    memory_usage_mb: float
-    cpu_usage_percent: float
-    cache_hit_rate: float | None
-    figures: dict[str, float]
-
-
 StorageCacheOut = derive(StorageCacheStats, name="StorageCacheOut")
+ReportSummaryOut = derive(
+    ReportSummary,
+    name="ReportSummaryOut",
+    rename={
+        "distinct_operations": "unique_operations",
+        "success_rate": "overall_success_rate",
+        "mean_response_ms": "average_response_time",
+    },
+    types={"mean_response_ms": (float | None, Field(description="milliseconds"))},
+)
+FigureOut = derive(Figure, name="FigureOut")
+ResourceSummaryOut = derive(
+    ResourceSummary,
+    name="ResourceSummaryOut",
+    rename={"count": "data_points", "summary": "figures"},
+    omit=("source",),
+    types={
+        "summary": (
+            Annotated[dict[str, Annotated[Figure, As(FigureOut)]], BeforeValidator(camel_keys)],
+            Field(description="every resource figure and engine gauge"),
+        )
+    },
+    add={
+        "average_memory_mb": float | None,
+        "peak_memory_mb": float | None,
+        "average_cpu_percent": float | None,
+        "peak_cpu_percent": float | None,
+    },
+)
+ResourceSampleOut = derive(
+    ResourceSample,
+    name="ResourceSampleOut",
+    rename={"at": "timestamp", "values": "figures"},
+    types={
+        "at": (
+            Annotated[int, BeforeValidator(epoch_ms)],
+            Field(description="milliseconds since the epoch"),
+        ),
+        "values": CamelFloats,
+    },
+    add={"memory_usage_mb": float, "cpu_usage_percent": float, "cache_hit_rate": float | None},
+)
 
 
 # --- envelopes ---------------------------------------------------------------------------------
@@ -414,6 +433,21 @@ StorageCacheOut = derive(StorageCacheStats, name="StorageCacheOut")
 OperationStatsJson = Annotated[OperationStats, As(OperationStatsOut)]
 BottleneckJson = Annotated[Bottleneck, As(BottleneckOut)]
 RecommendationJson = Annotated[Recommendation, As(RecommendationOut)]
+ResourceSummaryJson = Annotated[ResourceSummary, As(ResourceSummaryOut)]
+
+ReportBodyOut = derive(
+    Report,
+    name="ReportBodyOut",
+    rename={"resources": "resource_summary"},
+    omit=("window_s", "generated_at"),
+    types={
+        "summary": Annotated[ReportSummary, As(ReportSummaryOut)],
+        "top_operations": list[OperationStatsJson],
+        "bottlenecks": list[BottleneckJson],
+        "resources": ResourceSummaryJson,
+        "recommendations": list[RecommendationJson],
+    },
+)
 
 
 class ErrorOut(Out):
@@ -448,24 +482,17 @@ class RecommendationsOut(Out):
 
 
 class ResourcesOut(Out):
-    metrics: list[ResourceSampleOut] = Field(description=f"the latest {MAX_SAMPLES} at most")
-    summary: ResourceSummaryOut
+    metrics: list[Annotated[Out, As(ResourceSampleOut)]] = Field(
+        description=f"the latest {MAX_SAMPLES} at most"
+    )
+    summary: ResourceSummaryJson
     time_window_ms: int
     data_points: int
     source: str = Field(description="memory (this process) or history (every process)")
 
 
-class ReportBodyOut(Out):
-    summary: ReportSummaryOut
-    top_operations: list[OperationStatsJson]
-    bottlenecks: list[BottleneckJson]
-    resource_summary: ResourceSummaryOut
-    recommendations: list[RecommendationJson]
-    source: str
-
-
 class ReportOut(Out):
-    report: ReportBodyOut
+    report: Annotated[Out, As(ReportBodyOut)]
     generated_at: Timestamp
     time_window_ms: int
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from engine.api.convert import bottleneck_out, cache_out, resource_summary, resources_out
+from engine.api.convert import bottleneck_out, cache_out, resources_out
 from engine.api.deps import (
     DEFAULT_WINDOW_MS,
     PREFIX,
@@ -25,9 +25,9 @@ from engine.api.schemas import (
     RecommendationsOut,
     ReportBodyOut,
     ReportOut,
-    ReportSummaryOut,
     ResourcesOut,
     StatsOut,
+    view,
 )
 
 router = APIRouter(prefix=f"{PREFIX}/performance")
@@ -82,15 +82,8 @@ def report(console: ConsoleDep, time_window: TimeWindow = DEFAULT_WINDOW_MS) -> 
     window = time_window / 1000
     found = console.monitor.report(window)
     by_name = {s.operation: s for s in console.monitor.stats(window)}
-    resources = found.resources
-    body = ReportBodyOut(
-        summary=ReportSummaryOut.model_validate(found.summary),
-        top_operations=found.top_operations,
-        bottlenecks=[bottleneck_out(b, by_name) for b in found.bottlenecks],
-        resource_summary=resource_summary(resources.summary, resources.count),
-        recommendations=found.recommendations,
-        source=found.source,
-    )
+    bottlenecks = [bottleneck_out(b, by_name) for b in found.bottlenecks]
+    body = view(ReportBodyOut, found, bottlenecks=bottlenecks)
     return ReportOut(report=body, generated_at=found.generated_at, time_window_ms=time_window)
 
 

@@ -19,6 +19,7 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.api.app import create_app
+from engine.api.schemas import camel
 from engine.app.console import Console
 from engine.cli.api import is_loopback
 from engine.cli.core import main
@@ -150,27 +151,46 @@ def test_stats_of_an_operation_without_data_is_404(worked: tuple[Console, httpx.
 def test_bottlenecks_report_resources_recommendations(
     worked: tuple[Console, httpx.Client],
 ) -> None:
-    _, client = worked
+    console, client = worked
     found = ok(client.get(f"{PERF}/bottlenecks"))
     counts = [found[f"{s}SeverityCount"] for s in ("high", "medium", "low")]
     assert sum(counts) == found["totalBottlenecks"] == len(found["bottlenecks"])
     report = ok(client.get(f"{PERF}/report", params={"timeWindow": 60_000}))
     assert set(report) == {"report", "generatedAt", "timeWindowMs"}
     summary = report["report"]["summary"]
-    assert {
+    assert set(summary) == {
         "totalOperations",
         "uniqueOperations",
+        "failures",
         "overallSuccessRate",
         "averageResponseTime",
-    } <= set(summary)
+    }
     assert summary["totalOperations"] > 0
-    assert report["report"]["topOperations"]
-    assert report["report"]["resourceSummary"]["dataPoints"] >= 1
+    assert summary["uniqueOperations"] >= len(report["report"]["topOperations"]) > 0
+    body = report["report"]
+    assert set(body) == {
+        *("summary", "topOperations", "bottlenecks", "resourceSummary"),
+        *("recommendations", "source"),
+    }
+    figures = body["resourceSummary"]
+    assert figures["dataPoints"] >= 1
+    assert figures["averageMemoryMB"] == figures["figures"]["rssMb"]["avg"] > 0
+    assert figures["peakCpuPercent"] == figures["figures"]["cpuPercent"]["peak"]
     resources = ok(client.get(f"{PERF}/resources"))
     assert resources["dataPoints"] == len(resources["metrics"]) >= 1
     sample = resources["metrics"][-1]
     assert sample["memoryUsageMB"] > 0  # real psutil figures, not hard-coded zeros
     assert "batchQueueDepth" in sample["figures"]
+    (engine,) = [  # the engine's sample of that millisecond, under the seed's names
+        s
+        for s in console.monitor.resources().samples
+        if round(s.at.timestamp() * 1000) == sample["timestamp"]
+    ]
+    assert sample["process"] == engine.process
+    assert sample["figures"] == {camel(k): v for k, v in engine.values.items()}
+    assert sample["memoryUsageMB"] == engine.values["rss_mb"]
+    assert sample["cpuUsagePercent"] == engine.values["cpu_percent"]
+    assert sample["cacheHitRate"] == engine.values.get("cache_hit_rate")
     assert resources["summary"]["peakMemoryMB"] >= resources["summary"]["averageMemoryMB"] > 0
     advice = ok(client.get(f"{PERF}/optimization/recommendations"))
     priorities = [advice[f"{p}Priority"] for p in ("high", "medium", "low")]
