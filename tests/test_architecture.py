@@ -6,6 +6,8 @@
   never the other way round.
 - No class longer than :data:`MAX_CLASS_LINES` lines and no function whose body
   is longer than :data:`MAX_FUNCTION_LINES` lines in ``engine/`` or ``dashboard/``.
+- The statistics the engine returns (:data:`RESULTS`) are frozen, slotted, snake_case
+  dataclasses all the way down, and the API derives its models from them.
 
 Each check parses the files (``ast``), so a name in a comment or docstring
 does not count, and lists every offender in its failure message.
@@ -14,14 +16,19 @@ does not count, and lists every offender in its failure message.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any, get_args, get_type_hints
 
 import pytest
 
+from engine.cache import CacheService
 from engine.domain.models import BatchStatus, ItemState, JobStatus
+from engine.monitor.core import Monitor
+from engine.store.storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("engine", "dashboard")
@@ -261,3 +268,67 @@ def test_a_bare_status_is_recognised(source: str, words: list[str]) -> None:
         for word in _literals(operand)
     ]
     assert found == words
+
+
+# --- engine results -----------------------------------------------------------------------------
+
+RESULTS = {
+    "CacheService.stats": CacheService.stats,
+    "Monitor.stats": Monitor.stats,
+    "Monitor.report": Monitor.report,
+    "Monitor.resources": Monitor.resources,
+    "Storage.cache_stats": Storage.cache_stats,
+}
+"""Statistics the CLI, the API and the dashboard show: engine values, not mappings."""
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _dataclasses_in(hint: Any) -> Iterator[type]:
+    """The dataclasses a type hint names, at any depth (``list[X]``, ``dict[str, X]``, ...)."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        yield hint
+    for arg in get_args(hint):
+        yield from _dataclasses_in(arg)
+
+
+def _result_problems(cls: type) -> Iterator[str]:
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    if not params.frozen or "__slots__" not in vars(cls):
+        yield f"{cls.__qualname__} is not frozen and slotted"
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not _SNAKE.match(f.name):
+            yield f"{cls.__qualname__}.{f.name} is not snake_case"
+        if Any in (hints[f.name], *get_args(hints[f.name])):
+            yield f"{cls.__qualname__}.{f.name} holds Any (a mapping in disguise?)"
+
+
+@pytest.mark.parametrize("name", sorted(RESULTS))
+def test_engine_results_are_frozen_snake_case_dataclasses(name: str) -> None:
+    """Engine results are snake_case dataclasses, all the way down; camelCase exists only
+    in engine/api (issue #15)."""
+    found = list(_dataclasses_in(get_type_hints(RESULTS[name])["return"]))
+    assert found, f"{name} returns no dataclass"
+    problems: list[str] = []
+    seen: set[type] = set()
+    while found:
+        cls = found.pop()
+        if cls not in seen:
+            seen.add(cls)
+            problems += _result_problems(cls)
+            found += [d for hint in get_type_hints(cls).values() for d in _dataclasses_in(hint)]
+    assert not problems, "\n".join(problems)
+
+
+def test_api_models_of_engine_results_are_derived() -> None:
+    """No response model names an engine field by hand: ``derive`` is the one place a
+    seed name is mapped to the engine's (its ``rename`` tables)."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in _sources("engine/api")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "validation_alias=" in line and "merge_field_infos" not in line
+    ]
+    assert not offenders, "a hand-written alias (derive the model instead):\n" + "\n".join(
+        offenders
+    )

@@ -44,7 +44,7 @@ from pydantic_core import CoreSchema
 from engine.app.months import MonthStatus
 from engine.app.queries import WatcherView, WorkerView
 from engine.batch.runner import AttemptRecord, BatchInfo, BatchProgress, ItemRecord
-from engine.cache import CacheFigures, CacheTotals
+from engine.cache import CacheTotals, LayerStats
 from engine.clock import as_utc
 from engine.domain.models import Job, MetricChange, TimelineEntry, validate_month
 from engine.domain.rules import JobProgress
@@ -357,12 +357,12 @@ BatchProgressOut = derive(
     },
     omit=("batch_id", "total", "done"),
 )
-CacheLayerOut = derive(CacheFigures, name="CacheLayerOut")
+CacheLayerOut = derive(LayerStats, name="CacheLayerOut")
 CacheStatsOut = derive(
     CacheTotals,
     name="CacheStatsOut",
     rename={"hits": "total_hits", "misses": "total_misses"},
-    add={"layers": dict[str, Annotated[CacheFigures, As(CacheLayerOut)]]},
+    add={"layers": dict[str, Annotated[LayerStats, As(CacheLayerOut)]]},
 )
 BatchOut = derive(
     BatchInfo,

@@ -46,7 +46,7 @@ from engine.cache.layer import TRACE_LEN
 from engine.cache.policies import POLICIES
 from engine.cache.prefetch import PREFETCH_QUEUE
 from engine.cache.service import HISTORY_LEN, LAYERS, CacheService, Prefetch
-from engine.cache.stats import CacheFigures, CacheStats, CacheTotals
+from engine.cache.stats import CacheStats, CacheTotals, LayerStats
 from engine.cache.values import freeze
 
 __all__ = [
@@ -56,10 +56,10 @@ __all__ = [
     "PREFETCH_QUEUE",
     "SAMPLE_INTERVAL_S",
     "TRACE_LEN",
-    "CacheFigures",
     "CacheService",
     "CacheStats",
     "CacheTotals",
+    "LayerStats",
     "Prefetch",
     "freeze",
 ]

@@ -23,7 +23,7 @@ _SAMPLE_FIELDS = ("hits", "misses", "hit_rate", "evictions", "expirations", "pre
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CacheFigures:
+class LayerStats:
     """One cache layer's figures: counts since the start, sizes in entries, latencies in
     microseconds (mean and 95th percentile of the last 1,024 timed gets of each kind)."""
 
@@ -47,7 +47,7 @@ class CacheFigures:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CacheTotals(CacheFigures):
+class CacheTotals(LayerStats):
     """Every layer's figures summed (latencies over every layer's timed gets), and the
     prefetcher's requests dropped (queue full) and failed."""
 
@@ -59,7 +59,7 @@ class CacheTotals(CacheFigures):
 class CacheStats:
     """The cache service's figures: per layer, by name, and in total."""
 
-    layers: dict[str, CacheFigures]
+    layers: dict[str, LayerStats]
     total: CacheTotals
 
 
@@ -68,14 +68,14 @@ def collect(layers: Mapping[str, Layer], *, dropped: int, errors: int) -> CacheS
 
     ``dropped`` and ``errors`` are the prefetcher's, reported in the total.
     """
-    per_layer: dict[str, CacheFigures] = {}
+    per_layer: dict[str, LayerStats] = {}
     hit_ns: list[int] = []
     miss_ns: list[int] = []
     for name, lay in layers.items():
         with lay.lock:
             counts = lay.counters()
             hits, misses = list(lay.hit_ns), list(lay.miss_ns)
-        per_layer[name] = CacheFigures(**counts, **_latencies(hits, misses))
+        per_layer[name] = LayerStats(**counts, **_latencies(hits, misses))
         hit_ns += hits
         miss_ns += misses
     sums = {k: sum(getattr(s, k) for s in per_layer.values()) for k in COUNTERS}
@@ -92,7 +92,7 @@ def collect(layers: Mapping[str, Layer], *, dropped: int, errors: int) -> CacheS
 def history_point(stats: CacheStats, last: dict[str, Any], time: str) -> dict[str, Any]:
     """A history sample at ``time``: ``stats``' rates, and the hit rate since ``last``."""
     point: dict[str, Any] = {"time": time}
-    figures: dict[str, CacheFigures] = {**stats.layers, "total": stats.total}
+    figures: dict[str, LayerStats] = {**stats.layers, "total": stats.total}
     for name, s in figures.items():
         hits = s.hits - last.get(name, {}).get("hits", 0)
         misses = s.misses - last.get(name, {}).get("misses", 0)

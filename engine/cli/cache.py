@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console as RichConsole
 from rich.table import Table
 
-from engine.cache import LAYERS, CacheFigures
+from engine.cache import LAYERS, LayerStats
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
@@ -48,7 +48,7 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps(asdict(stats), indent=2))
         return 0
-    columns: dict[str, CacheFigures] = {**stats.layers, "total": stats.total}
+    columns: dict[str, LayerStats] = {**stats.layers, "total": stats.total}
     table = Table(title="Cache")
     table.add_column("", no_wrap=True)
     for name in columns:

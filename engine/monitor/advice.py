@@ -79,7 +79,7 @@ class Thresholds:
     """Average CPU below this while items queue: 'Concurrency' recommendation."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Bottleneck:
     """A rule that fired, the numbers that made it fire and what to do about it."""
 
@@ -91,7 +91,7 @@ class Bottleneck:
     recommendation: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recommendation:
     """What to change, how urgent it is, and the numbers behind it."""
 

@@ -48,7 +48,7 @@ _GAMMA = 1.02  # sketch bucket growth: a bucket's middle is within 1 % of any va
 _LOG_GAMMA = math.log(_GAMMA)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OperationStats:
     """One operation's figures over a window (durations in milliseconds)."""
 

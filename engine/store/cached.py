@@ -27,7 +27,7 @@ from engine.store.writes import Queue, WritePolicy
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CacheFigures:
     """The storage cache's figures (the API shows them in camelCase)."""
 

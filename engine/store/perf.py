@@ -61,7 +61,7 @@ class PerfInterval:
     """Calls per log bucket of their duration, so that intervals merge into percentiles."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourceSample:
     """One sample of a process: its resource figures plus the engine's gauges, by name."""
 

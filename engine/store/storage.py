@@ -40,7 +40,7 @@ from engine.store.jobs import JobStore, Run
 from engine.store.writes import WritePolicy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StorageCacheStats(CacheFigures):
     """The storage cache's figures, with the writes not committed yet and the
     statements sent so far."""

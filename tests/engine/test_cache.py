@@ -17,8 +17,8 @@ from engine.cache import (
     LAYERS,
     POLICIES,
     PREFETCH_QUEUE,
-    CacheFigures,
     CacheService,
+    LayerStats,
     Prefetch,
 )
 from engine.cli import cache as cache_commands
@@ -46,7 +46,7 @@ def make(clock: FakeClock) -> Any:
         service.close()
 
 
-def layer_stats(cache: CacheService, layer: str = "jobs") -> CacheFigures:
+def layer_stats(cache: CacheService, layer: str = "jobs") -> LayerStats:
     return cache.stats().layers[layer]
 
 
