@@ -195,8 +195,12 @@ changes = Table(
 # --- batch runner (issue 4) ----------------------------------------------------
 
 # A batch's status: running -> finished | cancelled (set at cancel time so that
-# resume never restarts it). ``config`` is the batch's clamped settings as JSON;
-# ``items`` its items as a JSON list of ``[spec, priority]``: item N is the Nth.
+# resume never restarts it), or interrupted (its process stopped). ``config`` is the
+# batch's clamped settings as JSON; ``items`` its items as a JSON list of
+# ``[spec, priority]``: item N is the Nth. ``lease`` and ``holder`` name the lease
+# whose holder runs the batch (a thread runner's month lease): once no unexpired
+# lease has that holder, any process can see that the batch was abandoned. NULL for
+# batches no lease guards (procrastinate's run on in the workers). Schema version 7.
 batches = Table(
     "batches",
     metadata,
@@ -209,6 +213,8 @@ batches = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
     Column("throttled_s", Float, nullable=False, default=0.0),
+    Column("lease", String(200)),
+    Column("holder", String(200)),
 )
 
 # One row per item that finished, or that was interrupted (status ``queued``,
