@@ -43,7 +43,8 @@ SCHEMA_VERSION = 7
 
 1: the first stamped version. 2: the ``events`` table. 3: ``timeline.warnings``.
 4: the ``changes`` table. 5: the ``workers`` and ``slot_waiters`` tables.
-6: ``watcher_status.period_s``. 7: ``batches.lease`` and ``batches.holder``. Each was
+6: ``watcher_status.period_s``. 7: ``batches.lease``, ``batches.holder``
+and ``timeline.collected_on``. Each was
 additive: an older database migrates in place.
 """
 

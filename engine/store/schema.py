@@ -163,6 +163,11 @@ timeline = Table(
     # The snapshot's warnings as a JSON list of strings; NULL when it had none (the
     # usual check: nothing to encode or decode). Added in schema version 2.
     Column("warnings", Text),
+    # The collection date of the check that wrote the entry: a check reads the job's
+    # last entry collected before its own day, so that a check retried after its entry
+    # but not its job's counters was committed (naive mode commits them one by one)
+    # ignores its own entry. NULL in entries written before schema version 7.
+    Column("collected_on", ISODate),
     UniqueConstraint("job_id", "as_of", name="uq_timeline_job_as_of"),
 )
 
