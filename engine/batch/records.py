@@ -262,11 +262,11 @@ __all__ = [
     "batch_info",
     "counts_of",
     "describe",
-    "new_batch",
     "entry",
     "history_json",
     "item_record",
     "item_rows",
     "manifest",
+    "new_batch",
     "queued_row",
 ]

@@ -219,6 +219,7 @@ class BatchRunner:
         Items recorded as finished, or whose work ended (``outcome``), never run again;
         the others (also those running when the process died) queue in their first order.
         """
+        self._check_open()  # first: a closed runner reopens nothing it will not run
         loaded = self._history.unfinished(now=self._clock.now(), reopen=True)
         resumed = []
         with self._lock:
