@@ -131,3 +131,28 @@ def test_a_batch_whose_owner_lease_expired_is_ended_by_any_reader_and_resumable(
     assert final[abandoned].status is BatchStatus.FINISHED and 3 in ran
     assert final[abandoned].counts == {"succeeded": 2, "failed": 1}
     later.close()
+
+
+def test_a_later_run_takes_over_the_queued_items_of_an_abandoned_batch(storage: Storage) -> None:
+    clock = FakeClock()
+    dead = Holder("host:1:dead", "host", 1)
+    SqlLeases(storage, clock=clock).acquire("month:2025-03", dead, 30)
+    gone = runner(storage, clock=clock)
+    owner = BatchOwner("month:2025-03", dead.id)
+    old = gone.submit([{"n": n} for n in (1, 2, 3)], name="month-end 2025-03", owner=owner)
+    gone.close()
+    later = runner(storage, clock=clock, outcome=outcome)
+    clock.advance(31)
+    [info] = later.list_batches()  # ended as abandoned: item 3 stays queued
+    assert info.status is BatchStatus.INTERRUPTED and info.counts["queued"] == 1
+
+    new = later.submit([{"n": 3}], name="month-end 2025-03").batch_id
+    assert later.take_over("month-end 2025-03", by=new) == [old.batch_id]
+    info = {b.batch_id: b for b in later.list_batches()}[old.batch_id]
+    assert info.status is BatchStatus.INTERRUPTED
+    assert info.counts == {"succeeded": 1, "failed": 1, "cancelled": 1}
+    items = {i.item_id: i for i in later.batch_detail(old.batch_id).items}
+    assert items[3].error == f"interrupted: its process stopped; batch {new} took over"
+    assert later.take_over("month-end 2025-03", by=new) == []  # once
+    assert later.resume() == []  # nothing of it is left to run
+    later.close()
