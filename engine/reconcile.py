@@ -137,8 +137,8 @@ class Reconciler:
         )
         # Kept in memory between checks, or read back at every check (naive, the "before").
         keep = self._keep_last
-        last = self.storage.last_entry(job.id, job.month) if keep else None
         day = (job.last_check_date or month_end(job.month)) + timedelta(days=1)
+        last = self.storage.last_entry(job.id, job.month, day) if keep else None
         limit = rules.window_end(job, self.settings) + timedelta(
             days=self.settings.max_extension_days
         )
@@ -172,8 +172,8 @@ class Reconciler:
             snap = self._fetch(job, collection_date, token)
             if snap is None:
                 return self._gap(job, collection_date, last), last
-            if last is None:
-                last = self.storage.last_entry(job.id, job.month)
+            if last is None:  # collected before today: a retried check ignores its own entry
+                last = self.storage.last_entry(job.id, job.month, collection_date)
             if snap.data_month is not None and snap.data_month > job.month:
                 return self._finish(job, collection_date, Reason.CLOSING_ENDED, last, snap), last
             if snap.data_month is not None and snap.data_month < job.month:
@@ -211,7 +211,7 @@ class Reconciler:
         if reason is None:
             return job
         if last is None:
-            last = self.storage.last_entry(job.id, job.month)
+            last = self.storage.last_entry(job.id, job.month, today)
         return self._finish(job, today, reason, last, None)
 
     def _settle_archive(self, job: Job, today: date, entry: TimelineEntry) -> Job:
@@ -258,7 +258,7 @@ class Reconciler:
         month_end_snap = snap if snap.data_month == job.month or snap.data_month is None else None
         if month_end_snap is not None and snap.data_month is None:
             month_end_snap = replace(snap, data_month=job.month)
-        self._save(job, entry, month_end_snap)
+        self._save(job, entry, month_end_snap, today)
         if reason is not None:
             job = self._finish(job, today, reason, entry, None)
         return job, entry
@@ -285,7 +285,7 @@ class Reconciler:
                     note,
                     next_snap.warnings,  # the later month's file: still one to look at
                 )
-                self._save(job, entry, None)
+                self._save(job, entry, None, today)
             done = replace(
                 job,
                 status=JobStatus.COMPLETED,
@@ -317,8 +317,14 @@ class Reconciler:
         )
         return self._transition(cancelled)
 
-    def _save(self, job: Job, entry: TimelineEntry | None, snap: Snapshot | None) -> None:
-        self.storage.save_progress(job, entry, snap)
+    def _save(
+        self,
+        job: Job,
+        entry: TimelineEntry | None,
+        snap: Snapshot | None,
+        collected_on: date | None = None,
+    ) -> None:
+        self.storage.save_progress(job, entry, snap, collected_on)
         if self._on_write:
             self._on_write(job)
 

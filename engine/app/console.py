@@ -268,7 +268,10 @@ class Console:
         if "concurrency" not in self.settings.storage.parts():
             config["maxConcurrentJobs"] = 1  # the "before": sequential
         name = MONTH_END_BATCH.format(month=month)
-        result = self.batch.submit(items, config=config, name=name)
+        # The month's lease marks the batch as this process's: it is abandoned once the
+        # lease expires (the procrastinate runner records no owner: its workers run on).
+        owner = self.leases.owner(month)
+        result = self.batch.submit(items, config=config, name=name, owner=owner)
         self.batch.take_over(name, by=result.batch_id)  # batches of the month a killed run left
         return result
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from engine.app.lease import Lease, LeaseHeld, OnLost, wait_until_free
 from engine.batch.events import Listener
 from engine.clock import Clock
+from engine.store.batches import BatchOwner
 from engine.store.leases import Holder, LeaseRecord, Leases
 
 MONTH_LEASE = "month:{month}"
@@ -123,6 +124,12 @@ class MonthLeases:
         with self._lock:
             lease = self._held.get(month)
         return lease is not None and lease.lost
+
+    def owner(self, month: str) -> BatchOwner | None:
+        """The lease this console holds for ``month`` (None: none), for its batches."""
+        with self._lock:
+            lease = self._held.get(month)
+        return None if lease is None else BatchOwner(lease.name, lease.holder.id)
 
     def held_by(self, month: str) -> LeaseRecord | None:
         """Who works ``month`` now, in any process (None: nobody)."""

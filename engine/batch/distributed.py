@@ -45,7 +45,7 @@ from engine.batch.records import (
     SubmitResult,
     entry,
     item_rows,
-    manifest,
+    new_batch,
     queued_row,
 )
 from engine.batch.runner import BatchRunner
@@ -54,7 +54,7 @@ from engine.clock import Clock
 from engine.domain.models import ItemState
 from engine.errors import BatchError, ConfigError
 from engine.settings import BatchSettings
-from engine.store.batches import ItemRow, NewBatch, SqlBatchStore
+from engine.store.batches import BatchOwner, ItemRow, SqlBatchStore
 from engine.store.taskqueue import ensure_schema
 from engine.store.urls import libpq_url
 
@@ -220,8 +220,12 @@ class DistributedRunner:
         *,
         config: Mapping[str, Any] | None = None,
         name: str = "",
+        owner: BatchOwner | None = None,
     ) -> SubmitResult:
-        """Record a batch and defer one procrastinate job per item."""
+        """Record a batch and defer one procrastinate job per item.
+
+        ``owner`` is not recorded: workers run the batch on when the process that
+        started it dies, so it is never taken for abandoned."""
         settings, notes = batch_config(self.settings, config)
         settings, limited = within_runner(settings, self.settings)
         entries = [entry(item) for item in items]
@@ -229,10 +233,7 @@ class DistributedRunner:
             raise ConfigError("items", [], "a batch needs at least one item")
         app = self.app()
         self._before_defer()
-        batch_id = self.store.create(
-            NewBatch(name=name, config=json.dumps(dataclasses.asdict(settings)),
-                     total=len(entries), manifest=manifest(entries), created_at=self._clock.now())
-        )  # fmt: skip
+        batch_id = self.store.create(new_batch(name, settings, entries, self._clock.now()))
         jobs = [
             pjobs.Job(id=None, queue=batch_queue(batch_id), lock=item_lock(batch_id, n),
                       queueing_lock=None, task_name=TASK, priority=priority,
@@ -353,10 +354,10 @@ class DistributedRunner:
         return counts
 
     def list_batches(self, limit: int = 100) -> list[BatchInfo]:
-        return self._history.list_batches(limit)
+        return self._history.list_batches(limit, now=self._clock.now())
 
     def batch_detail(self, batch_id: int) -> BatchDetail:
-        return self._history.batch_detail(batch_id)
+        return self._history.batch_detail(batch_id, now=self._clock.now())
 
 
 def progress_of(

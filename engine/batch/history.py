@@ -1,8 +1,13 @@
 """Batches as stored, overlaid with what this process knows and has not written yet.
 
-Reads for ``recon batch list/show``, the dashboard and the API, and the two
-operations on stored batches: cancelling one nobody runs, and loading the
-unfinished ones for a resume.
+Reads for ``recon batch list/show``, the dashboard and the API, and the
+operations on stored batches: cancelling one nobody runs, loading the unfinished
+ones for a resume, and ending those a stopped process left.
+
+A batch its process abandoned (killed: its month lease expired, see
+:mod:`engine.store.batches`) is ended as ``interrupted`` by the next read of any
+process, each item showing the state its job reached; its other items stay
+queued, for ``recon batch resume`` or a later run of the month to take over.
 """
 
 from __future__ import annotations
@@ -61,12 +66,16 @@ class History:
         self._live = live
         self._outcome = outcome
 
-    def list_batches(self, limit: int) -> list[BatchInfo]:
-        """The latest batches, newest first (live counters for this process's batches)."""
+    def list_batches(self, limit: int, *, now: datetime) -> list[BatchInfo]:
+        """The latest batches, newest first (live counters for this process's batches);
+        abandoned ones are ended first."""
+        self.end_abandoned(now=now)
         return [self._info(b, counts_of(b.total, c)) for b, c in self._store.latest(limit)]
 
-    def batch_detail(self, batch_id: int) -> BatchDetail:
-        """A batch with every item and its attempts (what is not written yet included)."""
+    def batch_detail(self, batch_id: int, *, now: datetime) -> BatchDetail:
+        """A batch with every item and its attempts (what is not written yet included);
+        abandoned batches are ended first."""
+        self.end_abandoned(now=now)
         live = self._live.live_rows(batch_id)  # first: a row written meanwhile is then read too
         stored, rows = self._store.batch(batch_id)
         records = [item_record(*found) for found in item_rows(stored, rows, live)]
@@ -92,12 +101,16 @@ class History:
         ]
 
     def unfinished(
-        self, *, now: datetime
+        self, *, now: datetime, reopen: bool = False
     ) -> list[tuple[StoredBatch, dict[str, int], list[Unfinished]]]:
-        """The stored running batches of no process here, with finished counts and unfinished
-        items. Items whose work ended meanwhile (``outcome``) are recorded as such first."""
+        """The stored running batches of no process here (and the interrupted ones with
+        unfinished items), with finished counts and unfinished items. Items whose work
+        ended meanwhile (``outcome``) are recorded as such first. ``reopen`` (for a
+        resume): each is running again with no owner, so no reader ends it meanwhile."""
         found = []
         for stored, rows in self._store.unfinished(self._live.known()):
+            if reopen:  # before it runs: its end, once written, must stay
+                self._store.reopen(stored.id)
             ended = settled(stored, rows, now, self._outcome)
             if ended:
                 self._store.save(ended, [])
@@ -105,9 +118,20 @@ class History:
             found.append((stored, *_unfinished(stored, rows)))
         return found
 
+    def end_abandoned(self, *, now: datetime) -> list[int]:
+        """End as ``interrupted`` the running batches of no process here whose owner's
+        lease has expired by ``now``: each unfinished item gets the state its work
+        reached (``outcome``), the others stay queued. Return their ids."""
+
+        def rows(stored: StoredBatch, found: Mapping[int, ItemRow]) -> list[ItemRow]:
+            return settled(stored, found, now, self._outcome)
+
+        return self._store.interrupt_abandoned(self._live.known(), now, rows)
+
     def take_over(self, name: str, *, by: int, now: datetime) -> list[int]:
-        """End the stored running batches named ``name`` that no process here runs as
-        ``interrupted``: batch ``by`` took over their unfinished items. Each such item gets
+        """End the stored running batches named ``name`` that no process here runs (and
+        the interrupted ones with unfinished items) as ``interrupted``: batch ``by``
+        took over their unfinished items. Each such item gets
         the state its work reached (``outcome``), else is cancelled with a note naming
         ``by``. Return their ids."""
         ids = []

@@ -6,6 +6,7 @@ what is known of it: the runner's live row, else the stored row, else queued.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -18,7 +19,7 @@ from engine.clock import as_utc
 from engine.domain.models import BatchStatus, ItemState
 from engine.errors import ConfigError
 from engine.settings import BatchSettings
-from engine.store.batches import ItemRow, StoredBatch
+from engine.store.batches import BatchOwner, ItemRow, NewBatch, StoredBatch
 
 Spec = Mapping[str, Any]
 
@@ -191,6 +192,18 @@ def manifest(entries: list[tuple[Spec, int]]) -> str:
         raise ConfigError("items", len(entries), f"not JSON-serializable: {exc}") from exc
 
 
+def new_batch(
+    name: str,
+    settings: BatchSettings,
+    entries: list[tuple[Spec, int]],
+    now: datetime,
+    owner: BatchOwner | None = None,
+) -> NewBatch:
+    """A batch of ``entries`` to record, with its clamped ``settings``."""
+    config = json.dumps(dataclasses.asdict(settings))
+    return NewBatch(name, config, len(entries), manifest(entries), now, owner)
+
+
 def _dumps(spec: Spec) -> str:
     try:
         return json.dumps(spec)
@@ -254,5 +267,6 @@ __all__ = [
     "item_record",
     "item_rows",
     "manifest",
+    "new_batch",
     "queued_row",
 ]

@@ -38,7 +38,6 @@ items, :mod:`~engine.batch.records` is what comes out, and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -62,7 +61,7 @@ from engine.batch.records import (
     Spec,
     SubmitResult,
     entry,
-    manifest,
+    new_batch,
 )
 from engine.batch.scheduler import CANCELLED, QUEUED, Scheduler
 from engine.batch.worker import POLL_S, Execute, Workers
@@ -71,7 +70,7 @@ from engine.clock import Clock, SystemClock
 from engine.errors import BatchError, ConfigError, NotFoundError
 from engine.instrument import NO_INSTRUMENT, Instrument
 from engine.settings import BatchSettings
-from engine.store.batches import BatchStore, ItemRow, NewBatch
+from engine.store.batches import BatchOwner, BatchStore, ItemRow
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +144,10 @@ class BatchRunner:
         *,
         config: Mapping[str, Any] | None = None,
         name: str = "",
+        owner: BatchOwner | None = None,
     ) -> SubmitResult:
-        """Record a batch and queue its items; ``config`` (seed or field names) is clamped."""
+        """Record a batch and queue its items; ``config`` (seed or field names) is clamped.
+        ``owner``: the lease held while it runs (:meth:`History.end_abandoned`)."""
         runner = self.settings  # one read: reconfigure() may replace it
         settings, notes = batch_config(runner, config)
         settings, limited = within_runner(settings, runner)
@@ -154,10 +155,7 @@ class BatchRunner:
         if not entries:
             raise ConfigError("items", [], "a batch needs at least one item")
         self._check_open()
-        batch_id = self._store.create(
-            NewBatch(name=name, config=json.dumps(dataclasses.asdict(settings)),
-                     total=len(entries), manifest=manifest(entries), created_at=self._clock.now())
-        )  # fmt: skip
+        batch_id = self._store.create(new_batch(name, settings, entries, self._clock.now(), owner))
         with self._lock:
             rows = [(n, spec, prio, list[str]()) for n, (spec, prio) in enumerate(entries, 1)]
             self._add(batch_id, name, settings, {}, rows)
@@ -221,7 +219,8 @@ class BatchRunner:
         Items recorded as finished, or whose work ended (``outcome``), never run again;
         the others (also those running when the process died) queue in their first order.
         """
-        loaded = self._history.unfinished(now=self._clock.now())
+        self._check_open()  # first: a closed runner reopens nothing it will not run
+        loaded = self._history.unfinished(now=self._clock.now(), reopen=True)
         resumed = []
         with self._lock:
             self._check_open_locked()
@@ -309,11 +308,11 @@ class BatchRunner:
 
     def list_batches(self, limit: int = 100) -> list[BatchInfo]:
         """The latest batches from the database (live counters for this process's batches)."""
-        return self._history.list_batches(limit)
+        return self._history.list_batches(limit, now=self._clock.now())
 
     def batch_detail(self, batch_id: int) -> BatchDetail:
         """A batch with every item and its attempts (what is not written yet included)."""
-        return self._history.batch_detail(batch_id)
+        return self._history.batch_detail(batch_id, now=self._clock.now())
 
     # --- threads and writes -------------------------------------------------------------
 

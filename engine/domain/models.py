@@ -65,8 +65,9 @@ class BatchStatus(StrEnum):
     FINISHED = "finished"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
-    """Its process stopped before the end and a later batch took over its unfinished
-    items; each item shows how its work ended (or that it was taken over)."""
+    """Its process stopped before the end: a later batch took over its unfinished
+    items, or its month lease expired (abandoned; its unfinished items stay queued
+    for a resume). Each item shows how its work ended (or that it was taken over)."""
 
     @property
     def finished(self) -> bool:

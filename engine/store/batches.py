@@ -5,6 +5,10 @@ implementation over the ``batches`` and ``batch_items`` tables. A batch row
 holds the manifest (every item's spec and priority, as one JSON list); an item
 gets a row when it finishes, or when it is interrupted (status ``queued``, kept
 for its attempts). An item without a row is queued.
+
+A batch a lease guards names its :class:`BatchOwner`; once no unexpired lease of
+that name has that holder, the batch was abandoned (its process died) and any
+process can end it (:meth:`SqlBatchStore.interrupt_abandoned`).
 """
 
 from __future__ import annotations
@@ -15,16 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypedDict, cast
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
 
 from engine.domain.models import BatchStatus, ItemState
 from engine.errors import NotFoundError
 from engine.store.bulk import Prepared, dialect_insert
 from engine.store.rows import storable_id
-from engine.store.schema import batch_items, batches
+from engine.store.schema import batch_items, batches, leases
 
 __all__ = [
     "BatchEnd",
+    "BatchOwner",
     "BatchStore",
     "Database",
     "ItemRow",
@@ -48,6 +53,15 @@ class ItemRow(TypedDict):
 
 
 @dataclass(frozen=True)
+class BatchOwner:
+    """The lease whose holder runs a batch: the batch is abandoned once ``holder``
+    no longer holds ``lease`` (see :mod:`engine.store.leases`)."""
+
+    lease: str
+    holder: str
+
+
+@dataclass(frozen=True)
 class NewBatch:
     name: str
     config: str
@@ -56,6 +70,8 @@ class NewBatch:
     manifest: str
     """Every item as one JSON list of ``[spec, priority]``, item ids counting from 1."""
     created_at: datetime
+    owner: BatchOwner | None = None
+    """None: no lease guards the batch (it is never taken for abandoned)."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +127,20 @@ class BatchStore(Protocol):
         longer running is left alone (nothing returned)."""
         ...
 
+    def interrupt_abandoned(self, skip: set[int], now: datetime, rows: CancelledRows) -> list[int]:
+        """End as ``interrupted`` the running batches (but ``skip``) whose owner's lease
+        expired by ``now``, each with the item rows ``rows`` makes of it; return their
+        ids. Batches without an owner are never abandoned."""
+        ...
+
     def unfinished(self, skip: set[int]) -> list[tuple[StoredBatch, dict[int, ItemRow]]]:
-        """The running batches (but ``skip``), oldest first, each with its item rows."""
+        """The running batches (but ``skip``), and the interrupted ones some of whose
+        items never finished, oldest first, each with its item rows."""
+        ...
+
+    def reopen(self, batch_id: int) -> None:
+        """A batch resumed by a process that holds no lease for it: running again,
+        with no owner (nothing ends it as abandoned while it runs)."""
         ...
 
     def latest(self, limit: int) -> list[tuple[StoredBatch, dict[str, int]]]:
@@ -163,6 +191,8 @@ class SqlBatchStore:
             "items": batch.manifest,
             "created_at": batch.created_at,
             "throttled_s": 0.0,
+            "lease": batch.owner.lease if batch.owner else None,
+            "holder": batch.owner.holder if batch.owner else None,
         }
         with self._db.transaction("batch_submit") as conn:
             batch_id: int = conn.execute(
@@ -204,18 +234,47 @@ class SqlBatchStore:
 
     def interrupt(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
         with self._db.transaction("batch_interrupt") as conn:
-            ended = _end_stored(conn, batch_id, BatchStatus.INTERRUPTED, finished_at, rows)
+            # An interrupted batch's items that never finished are taken over too.
+            ended = _end_stored(
+                conn, batch_id, BatchStatus.INTERRUPTED, finished_at, rows, _REOPENABLE
+            )
         return ended or []
 
+    def interrupt_abandoned(self, skip: set[int], now: datetime, rows: CancelledRows) -> list[int]:
+        query = select(batches.c.id).where(_abandoned(now)).order_by(batches.c.id)
+        with self._db.reading("batch_abandoned") as conn:  # the usual read finds none
+            found = [batch_id for batch_id in conn.execute(query).scalars() if batch_id not in skip]
+        ended = []
+        for batch_id in found:
+            with self._db.transaction("batch_interrupt") as conn:
+                # Asked again under the write: a holder may have come back meanwhile.
+                if conn.execute(query.where(batches.c.id == batch_id)).first() is not None:
+                    _end_stored(conn, batch_id, BatchStatus.INTERRUPTED, now, rows)
+                    ended.append(batch_id)
+        return ended
+
     def unfinished(self, skip: set[int]) -> list[tuple[StoredBatch, dict[int, ItemRow]]]:
-        query = (
-            select(batches)
-            .where(batches.c.status == BatchStatus.RUNNING.value)
-            .order_by(batches.c.id)
+        finished = (
+            select(func.count())
+            .where(batch_items.c.batch_id == batches.c.id, batch_items.c.status.in_(_FINISHED))
+            .scalar_subquery()
         )
+        resumable = or_(
+            batches.c.status == BatchStatus.RUNNING.value,
+            and_(batches.c.status == BatchStatus.INTERRUPTED.value, finished < batches.c.total),
+        )
+        query = select(batches).where(resumable).order_by(batches.c.id)
         with self._db.reading("batch_resume") as conn:
             found = [_stored(row) for row in conn.execute(query) if row.id not in skip]
             return [(batch, _item_rows(conn, batch.id)) for batch in found]
+
+    def reopen(self, batch_id: int) -> None:
+        with self._db.transaction("batch_reopen") as conn:
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.status.in_(_REOPENABLE))
+                .values(status=BatchStatus.RUNNING.value, finished_at=None, lease=None, holder=None)
+            )
 
     def latest(self, limit: int) -> list[tuple[StoredBatch, dict[str, int]]]:
         query = select(batches).order_by(batches.c.id.desc()).limit(limit)
@@ -288,17 +347,32 @@ class SqlBatchStore:
             return True, True
 
 
+_REOPENABLE = (BatchStatus.RUNNING.value, BatchStatus.INTERRUPTED.value)
+
+
+def _abandoned(now: datetime) -> Any:
+    """A running batch whose owner no longer holds its lease (it expired or was freed)."""
+    held = exists().where(
+        leases.c.name == batches.c.lease,
+        leases.c.holder == batches.c.holder,
+        leases.c.expires_at > now,
+    )
+    return and_(batches.c.status == BatchStatus.RUNNING.value, batches.c.holder.is_not(None), ~held)
+
+
 def _end_stored(
     conn: Connection,
     batch_id: int,
     status: BatchStatus,
     finished_at: datetime,
     rows: CancelledRows,
+    among: tuple[str, ...] = (BatchStatus.RUNNING.value,),
 ) -> list[ItemRow] | None:
-    """End a running batch with the item rows ``rows`` makes; None if it is not running."""
+    """End a batch whose status is one of ``among`` (running) with the item rows
+    ``rows`` makes; None if it is not."""
     done = conn.execute(
         update(batches)
-        .where(batches.c.id == batch_id, batches.c.status == BatchStatus.RUNNING.value)
+        .where(batches.c.id == batch_id, batches.c.status.in_(among))
         .values(status=status.value, finished_at=finished_at)
     ).rowcount
     if not done:

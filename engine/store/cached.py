@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, TypeVar
 
 import cachetools
@@ -22,6 +23,7 @@ from engine.clock import Clock, SystemClock
 from engine.domain.models import Job, Snapshot, TimelineEntry
 from engine.readtrace import ReadTrace
 from engine.store.jobs import ENTRIES, JOBS, Run, SqlJobStore
+from engine.store.rows import QueuedEntry
 from engine.store.writes import Queue, WritePolicy
 
 T = TypeVar("T")
@@ -236,10 +238,12 @@ class CachedJobStore:
     def timelines(self, job_ids: Sequence[int]) -> dict[int, tuple[TimelineEntry, ...]]:
         return self._inner.timelines(job_ids)
 
-    def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
-        """From the cached timeline, not a query of its own."""
-        entries = [e for e in self.timeline(job_id) if e.data_month in (month, None)]
-        return entries[-1] if entries else None
+    def last_entry(
+        self, job_id: int, month: str, before: date | None = None
+    ) -> TimelineEntry | None:
+        """The inner store's: cached entries do not say when their check collected them.
+        One indexed query, read once per replay where the timeline is not cached yet."""
+        return self._inner.last_entry(job_id, month, before)
 
     def timeline_warnings(self, job_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
         return self._inner.timeline_warnings(job_ids)
@@ -251,7 +255,7 @@ class CachedJobStore:
         """After a commit: values read from the database while it was under way are
         old; drop what was cached of the jobs it wrote."""
         jobs: dict[int, Job] = written.values(JOBS)  # type: ignore[assignment]
-        entries: dict[tuple[int, object], TimelineEntry] = written.values(ENTRIES)  # type: ignore[assignment]
+        entries: dict[tuple[int, object], QueuedEntry] = written.values(ENTRIES)  # type: ignore[assignment]
         job_ids = {job_id for job_id, _ in entries} | set(jobs)
         self._cache.drop(job_ids, {job.run_id for job in jobs.values()})
 

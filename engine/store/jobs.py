@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from datetime import date
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, true
 
 from engine.clock import Clock, SystemClock
 from engine.domain.models import Job, Snapshot, TimelineEntry
@@ -32,6 +32,18 @@ from engine.store.writes import Kind, Write, WritePolicy
 
 Run = dict[str, Any]
 """A run's row: id, month, created_at, mode, source."""
+
+
+class SaveProgress(Protocol):
+    """:meth:`JobStore.save_progress` as a callable (the facade hands it out straight)."""
+
+    def __call__(
+        self,
+        job: Job,
+        entry: TimelineEntry | None,
+        month_end: Snapshot | None,
+        collected_on: date | None = None,
+    ) -> None: ...
 
 
 class JobStore(Protocol):
@@ -69,9 +81,14 @@ class JobStore(Protocol):
         ...
 
     def save_progress(
-        self, job: Job, entry: TimelineEntry | None, month_end: Snapshot | None
+        self,
+        job: Job,
+        entry: TimelineEntry | None,
+        month_end: Snapshot | None,
+        collected_on: date | None = None,
     ) -> None:
-        """Record one check: its timeline entry, the job's counters, the month-end snapshot."""
+        """Record one check: its timeline entry, the job's counters, the month-end
+        snapshot; ``collected_on`` is the check's collection date (see last_entry)."""
         ...
 
     def timeline(self, job_id: int) -> tuple[TimelineEntry, ...]: ...
@@ -80,8 +97,12 @@ class JobStore(Protocol):
         """Timelines of many jobs at once (the bulk load)."""
         ...
 
-    def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
-        """The job's latest entry with data of ``month`` (or of no stated month)."""
+    def last_entry(
+        self, job_id: int, month: str, before: date | None = None
+    ) -> TimelineEntry | None:
+        """The job's latest entry with data of ``month`` (or of no stated month), of the
+        checks collected before ``before``: a check retried after its entry, but not
+        its job's counters, was committed ignores its own entry."""
         ...
 
     def timeline_warnings(self, job_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
@@ -89,6 +110,14 @@ class JobStore(Protocol):
         ...
 
     def month_end_snapshots(self, month: str) -> dict[str, Snapshot]: ...
+
+
+def _collected_before(day: date | None) -> Any:
+    """Entries of checks collected before ``day`` (all, without one), and those written
+    before their collection date was kept."""
+    if day is None:
+        return true()
+    return timeline.c.collected_on.is_(None) | (timeline.c.collected_on < day)
 
 
 def _newer_month_end(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -228,14 +257,19 @@ class SqlJobStore:
         return job
 
     def save_progress(
-        self, job: Job, entry: TimelineEntry | None, month_end: Snapshot | None
+        self,
+        job: Job,
+        entry: TimelineEntry | None,
+        month_end: Snapshot | None,
+        collected_on: date | None = None,
     ) -> None:
         """Record one check (see :class:`JobStore`). An immediate policy commits the
         entry, the job and the snapshot one by one; a deferred one queues them."""
         if entry is None:
             writes: tuple[Write, ...] = ((JOBS, job.id, job),)
         else:  # the usual check: a tuple built at once (this runs at every check)
-            writes = ((ENTRIES, (entry.job_id, entry.as_of), entry), (JOBS, job.id, job))
+            key, queued = (entry.job_id, entry.as_of), (entry, collected_on)
+            writes = ((ENTRIES, key, queued), (JOBS, job.id, job))
         if month_end is not None:
             row = rows.month_end_row(month_end, job.id, self._clock.now())
             writes = (*writes, (MONTH_ENDS, (row["district"], row["month"]), row))
@@ -279,9 +313,12 @@ class SqlJobStore:
                         out[job_id] += tuple(group)
         return out
 
-    def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
-        """The job's latest entry of ``month`` (or of no stated month): one query for
-        the stored one, queued entries on top."""
+    def last_entry(
+        self, job_id: int, month: str, before: date | None = None
+    ) -> TimelineEntry | None:
+        """The job's latest entry of ``month`` (or of no stated month) collected before
+        ``before`` (see :class:`JobStore`): one query for the stored one, queued entries
+        on top (they are committed with their job: never a retried check's own)."""
         # Queued first: an entry a flush commits after this read is in the database
         # read below; read the other way round it could be in neither.
         queued = [
@@ -291,6 +328,7 @@ class SqlJobStore:
             select(*rows.ENTRY_COLUMNS)
             .where(timeline.c.job_id == job_id)
             .where((timeline.c.data_month == month) | timeline.c.data_month.is_(None))
+            .where(_collected_before(before))
             .order_by(timeline.c.as_of.desc())
             .limit(1)
         )
@@ -337,9 +375,9 @@ class SqlJobStore:
     def _queued_entries(self) -> dict[int, list[TimelineEntry]]:
         """Entries not committed yet (queued or being flushed), by job."""
         by_job: dict[int, list[TimelineEntry]] = {}
-        for entry in self._writes.queued(ENTRIES).values():
+        for entry, _ in self._writes.queued(ENTRIES).values():
             by_job.setdefault(entry.job_id, []).append(entry)
         return by_job
 
 
-__all__ = ["ENTRIES", "JOBS", "MONTH_ENDS", "JobStore", "Run", "SqlJobStore"]
+__all__ = ["ENTRIES", "JOBS", "MONTH_ENDS", "JobStore", "Run", "SaveProgress", "SqlJobStore"]

@@ -38,12 +38,13 @@ from sqlalchemy import (
 from engine.errors import StorageError
 from engine.store.schema import metadata
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The version of :mod:`engine.store.schema` this code writes.
 
 1: the first stamped version. 2: the ``events`` table. 3: ``timeline.warnings``.
 4: the ``changes`` table. 5: the ``workers`` and ``slot_waiters`` tables.
-6: ``watcher_status.period_s``. Each was
+6: ``watcher_status.period_s``. 7: ``batches.lease``, ``batches.holder``
+and ``timeline.collected_on``. Each was
 additive: an older database migrates in place.
 """
 

@@ -150,6 +150,11 @@ _ENTRY_NAMES = (
 )
 # Entries are read by position (cheaper than by name: timelines are read in bulk).
 ENTRY_COLUMNS = tuple(timeline.c[name] for name in _ENTRY_NAMES)
+# Written, not read back: the check's collection date (see JobStore.last_entry).
+_ENTRY_WRITE_NAMES = (*_ENTRY_NAMES, "collected_on")
+
+QueuedEntry = tuple[TimelineEntry, date | None]
+"""An entry as written: with the collection date of its check (None: not known)."""
 
 
 def _json_encoder() -> Callable[[Any], str]:
@@ -173,8 +178,8 @@ to_json = _json_encoder()
 _from_json = json.JSONDecoder().raw_decode
 
 
-def _entry_row(e: TimelineEntry) -> tuple[Any, ...]:
-    """An entry's columns in :data:`_ENTRY_NAMES` order."""
+def _entry_row(e: TimelineEntry, collected_on: date | None) -> tuple[Any, ...]:
+    """An entry's columns in :data:`_ENTRY_WRITE_NAMES` order."""
     return (
         e.job_id,
         e.as_of,
@@ -187,6 +192,7 @@ def _entry_row(e: TimelineEntry) -> tuple[Any, ...]:
         e.significant,
         e.note,
         to_json(list(e.warnings)) if e.warnings else None,  # NULL: the usual check
+        collected_on,
     )
 
 
@@ -266,12 +272,12 @@ def update_jobs(conn: Connection, changed: Sequence[Job]) -> None:
     changes.note(conn, job_ids=[j.id for j in changed], months={j.month for j in changed})
 
 
-def upsert_entries(conn: Connection, entries: Iterable[TimelineEntry]) -> None:
+def upsert_entries(conn: Connection, entries: Iterable[QueuedEntry]) -> None:
     """Not noted in the ``changes`` table: every entry is written with its job's new
     counters (``save_progress``), in the same transaction (optimized) or the next one
     (naive), and the job's note drops its timeline too. A change row of its own would
     cost a naive check a fifth of its speed."""
-    _UPSERT_ENTRIES.execute(conn, map(_entry_row, entries))
+    _UPSERT_ENTRIES.execute(conn, itertools.starmap(_entry_row, entries))
 
 
 def upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -281,14 +287,14 @@ def upsert_month_end(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def _entries_upsert(dialect: str) -> Any:
-    stmt = dialect_insert(dialect, timeline).values({n: bindparam(n) for n in _ENTRY_NAMES})
-    cols = ("checked_at", "data_month", "metrics", "changes", "significant", "note", "warnings")
+    stmt = dialect_insert(dialect, timeline).values({n: bindparam(n) for n in _ENTRY_WRITE_NAMES})
+    cols = _ENTRY_WRITE_NAMES[2:]  # all but the key (job_id, as_of)
     return stmt.on_conflict_do_update(
         index_elements=["job_id", "as_of"], set_={c: stmt.excluded[c] for c in cols}
     )
 
 
-_UPSERT_ENTRIES = Prepared(_entries_upsert, _ENTRY_NAMES)
+_UPSERT_ENTRIES = Prepared(_entries_upsert, _ENTRY_WRITE_NAMES)
 _UPDATE_JOBS = Prepared(
     lambda _: (
         update(jobs)

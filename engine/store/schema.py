@@ -163,6 +163,11 @@ timeline = Table(
     # The snapshot's warnings as a JSON list of strings; NULL when it had none (the
     # usual check: nothing to encode or decode). Added in schema version 2.
     Column("warnings", Text),
+    # The collection date of the check that wrote the entry: a check reads the job's
+    # last entry collected before its own day, so that a check retried after its entry
+    # but not its job's counters was committed (naive mode commits them one by one)
+    # ignores its own entry. NULL in entries written before schema version 7.
+    Column("collected_on", ISODate),
     UniqueConstraint("job_id", "as_of", name="uq_timeline_job_as_of"),
 )
 
@@ -195,8 +200,12 @@ changes = Table(
 # --- batch runner (issue 4) ----------------------------------------------------
 
 # A batch's status: running -> finished | cancelled (set at cancel time so that
-# resume never restarts it). ``config`` is the batch's clamped settings as JSON;
-# ``items`` its items as a JSON list of ``[spec, priority]``: item N is the Nth.
+# resume never restarts it), or interrupted (its process stopped). ``config`` is the
+# batch's clamped settings as JSON; ``items`` its items as a JSON list of
+# ``[spec, priority]``: item N is the Nth. ``lease`` and ``holder`` name the lease
+# whose holder runs the batch (a thread runner's month lease): once no unexpired
+# lease has that holder, any process can see that the batch was abandoned. NULL for
+# batches no lease guards (procrastinate's run on in the workers). Schema version 7.
 batches = Table(
     "batches",
     metadata,
@@ -209,6 +218,8 @@ batches = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
     Column("throttled_s", Float, nullable=False, default=0.0),
+    Column("lease", String(200)),
+    Column("holder", String(200)),
 )
 
 # One row per item that finished, or that was interrupted (status ``queued``,

@@ -25,9 +25,10 @@ The generic methods (:meth:`~Storage.transaction`, :meth:`~Storage.reading`,
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table
@@ -36,7 +37,7 @@ from engine.domain.models import Job, Snapshot, TimelineEntry
 from engine.readtrace import ReadTrace
 from engine.store.cached import CacheFigures, ReadCache
 from engine.store.database import Database
-from engine.store.jobs import JobStore, Run
+from engine.store.jobs import JobStore, Run, SaveProgress
 from engine.store.writes import WritePolicy
 
 
@@ -60,7 +61,7 @@ class Storage:
             :meth:`clear_cache`); a disabled one when ``jobs`` has none.
     """
 
-    save_progress: Callable[[Job, TimelineEntry | None, Snapshot | None], None]
+    save_progress: SaveProgress
     """Record one check: its timeline entry, the job's counters, the month-end
     snapshot (see :meth:`JobStore.save_progress`)."""
 
@@ -192,9 +193,12 @@ class Storage:
         """Timelines of many jobs at once (the bulk load)."""
         return self._jobs.timelines(job_ids)
 
-    def last_entry(self, job_id: int, month: str) -> TimelineEntry | None:
-        """The job's latest entry with data of ``month`` (or of no stated month)."""
-        return self._jobs.last_entry(job_id, month)
+    def last_entry(
+        self, job_id: int, month: str, before: date | None = None
+    ) -> TimelineEntry | None:
+        """The job's latest entry with data of ``month`` (or of no stated month) of the
+        checks collected before ``before`` (see :meth:`JobStore.last_entry`)."""
+        return self._jobs.last_entry(job_id, month, before)
 
     def timeline_warnings(self, job_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
         """The warnings on the jobs' timelines, in as-of order, of the jobs that have any."""

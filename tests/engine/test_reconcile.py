@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from engine.app.console import open_storage
 from engine.cancel import NEVER, CancelToken
 from engine.clock import FakeClock
 from engine.domain.models import JobStatus, Reason, Snapshot, month_end
-from engine.errors import ItemCancelled
+from engine.errors import ItemCancelled, StorageError
 from engine.reconcile import Reconciler
 from engine.settings import ReconSettings, StorageSettings
 from engine.sources.scripted import ScriptedSource
@@ -157,3 +160,56 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path) -> 
     assert r.start_month("2025-03", ["42"], mode="optimized")[0].id == job.id  # resumed, not new
     assert _final_state(resumed, r, job.id) == expected
     resumed.close()
+
+
+class LostBetweenCommits:
+    """The database connection fails on the job update that follows the ``n``-th
+    timeline write, once: a naive check's entry is committed, its job's counters are
+    not (the fault PostgreSQL restarting mid-batch causes), raised by the driver."""
+
+    def __init__(self, storage: Storage, n: int) -> None:
+        self.left, self.armed, self.fired = n, False, False
+        event.listen(storage.engine, "before_cursor_execute", self.before)
+
+    def before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO timeline"):
+            self.left -= 1
+            self.armed = self.left == 0
+        elif self.armed and not self.fired and statement.startswith("UPDATE jobs"):
+            self.fired = True
+            raise sqlite3.OperationalError("disk I/O error")
+
+
+def _everything(storage: Storage, job_id: int) -> tuple[object, ...]:
+    job = storage.get_job(job_id)
+    entries = [
+        (e.as_of, e.data_month, dict(e.metrics), e.changes, e.significant, e.note)
+        for e in storage.timeline(job_id)
+    ]
+    return replace(job, attempts=0, created_at=None, completed_at=None), entries
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_naive_check_retried_after_its_entry_was_committed_gives_the_same_result(
+    tmp_path: Path, n: int
+) -> None:
+    members = [1000, 1050, 1100, 1100, 1100, 1100, 1100, 1100]
+    script = snaps(members, data_month="2025-03", next_from=8)
+    expected = None
+    for name, fault in (("straight", 0), ("faulted", n)):
+        storage = open_storage(
+            StorageSettings(db_url=f"sqlite:///{tmp_path / name}.db", mode="naive")
+        )
+        r = reconciler(storage, script, "naive")
+        (job,) = r.start_month("2025-03", ["42"], mode="naive")
+        if fault:
+            lost = LostBetweenCommits(storage, fault)
+            with pytest.raises(StorageError):
+                r.replay(job.id)
+            assert lost.fired and len(storage.timeline(job.id)) == n  # its entry is in
+        r.replay(job.id)  # the batch runner's retry
+        found = _everything(storage, job.id)
+        storage.close()
+        expected = expected or found
+    assert found == expected
+    assert expected[1][0][-1] == "first snapshot"

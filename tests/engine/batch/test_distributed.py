@@ -152,6 +152,17 @@ def no_duplicate_checks(console: Console, month: str) -> bool:
 DISTRICTS = ["1", "2", "3", "4", "5"]
 
 
+def test_a_batch_left_to_the_workers_is_never_taken_for_abandoned(pg_url: str) -> None:
+    """Its starter holds no lease while workers run it (they run on if it dies): a
+    read of any process leaves it running (a thread runner's would end interrupted)."""
+    with console_on(pg_url) as console:
+        result = console.start_batch("2025-03", districts=["1", "2"])
+        assert console.leases.held_by("2025-03") is None
+        with console_on(pg_url) as other:
+            info = other.batch.batch_detail(result.batch_id).info
+            assert info.status == "running" and info.counts == {"queued": 2}
+
+
 def test_two_workers_give_the_thread_runners_results(tmp_path: Path, pg_url: str) -> None:
     expected = thread_run(tmp_path, "2025-03", DISTRICTS, latency_ms=2)
     with workers(tmp_path, pg_url, 2, RECON_SOURCE_LATENCY_MS="2"):

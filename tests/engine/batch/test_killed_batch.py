@@ -113,3 +113,27 @@ def test_batch_resume_finishes_the_killed_batch_with_its_jobs_real_states(
     # nothing is left running: a later run of the month has nothing to take over
     assert main(["batch", "resume", "--db", url(db)]) == 0
     assert "Nothing to resume" in capsys.readouterr().err
+
+
+def test_a_killed_batch_nobody_reruns_ends_interrupted_once_its_lease_expired(
+    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = db_url
+    monkeypatch.setenv("RECON_STORAGE_LEASE_TTL_S", "1")  # the killed run's and ours
+    done = killed_run(db)
+    deadline = time.monotonic() + 60
+    while (batch := batches(db, capsys)[1])["status"] == "running":
+        assert time.monotonic() < deadline, "the killed batch was never ended"
+        time.sleep(0.1)  # until the killed run's lease has expired
+    # any read ends it: the jobs that completed show as succeeded, the rest stay queued
+    assert batch["status"] == "interrupted" and batch["finished_at"] is not None
+    assert batch["counts"] == {"succeeded": done, "queued": TOTAL - done}
+    assert {i["status"] for i in items(db, 1, capsys)} == {"succeeded", "queued"}
+
+    capsys.readouterr()
+    assert main(["batch", "resume", "--json", "--db", url(db)]) == 0
+    [resumed] = json.loads(capsys.readouterr().out)
+    assert (resumed["batch_id"], resumed["done"]) == (1, True)
+    [batch] = batches(db, capsys).values()
+    assert batch["status"] == "finished" and batch["counts"] == {"succeeded": TOTAL}
+    assert completed_jobs(db) == TOTAL

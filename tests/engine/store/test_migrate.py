@@ -171,7 +171,7 @@ def test_a_version_1_database_gains_the_timeline_warnings_and_keeps_its_entries(
         assert [e.warnings for e in storage.timeline(1)] == [(), later.warnings]
     finally:
         storage.close()
-    assert _version(path) == SCHEMA_VERSION == 6
+    assert _version(path) == SCHEMA_VERSION == 7
 
 
 def _open_when_released(url: str, start: Any, results: Any) -> None:
