@@ -122,12 +122,8 @@ class Console:
         self.storage = open_storage(settings.storage, clock=self.clock, instrument=rec)
         perf = SqlPerfStore(self.storage)
         self.monitor = Monitor(settings.monitor, clock=self.clock, store=perf, recorder=rec)
-        self.cache = CacheService(
-            settings.cache,
-            clock=self.clock,
-            instrument=self.recorder,
-            prefetch=prefetcher(self.storage),
-        )
+        cache, prefetch = settings.cache, prefetcher(self.storage)
+        self.cache = CacheService(cache, clock=self.clock, instrument=rec, prefetch=prefetch)
         parts = settings.storage.parts()
         self.source = source or _make_source(settings, parts, self.recorder, self.clock)
         self.reconciler = Reconciler(
@@ -268,10 +264,8 @@ class Console:
         if "concurrency" not in self.settings.storage.parts():
             config["maxConcurrentJobs"] = 1  # the "before": sequential
         name = MONTH_END_BATCH.format(month=month)
-        # The month's lease marks the batch as this process's: it is abandoned once the
-        # lease expires (the procrastinate runner records no owner: its workers run on).
-        owner = self.leases.owner(month)
-        result = self.batch.submit(items, config=config, name=name, owner=owner)
+        # Owned by the month's lease: abandoned once it expires (workers' batches have none).
+        result = self.batch.submit(items, config=config, name=name, owner=self.leases.owner(month))
         self.batch.take_over(name, by=result.batch_id)  # batches of the month a killed run left
         return result
 

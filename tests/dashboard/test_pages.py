@@ -20,6 +20,7 @@ from engine.bench.e2e import STEPS
 from engine.cancel import NEVER, CancelToken
 from engine.clock import FakeClock, ShiftedClock
 from engine.domain.models import ItemState, Snapshot
+from engine.monitor.advice import Bottleneck, Severity
 from engine.settings import StorageSettings
 from engine.sources.sim import DISTRICTS as SIM_DISTRICTS
 from engine.store.leases import Holder
@@ -529,10 +530,11 @@ def test_issue19_latency_chart_marks_batches_without_bridging_gaps(app: Open, po
 
 
 def test_issue19_repeated_findings_collapse_into_one_card() -> None:
-    finding = {"rule": "tail-latency", "severity": "medium", "message": "m", "values": {}}
-    rows = [{**finding, "operation": op, "recommendation": "r"} for op in ("a", "b", "c")]
-    low = {**finding, "rule": "slow-mean", "severity": "low", "operation": "d"}
-    cards = queries._bottleneck_cards([{**low, "recommendation": "r"}, *rows])
+    def finding(operation: str, rule: str, severity: Severity) -> Bottleneck:
+        return Bottleneck(operation, rule, severity, "m", {}, "r")
+
+    rows = [finding(op, "tail-latency", "medium") for op in ("a", "b", "c")]
+    cards = queries._bottleneck_cards([finding("d", "slow-mean", "low"), *rows])
     assert [(c.level, len(c.rows)) for c in cards] == [("medium", 3), ("low", 1)]
     assert "on 3 operations: **a**, **b**, **c**" in cards[0].message
 
