@@ -274,6 +274,8 @@ def test_a_bare_status_is_recognised(source: str, words: list[str]) -> None:
 
 RESULTS = {
     "CacheService.stats": CacheService.stats,
+    "Monitor.history": Monitor.history,
+    "Monitor.resource_history": Monitor.resource_history,
     "Monitor.stats": Monitor.stats,
     "Monitor.report": Monitor.report,
     "Monitor.resources": Monitor.resources,

@@ -49,7 +49,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from engine.clock import Clock, SystemClock
 from engine.errors import ConfigError
@@ -78,7 +78,7 @@ from engine.monitor.stats import (
     summary,
 )
 from engine.settings import MonitorSettings
-from engine.store.perf import LatencyPoint, PerfStore, ResourceSample
+from engine.store.perf import LatencyPoint, PerfInterval, PerfStore, ResourceSample
 
 __all__ = [
     "MAX_CALLS",
@@ -356,16 +356,16 @@ class Monitor:
         if self._history is not None:
             self._history.flush()
 
-    def history(self, since: datetime, operation: str | None = None) -> list[dict[str, Any]]:
+    def history(self, since: datetime, operation: str | None = None) -> list[PerfInterval]:
         """Persisted per-interval aggregates that end after ``since``, oldest first.
 
         Rows of every process that shares the database, each with its ``process``.
         """
         return self._need_history().intervals(since, operation)
 
-    def resource_history(self, since: datetime) -> list[dict[str, Any]]:
+    def resource_history(self, since: datetime) -> list[ResourceSample]:
         """Persisted resource samples taken after ``since``, oldest first (all processes)."""
-        return [s.as_dict() for s in self._need_history().samples(since)]
+        return self._need_history().samples(since)
 
     def latency_series(
         self,

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any
 
 from engine.clock import Clock
 from engine.monitor.recorder import Record, Recorder
@@ -124,15 +122,9 @@ class History:
         """Samples of every process taken after ``since``, oldest first."""
         return self._store.samples(after=since)
 
-    def intervals(self, since: datetime, operation: str | None = None) -> list[dict[str, Any]]:
-        """Intervals ending after ``since``, oldest first, with their ``mean_ms``."""
-        rows = []
-        for found in self._store.intervals(after=since, operation=operation):
-            row = asdict(found)
-            del row["sketch"]
-            row["mean_ms"] = found.total_ms / found.calls
-            rows.append(row)
-        return rows
+    def intervals(self, since: datetime, operation: str | None = None) -> list[PerfInterval]:
+        """Intervals ending after ``since``, oldest first."""
+        return self._store.intervals(after=since, operation=operation)
 
     def latency(
         self, window_s: float, operations: list[str], max_points: int

@@ -37,9 +37,10 @@ _FIGURES = tuple(c.name for c in perf_resources.columns if c.name not in _NOT_FI
 """The resource figures that have a column; any other value of a sample is a gauge."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PerfInterval:
-    """One operation's calls during one aggregation interval of one process (ms)."""
+    """One operation's calls during one aggregation interval of one process; durations
+    in milliseconds, times in UTC."""
 
     id: int | None = None
     """Set by the database; rows are numbered in the order they were written."""
@@ -60,14 +61,23 @@ class PerfInterval:
     sketch: dict[int, int]
     """Calls per log bucket of their duration, so that intervals merge into percentiles."""
 
+    @property
+    def mean_ms(self) -> float:
+        """The average duration of the interval's calls, in milliseconds."""
+        return self.total_ms / self.calls
+
 
 @dataclass(frozen=True, slots=True)
 class ResourceSample:
     """One sample of a process: its resource figures plus the engine's gauges, by name."""
 
     at: datetime
+    """When it was taken (UTC)."""
     process: str
+    """The process that took it (host:pid)."""
     values: dict[str, float]
+    """By name, each in its own unit: ``rss_mb`` in MiB, ``cpu_percent`` in percent of one
+    core, gauges such as ``cache_hit_rate`` as a fraction."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at, "process": self.process, **self.values}

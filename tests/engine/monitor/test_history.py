@@ -30,16 +30,16 @@ def test_aggregates_persist_and_read_back_across_monitors(
     writer.flush()
 
     rows = writer.history(start - timedelta(seconds=1), operation="source.fetch")
-    assert [(r["calls"], r["failures"]) for r in rows] == [(100, 2), (1, 0)]
+    assert [(r.calls, r.failures) for r in rows] == [(100, 2), (1, 0)]
     first = rows[0]
-    assert first["interval_start"] == start
-    assert first["interval_end"] == start + timedelta(seconds=10)
-    assert first["interval_start"].tzinfo == UTC
-    assert (first["p50_ms"], first["p95_ms"], first["p99_ms"]) == (50.0, 95.0, 99.0)
-    assert first["mean_ms"] == pytest.approx(50.5) and first["errors"] == {"SourceError": 2}
+    assert first.interval_start == start
+    assert first.interval_end == start + timedelta(seconds=10)
+    assert first.interval_start.tzinfo == UTC
+    assert (first.p50_ms, first.p95_ms, first.p99_ms) == (50.0, 95.0, 99.0)
+    assert first.mean_ms == pytest.approx(50.5) and first.errors == {"SourceError": 2}
     assert len(writer.history(start + timedelta(seconds=10))) == 2  # the second interval
     samples = writer.resource_history(start - timedelta(seconds=1))
-    assert len(samples) == 1 and samples[0]["cache_hit_rate"] == 0.9
+    assert len(samples) == 1 and samples[0].values["cache_hit_rate"] == 0.9
 
     reader = make_monitor(store=make_store())  # another process: empty memory
     merged = only(reader, "source.fetch")
@@ -70,7 +70,7 @@ def test_retention_prunes_old_history(
     monitor.record("job.check", 0.2)
     monitor.flush()
     rows = monitor.history(start - timedelta(days=1))
-    assert [r["max_ms"] for r in rows] == [200.0]
+    assert [r.max_ms for r in rows] == [200.0]
     assert monitor.resource_history(start - timedelta(days=1)) == []
 
 
@@ -110,7 +110,7 @@ def test_concurrent_recording_from_8_threads(
     assert sum(s.calls for s in monitor.stats()) == 8 * per_thread
     assert only(monitor, "job.check", labels={"district": "3"}).calls == per_thread // 2
     persisted = monitor.history(since)
-    assert sum(r["calls"] for r in persisted) == 8 * per_thread  # none lost, none twice
+    assert sum(r.calls for r in persisted) == 8 * per_thread  # none lost, none twice
 
 
 def test_latency_series_of_the_top_operations(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_intervals_and_samples_read_back_as_written(storage: Storage) -> None:
     store.add_samples([sample(5, cache_hit_rate=0.9), sample(15)])
     store.flush()
     first, second = store.intervals(after=at(0))
-    assert first == PerfInterval(**{**vars(row(0, 10)), "id": first.id})
+    assert first == replace(row(0, 10), id=first.id)
     assert first.interval_start.tzinfo == UTC and second.operation == "source.fetch"
     assert [r.operation for r in store.intervals(after=at(0), until=at(10))] == ["parse"]
     assert [r.operation for r in store.intervals(after=at(0), operation="source.fetch")] == [
