@@ -273,6 +273,10 @@ def test_a_bare_status_is_recognised(source: str, words: list[str]) -> None:
 # --- engine results -----------------------------------------------------------------------------
 
 RESULTS = {
+    "CacheService.config": CacheService.config,
+    "CacheService.history": CacheService.history,
+    "CacheService.sample": CacheService.sample,
+    "CacheService.simulate": CacheService.simulate,
     "CacheService.stats": CacheService.stats,
     "Monitor.history": Monitor.history,
     "Monitor.resource_history": Monitor.resource_history,

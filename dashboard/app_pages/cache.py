@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import plotly.express as px
 import plotly.graph_objects as go
 import runtime
@@ -171,15 +173,15 @@ def tune_section() -> None:
         "for every layer, change the cache settings on the Settings page and save them below."
     )
     layer = st.selectbox("Layer", LAYERS, key="tune_layer")
-    current = console.cache.config()["layers"][layer]
+    current = console.cache.config().layers[layer]
     with st.form("tune"):
         a, b = st.columns(2)
-        size = a.number_input("maxSize", value=current["max_size"], step=50)
-        ttl = b.number_input("ttlMs", value=current["ttl_ms"], step=10_000)
-        chosen = POLICIES.index(current["eviction_policy"])
+        size = a.number_input("maxSize", value=current.max_size, step=50)
+        ttl = b.number_input("ttlMs", value=current.ttl_ms, step=10_000)
+        chosen = POLICIES.index(current.eviction_policy)
         policy = a.selectbox("Eviction policy", POLICIES, chosen)
-        threshold = b.number_input("prefetchThreshold", value=current["prefetch_threshold"])
-        prefetch = st.checkbox("enablePrefetch", value=current["enable_prefetch"])
+        threshold = b.number_input("prefetchThreshold", value=current.prefetch_threshold)
+        prefetch = st.checkbox("enablePrefetch", value=current.enable_prefetch)
         if st.form_submit_button("Apply"):
             with ui.guard():
                 notes = console.cache.tune(
@@ -324,7 +326,7 @@ def what_if_result(found: queries.WhatIf) -> None:
     if found.refused:
         st.info(found.refused, icon=":material/info:")
         return
-    rows = [{**r, "ttl": f"ttlMs {r['ttl_ms']:,}"} for r in found.rows]
+    rows = [{**asdict(r), "ttl": f"ttlMs {r.ttl_ms:,}"} for r in found.rows]
     fig = px.line(rows, x="max_size", y="hit_rate", color="ttl", markers=True)
     fig.update_xaxes(title="cache size (entries)", rangemode="tozero", nticks=8)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="hit rate")

@@ -29,7 +29,7 @@ from engine.batch.runner import FINISHED, BatchInfo, BatchProgress, ItemRecord
 from engine.bench import TARGETS, judged
 from engine.bench.e2e import STEP_LABELS
 from engine.cache import LAYERS
-from engine.cache.tuning import simulate
+from engine.cache.tuning import Replay, simulate
 from engine.domain.models import (
     ALL_METRICS,
     BatchStatus,
@@ -809,10 +809,10 @@ def cache_history(console: Console) -> list[dict[str, Any]]:
     """``time, layer, hit_rate, size`` per history sample (hit rate since the start)."""
     rows = []
     for point in console.cache.history():
-        at = datetime.fromisoformat(point["time"])
-        for layer in (*LAYERS, "total"):
-            s = point[layer]
-            rows.append({"time": at, "layer": layer, "hit_rate": s["hit_rate"], "size": s["size"]})
+        for layer, s in {**point.layers, "total": point.total}.items():
+            rows.append(
+                {"time": point.time, "layer": layer, "hit_rate": s.hit_rate, "size": s.size}
+            )
     return rows
 
 
@@ -843,8 +843,8 @@ class WhatIf:
     """Distinct keys read."""
     origins: dict[str, int]
     """Reads per origin in the trace."""
-    rows: list[dict[str, Any]]
-    """``max_size, ttl_ms, accesses, hits, hit_rate`` per replayed size and TTL."""
+    rows: list[Replay]
+    """One per replayed size and TTL."""
     refused: str | None
     """Why no curve is drawn (too few reads), or None."""
 

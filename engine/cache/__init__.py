@@ -46,7 +46,8 @@ from engine.cache.layer import TRACE_LEN
 from engine.cache.policies import POLICIES
 from engine.cache.prefetch import PREFETCH_QUEUE
 from engine.cache.service import HISTORY_LEN, LAYERS, CacheService, Prefetch
-from engine.cache.stats import CacheStats, CacheTotals, LayerStats
+from engine.cache.stats import CacheSample, CacheStats, CacheTotals, LayerStats, SampleFigures
+from engine.cache.tuning import CacheConfig, LayerConfig, Replay
 from engine.cache.values import freeze
 
 __all__ = [
@@ -56,10 +57,15 @@ __all__ = [
     "PREFETCH_QUEUE",
     "SAMPLE_INTERVAL_S",
     "TRACE_LEN",
+    "CacheConfig",
+    "CacheSample",
     "CacheService",
     "CacheStats",
     "CacheTotals",
+    "LayerConfig",
     "LayerStats",
     "Prefetch",
+    "Replay",
+    "SampleFigures",
     "freeze",
 ]

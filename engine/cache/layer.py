@@ -13,7 +13,7 @@ from cachetools import Cache
 
 from engine.cache.policies import Entry, Hooked, Tags, drain, new_cache, pop
 from engine.cache.stats import COUNTERS, ratio
-from engine.cache.tuning import Retune
+from engine.cache.tuning import LayerConfig, Retune
 from engine.readtrace import TRACE_KEYS, ReadTrace
 from engine.settings import CacheSettings
 
@@ -221,14 +221,14 @@ class Layer:
         counts = {name: getattr(self, name) for name in COUNTERS}
         return counts | {"hit_rate": ratio(self.hits, self.hits + self.misses)}
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "max_size": self.max_size,
-            "ttl_ms": round(self.ttl_s * 1000),
-            "eviction_policy": self.policy,
-            "enable_prefetch": self.prefetch,
-            "prefetch_threshold": self.threshold,
-        }
+    def config(self) -> LayerConfig:
+        return LayerConfig(
+            max_size=self.max_size,
+            ttl_ms=round(self.ttl_s * 1000),
+            eviction_policy=self.policy,
+            enable_prefetch=self.prefetch,
+            prefetch_threshold=self.threshold,
+        )
 
 
 def _job_of(tags: Tags) -> int | None:

@@ -12,8 +12,8 @@ from typing import Any
 from engine.cache.housekeeping import Housekeeper
 from engine.cache.layer import Flight, Layer
 from engine.cache.prefetch import PrefetchWorker
-from engine.cache.stats import CacheStats, collect, history_point
-from engine.cache.tuning import retune, simulate
+from engine.cache.stats import CacheSample, CacheStats, collect, history_point
+from engine.cache.tuning import CacheConfig, LayerConfig, Replay, retune, simulate
 from engine.cache.values import freeze
 from engine.clock import Clock, SystemClock
 from engine.errors import ConfigError
@@ -48,7 +48,7 @@ class CacheService:
         settings: CacheSettings,
         *,
         clock: Clock | None = None,
-        on_sample: Callable[[dict[str, Any]], None] | None = None,
+        on_sample: Callable[[CacheSample], None] | None = None,
         instrument: Instrument = NO_INSTRUMENT,
         prefetch: Prefetch | None = None,
     ) -> None:
@@ -67,7 +67,7 @@ class CacheService:
             PrefetchWorker(functools.partial(prefetch, self), self._local) if prefetch else None
         )
         self._lock = threading.Lock()  # prefetcher and history
-        self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LEN)
+        self._history: deque[CacheSample] = deque(maxlen=HISTORY_LEN)
         self._housekeeper = Housekeeper(
             cleanup=self.cleanup,
             sample=self.sample,
@@ -209,31 +209,31 @@ class CacheService:
             errors=worker.errors if worker else 0,
         )
 
-    def sample(self) -> dict[str, Any]:
+    def sample(self) -> CacheSample:
         """Add a point to :meth:`history` (the background thread does it every few seconds)."""
         stats = self.stats()
         with self._lock:
-            last = self._history[-1] if self._history else {}
-            point = history_point(stats, last, self._clock.now().isoformat())
+            last = self._history[-1] if self._history else None
+            point = history_point(stats, last, self._clock.now())
             self._history.append(point)
         if self._on_sample is not None:
             self._on_sample(point)
         return point
 
-    def history(self) -> list[dict[str, Any]]:
-        """Recent samples, oldest first: ``{"time", "total", <layer>...}``, each with hit rates."""
+    def history(self) -> list[CacheSample]:
+        """Recent samples, oldest first, each with its hit rates per layer and in total."""
         with self._lock:
             return list(self._history)
 
     # --- tuning --------------------------------------------------------------------------------
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> CacheConfig:
         """Current settings, per layer (the settings' field names)."""
-        layers = {}
+        layers: dict[str, LayerConfig] = {}
         for name, lay in self._layers.items():
             with lay.lock:
                 layers[name] = lay.config()
-        return {"cleanup_interval_ms": self._settings.cleanup_interval_ms, "layers": layers}
+        return CacheConfig(cleanup_interval_ms=self._settings.cleanup_interval_ms, layers=layers)
 
     def tune(
         self,
@@ -266,13 +266,11 @@ class CacheService:
 
     def simulate(
         self, layer: str, sizes: Iterable[int], policies: Iterable[str], ttls: Iterable[int]
-    ) -> list[dict[str, Any]]:
+    ) -> list[Replay]:
         """Replay the layer's recorded accesses against each size x policy x TTL (ms).
 
         Replay is read-through: a get that misses loads the key; sets and
-        invalidations are replayed as they happened. Returns one row per
-        combination with ``max_size``, ``eviction_policy``, ``ttl_ms``, ``accesses``,
-        ``hits`` and ``hit_rate``.
+        invalidations are replayed as they happened. Returns one row per combination.
         """
         return simulate(self.trace(layer).events(), sizes, policies, ttls)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,7 +20,6 @@ COUNTERS = (
     "size",
     "max_size",
 )
-_SAMPLE_FIELDS = ("hits", "misses", "hit_rate", "evictions", "expirations", "prefetch_hits", "size")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +63,34 @@ class CacheStats:
     total: CacheTotals
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SampleFigures:
+    """One layer's (or the total's) figures in a history sample: counts since the start,
+    size in entries, hit rates as fractions (0 to 1)."""
+
+    hits: int
+    misses: int
+    hit_rate: float | None
+    """Hits over reads since the start; None before the first read."""
+    evictions: int
+    expirations: int
+    prefetch_hits: int
+    size: int
+    """Entries held at the sample."""
+    interval_hit_rate: float | None
+    """Hits over reads since the previous sample; None without reads in between."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheSample:
+    """A point of the cache's hit-rate history: per layer, by name, and in total."""
+
+    time: datetime
+    """When it was taken (the cache's clock)."""
+    layers: dict[str, SampleFigures]
+    total: SampleFigures
+
+
 def collect(layers: Mapping[str, Layer], *, dropped: int, errors: int) -> CacheStats:
     """Counters, sizes and latencies (microseconds) per layer and in total.
 
@@ -89,16 +117,26 @@ def collect(layers: Mapping[str, Layer], *, dropped: int, errors: int) -> CacheS
     return CacheStats(layers=per_layer, total=total)
 
 
-def history_point(stats: CacheStats, last: dict[str, Any], time: str) -> dict[str, Any]:
+def history_point(stats: CacheStats, last: CacheSample | None, time: datetime) -> CacheSample:
     """A history sample at ``time``: ``stats``' rates, and the hit rate since ``last``."""
-    point: dict[str, Any] = {"time": time}
-    figures: dict[str, LayerStats] = {**stats.layers, "total": stats.total}
-    for name, s in figures.items():
-        hits = s.hits - last.get(name, {}).get("hits", 0)
-        misses = s.misses - last.get(name, {}).get("misses", 0)
-        point[name] = {f: getattr(s, f) for f in _SAMPLE_FIELDS}
-        point[name]["interval_hit_rate"] = ratio(hits, hits + misses)
-    return point
+    before = {} if last is None else {**last.layers, "total": last.total}
+    layers = {name: _figures(s, before.get(name)) for name, s in stats.layers.items()}
+    return CacheSample(time=time, layers=layers, total=_figures(stats.total, before.get("total")))
+
+
+def _figures(now: LayerStats, last: SampleFigures | None) -> SampleFigures:
+    hits = now.hits - (last.hits if last else 0)
+    misses = now.misses - (last.misses if last else 0)
+    return SampleFigures(
+        hits=now.hits,
+        misses=now.misses,
+        hit_rate=now.hit_rate,
+        evictions=now.evictions,
+        expirations=now.expirations,
+        prefetch_hits=now.prefetch_hits,
+        size=now.size,
+        interval_hit_rate=ratio(hits, hits + misses),
+    )
 
 
 def ratio(part: int, whole: int) -> float | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Hashable, Iterable
-from typing import Any
 
 from engine.cache.policies import POLICIES, Entry, new_cache, pop
 from engine.cache.stats import ratio
@@ -27,6 +26,46 @@ class Retune:
     policy: str | None = None
     enable_prefetch: bool | None = None
     prefetch_threshold: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LayerConfig:
+    """A layer's current settings, under the settings' field names."""
+
+    max_size: int
+    """Entries."""
+    ttl_ms: int
+    """Milliseconds an entry lives after its write."""
+    eviction_policy: str
+    """One of :data:`~engine.cache.policies.POLICIES`."""
+    enable_prefetch: bool
+    prefetch_threshold: int
+    """Reads of a job that start its prefetch."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig:
+    """The cache service's current settings: its cleanup interval and each layer's."""
+
+    cleanup_interval_ms: int
+    """Milliseconds between removals of expired entries."""
+    layers: dict[str, LayerConfig]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Replay:
+    """A recorded trace replayed on a cache of one size, policy and TTL."""
+
+    max_size: int
+    """Entries."""
+    eviction_policy: str
+    ttl_ms: int
+    """Milliseconds."""
+    accesses: int
+    """Reads replayed."""
+    hits: int
+    hit_rate: float | None
+    """Hits over reads (0 to 1); None without reads."""
 
 
 def retune(
@@ -58,7 +97,7 @@ def simulate(
     sizes: Iterable[int],
     policies: Iterable[str],
     ttls: Iterable[int],
-) -> list[dict[str, Any]]:
+) -> list[Replay]:
     """One row per size x policy x TTL (ms): the trace's hits replayed on such a cache."""
     ignored: list[str] = []
     sizes_ = [whole("max_size", s, ignored) for s in sizes]
@@ -67,8 +106,16 @@ def simulate(
     rows = []
     for size, policy, ttl in itertools.product(sizes_, policies_, ttls_):
         hits, gets = _replay(trace, size, policy, ttl / 1000)
-        row = {"max_size": size, "eviction_policy": policy, "ttl_ms": ttl, "accesses": gets}
-        rows.append(row | {"hits": hits, "hit_rate": ratio(hits, gets)})
+        rows.append(
+            Replay(
+                max_size=size,
+                eviction_policy=policy,
+                ttl_ms=ttl,
+                accesses=gets,
+                hits=hits,
+                hit_rate=ratio(hits, gets),
+            )
+        )
     return rows
 
 

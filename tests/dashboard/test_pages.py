@@ -226,7 +226,7 @@ def test_cache_page_tunes_a_layer_and_simulates(app: Open, populated: str):
     button(at, "Apply").click().run()
     assert_clean(at)
     assert any("clamped" in w.value for w in at.warning)
-    assert engine().cache.config()["layers"]["jobs"]["max_size"] == 1_000_000
+    assert engine().cache.config().layers["jobs"].max_size == 1_000_000
 
     button(at, "Simulate").click().run()  # the storage cache of a dashboard that did no work
     assert_clean(at)
@@ -395,8 +395,8 @@ def test_settings_page_applies_cache_settings_to_the_running_engine(app: Open, d
     at = choose_setting(app("settings"), "cache.ttl_ms (ttlMs)", "60000")
     assert_clean(at)
     assert any("applied now to every cache layer" in s.value for s in at.success)
-    layers = engine().cache.config()["layers"]
-    assert {layer["ttl_ms"] for layer in layers.values()} == {60000}
+    layers = engine().cache.config().layers
+    assert {layer.ttl_ms for layer in layers.values()} == {60000}
 
     # Restart-only settings say how to set them and have no Apply button (issue #19).
     at.selectbox(key="setting_choice").select("storage.batch_size (batchSize)").run()
@@ -567,7 +567,7 @@ def test_issue19_cache_page_shows_every_cache_and_no_rate_of_nothing(app: Open, 
     caches = next(f.value for f in at.dataframe if "cache" in f.value.columns)
     by_name = {row["cache"]: row for _, row in caches.iterrows()}
     assert {"storage cache", "source day summaries", "source row memo"} <= set(by_name)
-    assert {f"read cache: {layer}" for layer in console.cache.config()["layers"]} <= set(by_name)
+    assert {f"read cache: {layer}" for layer in console.cache.config().layers} <= set(by_name)
     memo = by_name["source row memo"]
     assert memo["hits"] + memo["misses"] > 0 and memo["limit"] > 0
 

@@ -17,7 +17,9 @@ from engine.cache import (
     LAYERS,
     POLICIES,
     PREFETCH_QUEUE,
+    CacheSample,
     CacheService,
+    LayerConfig,
     LayerStats,
     Prefetch,
 )
@@ -182,7 +184,7 @@ def test_get_or_load_records_load_time_as_miss_latency(make: Any) -> None:
 
 
 def test_history_samples_interval_hit_rate() -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[CacheSample] = []
     cache = CacheService(CacheSettings(), clock=FakeClock(), on_sample=seen.append)
     cache.set("jobs", 1, "a")
     cache.get("jobs", 1)
@@ -191,10 +193,10 @@ def test_history_samples_interval_hit_rate() -> None:
     cache.get("jobs", 1)
     second = cache.sample()
     third = cache.sample()
-    assert first["total"]["interval_hit_rate"] == pytest.approx(0.5)
-    assert second["jobs"]["interval_hit_rate"] == pytest.approx(1.0)
-    assert second["jobs"]["hit_rate"] == pytest.approx(2 / 3)
-    assert third["jobs"]["interval_hit_rate"] is None
+    assert first.total.interval_hit_rate == pytest.approx(0.5)
+    assert second.layers["jobs"].interval_hit_rate == pytest.approx(1.0)
+    assert second.layers["jobs"].hit_rate == pytest.approx(2 / 3)
+    assert third.layers["jobs"].interval_hit_rate is None
     assert cache.history() == [first, second, third] == seen
     for _ in range(HISTORY_LEN):
         cache.sample()
@@ -342,7 +344,7 @@ def test_prefetch_off_for_a_layer(make: Any) -> None:
     cache.get("jobs", 1)
     cache.close()  # joins the worker: anything submitted has run
     assert requested == []
-    assert cache.config()["layers"]["jobs"]["enable_prefetch"] is False
+    assert cache.config().layers["jobs"].enable_prefetch is False
 
 
 # --- live tuning ---------------------------------------------------------------------------------
@@ -361,7 +363,7 @@ def test_shrinking_keeps_the_most_recently_used_entries(make: Any) -> None:
     cache.tune("jobs", max_size=50)
     assert layer_stats(cache).size == 5
     assert cache.invalidate_district("1") == 2  # tags survive the rebuild: 1 and 9
-    assert cache.config()["layers"]["jobs"]["max_size"] == 50
+    assert cache.config().layers["jobs"].max_size == 50
 
 
 def test_shorter_ttl_counts_from_the_original_write(make: Any, clock: FakeClock) -> None:
@@ -394,7 +396,7 @@ def test_policy_change_keeps_entries_and_changes_eviction(
     cache.set("jobs", "e", "e")  # LRU: out c, a; LFU: out c, d; FIFO: out a, b
     assert cache.get("jobs", survivor) == survivor
     assert layer_stats(cache).size == 3
-    assert cache.config()["layers"]["jobs"]["eviction_policy"] == policy
+    assert cache.config().layers["jobs"].eviction_policy == policy
 
 
 def test_policy_switch_on_a_full_layer_keeps_every_entry(make: Any) -> None:
@@ -427,8 +429,8 @@ def test_tune_clamps_out_of_range_values_with_a_note(make: Any) -> None:
     assert len(notes) == 2
     assert "maxSize" in notes[0] and "1000000" in notes[0]
     assert "ttlMs" in notes[1]
-    config = cache.config()["layers"]["status"]
-    assert (config["max_size"], config["ttl_ms"]) == (1_000_000, 1000)
+    config = cache.config().layers["status"]
+    assert (config.max_size, config.ttl_ms) == (1_000_000, 1000)
 
 
 @pytest.mark.parametrize(
@@ -456,15 +458,15 @@ def test_tune_refuses_invalid_values_and_changes_nothing(
 
 def test_config_uses_the_settings_field_names(make: Any) -> None:
     config = make().config()
-    assert config["cleanup_interval_ms"] == 60_000
-    assert set(config["layers"]) == set(LAYERS)
-    assert config["layers"]["timelines"] == {
-        "max_size": 500,
-        "ttl_ms": 300_000,
-        "eviction_policy": "LRU",
-        "enable_prefetch": True,
-        "prefetch_threshold": 10,
-    }
+    assert config.cleanup_interval_ms == 60_000
+    assert set(config.layers) == set(LAYERS)
+    assert config.layers["timelines"] == LayerConfig(
+        max_size=500,
+        ttl_ms=300_000,
+        eviction_policy="LRU",
+        enable_prefetch=True,
+        prefetch_threshold=10,
+    )
 
 
 # --- what-if simulation --------------------------------------------------------------------------
@@ -476,7 +478,7 @@ def test_simulate_replays_the_recorded_trace(make: Any, clock: FakeClock) -> Non
         clock.advance(1)
         cache.get_or_load("config", key, lambda k=key: k)
     rows = cache.simulate("config", [1, 2, 3], ["LRU", "FIFO", "LFU"], [300_000])
-    rates = {(r["max_size"], r["eviction_policy"]): r["hits"] for r in rows}
+    rates = {(r.max_size, r.eviction_policy): r.hits for r in rows}
     # Hand-computed, size 2: LRU A- B- A+ C-(out B) A+ B-; FIFO A- B- A+ C-(out A) A- B-;
     # LFU A- B- A+(A2) C-(out B) A+ B-. Size 3 holds everything after the first touch.
     assert rates == {
@@ -484,12 +486,12 @@ def test_simulate_replays_the_recorded_trace(make: Any, clock: FakeClock) -> Non
         (2, "LRU"): 2, (2, "FIFO"): 1, (2, "LFU"): 2,
         (3, "LRU"): 3, (3, "FIFO"): 3, (3, "LFU"): 3,
     }  # fmt: skip
-    assert all(r["accesses"] == 6 for r in rows)
-    assert rows[3]["hit_rate"] == pytest.approx(2 / 6)
+    assert all(r.accesses == 6 for r in rows)
+    assert rows[3].hit_rate == pytest.approx(2 / 6)
 
     # TTL 2.5 s, size 3: A- B- A+ C- A-(expired, written at t1) B-(expired)
     by_ttl = cache.simulate("config", [3], ["LRU", "TTL-LRU"], [1000, 2500])
-    assert [(r["eviction_policy"], r["ttl_ms"], r["hits"]) for r in by_ttl] == [
+    assert [(r.eviction_policy, r.ttl_ms, r.hits) for r in by_ttl] == [
         ("LRU", 1000, 0),
         ("LRU", 2500, 1),
         ("TTL-LRU", 1000, 0),
@@ -505,7 +507,7 @@ def test_simulate_replays_invalidations_and_clears(make: Any) -> None:
     cache.get_or_load("status", "k", lambda: 2)
     cache.clear("status")
     cache.get("status", "k")
-    assert cache.simulate("status", [10], ["LRU"], [300_000])[0]["hits"] == 1
+    assert cache.simulate("status", [10], ["LRU"], [300_000])[0].hits == 1
 
 
 # --- immutability --------------------------------------------------------------------------------

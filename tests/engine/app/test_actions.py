@@ -50,8 +50,8 @@ def test_apply_setting_validates_clamps_and_says_when_it_applies(console: Consol
     change = actions.apply_setting(console, "cache", "ttl_ms", "999999999999")
     assert change.value == 86_400_000 and change.notes and "clamped" in change.notes[0]
     assert change.applied == "applied now to every cache layer"
-    layers = console.cache.config()["layers"].values()
-    assert {layer["ttl_ms"] for layer in layers} == {86_400_000}
+    layers = console.cache.config().layers.values()
+    assert {layer.ttl_ms for layer in layers} == {86_400_000}
 
     batch = actions.apply_setting(console, "batch", "max_concurrent_jobs", "12")
     assert batch.value == 12 and not batch.notes  # the whole process takes it (issue #19)

@@ -154,13 +154,13 @@ def test_cache_views_and_what_if(console: Console) -> None:
     memo = queries.what_if(console, "source row memo", origin="work", ttls="60000, 300000")
     assert memo.refused is None and memo.reads >= queries.MIN_TRACE_READS
     assert memo.origins.get("work", 0) >= memo.reads  # the month-end work read them
-    sizes = sorted({r["max_size"] for r in memo.rows})
+    sizes = sorted({r.max_size for r in memo.rows})
     assert len(sizes) == queries.WHAT_IF_POINTS and sizes[-1] == memo.keys
-    biggest = [r for r in memo.rows if r["max_size"] == memo.keys]
-    assert all(0 < r["hit_rate"] <= 1 and r["accesses"] == memo.reads for r in biggest)
-    assert {r["ttl_ms"] for r in memo.rows} == {60_000, 300_000}
+    biggest = [r for r in memo.rows if r.max_size == memo.keys]
+    assert all(0 < (r.hit_rate or 0) <= 1 and r.accesses == memo.reads for r in biggest)
+    assert {r.ttl_ms for r in memo.rows} == {60_000, 300_000}
     typed = queries.what_if(console, "source row memo", sizes="5, 50", ttls="60000")
-    assert [r["max_size"] for r in typed.rows] == [5, 50]
+    assert [r.max_size for r in typed.rows] == [5, 50]
     few = queries.what_if(console, "read cache: config")
     assert few.rows == [] and few.reads < queries.MIN_TRACE_READS
     assert few.refused is not None and "Run a batch" in few.refused
