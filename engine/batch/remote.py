@@ -33,10 +33,11 @@ import json
 import logging
 import os
 import random
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -373,6 +374,25 @@ def _retries(history: list[str]) -> int:
     return count
 
 
+Beat = Callable[[int], Coroutine[Any, Any, None]]
+
+
+def _tried_again(beat: Beat) -> Beat:
+    """procrastinate's heartbeat write, tried again until it is written. procrastinate
+    writes no heartbeat after one failed write (when its worker has no periodic task,
+    nothing notices), and every worker then takes its running jobs for stalled."""
+
+    async def written(worker_id: int) -> None:
+        for tries in itertools.count():
+            try:
+                return await beat(worker_id)
+            except ConnectorException as exc:
+                log.warning("procrastinate heartbeat not written (%s); trying again", exc.__cause__)
+                await asyncio.sleep(min(_RECONNECT_MAX_S, 0.25 * 2**tries))
+
+    return written
+
+
 # --- the worker process -----------------------------------------------------------------
 
 
@@ -406,14 +426,18 @@ class WorkerProcess:
         )  # fmt: skip
         self.worker_id: int | None = None
         self._watch = watch
+        self._running: asyncio.Future[None] | None = None  # procrastinate's worker
+        self._stopping = False  # a signal asked to stop
 
     def run(self) -> None:
-        """Run until SIGINT or SIGTERM (procrastinate's handlers stop it gracefully)."""
+        """Run until SIGINT or SIGTERM (a graceful stop: :meth:`_stop_asked`)."""
         apply_schema(self._console.storage.engine)
         asyncio.run(self._main())
 
     async def _main(self) -> None:
         app = make_app(self._runner.db_url, self._task)
+        manager = app.job_manager
+        manager.update_heartbeat = _tried_again(manager.update_heartbeat)  # type: ignore[method-assign,assignment]
         if self._watch is not None:
             every_s, tick = self._watch
             task = app.task(name=WATCH_TASK, pass_context=True)(self._ticker(tick))
@@ -429,6 +453,9 @@ class WorkerProcess:
             f"{self._concurrency} at once, stall timeout {stall:g} s; Ctrl-C stops"
         )
         beat = asyncio.create_task(self._heartbeat(app, stall))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop_asked, loop)
         try:
             while not await self._work(app, stall):
                 await self._reconnect(app)
@@ -441,20 +468,41 @@ class WorkerProcess:
 
     async def _work(self, app: Any, stall: float) -> bool:
         """Run procrastinate's worker: True when it stopped as asked (a signal), False
-        when it lost the database (a server restart: :meth:`_reconnect`, then again)."""
+        when it stopped by itself (it lost the database, as in a server restart:
+        :meth:`_reconnect`, then again). A query of its heartbeat or its listener that
+        fails stops it without an error; that is a loss too, never a reason to exit."""
+        if self._stopping:  # a signal while it reconnected
+            return True
+        self._running = asyncio.ensure_future(app.run_worker_async(
+            concurrency=self._concurrency, name=f"recon-{os.getpid()}",
+            additional_context={}, install_signal_handlers=False,
+            update_heartbeat_interval=HEARTBEAT_S, stalled_worker_timeout=stall,
+            shutdown_graceful_timeout=self._grace_s, abort_job_polling_interval=0.5,
+            fetch_job_polling_interval=1.0,
+        ))  # fmt: skip
+        lost: object = "a query of its heartbeat or listener failed"
         try:
-            await app.run_worker_async(
-                concurrency=self._concurrency, name=f"recon-{os.getpid()}",
-                additional_context={}, install_signal_handlers=True,
-                update_heartbeat_interval=HEARTBEAT_S, stalled_worker_timeout=stall,
-                shutdown_graceful_timeout=self._grace_s, abort_job_polling_interval=0.5,
-                fetch_job_polling_interval=1.0,
-            )  # fmt: skip
+            await self._running
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
         except ConnectorException as exc:
-            self._say(f"worker {self.worker_id}: the database was lost ({exc.__cause__}); "
-                      "reconnecting")  # fmt: skip
-            return False
-        return True
+            lost = exc.__cause__
+        finally:
+            self._running = None
+        if self._stopping:
+            return True
+        self._say(f"worker {self.worker_id}: the database was lost ({lost}); reconnecting")
+        return False
+
+    def _stop_asked(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGINT or SIGTERM: procrastinate's worker stops gracefully (running items get
+        ``grace_s``); a second signal is left to its default (stops at once)."""
+        self._stopping = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if self._running is not None:
+            self._running.cancel()  # procrastinate's way: a cancel is a graceful stop
 
     async def _reconnect(self, app: Any) -> None:
         """Open the app's connections again once the database answers (waits double up
@@ -462,6 +510,8 @@ class WorkerProcess:
         the stalled-job check."""
         for tries in itertools.count():
             await asyncio.sleep(min(_RECONNECT_MAX_S, 0.25 * 2**tries))
+            if self._stopping:
+                return
             with contextlib.suppress(Exception):
                 await app.close_async()
             try:

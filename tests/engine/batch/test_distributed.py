@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,11 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+from procrastinate.exceptions import ConnectorException
+from procrastinate.manager import JobManager
 
 from engine.api.app import create_app
 from engine.app.console import Console
 from engine.batch.distributed import TASK, DistributedRunner
-from engine.batch.remote import ItemWorker
+from engine.batch.remote import ItemWorker, WorkerProcess
 from engine.cli.core import main
 from engine.errors import ConfigError
 from engine.settings import Settings
@@ -409,6 +412,17 @@ def test_the_procrastinate_runner_needs_postgresql(
     assert "postgresql+psycopg://" in capsys.readouterr().err
 
 
+def diagnosis(console: Console, batch_id: int, tmp: Path) -> str:
+    """Each item's state and attempts, and the workers' own lines (tracebacks left out)."""
+    items = [f"item {i.item_id}: {i.status.value} after {len(i.attempts)} attempts"
+             for i in console.batch.batch_detail(batch_id).items]  # fmt: skip
+    lines = [f"-- {log.name}\n{log.read_text()}" for log in sorted(tmp.glob("worker*.log"))]
+    skip = (" ", "\t", "Traceback", "The above")
+    said = [line for line in "\n".join(lines).splitlines()
+            if line.strip() and not line.startswith(skip)]  # fmt: skip
+    return "\n".join(["the batch did not finish", *items, *said])
+
+
 def test_workers_go_on_after_postgresql_restarts_mid_batch(tmp_path: Path) -> None:
     """The server restarts (every session cut) while the workers run a batch: they
     reconnect, the batch completes, and the results equal the thread runner's."""
@@ -421,12 +435,105 @@ def test_workers_go_on_after_postgresql_restarts_mid_batch(tmp_path: Path) -> No
                     result = console.start_batch("2025-03", districts=districts)
                     wait_for(lambda: console.batch.progress(result.batch_id).succeeded, "one item")
                     restart(server)
-                    finished(console, result.batch_id)
+                    try:
+                        finished(console, result.batch_id)
+                    except AssertionError as exc:  # what each item and worker did
+                        raise AssertionError(diagnosis(console, result.batch_id, tmp_path)) from exc
                     detail = console.batch.batch_detail(result.batch_id)
                     # an item whose job completed just before its row could be written
                     # is skipped when it runs again (its work is done)
                     assert {i.status for i in detail.items} <= {"succeeded", "skipped"}
                     assert results(console, "2025-03") == expected
+
+
+def run_worker_until(process: WorkerProcess, then: Callable[[], None]) -> None:
+    """Run ``process`` in this (main) thread while another runs ``then``; SIGTERM then
+    stops the worker through its own handler (unless it has returned already)."""
+    returned = threading.Event()
+    failed: list[BaseException] = []  # raised again here, in the test's thread
+
+    def then_stop() -> None:
+        try:
+            then()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            failed.append(exc)
+        finally:
+            if not returned.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=then_stop)
+    helper.start()
+    try:
+        process.run()
+    finally:
+        returned.set()
+        helper.join()
+    if failed:
+        raise failed[0]
+
+
+def fails_once(monkeypatch: pytest.MonkeyPatch, method: str) -> list[str]:
+    """procrastinate's ``JobManager.<method>`` fails once, as it does when the server
+    restarts under it; the list gets "failed" and then "written" per later call."""
+    real = getattr(JobManager, method)
+    calls: list[str] = []
+
+    async def flaky(self: JobManager, *args: Any, **kwargs: Any) -> Any:
+        if not calls:
+            calls.append("failed")
+            raise ConnectorException("server closed the connection unexpectedly")
+        calls.append("written")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobManager, method, flaky)
+    return calls
+
+
+def test_a_failed_heartbeat_write_is_tried_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """procrastinate writes no more heartbeats after one failed write: the worker tries
+    it again, so no worker takes its running items for stalled, and items run on."""
+    beats = fails_once(monkeypatch, "update_heartbeat")
+    said: list[str] = []
+    started: list[int] = []
+    with console_on(pg_url, stall_s=3) as console:
+        process = WorkerProcess(console, concurrency=2, grace_s=2, say=said.append)
+
+        def then() -> None:
+            wait_for(lambda: beats.count("written") >= 2, "heartbeats after the failed one")
+            started.append(console.start_batch("2025-03", districts=["1", "2"]).batch_id)
+            finished(console, started[0])
+
+        run_worker_until(process, then)
+        assert started and console.batch.progress(started[0]).succeeded == 2
+    assert not [s for s in said if "its worker was lost" in s], said
+
+
+def test_a_worker_goes_on_when_procrastinate_stops_its_worker_by_itself(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A side task of procrastinate's worker that fails (its listener, the server
+    restarting) stops that worker without an error: ``recon worker --watch`` starts it
+    again and runs items until a signal stops it, instead of exiting as if asked to."""
+    fails_once(monkeypatch, "listen_for_jobs")
+    said: list[str] = []
+    started: list[int] = []  # the batch run once procrastinate's worker is back
+    with console_on(pg_url) as console:
+        watch = (3600.0, lambda: "ticked")  # a periodic task: procrastinate then watches
+        process = WorkerProcess(console, concurrency=2, grace_s=2, say=said.append,
+                                watch=watch)  # fmt: skip
+
+        def then() -> None:
+            wait_for(lambda: any("reconnected" in s for s in said), "the worker to go on")
+            started.append(console.start_batch("2025-03", districts=["1", "2"]).batch_id)
+            finished(console, started[0])
+
+        run_worker_until(process, then)
+        assert started and console.batch.progress(started[0]).succeeded == 2
+    lost = [s for s in said if "the database was lost" in s]
+    assert lost and "heartbeat or listener" in lost[0], said
+    assert said[-1] == f"worker {process.worker_id} stopped"
 
 
 class _Context:
