@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -463,7 +464,11 @@ def test_close_progress_shows_the_watcher_or_how_to_start_one(
         watcher.tick(every_s=3600)  # June is closed already: nothing to check
         shown = " ".join(texts(at.run()))
         assert "watcher on box-7 pid 4242, source sim: last tick 2025-07-20" in shown
-        assert "next tick 2025-07-20" in shown
+        # an hour later: on the next day when the clock's time of day is past 23:00
+        ticks = re.search(r"last tick (\S+ \S+) UTC, next tick (\S+ \S+) UTC", shown)
+        assert ticks, shown
+        last, after = (datetime.fromisoformat(t) for t in ticks.groups())
+        assert after - last == timedelta(hours=1)
     finally:
         watcher.close()
         console.close()
