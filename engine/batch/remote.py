@@ -21,7 +21,8 @@ one job per period whatever the number of workers, and one worker runs it.
 Every few seconds (:data:`HEARTBEAT_S`) the worker writes its heartbeat and running
 items into ``workers`` and hands back to the queue the jobs of workers whose
 procrastinate heartbeat is older than ``stallTimeoutS`` (procrastinate's stalled
-jobs): another worker runs them again.
+jobs): another worker runs them again. It also queues again its own jobs whose end
+procrastinate could not write (:meth:`WorkerProcess._queue_lost_ends`).
 """
 
 from __future__ import annotations
@@ -428,6 +429,10 @@ class WorkerProcess:
         self._watch = watch
         self._running: asyncio.Future[None] | None = None  # procrastinate's worker
         self._stopping = False  # a signal asked to stop
+        self._tasks_lock = threading.Lock()
+        self._in_task: set[int] = set()  # procrastinate jobs whose task runs now
+        self._procrastinate_id: int | None = None  # procrastinate's worker of this process
+        self._unended: set[int] = set()  # seen running without a task at the last beat
 
     def run(self) -> None:
         """Run until SIGINT or SIGTERM (a graceful stop: :meth:`_stop_asked`)."""
@@ -529,6 +534,10 @@ class WorkerProcess:
         return ticked
 
     def _task(self, context: JobContext, batch_id: int, item_id: int, spec: Spec) -> Any:
+        job = context.job
+        with self._tasks_lock:
+            self._in_task.add(job.id or 0)
+            self._procrastinate_id = job.worker_id
         try:
             return self.items.run(context, batch_id, item_id, spec)
         except StorageError as exc:
@@ -537,6 +546,28 @@ class WorkerProcess:
             # The database went away under the item (a server restart): run it again
             # once it is back; what it committed stays, so it goes on from there.
             raise RetryItem(_RECONNECT_MAX_S, f"database out of reach: {exc}") from exc
+        finally:
+            with self._tasks_lock:
+                self._in_task.discard(job.id or 0)
+
+    async def _queue_lost_ends(self, app: Any) -> None:
+        """Queue again the jobs that procrastinate's worker of this process holds as
+        running but no task of it runs, seen so on two beats in a row: procrastinate
+        could not write how they ended (the server went away in the middle of that
+        write) and, this worker's heartbeat being fresh, no stalled-job check takes
+        them. They run again (a finished item ends at once); left alone, a job still
+        running holds up every item that waits for a slot behind it."""
+        worker_id = self._procrastinate_id
+        if worker_id is None:
+            return
+        doing = await app.job_manager.list_jobs_async(task=TASK, status="doing",
+                                                      worker_id=worker_id)  # fmt: skip
+        with self._tasks_lock:
+            unended = {job.id: job for job in doing if job.id not in self._in_task}
+        for job_id in unended.keys() & self._unended:
+            self._say(f"job {job_id}: how it ended was not written; queued again")
+            await app.job_manager.retry_job(unended[job_id])
+        self._unended = set(unended)
 
     def _beat(self) -> None:
         """Write the heartbeat and running items now (also when an item starts or ends)."""
@@ -557,6 +588,7 @@ class WorkerProcess:
                         f"job {job.id} ({job.task_kwargs}): its worker was lost; queued again"
                     )
                     await app.job_manager.retry_job(job)
+                await self._queue_lost_ends(app)
             except (StorageError, ConnectorException, ProcrastinateAppClosed):
                 pass  # the database is out of reach: the next beat tries again
             await asyncio.sleep(max(0.0, HEARTBEAT_S - (loop.time() - started)))  # a fixed rate

@@ -26,7 +26,7 @@ from procrastinate.manager import JobManager
 
 from engine.api.app import create_app
 from engine.app.console import Console
-from engine.batch.distributed import TASK, DistributedRunner
+from engine.batch.distributed import TASK, DistributedRunner, make_app
 from engine.batch.remote import ItemWorker, WorkerProcess
 from engine.cli.core import main
 from engine.errors import ConfigError
@@ -508,6 +508,31 @@ def test_a_failed_heartbeat_write_is_tried_again(
         run_worker_until(process, then)
         assert started and console.batch.progress(started[0]).succeeded == 2
     assert not [s for s in said if "its worker was lost" in s], said
+
+
+def test_a_job_whose_end_was_not_written_is_queued_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """procrastinate could not write how a job ended (the server went away in the middle
+    of that write): the job stays running though no task runs it, and the item behind it
+    waits for a slot for ever. The worker queues it again; every job ends and the batch
+    finishes."""
+    fails_once(monkeypatch, "finish_job")
+    said: list[str] = []
+    started: list[int] = []
+    with console_on(pg_url) as console:
+        process = WorkerProcess(console, concurrency=1, grace_s=2, say=said.append)
+
+        def then() -> None:
+            started.append(console.start_batch("2025-03", districts=["1", "2"]).batch_id)
+            finished(console, started[0])
+            with make_app(console.settings.storage.db_url).open() as app:
+                ended = lambda: {j.status for j in app.job_manager.list_jobs(task=TASK)}  # noqa: E731
+                wait_for(lambda: ended() == {"succeeded"}, "every job to end")
+
+        run_worker_until(process, then)
+        assert started and console.batch.progress(started[0]).succeeded == 2
+    assert [s for s in said if "how it ended was not written; queued again" in s], said
 
 
 def test_a_worker_goes_on_when_procrastinate_stops_its_worker_by_itself(
