@@ -39,6 +39,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -440,6 +441,11 @@ class WorkerProcess:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
+        # procrastinate runs each item in the loop's default executor, which has
+        # min(32, CPUs + 4) threads: without enough, fetched items wait for a thread.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+            max_workers=self._concurrency + 4, thread_name_prefix="recon-item"
+        ))  # fmt: skip
         app = make_app(self._runner.db_url, self._task)
         manager = app.job_manager
         manager.update_heartbeat = _tried_again(manager.update_heartbeat)  # type: ignore[method-assign,assignment]

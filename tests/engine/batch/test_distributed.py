@@ -535,6 +535,30 @@ def test_a_job_whose_end_was_not_written_is_queued_again(
     assert [s for s in said if "how it ended was not written; queued again" in s], said
 
 
+def test_a_worker_runs_as_many_items_at_once_as_its_concurrency(pg_url: str) -> None:
+    """``--concurrency 8`` runs 8 items at once, whatever the number of CPUs (the
+    threads procrastinate runs items in are sized to it)."""
+    s = settings(pg_url).with_values("batch", max_concurrent_jobs=8)
+    console = Console(s.with_values("source", latency_ms=150))
+    most: list[int] = [0]
+    try:
+        process = WorkerProcess(console, concurrency=8, grace_s=2, say=lambda line: None)
+
+        def then() -> None:
+            result = console.start_batch("2025-03", districts=[str(n) for n in range(1, 9)])
+
+            def sampled() -> bool:  # the most items the worker ran at once, until done
+                most[0] = max(most[0], len(process.items.snapshot()[0]))
+                return console.batch.progress(result.batch_id).done
+
+            wait_for(sampled, "the batch to finish")
+
+        run_worker_until(process, then)
+    finally:
+        console.close()
+    assert most[0] == 8
+
+
 def test_a_worker_goes_on_when_procrastinate_stops_its_worker_by_itself(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
