@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -124,19 +124,15 @@ def history_point(stats: CacheStats, last: CacheSample | None, time: datetime) -
     return CacheSample(time=time, layers=layers, total=_figures(stats.total, before.get("total")))
 
 
+_SAMPLED = tuple(f.name for f in fields(SampleFigures) if f.name != "interval_hit_rate")
+"""The figures a sample takes as they are from the layer's (or the total's) stats."""
+
+
 def _figures(now: LayerStats, last: SampleFigures | None) -> SampleFigures:
     hits = now.hits - (last.hits if last else 0)
     misses = now.misses - (last.misses if last else 0)
-    return SampleFigures(
-        hits=now.hits,
-        misses=now.misses,
-        hit_rate=now.hit_rate,
-        evictions=now.evictions,
-        expirations=now.expirations,
-        prefetch_hits=now.prefetch_hits,
-        size=now.size,
-        interval_hit_rate=ratio(hits, hits + misses),
-    )
+    kept = {name: getattr(now, name) for name in _SAMPLED}
+    return SampleFigures(**kept, interval_hit_rate=ratio(hits, hits + misses))
 
 
 def ratio(part: int, whole: int) -> float | None:
