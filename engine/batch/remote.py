@@ -443,7 +443,8 @@ class WorkerProcess:
     async def _main(self) -> None:
         # procrastinate runs each item in the loop's default executor, which has
         # min(32, CPUs + 4) threads: without enough, fetched items wait for a thread.
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(
             max_workers=self._concurrency + 4, thread_name_prefix="recon-item"
         ))  # fmt: skip
         app = make_app(self._runner.db_url, self._task)
@@ -464,7 +465,6 @@ class WorkerProcess:
             f"{self._concurrency} at once, stall timeout {stall:g} s; Ctrl-C stops"
         )
         beat = asyncio.create_task(self._heartbeat(app, stall))
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop_asked, loop)
         try:
