@@ -4,11 +4,13 @@ The engine reconciles June 2025 (its long closing period) for every district of
 the simulator in a real SQLite file; the dashboard runs on it with
 ``streamlit run``. Each page is timed until its content is rendered: its title
 is shown, Streamlit's script run has ended and every chart is drawn
-(:data:`tests.dashboard.browser.RENDERED`); twice: from a click on its sidebar
-link (``<page>_s``) and from its address typed into a new tab of the same
-browser (``<page>_load_s``, a whole app load). ``app_start_s`` is the very
-first page, which starts the dashboard's engine; ``slowest_page_s`` and
-``slowest_load_s`` the slowest click and the slowest new tab.
+(:data:`tests.dashboard.browser.RENDERED`); in two ways: from a click on its
+sidebar link (``<page>_s``) and from its address typed into a new tab of the
+same browser (``<page>_load_s``, a whole app load). Each is the median of
+:data:`ROUNDS` rounds over every page, as page-load figures are usually given;
+``worst_single_s`` is the slowest single time of all of them. ``app_start_s``
+is the very first page, which starts the dashboard's engine; ``slowest_page_s``
+and ``slowest_load_s`` the slowest page's median click and new tab.
 
 The figures are recorded, not judged here (no timing thresholds in pytest):
 stored as the ``pages`` benchmark suite in the database, where the Before /
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -54,6 +57,7 @@ PAGES = {  # sidebar link -> the page's title, its name in the figures, and its 
     "Settings": ("Settings", "settings", "settings"),
 }
 
+ROUNDS = 3  # each page is timed this many times each way; its figures are the medians
 RECORD_ENV = "RECON_PAGES_DB_URL"  # a database that also gets the figures, e.g. `make bench`'s
 
 pytestmark = pytest.mark.e2e
@@ -115,21 +119,31 @@ def test_every_page_is_timed_and_the_figures_are_recorded(
     context, base = served
     page, app_start = load(context, base, "Close progress")  # it starts the dashboard's engine
     order = [*list(PAGES)[1:], "Close progress"]  # the first page is open already
-    clicked = {PAGES[link][1]: visit(page, link) for link in order}
-    loaded = {}
-    for link in PAGES:
-        tab, loaded[PAGES[link][1]] = load(context, base, link)
-        tab.close()
+    clicks: dict[str, list[float]] = {PAGES[link][1]: [] for link in PAGES}
+    loads: dict[str, list[float]] = {PAGES[link][1]: [] for link in PAGES}
+    for _ in range(ROUNDS):
+        for link in order:
+            clicks[PAGES[link][1]].append(visit(page, link))
+        for link in PAGES:
+            tab, took = load(context, base, link)
+            loads[PAGES[link][1]].append(took)
+            tab.close()
+    every = [s for times in [*clicks.values(), *loads.values()] for s in times]
+    assert len(every) == 2 * ROUNDS * len(PAGES)
+    assert all(0 < s < WAIT_MS / 1000 for s in [app_start, *every])
+    clicked = {name: statistics.median(times) for name, times in clicks.items()}
+    loaded = {name: statistics.median(times) for name, times in loads.items()}
     result: dict[str, object] = {f"{name}_s": round(s, 3) for name, s in clicked.items()}
     result |= {f"{name}_load_s": round(s, 3) for name, s in loaded.items()}
     result |= {
         "slowest_page_s": round(max(clicked.values()), 3),
         "slowest_load_s": round(max(loaded.values()), 3),
+        "worst_single_s": round(max(every), 3),
+        "rounds": ROUNDS,
         "app_start_s": round(app_start, 3),
         "districts": len(DISTRICTS),
         "month": MONTH,
     }
-    assert all(0 < s < WAIT_MS / 1000 for s in [app_start, *clicked.values(), *loaded.values()])
 
     stored = record(f"sqlite:///{june}", result)
     if os.environ.get(RECORD_ENV):  # also beside the benchmarks of a database of one's own
