@@ -45,7 +45,7 @@ from engine.domain.models import (
 from engine.domain.rules import window_days
 from engine.errors import ConfigError, NotFoundError
 from engine.instrument import origin_of
-from engine.monitor.advice import INFORMATIONAL, Bottleneck, Recommendation
+from engine.monitor.advice import INFORMATIONAL, SEVERITY_ORDER, Bottleneck, Recommendation
 from engine.monitor.core import Source
 from engine.monitor.stats import OperationStats
 from engine.readtrace import WORK, ReadTrace
@@ -995,20 +995,17 @@ def advice(console: Console, window_s: float) -> Advice:
     )
 
 
-_LEVELS = ("high", "medium", "low")
-
-
 def _bottleneck_cards(found: Sequence[Bottleneck]) -> list[AdviceItem]:
     """One card per rule: repeated findings of a rule become rows of one table."""
     by_rule: dict[str, list[Bottleneck]] = {}
     for b in found:
         by_rule.setdefault(b.rule, []).append(b)
     cards = [_bottleneck_card(rule, group) for rule, group in by_rule.items()]
-    return sorted(cards, key=lambda c: _LEVELS.index(c.level))
+    return sorted(cards, key=lambda c: SEVERITY_ORDER[c.level])
 
 
 def _bottleneck_card(rule: str, group: list[Bottleneck]) -> AdviceItem:
-    level = min((b.severity for b in group), key=_LEVELS.index)
+    level = min((b.severity for b in group), key=SEVERITY_ORDER.__getitem__)
     first = group[0]
     if len(group) == 1:
         message = f"**{first.operation}** · `{rule}` — {first.message}"
@@ -1017,7 +1014,7 @@ def _bottleneck_card(rule: str, group: list[Bottleneck]) -> AdviceItem:
         message = f"`{rule}` on {len(group)} operations: {names} (figures below)"
     rows = [
         {"operation": b.operation, "severity": b.severity, **_figures_of(b.values)}
-        for b in sorted(group, key=lambda b: _LEVELS.index(b.severity))
+        for b in sorted(group, key=lambda b: SEVERITY_ORDER[b.severity])
     ]
     return AdviceItem(level, level.upper(), message, first.recommendation, rows)
 

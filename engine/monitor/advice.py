@@ -22,6 +22,7 @@ from engine.monitor.stats import Figure, OperationStats
 
 __all__ = [
     "INFORMATIONAL",
+    "SEVERITY_ORDER",
     "Bottleneck",
     "Findings",
     "Recommendation",
@@ -32,7 +33,8 @@ __all__ = [
 ]
 
 Severity = Literal["high", "medium", "low"]
-_SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+"""Severities, the most severe first: sort by ``SEVERITY_ORDER[severity]``."""
 INFORMATIONAL = frozenset({"rare-calls"})
 """Rules whose findings are worth knowing but no bottleneck (low; a UI shows them apart)."""
 
@@ -271,7 +273,7 @@ def find_bottlenecks(
     cache = _rule_cache(hit_rate, cache_reads, t)
     if cache is not None:
         found.append(cache)
-    return sorted(found, key=lambda b: (_SEVERITY_ORDER[b.severity], b.operation, b.rule))
+    return sorted(found, key=lambda b: (SEVERITY_ORDER[b.severity], b.operation, b.rule))
 
 
 # --- recommendations -------------------------------------------------------------------------
@@ -330,7 +332,7 @@ def _rec_batching(f: Findings, t: Thresholds) -> Recommendation | None:
     slowest = max(s.mean_ms for s in slow_rare) / 1000
     names = {s.operation for s in slow_rare}
     levels = [b.severity for b in f.bottlenecks if b.rule == "slow-mean" and b.operation in names]
-    priority: Severity = min(levels, key=_SEVERITY_ORDER.__getitem__, default="medium")
+    priority: Severity = min(levels, key=SEVERITY_ORDER.__getitem__, default="medium")
     return _advice(
         "Batch processing", priority, message, operations=len(slow_rare), slowest_mean_s=slowest
     )
@@ -405,4 +407,4 @@ _RECOMMENDATIONS: tuple[Callable[[Findings, Thresholds], Recommendation | None],
 def recommend(found: Findings, t: Thresholds) -> list[Recommendation]:
     """The recommendations that apply, most urgent first."""
     advice = [a for rule in _RECOMMENDATIONS if (a := rule(found, t)) is not None]
-    return sorted(advice, key=lambda a: _SEVERITY_ORDER[a.priority])
+    return sorted(advice, key=lambda a: SEVERITY_ORDER[a.priority])
