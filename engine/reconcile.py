@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MonthProgress:
+    """A month's latest run: counts by status, phase and completion reason, the share of
+    districts with final figures (completed; a failed or cancelled one has none) and the
+    latest ETA of the rest."""
+
     month: str
     run_id: int | None
     total: int
@@ -86,7 +90,7 @@ class Reconciler:
         by_status = _count(j.status.value for j in jobs)
         by_phase = _count(j.phase.value for j in jobs if j.status == JobStatus.ACTIVE and j.phase)
         by_reason = _count(j.reason.value for j in jobs if j.reason)
-        finished = sum(1 for j in jobs if j.status.finished)
+        completed = by_status.get(JobStatus.COMPLETED, 0)  # failed or cancelled: no figures
         return MonthProgress(
             month=month,
             run_id=latest["id"] if latest else None,
@@ -94,7 +98,7 @@ class Reconciler:
             by_status=by_status,
             by_phase=by_phase,
             by_reason=by_reason,
-            percent_finalized=100.0 * finished / len(jobs) if jobs else 0.0,
+            percent_finalized=100.0 * completed / len(jobs) if jobs else 0.0,
             projected_close=self._projected_close(jobs),
         )
 

@@ -126,8 +126,8 @@ def status_of(progress: MonthProgress, batch_id: int | None) -> MonthStatus:
         return MonthStatus.RUNNING
     if progress.total == 0:
         return MonthStatus.NOT_STARTED
-    if progress.percent_finalized < 100:  # some districts have not stopped
-        return MonthStatus.OPEN
+    if progress.by_status.get(JobStatus.ACTIVE) or progress.by_status.get(JobStatus.PENDING):
+        return MonthStatus.OPEN  # some districts have not stopped
     stopped = progress.by_status.get(JobStatus.FAILED, 0) + progress.by_status.get(
         JobStatus.CANCELLED, 0
     )

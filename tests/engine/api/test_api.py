@@ -288,8 +288,9 @@ def test_jobs_start_conflict_and_cancel(serve: Serve) -> None:
     batch = ok(client.post(f"{PERF}/batch/{started['batchId']}/cancel"))
     assert batch["done"] and batch["status"] == "cancelled"
     refused(client.post(f"{PERF}/batch/{started['batchId']}/cancel"), 409, "id")
-    statuses = {j["status"] for j in ok(client.get(JOBS, params={"month": MONTH}))["jobs"]}
-    assert statuses == {"cancelled"}
+    listed = ok(client.get(JOBS, params={"month": MONTH}))
+    assert {j["status"] for j in listed["jobs"]} == {"cancelled"}
+    assert listed["progress"]["percentFinalized"] == 0.0, "a cancelled district is not final"
 
 
 def test_cancelling_a_running_job_stops_its_work(serve: Serve) -> None:

@@ -24,22 +24,26 @@ from engine.reconcile import MonthProgress
 MONTH = "2025-03"
 
 
-def progress(total: int, percent: float, **by_status: int) -> MonthProgress:
+def progress(**by_status: int) -> MonthProgress:
+    total = sum(by_status.values())
+    percent = 100.0 * by_status.get("completed", 0) / total if total else 0.0
     return MonthProgress(MONTH, 1 if total else None, total, by_status, {}, {}, percent, None)
 
 
 @pytest.mark.parametrize(
-    ("total", "percent", "batch_id", "expected"),
+    ("by_status", "batch_id", "expected"),
     [
-        (0, 0.0, None, MonthStatus.NOT_STARTED),
-        (3, 0.0, 7, MonthStatus.RUNNING),
-        (3, 100.0, 7, MonthStatus.RUNNING),
-        (3, 66.7, None, MonthStatus.OPEN),
-        (3, 100.0, None, MonthStatus.CLOSED),
+        ({}, None, MonthStatus.NOT_STARTED),
+        ({"pending": 3}, 7, MonthStatus.RUNNING),
+        ({"completed": 3}, 7, MonthStatus.RUNNING),
+        ({"completed": 2, "active": 1}, None, MonthStatus.OPEN),
+        ({"completed": 2, "pending": 1}, None, MonthStatus.OPEN),
+        ({"cancelled": 2, "pending": 1}, None, MonthStatus.OPEN),
+        ({"completed": 3}, None, MonthStatus.CLOSED),
     ],
 )
-def test_status_of(total: int, percent: float, batch_id: int | None, expected: MonthStatus) -> None:
-    assert status_of(progress(total, percent), batch_id) is expected
+def test_status_of(by_status: dict[str, int], batch_id: int | None, expected: MonthStatus) -> None:
+    assert status_of(progress(**by_status), batch_id) is expected
 
 
 @pytest.mark.parametrize(
@@ -53,7 +57,7 @@ def test_status_of(total: int, percent: float, batch_id: int | None, expected: M
 def test_a_month_with_failed_or_cancelled_districts_is_not_closed(
     stopped: dict[str, int], expected: MonthStatus
 ) -> None:
-    assert status_of(progress(3, 100.0, **stopped), None) is expected
+    assert status_of(progress(**stopped), None) is expected
     assert not expected.live, "nothing works it: it waits for a new run"
 
 

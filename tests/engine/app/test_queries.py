@@ -306,6 +306,7 @@ def test_a_month_with_cancelled_or_failed_districts_is_not_closed(mixed: Console
     view = queries.close_view(mixed, "2025-05")
     assert view.status is MonthStatus.INCOMPLETE and not view.finished and not view.live
     assert view.unfinished == 3 and view.percent_finalized == 25.0
+    assert mixed.month_progress("2025-05").percent_finalized == 25.0, "the API's figure too"
     assert view.days_since_month_end is None and view.projected_close is None
     rows = {r["district"]: r for r in view.districts}
     assert rows["1"]["window"] == "final" and rows["1"]["window_left"] is None
