@@ -174,6 +174,14 @@ def test_stats_arithmetic_per_layer_and_total(make: Any) -> None:
         assert getattr(total, name) >= 0.0
 
 
+def test_latency_p95_is_the_nearest_rank_never_below_the_mean() -> None:
+    from engine.cache.stats import _mean_p95_us
+
+    assert _mean_p95_us([9_000, 1_000]) == (5.0, 9.0)  # two samples: the larger
+    assert _mean_p95_us([n * 1_000 for n in range(100, 0, -1)]) == (50.5, 95.0)
+    assert _mean_p95_us([]) == (0.0, 0.0)
+
+
 def test_get_or_load_records_load_time_as_miss_latency(make: Any) -> None:
     cache = make()
     assert cache.get_or_load("jobs", 1, lambda: "loaded") == "loaded"
