@@ -15,6 +15,7 @@ from engine.app.queries import BatchView
 from engine.errors import (
     BatchError,
     ConfigError,
+    ConflictError,
     EngineError,
     ParseError,
     SourceError,
@@ -35,6 +36,7 @@ STATE_COLORS = {
 CHART_MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
 
 _HINTS: tuple[tuple[type[EngineError], str], ...] = (
+    (ConflictError, "Wait for that work to end, or cancel it on the Batch runs page, then retry."),
     (ConfigError, "Correct the value and try again."),
     (StorageError, "Check that the database is reachable and writable, then retry."),
     (SourceError, "Check the data source (sidebar shows which) or retry in a moment."),

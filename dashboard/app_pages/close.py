@@ -460,6 +460,12 @@ def overview() -> bool:
         ui.batch_panel(queries.batch_view(console, view.running_batch))
     elif view.status is MonthStatus.INCOMPLETE:
         incomplete(view)
+    elif view.worked_elsewhere:
+        st.info(
+            f"Worked by another process ({view.worked_elsewhere}): its figures show here as "
+            "it commits them. Its batch can be cancelled on the Batch runs page.",
+            icon=":material/sync:",
+        )
     elif view.live:
         st.warning(
             "Some districts are not final and no batch of this dashboard is working on them: "

@@ -146,6 +146,9 @@ class CloseView:
     """One row per district, ordered by :data:`ATTENTION_ORDER`, then by district."""
     running_batch: int | None
     """The batch working this month in this process, if one runs."""
+    worked_elsewhere: str | None = None
+    """Who works the month in another process (host, pid, since when), if one does while
+    no batch of this process runs it: a `recon run`, a worker's watcher, a dashboard."""
 
     @property
     def finished(self) -> bool:
@@ -173,6 +176,7 @@ def close_view(console: Console, month: str) -> CloseView:
     for row in rows:
         counts[row["state"]] += 1
     status = status_of(progress, batch_id)
+    held = console.leases.held_by(month) if batch_id is None and status.live else None
     return CloseView(
         month=month,
         status=status,
@@ -185,6 +189,7 @@ def close_view(console: Console, month: str) -> CloseView:
         final_as_of=max((j.final_as_of for j in jobs if j.final_as_of), default=None),
         districts=rows,
         running_batch=batch_id,
+        worked_elsewhere=held.describe() if held and held.holder != console.leases.holder else None,
     )
 
 

@@ -161,6 +161,9 @@ class _NoLive:
     def known(self) -> set[int]:
         return set()
 
+    def uncancelled(self) -> set[int]:
+        return set()
+
 
 class DistributedRunner:
     """The console's batch runner when items run on procrastinate workers. Same

@@ -13,6 +13,7 @@ queued, for ``recon batch resume`` or a later run of the month to take over.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
@@ -30,6 +31,9 @@ from engine.batch.records import (
 )
 from engine.domain.models import ItemState
 from engine.store.batches import BatchStore, ItemRow, StoredBatch
+
+CANCEL_POLL_S = 1.0
+"""How often a runner reads whether another process cancelled one of its batches."""
 
 Unfinished = tuple[int, Spec, int, list[str]]
 """An item to queue again: its id, spec, priority and attempts so far (JSON objects)."""
@@ -54,6 +58,10 @@ class LiveBatches(Protocol):
         """The ids of the batches this process runs or ran."""
         ...
 
+    def uncancelled(self) -> set[int]:
+        """The ids of the batches this process runs and has not cancelled."""
+        ...
+
 
 class History:
     """Reads and cancels stored batches, and settles those a stopped process left.
@@ -65,6 +73,7 @@ class History:
         self._store = store
         self._live = live
         self._outcome = outcome
+        self._next_poll = 0.0  # monotonic seconds: when cancelled_elsewhere reads again
 
     def list_batches(self, limit: int, *, now: datetime) -> list[BatchInfo]:
         """The latest batches, newest first (live counters for this process's batches);
@@ -84,8 +93,23 @@ class History:
             counts[item.status.value] = counts.get(item.status.value, 0) + 1
         return BatchDetail(self._info(stored, counts), tuple(records))
 
+    def cancelled_elsewhere(self) -> set[int]:
+        """The batches this process runs that another process cancelled in the database
+        (``recon batch cancel``, the API, another dashboard), read at most every
+        :data:`CANCEL_POLL_S`: the runner cancels them here too (the dispatcher calls it)."""
+        now = time.monotonic()
+        running = self._live.uncancelled() if now >= self._next_poll else set()
+        if not running:
+            return set()
+        self._next_poll = now + CANCEL_POLL_S
+        return self._store.cancelled_among(running)
+
     def cancel(self, batch_id: int, now: datetime) -> list[Event]:
-        """Cancel a stored batch nobody runs, and its unfinished items; return their events."""
+        """Cancel a stored batch of no runner here. Another process that runs it is asked
+        to (it stops its items and records them); one nobody runs is cancelled here with
+        its unfinished items. Returns the events of the items cancelled here."""
+        if self._store.ask_owner_to_cancel(batch_id, now):
+            return []
         specs: dict[int, Spec] = {}
 
         def cancelled(stored: StoredBatch, rows: Mapping[int, ItemRow]) -> list[ItemRow]:

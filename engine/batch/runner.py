@@ -342,6 +342,8 @@ class BatchRunner:
             raise self._writer.fatal
         scheduler = self._scheduler
         self._gate.refresh(throttling=scheduler.throttling)
+        for batch_id in self._history.cancelled_elsewhere():
+            self.cancel(batch_id)  # its queued items dropped, running ones stopped, here too
         with self._lock:
             if scheduler.watch():
                 self._work.notify_all()
@@ -353,8 +355,6 @@ class BatchRunner:
                 return True
         self._writer.persist(work)
         return True
-
-    # --- helpers ------------------------------------------------------------------------
 
     def _add(
         self,
@@ -403,6 +403,10 @@ class _LiveView:
     def known(self) -> set[int]:
         with self._lock:
             return set(self._scheduler.batches)
+
+    def uncancelled(self) -> set[int]:
+        with self._lock:
+            return {b.id for b in self._scheduler.open.values() if not b.cancelled}
 
 
 __all__ = [

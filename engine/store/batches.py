@@ -13,13 +13,13 @@ process can end it (:meth:`SqlBatchStore.interrupt_abandoned`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypedDict, cast
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, exists, func, insert, or_, select, update
 
 from engine.domain.models import BatchStatus, ItemState
 from engine.errors import NotFoundError
@@ -115,6 +115,15 @@ class BatchStore(Protocol):
         """Mark a running batch cancelled (its items are recorded as they finish)."""
         ...
 
+    def cancelled_among(self, batch_ids: Collection[int]) -> set[int]:
+        """Which of ``batch_ids`` are stored as cancelled (by any process)."""
+        ...
+
+    def ask_owner_to_cancel(self, batch_id: int, now: datetime) -> bool:
+        """Mark cancelled a running batch whose owner still holds its lease: that process
+        stops its items (it reads :meth:`cancelled_among`). False if no live owner runs it."""
+        ...
+
     def cancel(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
         """Cancel a running batch nobody runs, with the item rows ``rows`` makes of the
         stored batch and its stored item rows, in one transaction; return those rows.
@@ -205,11 +214,12 @@ class SqlBatchStore:
             if rows:
                 _write_items(conn, rows)
             for end in ends:
+                kept = batches.c.status == BatchStatus.CANCELLED.value  # by another process
                 conn.execute(
                     update(batches)
                     .where(batches.c.id == end.batch_id)
                     .values(
-                        status=end.status.value,
+                        status=case((kept, batches.c.status), else_=end.status.value),
                         finished_at=end.finished_at,
                         throttled_s=end.throttled_s,
                     )
@@ -222,6 +232,23 @@ class SqlBatchStore:
                 .where(batches.c.id == batch_id, batches.c.status == BatchStatus.RUNNING.value)
                 .values(status=BatchStatus.CANCELLED.value)
             )
+
+    def ask_owner_to_cancel(self, batch_id: int, now: datetime) -> bool:
+        owned = and_(batches.c.status == BatchStatus.RUNNING.value, _held(now))
+        with self._db.transaction("batch_cancel") as conn:
+            marked = conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, owned)
+                .values(status=BatchStatus.CANCELLED.value)
+            )
+        return marked.rowcount == 1
+
+    def cancelled_among(self, batch_ids: Collection[int]) -> set[int]:
+        query = select(batches.c.id).where(
+            batches.c.id.in_(list(batch_ids)), batches.c.status == BatchStatus.CANCELLED.value
+        )
+        with self._db.reading("batch_cancelled") as conn:
+            return set(conn.execute(query).scalars())
 
     def cancel(self, batch_id: int, finished_at: datetime, rows: CancelledRows) -> list[ItemRow]:
         cancelled = None
@@ -350,14 +377,20 @@ class SqlBatchStore:
 _REOPENABLE = (BatchStatus.RUNNING.value, BatchStatus.INTERRUPTED.value)
 
 
-def _abandoned(now: datetime) -> Any:
-    """A running batch whose owner no longer holds its lease (it expired or was freed)."""
-    held = exists().where(
+def _held(now: datetime) -> Any:
+    """A batch whose owner holds its lease (a process that runs it, alive)."""
+    return exists().where(
         leases.c.name == batches.c.lease,
         leases.c.holder == batches.c.holder,
         leases.c.expires_at > now,
     )
-    return and_(batches.c.status == BatchStatus.RUNNING.value, batches.c.holder.is_not(None), ~held)
+
+
+def _abandoned(now: datetime) -> Any:
+    """A running batch whose owner no longer holds its lease (it expired or was freed)."""
+    return and_(
+        batches.c.status == BatchStatus.RUNNING.value, batches.c.holder.is_not(None), ~_held(now)
+    )
 
 
 def _end_stored(

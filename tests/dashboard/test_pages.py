@@ -168,6 +168,42 @@ def test_batch_cancel_and_resume_buttons(app: Open, db_url: str, monkeypatch):
     assert any("Nothing to resume" in t for t in texts(at))
 
 
+def test_a_batch_of_another_process_is_cancelled_from_here(app: Open, db_url: str):
+    overrides = {"storage": {"db_url": db_url}, "source": {"latency_ms": 100}}
+    other = Console(settings_mod.load(env={}, overrides=overrides))  # a `recon run` beside
+    try:
+        batch_id = other.start_batch(MONTH, districts=list(SIM_DISTRICTS[:8])).batch_id
+        other.batch.start()
+        at = app("batch")
+        assert f"Batch **{batch_id}**" in texts(at)[0] and "running" in texts(at)[0]
+        button(at, "Cancel batch").click().run()
+        assert_clean(at)
+        other.batch.run(until_idle=True)  # returns once the cancel reached it
+        assert other.batch.progress(batch_id).cancelled > 0
+        at.run()
+        assert any(f"Batch **{batch_id}**" in t and "cancelled" in t for t in texts(at))
+    finally:
+        other.close()
+
+
+def test_close_progress_names_the_process_that_works_the_month(app: Open, db_url: str):
+    overrides = {"storage": {"db_url": db_url}, "source": {"latency_ms": 100}}
+    other = Console(settings_mod.load(env={}, overrides=overrides))  # a `recon run` beside
+    try:
+        batch_id = other.start_batch(MONTH, districts=list(SIM_DISTRICTS[:8])).batch_id
+        at = app("close")
+        assert_clean(at)
+        shown = [i.value for i in at.info if "Worked by another process" in i.value]
+        assert shown and other.leases.holder.host in shown[0], [i.value for i in at.info]
+        assert not [b for b in at.button if b.label == "Continue month-end run"]
+        other.batch.cancel(batch_id)
+        other.batch.run(until_idle=True)  # its batch ends: the month is nobody's
+        at.run()
+        assert not [i for i in at.info if "Worked by another process" in i.value]
+    finally:
+        other.close()
+
+
 def test_batch_page_lists_workers_alive_and_lost(app: Open, db_url: str, monkeypatch):
     monkeypatch.setenv("RECON_BATCH_STALL_TIMEOUT_S", "3600")  # lost: silent for an hour
     at = app("batch")

@@ -234,5 +234,33 @@ def test_a_console_that_lost_its_month_stops_and_leaves_the_jobs_alone(db_url: s
         after.close()
 
 
+def test_a_batch_cancelled_by_another_console_stops_where_it_runs(db_url: str) -> None:
+    """`recon batch cancel`, the API or a dashboard of another process: the console that
+    runs the month stops its items and cancels their jobs, the batch stays recorded
+    cancelled, and no item is taken for skipped."""
+    slow = _settings(db_url).with_values("source", latency_ms=50)
+    first, second = Console(slow), Console(_settings(db_url))
+    districts = [str(n) for n in range(1, 13)]
+    try:
+        batch_id = first.start_batch(MONTH, districts=districts).batch_id
+        started = threading.Event()
+        first.batch.listen(lambda e: e["type"] == "started" and started.set())
+        first.batch.start()
+        assert started.wait(30)
+        second.batch.cancel(batch_id)  # not a batch of its own: the owner is asked
+        first.batch.run(until_idle=True)  # returns once the batch has ended there
+        detail = second.batch.batch_detail(batch_id)  # as stored
+        counts = {s: sum(i.status == s for i in detail.items) for s in ("succeeded", "cancelled")}
+        assert detail.info.status == "cancelled"
+        assert counts["cancelled"] > 0 and sum(counts.values()) == len(districts), "none skipped"
+        first.storage.flush()  # its deferred writes of the jobs it cancelled
+        jobs = second.storage.jobs(month=MONTH)
+        assert sum(j.status == JobStatus.COMPLETED for j in jobs) == counts["succeeded"]
+        assert sum(j.status == JobStatus.CANCELLED for j in jobs) == counts["cancelled"]
+    finally:
+        first.close()
+        second.close()
+
+
 def test_the_lease_of_a_month_is_named_after_it() -> None:
     assert MONTH_LEASE.format(month=MONTH) == "month:2025-03"

@@ -353,6 +353,31 @@ def test_cancel_batch_drops_queued_items_at_once_and_stops_the_running_one(
     assert {i.status for i in detail.items} == {"cancelled"}
 
 
+def test_a_batch_cancelled_by_another_process_stops_where_it_runs(
+    make_runner: Any, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`recon batch cancel` in another process: the process that runs the batch drops its
+    queued items and stops the running one too, and the batch stays recorded cancelled."""
+    from engine.cli.core import main
+
+    entered = threading.Event()
+    runner = make_runner(blocking(entered, {0}), max_concurrent_jobs=1)
+    batch_id = runner.submit(items(5)).batch_id
+    runner.start()
+    assert entered.wait(10)
+    assert main(["--db", url, "batch", "cancel", str(batch_id)]) == 0  # not its batch
+    assert "cancelled" in capsys.readouterr().out
+    done = threading.Event()
+    threading.Thread(target=lambda: (runner.run(), done.set()), daemon=True).start()
+    assert done.wait(20), "the running process never heard of the cancel"
+    detail = make_runner().batch_detail(batch_id)  # as stored
+    assert detail.info.status == "cancelled"
+    assert [(i.status, [a.outcome for a in i.attempts]) for i in detail.items] == [
+        ("cancelled", ["cancelled"]),
+        *[("cancelled", [])] * 4,
+    ]
+
+
 def test_cancel_one_item(make_runner: Any) -> None:
     entered = threading.Event()
     runner = make_runner(blocking(entered, {0}), max_concurrent_jobs=1)
