@@ -102,8 +102,7 @@ def submitted() -> None:
 def batch_live(batch_id: int) -> bool:
     view = queries.batch_view(console, batch_id)
     ui.batch_panel(view)
-    running = view.live or view.info["status"] == "running"  # here or in another process
-    if running and st.button("Cancel batch", icon=":material/cancel:"):
+    if view.running and st.button("Cancel batch", icon=":material/cancel:"):
         console.batch.cancel(batch_id)  # another process's stops within a second
         st.toast(f"Batch {batch_id} cancelled: queued items dropped, running ones stopping.")
         runtime.put("cancelled", batch_id)

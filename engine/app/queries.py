@@ -659,6 +659,11 @@ class BatchView:
         """Still running in this process."""
         return self.progress is not None and not self.progress.done
 
+    @property
+    def running(self) -> bool:
+        """Still running, in this process or another (it can be cancelled from here)."""
+        return self.live or self.info["status"] == BatchStatus.RUNNING
+
 
 def batch_view(console: Console, batch_id: int) -> BatchView:
     progress = live_progress(console.batch, batch_id)
