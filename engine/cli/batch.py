@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console as RichConsole
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -24,11 +23,10 @@ from rich.table import Table
 from engine.batch.distributed import AnyRunner
 from engine.batch.records import BatchInfo, BatchProgress
 from engine.cli.options import Clamped, district_ids, split_ids
+from engine.cli.output import err, out
 from engine.domain.models import ItemState, validate_district, validate_month
 from engine.errors import EngineError
 
-out = RichConsole()
-err = RichConsole(stderr=True)
 _BAR_REFRESH_S = 0.25  # how often the progress bar reads the batches' progress
 COUNTS = tuple(
     state.value

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console as RichConsole
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,14 +37,13 @@ from rich.table import Table
 
 from engine.bench import SUITES, judged, machine, run_suite, store
 from engine.bench.against import Baseline, Movement, compare, load
+from engine.cli.output import err, out
 from engine.clock import SystemClock
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
 
-out = RichConsole()
-err = RichConsole(stderr=True)
 Results = Mapping[str, Mapping[str, Any]]
 
 

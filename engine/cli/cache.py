@@ -7,10 +7,10 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console as RichConsole
 from rich.table import Table
 
 from engine.cache import LAYERS, LayerStats
+from engine.cli.output import out
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
@@ -55,7 +55,6 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
         table.add_column(name, justify="right", no_wrap=True)
     for key, title in _ROWS:
         table.add_row(title, *(_cell(key, getattr(column, key)) for column in columns.values()))
-    out = RichConsole()
     out.print(table)
     out.print(f"prefetches dropped (queue full): {stats.total.prefetch_dropped}")
     out.print(f"prefetches failed: {stats.total.prefetch_errors}")
@@ -66,7 +65,7 @@ def cmd_clear(args: argparse.Namespace, ctx: Context) -> int:
     from engine.app.actions import clear_caches
 
     removed = clear_caches(ctx.console(), args.layer or "layers")
-    RichConsole().print(f"cleared {removed} entries from {args.layer or 'every layer'}")
+    out.print(f"cleared {removed} entries from {args.layer or 'every layer'}")
     return 0
 
 

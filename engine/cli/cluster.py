@@ -23,15 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console as RichConsole
-
+from engine.cli.output import err
 from engine.cli.signals import stopped_by_signals
 from engine.store.pgserver import throwaway_postgres
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
 
-err = RichConsole(stderr=True)
 _ROOT = Path(__file__).resolve().parents[2]
 _STOP_GRACE_S = 20.0  # how long each part may take to stop before it is killed
 

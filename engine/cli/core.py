@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console as RichConsole
 from rich.markup import escape
 from rich.table import Table
 
 from engine import settings as settings_mod
 from engine.app import queries
 from engine.cli.options import Clamped, check_simulator_options, district_ids, finite_float
+from engine.cli.output import err, out
 from engine.clock import clock_from_env
 from engine.domain.models import JobStatus, validate_month
 from engine.errors import ConfigError, EngineError
@@ -43,8 +43,6 @@ COMMAND_MODULES = (
     "export", "watch", "sim", "batch", "cache", "perf", "bench", "api", "events", "worker",
     "cluster",
 )  # fmt: skip
-out = RichConsole()
-err = RichConsole(stderr=True)
 
 
 class Context:
@@ -219,7 +217,9 @@ def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -
     progress = ctx.console().month_progress(month)
     rows = queries.status_rows(ctx.console(), month)
     state = month_status(ctx.console(), month)
-    table = Table(title=f"Month-end {month}: summary", caption=f"month {state.value}")
+    checks = sum(r["checks"] for r in rows)
+    caption = f"month {state.value} · {checks} checks in {elapsed_s:.1f} s"
+    table = Table(title=f"Month-end {month}: summary", caption=caption)
     table.add_column("outcome")
     table.add_column("districts", justify="right")
     for reason, n in sorted(progress.by_reason.items()):
@@ -227,8 +227,6 @@ def print_run_summary(ctx: Context, month: str, until: date, elapsed_s: float) -
     for status in _STOPPED + _OPEN:
         if progress.by_status.get(status):
             table.add_row(status.value, str(progress.by_status[status]))
-    table.add_row("checks made", str(sum(r["checks"] for r in rows)))
-    table.add_row("elapsed", f"{elapsed_s:.1f} s")
     out.print(table)
     # Unwrapped: an error names a file or URL that must stay whole to be copied.
     for line in failure_lines(rows):

@@ -8,18 +8,15 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console as RichConsole
 from rich.markup import escape
 from rich.table import Table
 
 from engine.app import queries
+from engine.cli.output import err, out
 from engine.store.events import EventKind
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
-
-out = RichConsole()
-err = RichConsole(stderr=True)
 
 
 def register(subparsers: Any) -> None:

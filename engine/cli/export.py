@@ -14,16 +14,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console as RichConsole
 from rich.markup import escape
 
 from engine.app.queries import final_csv
+from engine.cli.output import err
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
-
-err = RichConsole(stderr=True)
 
 
 def register(subparsers: Any) -> None:

@@ -13,9 +13,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console as RichConsole
 from rich.table import Table
 
+from engine.cli.output import out
 from engine.monitor.core import (
     Bottleneck,
     Figure,
@@ -29,7 +29,6 @@ from engine.monitor.core import (
 if TYPE_CHECKING:
     from engine.cli.core import Context
 
-out = RichConsole()
 _SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 
 

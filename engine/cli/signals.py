@@ -6,9 +6,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console as RichConsole
-
-err = RichConsole(stderr=True)
+from engine.cli.output import err
 
 
 @contextmanager

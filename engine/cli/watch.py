@@ -15,18 +15,16 @@ import argparse
 import threading
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console as RichConsole
 from rich.markup import escape
 
 from engine.app.watcher import TickReport, Watcher
+from engine.cli.output import err
 from engine.cli.signals import stopped_by_signals
 from engine.sources.factory import serves_only_today
 
 if TYPE_CHECKING:
     from engine.cli.core import Context
     from engine.store.leases import LeaseRecord
-
-err = RichConsole(stderr=True)
 
 
 def register(subparsers: Any) -> None:

@@ -18,19 +18,16 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console as RichConsole
 from rich.markup import escape
 from rich.table import Table
 
 from engine.app import queries
+from engine.cli.output import err, out
 
 if TYPE_CHECKING:
     from engine.app.console import Console
     from engine.batch.remote import Watch
     from engine.cli.core import Context
-
-out = RichConsole()
-err = RichConsole(stderr=True)
 
 
 def register(subparsers: Any) -> None:

@@ -5,6 +5,8 @@ the same final month-end figures."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,12 +52,26 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[objec
     return finals(db)
 
 
+def test_a_table_written_to_a_pipe_is_not_cut_to_80_columns(tmp_path: Path) -> None:
+    db = tmp_path / "sim.db"
+    assert run(db, "--districts", "1,2") == 0
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    command = [sys.executable, "-m", "engine.cli", "status", "--month", MONTH]
+    shown = subprocess.run(
+        [*command, "--db", f"sqlite:///{db}"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    rows = [line for line in shown.splitlines() if line.startswith("│ 1 ")]
+    assert rows and "…" not in shown, shown
+    assert re.search(r"│ completed │ .* │ closing-ended │ \d{4}-\d{2}-\d{2} ", rows[0]), rows
+
+
 def test_run_then_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "sim.db"
     assert run(db) == 0
     printed = capsys.readouterr().out
     assert f"Month-end {MONTH}: summary" in printed and "completed: closing-ended" in printed
     assert "Batch summary" not in printed  # one summary: the month's
+    assert re.search(r"month closed · \d+ checks in [\d.]+ s", printed), printed
     assert main(["status", "--month", MONTH, "--json", "--db", f"sqlite:///{db}"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [list(r) for r in rows] == [FIELDS] * 10
