@@ -433,7 +433,8 @@ EVENT_COLUMNS = ("created_at", "kind", "district", "details", "delivery")
 def events_section() -> None:
     """Alert events of the month (final, job failed, late revision) and their delivery."""
     rows = queries.close_events(console, month)
-    with st.expander(f"Events ({len(rows)})", icon=":material/notifications:"):
+    shown = f"latest {len(rows)}" if len(rows) == queries.CLOSE_EVENTS_SHOWN else len(rows)
+    with st.expander(f"Events ({shown})", icon=":material/notifications:"):
         if not rows:
             st.caption(
                 "No events for this month yet: the month final, failed jobs and late "

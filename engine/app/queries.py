@@ -1407,9 +1407,16 @@ def _details(payload: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in payload.items() if v is not None and k != "run_id")
 
 
+CLOSE_EVENTS_SHOWN = 200
+"""The newest close events a page shows (``recon events --month`` lists them all)."""
+
+
 def close_events(console: Console, month: str) -> list[dict[str, Any]]:
-    """The close events of ``month`` (month final, job failed, late revision), newest first."""
-    found = console.alerts.events(month=validate_month(month), kinds=CLOSE_KINDS)
+    """The newest :data:`CLOSE_EVENTS_SHOWN` close events of ``month`` (month final, job
+    failed, late revision), newest first."""
+    found = console.alerts.events(
+        month=validate_month(month), kinds=CLOSE_KINDS, limit=CLOSE_EVENTS_SHOWN
+    )
     return event_rows(console, found)
 
 
@@ -1468,6 +1475,7 @@ def final_metrics(console: Console, job: Job) -> dict[str, float] | None:
 
 
 __all__ = [
+    "CLOSE_EVENTS_SHOWN",
     "MIN_TRACE_READS",
     "ORIGIN_CHOICES",
     "WHAT_IF_POINTS",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import settings as settings_mod
+from engine.app import queries
 from engine.app.console import Console
 
 Open = Callable[[str], AppTest]
@@ -39,3 +41,12 @@ def test_performance_lists_alerts_once_one_is_stored(app: Open, db_url: str) -> 
     assert not at.exception, [e.value for e in at.exception]
     alerts = at.dataframe[-1].value
     assert list(alerts["kind"]) == ["cache-hit-rate"] and "hit_rate=0.0" in alerts["details"][0]
+
+
+def test_a_capped_events_list_says_it_shows_the_latest(
+    app: Open, populated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queries, "CLOSE_EVENTS_SHOWN", 1)  # the month has more events than 1
+    at = app("close")
+    [events] = [e for e in at.expander if e.label.startswith("Events")]
+    assert events.label == "Events (latest 1)" and len(events.dataframe[0].value) == 1
