@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
+from engine.app.months import MonthStatus, month_status
 from engine.app.queries import final_csv
 from engine.cli.output import err
 from engine.errors import ConfigError
@@ -42,4 +43,7 @@ def cmd_export(args: argparse.Namespace, ctx: Context) -> int:
     except OSError as exc:
         raise ConfigError("out", args.out, f"cannot write the file: {exc.strerror}") from exc
     err.print(f"Wrote {rows} districts of {args.month} to {escape(args.out)}.")
+    state = month_status(ctx.console(), args.month)
+    if state is not MonthStatus.CLOSED:
+        err.print(f"[yellow]month {state.value}:[/] rows without a final as-of date are not final.")
     return 0

@@ -41,7 +41,8 @@ def test_export_writes_one_row_per_district_with_the_final_metrics(
 ) -> None:
     out = tmp_path / "final.csv"
     assert main(["export", "--month", MONTH, "--out", str(out), "--db", db]) == 0
-    assert f"Wrote 3 districts of {MONTH}" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"Wrote 3 districts of {MONTH}" in said and "not final" not in said  # closed
     rows = read_csv(out.read_text(encoding="utf-8"))
     assert list(rows[0]) == [*FINAL_COLUMNS, *ALL_METRICS]
     assert main(["status", "--month", MONTH, "--json", "--db", db]) == 0
@@ -55,6 +56,20 @@ def test_export_writes_one_row_per_district_with_the_final_metrics(
 
     assert main(["export", "--month", MONTH, "--out", "-", "--db", db]) == 0
     assert capsys.readouterr().out == out.read_text(encoding="utf-8")
+
+
+def test_export_of_a_month_not_closed_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'open.db'}"
+    assert (
+        main(["run", "--month", MONTH, "--districts", "1", "--until", "2025-04-02", "--db", url])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["export", "--month", MONTH, "--out", str(tmp_path / "f.csv"), "--db", url]) == 0
+    said = capsys.readouterr().err
+    assert "month open: rows without a final as-of date are not final" in said, said
 
 
 def test_export_refuses_a_month_without_jobs_and_an_unwritable_file(
