@@ -169,7 +169,7 @@ def test_batch_cancel_and_resume_buttons(app: Open, db_url: str, monkeypatch):
 
 
 def test_a_batch_of_another_process_is_cancelled_from_here(app: Open, db_url: str):
-    overrides = {"storage": {"db_url": db_url}, "source": {"latency_ms": 100}}
+    overrides = {"storage": {"db_url": db_url}, "source": {"latency_ms": 1000}}  # runs for minutes
     other = Console(settings_mod.load(env={}, overrides=overrides))  # a `recon run` beside
     try:
         batch_id = other.start_batch(MONTH, districts=list(SIM_DISTRICTS[:8])).batch_id
