@@ -48,6 +48,9 @@ STATES = tuple(s.value for s in ItemState)
 _FINISHED = frozenset(s.value for s in ItemState if s.finished)
 
 RATE_WINDOW = 50  # throughput is smoothed over the last this many finished items
+WRITE_WITHIN_S = 1.0
+"""A finished item's row is written within this long even before ``batchSize`` rows wait,
+so that other processes (a dashboard, ``recon batch list``) see a slow batch move."""
 
 
 class Item:
@@ -92,6 +95,7 @@ class Batch:
         self.finalizing = False  # its last write is under way
         self.finished = False
         self.pending: list[ItemRow] = []  # rows of finished (or interrupted) items
+        self.collected_at = started  # monotonic: when its rows were last taken for a write
         self.writing: list[ItemRow] = []  # rows taken for a write not committed yet
         self.throttle_since: float | None = None
         self.throttled_s = 0.0
@@ -360,7 +364,9 @@ class Scheduler:
         for batch in self.open.values():
             final = not batch.live and not batch.finalizing
             due = batch.flush_requested or len(batch.pending) >= batch.settings.batch_size
+            due = due or bool(batch.pending) and now - batch.collected_at >= WRITE_WITHIN_S
             if final or everything or due:
+                batch.collected_at = now
                 if final:
                     batch.finalizing = True
                     batch.throttle_since, batch.throttled_s = None, batch.throttled(now)

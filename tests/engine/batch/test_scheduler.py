@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from engine.batch.memory import MemoryGate
-from engine.batch.scheduler import Item, Scheduler
+from engine.batch.scheduler import WRITE_WITHIN_S, Item, Scheduler
 from engine.cancel import CancelToken
 from engine.clock import FakeClock
 from engine.errors import ItemCancelled, ItemTimeout
@@ -174,6 +174,20 @@ def test_rows_are_due_in_groups_and_the_batch_ends_with_its_last_write(
     assert again.final and len(again.items) == 1
     assert [b.id for b in s.written([again], ok=True)] == [1]
     assert s.progress(1).done and not s.open  # type: ignore[union-attr]
+
+
+def test_a_finished_row_is_written_within_a_second_before_its_group_fills(
+    clock: FakeClock, memory: Memory
+) -> None:
+    s = scheduler(clock, memory)
+    add(s, 1, [0] * 5, batch_size=20)  # a slow batch: 20 rows would take long to gather
+    item = s.pick(CancelToken())
+    assert item is not None
+    finish(s, item)
+    assert s.collect() == [], "not due yet: rows are written in groups"
+    clock.advance(WRITE_WITHIN_S)
+    (work,) = s.collect()
+    assert [row["item_id"] for row in work.items] == [item.item_id] and not work.final
 
 
 def test_cancel_drops_queued_items_and_stops_running_ones(clock: FakeClock, memory: Memory) -> None:
