@@ -183,7 +183,7 @@ def close_view(console: Console, month: str) -> CloseView:
         total=progress.total,
         counts=counts,
         by_reason=dict(progress.by_reason),
-        percent_finalized=100.0 * counts["completed"] / len(rows) if rows else 0.0,
+        percent_finalized=progress.percent_finalized,  # completed districts only
         days_since_month_end=((console.today() - month_end(month)).days if status.live else None),
         projected_close=progress.projected_close if status.live else None,
         final_as_of=max((j.final_as_of for j in jobs if j.final_as_of), default=None),
